@@ -1,0 +1,418 @@
+"""Fast, split-based HL7 v2 tokenizer (the MLLP hot path).
+
+Why not hl7apy here: hl7apy builds a full typed tree and parses only a few
+dozen messages per second on our hardware; the listener needs thousands.  This
+module does the minimum an ER7 reader must do and nothing more:
+
+* strips an optional UTF-8 BOM and accepts CR, LF or CRLF segment ends
+  (HL7 v2.5 ch. 2.5.1 mandates CR; real feeds do not);
+* reads the delimiters from MSH-1/MSH-2 instead of assuming ``|^~\\&``;
+* reads MSH-18 (character set, HL7 table 0211) from the raw bytes first --
+  MSH itself is ASCII -- and decodes the whole message with it;
+* keeps every segment (Z-segments too) but interprets none of them;
+* decodes escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh..\\``, HL7 v2.5
+  ch. 2.7) lazily, when a value is read, so that an escaped delimiter never
+  splits a field.
+
+Field numbering follows the standard: ``seg.field(n)`` is ``SEG-n``; for MSH,
+MSH-1 is the field separator and MSH-2 the encoding characters.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+
+from common.errors import UnparseableMessage, UnsupportedVersion
+
+_BOM = b"\xef\xbb\xbf"
+
+#: HL7 table 0211 (MSH-18) → Python codec.  ``UNICODE`` alone is deprecated
+#: (it meant UCS-2 in v2.3) but every sender we know uses it for UTF-8.
+CHARSETS: dict[str, str] = {
+    "ASCII": "ascii",
+    "ISO IR6": "ascii",
+    "UNICODE UTF-8": "utf-8",
+    "UNICODE": "utf-8",
+    "UTF-8": "utf-8",
+    "ISO IR192": "utf-8",
+    "8859/1": "iso8859-1",
+    "ISO IR100": "iso8859-1",
+    "8859/2": "iso8859-2",
+    "8859/3": "iso8859-3",
+    "8859/4": "iso8859-4",
+    "8859/5": "iso8859-5",
+    "8859/6": "iso8859-6",
+    "8859/7": "iso8859-7",
+    "8859/8": "iso8859-8",
+    "8859/9": "iso8859-9",
+    "8859/15": "iso8859-15",
+    "GB 18030-2000": "gb18030",
+    "KS X 1001": "euc_kr",
+    "BIG-5": "big5",
+}
+
+_VERSION_RE = re.compile(r"2\.[3-8](\.\d+)*")
+_SEGMENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9]{2}")
+_PATH_RE = re.compile(r"([A-Z][A-Z0-9]{2})-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodingChars:
+    """Delimiters read from MSH-1 and MSH-2 (HL7 v2.5 ch. 2.5.4)."""
+
+    field: str
+    component: str
+    repetition: str
+    escape: str
+    subcomponent: str
+    truncation: str = ""
+
+    @property
+    def msh2(self) -> str:
+        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """The MSH values the gateway needs (routing, ACK building, journaling)."""
+
+    sending_application: str  # MSH-3.1
+    sending_facility: str  # MSH-4.1
+    receiving_application: str  # MSH-5.1
+    receiving_facility: str  # MSH-6.1
+    datetime: str  # MSH-7.1, raw DTM
+    message_code: str  # MSH-9.1
+    trigger_event: str  # MSH-9.2
+    structure: str  # MSH-9.3
+    control_id: str  # MSH-10
+    processing_id: str  # MSH-11.1
+    version: str  # MSH-12.1
+    accept_ack_type: str  # MSH-15
+    application_ack_type: str  # MSH-16
+    charset: str  # MSH-18.1 as sent ("" when absent)
+    codec: str  # Python codec actually used to decode the message
+    field_separator: str = "|"  # MSH-1
+    encoding_characters: str = "^~\\&"  # MSH-2
+
+
+def unescape(value: str, enc: EncodingChars, codec: str = "utf-8") -> str:
+    """Decode HL7 escape sequences; unknown or unterminated sequences stay literal."""
+    esc = enc.escape
+    if not esc or esc not in value:
+        return value
+    out: list[str] = []
+    i = 0
+    n = len(value)
+    while i < n:
+        j = value.find(esc, i)
+        if j < 0:
+            out.append(value[i:])
+            break
+        out.append(value[i:j])
+        k = value.find(esc, j + 1)
+        if k < 0:
+            out.append(value[j:])
+            break
+        decoded = _decode_sequence(value[j + 1 : k], enc, codec)
+        out.append(value[j : k + 1] if decoded is None else decoded)
+        i = k + 1
+    return "".join(out)
+
+
+def _decode_sequence(seq: str, enc: EncodingChars, codec: str) -> str | None:
+    simple = {
+        "F": enc.field,
+        "S": enc.component,
+        "T": enc.subcomponent,
+        "R": enc.repetition,
+        "E": enc.escape,
+        "P": enc.truncation,
+        ".br": "\n",
+        "H": "",
+        "N": "",
+    }
+    if seq in simple:
+        return simple[seq]
+    if seq[:1] == "X" and len(seq) > 1 and len(seq) % 2 == 1:
+        try:
+            return bytes.fromhex(seq[1:]).decode(codec, errors="replace")
+        except (ValueError, LookupError):
+            return None
+    return None
+
+
+class Repetition:
+    """One repetition of a field; components are decoded on access."""
+
+    __slots__ = ("_codec", "_enc", "raw")
+
+    def __init__(self, raw: str, enc: EncodingChars, codec: str) -> None:
+        self.raw = raw
+        self._enc = enc
+        self._codec = codec
+
+    def __bool__(self) -> bool:
+        return bool(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Repetition({self.raw!r})"
+
+    @property
+    def text(self) -> str:
+        """The whole repetition, decoded (meaningful for primitive fields)."""
+        return unescape(self.raw, self._enc, self._codec)
+
+    def component(self, c: int, sub: int = 1) -> str:
+        """``c``-th component (1-based), ``sub``-th subcomponent, decoded; "" if absent."""
+        comps = self.raw.split(self._enc.component)
+        if c < 1 or c > len(comps):
+            return ""
+        value = comps[c - 1]
+        if self._enc.subcomponent in value:
+            subs = value.split(self._enc.subcomponent)
+            value = subs[sub - 1] if 0 < sub <= len(subs) else ""
+        elif sub != 1:
+            return ""
+        return unescape(value, self._enc, self._codec) if self._enc.escape in value else value
+
+    def components(self) -> list[str]:
+        """All components, decoded (subcomponent delimiters left in place)."""
+        return [unescape(v, self._enc, self._codec) for v in self.raw.split(self._enc.component)]
+
+
+class Segment:
+    """A segment: ``fields[n]`` is SEG-n (``fields[0]`` is the segment name)."""
+
+    __slots__ = ("_codec", "_enc", "fields", "name")
+
+    def __init__(self, name: str, fields: list[str], enc: EncodingChars, codec: str) -> None:
+        self.name = name
+        self.fields = fields
+        self._enc = enc
+        self._codec = codec
+
+    def __repr__(self) -> str:
+        return f"Segment({self.name!r}, {len(self.fields) - 1} fields)"
+
+    def raw(self, n: int) -> str:
+        """SEG-n exactly as sent (escapes not decoded); "" if absent."""
+        return self.fields[n] if 0 < n < len(self.fields) else ""
+
+    def _literal(self, n: int) -> bool:
+        return self.name == "MSH" and n <= 2
+
+    def field(self, n: int) -> str:
+        """SEG-n as text with escapes decoded: use for primitive fields (MSH-10, PID-7)."""
+        value = self.raw(n)
+        if self._literal(n) or self._enc.escape not in value:
+            return value
+        return unescape(value, self._enc, self._codec)
+
+    def repetitions(self, n: int) -> list[Repetition]:
+        """Non-empty repetitions of SEG-n (an empty field gives [])."""
+        value = self.raw(n)
+        if not value:
+            return []
+        if self._literal(n):
+            return [Repetition(value, self._enc, self._codec)]
+        return [Repetition(r, self._enc, self._codec) for r in value.split(self._enc.repetition) if r]
+
+    def repetition(self, n: int, rep: int = 1) -> Repetition:
+        """The ``rep``-th repetition of SEG-n (an empty one when absent)."""
+        value = self.raw(n)
+        parts = [value] if self._literal(n) else value.split(self._enc.repetition)
+        raw = parts[rep - 1] if 0 < rep <= len(parts) else ""
+        return Repetition(raw, self._enc, self._codec)
+
+    def component(self, n: int, c: int = 1, sub: int = 1, *, rep: int = 1) -> str:
+        """SEG-n[rep].c.sub decoded; "" if absent."""
+        value = self.raw(n)
+        if not value:
+            return ""
+        if self._literal(n):
+            return value if c == 1 and sub == 1 else ""
+        if self._enc.repetition in value or rep != 1:
+            return self.repetition(n, rep).component(c, sub)
+        return Repetition(value, self._enc, self._codec).component(c, sub)
+
+
+class Hl7Message:
+    """A tokenized message.  Segment order is preserved; nothing is interpreted."""
+
+    __slots__ = ("_index", "all_segments", "charset", "codec", "encoding", "header", "text")
+
+    def __init__(
+        self, text: str, encoding: EncodingChars, charset: str, codec: str, segments: list[Segment]
+    ) -> None:
+        self.text = text
+        self.encoding = encoding
+        self.charset = charset
+        self.codec = codec
+        self.all_segments = segments
+        index: dict[str, list[Segment]] = {}
+        for seg in segments:
+            index.setdefault(seg.name, []).append(seg)
+        self._index = index
+        self.header = _header(segments[0], charset, codec, encoding)
+
+    def segments(self, name: str) -> list[Segment]:
+        return self._index.get(name, [])
+
+    def segment(self, name: str) -> Segment | None:
+        found = self._index.get(name)
+        return found[0] if found else None
+
+    def get(self, path: str) -> str:
+        """Value at a terser-like path: ``PID-7``, ``MSH-9.2``, ``PID-3[2].4``, ``PID-3[1].4.2``.
+
+        Without a component the whole field (or repetition) is returned decoded.
+        The first segment of that name is used; "" when anything is absent.
+        """
+        m = _PATH_RE.fullmatch(path)
+        if m is None:
+            raise ValueError(f"bad HL7 path {path!r}")
+        seg = self.segment(m.group(1))
+        if seg is None:
+            return ""
+        n = int(m.group(2))
+        rep = int(m.group(3)) if m.group(3) else None
+        comp = int(m.group(4)) if m.group(4) else None
+        sub = int(m.group(5)) if m.group(5) else 1
+        if comp is None:
+            return seg.field(n) if rep is None else seg.repetition(n, rep).text
+        return seg.component(n, comp, sub, rep=rep or 1)
+
+
+def _header(msh: Segment, charset: str, codec: str, enc: EncodingChars) -> Header:
+    c = msh.component
+    return Header(
+        sending_application=c(3),
+        sending_facility=c(4),
+        receiving_application=c(5),
+        receiving_facility=c(6),
+        datetime=c(7),
+        message_code=c(9, 1),
+        trigger_event=c(9, 2),
+        structure=c(9, 3),
+        control_id=msh.field(10),
+        processing_id=c(11),
+        version=c(12),
+        accept_ack_type=msh.field(15),
+        application_ack_type=msh.field(16),
+        charset=charset,
+        codec=codec,
+        field_separator=enc.field,
+        encoding_characters=enc.msh2,
+    )
+
+
+def _encoding_from(data: bytes) -> EncodingChars:
+    fs = data[3:4]
+    if not fs or fs in b"\r\n \t" or fs.isalnum() or fs[0] > 0x7E:
+        raise UnparseableMessage("invalid field separator in MSH-1", location="MSH-1")
+    end = data.find(fs, 4)
+    chars = data[4:end] if end >= 0 else b""
+    if not 4 <= len(chars) <= 5 or any(ch > 0x7E or ch <= 0x20 for ch in chars):
+        raise UnparseableMessage("invalid encoding characters in MSH-2", location="MSH-2")
+    text = chars.decode("ascii")
+    if any(ch.isalnum() for ch in text) or len(set(text + fs.decode())) != len(text) + 1:
+        raise UnparseableMessage("invalid encoding characters in MSH-2", location="MSH-2")
+    return EncodingChars(fs.decode(), text[0], text[1], text[2], text[3], text[4:])
+
+
+def _codec_for(msh_line: bytes, enc: EncodingChars, default_charset: str) -> tuple[str, str]:
+    parts = msh_line.split(enc.field.encode())
+    raw18 = parts[17] if len(parts) > 17 else b""
+    try:
+        label = raw18.decode("ascii").split(enc.repetition)[0].split(enc.component)[0].strip()
+    except UnicodeDecodeError:
+        raise UnparseableMessage("MSH-18 is not ASCII", location="MSH-18") from None
+    if not label:
+        return "", default_charset
+    codec = CHARSETS.get(label.upper())
+    if codec is None:
+        raise UnparseableMessage(f"unsupported character set {label!r}", location="MSH-18")
+    return label, codec
+
+
+def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
+    """Tokenize one ER7 message (MLLP framing already removed).
+
+    Raises :class:`UnparseableMessage` (ACK AR) when there is no MSH at the
+    start, the delimiters or bytes are unusable, or a segment is malformed;
+    :class:`UnsupportedVersion` when MSH-12 is outside 2.3-2.8.
+    """
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise UnparseableMessage("message must be bytes")
+    data = bytes(raw)
+    bom = data.startswith(_BOM)
+    if bom:
+        data = data[3:]
+    data = data.lstrip(b"\r\n\t \x0b")
+    if not data.startswith(b"MSH") or len(data) < 8:
+        raise UnparseableMessage("message does not start with an MSH segment", location="MSH")
+    enc = _encoding_from(data)
+    eol = len(data)
+    for terminator in (b"\r", b"\n"):
+        pos = data.find(terminator)
+        if 0 <= pos < eol:
+            eol = pos
+    charset, codec = _codec_for(data[:eol], enc, default_charset)
+    if bom:
+        codec = "utf-8"  # the BOM is proof of UTF-8 whatever MSH-18 claims
+    try:
+        codecs.lookup(codec)
+        text = data.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        raise UnparseableMessage(f"message is not valid {codec}", location="MSH-18") from None
+    fs = enc.field
+    segments: list[Segment] = []
+    for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
+        if not line.strip():
+            continue
+        name = line[:3]
+        if not _SEGMENT_NAME_RE.fullmatch(name) or (len(line) > 3 and line[3] != fs):
+            raise UnparseableMessage(
+                f"malformed segment #{len(segments) + 1}", location=f"segment {len(segments) + 1}"
+            )
+        parts = line.split(fs)
+        if name == "MSH":
+            if segments:
+                raise UnparseableMessage("more than one MSH segment (batches are not accepted)", location="MSH")
+            parts.insert(1, fs)
+        segments.append(Segment(name, parts, enc, codec))
+    message = Hl7Message(text, enc, charset, codec, segments)
+    version = message.header.version
+    if not _VERSION_RE.fullmatch(version):
+        raise UnsupportedVersion(f"HL7 version {version or '(empty)'} is not supported", location="MSH-12")
+    return message
+
+
+def primary_cx(pid: Segment) -> Repetition | None:
+    """The PID-3 repetition used as the patient's key: type MR first, else the first with an id."""
+    reps = [r for r in pid.repetitions(3) if r.component(1).strip()]
+    for rep in reps:
+        if rep.component(5).strip().upper() == "MR":
+            return rep
+    return reps[0] if reps else None
+
+
+def cx_authority(rep: Repetition, default: str) -> str:
+    """CX-4 assigning authority: HD-1 namespace, else HD-2 universal id, else ``default``."""
+    return rep.component(4, 1).strip() or rep.component(4, 2).strip() or default
+
+
+def patient_key(msg: Hl7Message) -> str | None:
+    """``<authority>|<id>`` of the patient (PID-3, MR preferred) or None without PID-3.
+
+    The MLLP listener uses it to process messages of one patient in order.
+    """
+    pid = msg.segment("PID")
+    if pid is None:
+        return None
+    rep = primary_cx(pid)
+    if rep is None:
+        return None
+    return f"{cx_authority(rep, msg.header.sending_facility)}|{rep.component(1).strip()}"
