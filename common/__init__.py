@@ -1,0 +1,1 @@
+"""carebridge: common package."""

@@ -1,0 +1,144 @@
+"""The one exception tree of carebridge, rendered twice.
+
+Every domain failure raises a :class:`CarebridgeError` subclass.  The HTTP
+adapter renders it as a FHIR ``OperationOutcome``
+(https://hl7.org/fhir/R4/operationoutcome.html) with ``http_status``; the MLLP
+adapter renders it as an HL7 v2 ACK with ``MSA-1`` = ``hl7_ack`` and an ``ERR``
+segment whose ERR-3 is ``hl7_error_code`` (HL7 table 0357) and ERR-2 the
+``location``.  Nothing here imports anything else of ours: every package may
+raise these.
+
+``location`` is a FHIRPath-like element path (``Patient.birthDate``) for FHIR
+errors and an HL7 location (``PID-7`` or ``PID-3.1``) for message errors.
+"""
+
+from __future__ import annotations
+
+
+class CarebridgeError(Exception):
+    """Base class: an error with enough structure to be rendered on any wire."""
+
+    http_status: int = 500
+    issue_code: str = "exception"  # http://hl7.org/fhir/valueset-issue-type.html
+    hl7_ack: str = "AE"  # AE = application error, AR = application reject
+    hl7_error_code: str = "207"  # table 0357: application internal error
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.location = location
+
+    def __str__(self) -> str:
+        return f"{self.message} (at {self.location})" if self.location else self.message
+
+
+class InvalidInput(CarebridgeError):
+    """Malformed or schema-invalid input: bad JSON, unknown element, bad date."""
+
+    http_status = 400
+    issue_code = "invalid"
+    hl7_error_code = "102"  # data type error
+
+
+class RequiredFieldMissing(InvalidInput):
+    """A required element or HL7 field is absent."""
+
+    issue_code = "required"
+    hl7_error_code = "101"
+
+
+class UnparseableMessage(CarebridgeError):
+    """Input that cannot be read at all (no MSH, not HL7, broken encoding)."""
+
+    http_status = 400
+    issue_code = "structure"
+    hl7_ack = "AR"
+    hl7_error_code = "100"  # segment sequence error
+
+
+class UnsupportedMessageType(CarebridgeError):
+    """A message type or trigger event carebridge does not process."""
+
+    http_status = 400
+    issue_code = "not-supported"
+    hl7_ack = "AR"
+    hl7_error_code = "200"  # unsupported message type
+
+    def __init__(self, message: str, *, location: str | None = None, event: bool = False) -> None:
+        super().__init__(message, location=location)
+        if event:
+            self.hl7_error_code = "201"  # unsupported event code
+
+
+class UnsupportedVersion(UnsupportedMessageType):
+    """HL7 version outside 2.3-2.8."""
+
+    hl7_error_code = "203"
+
+
+class NotFound(CarebridgeError):
+    http_status = 404
+    issue_code = "not-found"
+    hl7_error_code = "204"  # unknown key identifier
+
+
+class Gone(CarebridgeError):
+    """The resource existed and was deleted (FHIR: read of a deleted resource → 410)."""
+
+    http_status = 410
+    issue_code = "deleted"
+    hl7_error_code = "204"
+
+
+class MethodNotAllowed(CarebridgeError):
+    http_status = 405
+    issue_code = "not-supported"
+
+
+class VersionConflict(CarebridgeError):
+    """Concurrent modification or a duplicate business identifier."""
+
+    http_status = 409
+    issue_code = "conflict"
+    hl7_error_code = "205"  # duplicate key identifier
+
+
+class PreconditionFailed(CarebridgeError):
+    """``If-Match`` mismatch, or a conditional operation matching several resources."""
+
+    http_status = 412
+    issue_code = "conflict"
+
+
+class MultipleMatches(PreconditionFailed):
+    issue_code = "multiple-matches"
+
+
+class BusinessRuleViolation(CarebridgeError):
+    """Well-formed input that breaks a domain rule (FHIR 422)."""
+
+    http_status = 422
+    issue_code = "business-rule"
+
+
+class UnsupportedMediaType(CarebridgeError):
+    http_status = 415
+    issue_code = "not-supported"
+
+
+class PayloadTooLarge(CarebridgeError):
+    http_status = 413
+    issue_code = "too-costly"
+    hl7_ack = "AR"
+
+
+class Unauthenticated(CarebridgeError):
+    http_status = 401
+    issue_code = "login"
+    hl7_ack = "AR"
+
+
+class Forbidden(CarebridgeError):
+    http_status = 403
+    issue_code = "forbidden"
+    hl7_ack = "AR"

@@ -1,0 +1,1 @@
+"""carebridge: fhir_store package."""

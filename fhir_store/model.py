@@ -1,0 +1,154 @@
+"""Value types of the store: stored versions, write operations, results, hook protocol.
+
+The store knows these and nothing of HTTP or HL7: the gateway translates REST
+requests and mapped HL7 messages into the same :class:`Operation` list and the
+same :meth:`FhirStore.transact` call, so both channels share one write path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import orjson
+from sqlalchemy import Connection
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Who is acting, through which channel: carried to hooks (audit, outbox)."""
+
+    request_id: str
+    client_id: str = "system"
+    role: str = "system"
+    channel: Literal["rest", "hl7", "internal", "crm"] = "internal"
+    source_address: str | None = None
+    purpose_of_use: str | None = None
+    patient_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredResource:
+    """One stored version exactly as persisted (``content`` are the served bytes)."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated_us: int
+    deleted: bool
+    content: bytes | None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version_id}"'
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    def resource(self) -> dict[str, Any]:
+        if self.content is None:
+            return {}
+        parsed: dict[str, Any] = orjson.loads(self.content)
+        return parsed
+
+
+@dataclass
+class Create:
+    resource: dict[str, Any]
+    if_none_exist: str | None = None
+    full_url: str | None = None
+
+
+@dataclass
+class Update:
+    resource_type: str
+    id: str
+    resource: dict[str, Any]
+    if_match: str | None = None
+    full_url: str | None = None
+
+
+@dataclass
+class ConditionalUpdate:
+    resource_type: str
+    criteria: str
+    resource: dict[str, Any]
+    full_url: str | None = None
+
+
+@dataclass
+class Delete:
+    resource_type: str
+    id: str
+
+
+@dataclass
+class ConditionalDelete:
+    resource_type: str
+    criteria: str
+
+
+@dataclass
+class MergePatients:
+    """Patient merge (HL7 ADT^A40, FHIR R5 ``Patient/$merge`` semantics).
+
+    ``source`` is the duplicate that goes away (inactive, ``replaced-by``),
+    ``target`` the survivor (``replaces``); the source's Encounters and
+    Appointments are repointed to the target.
+    """
+
+    source_identifier: tuple[str, str]
+    target_identifier: tuple[str, str]
+
+
+Operation = Create | Update | ConditionalUpdate | Delete | ConditionalDelete | MergePatients
+
+
+@dataclass
+class OperationResult:
+    """Outcome of one operation: FHIR status code and the resulting version."""
+
+    status: int
+    stored: StoredResource | None = None
+    message: str | None = None
+
+
+ChangeAction = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    action: ChangeAction
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated_us: int
+    resource: dict[str, Any] | None
+    previous: dict[str, Any] | None = field(default=None, compare=False)
+
+
+class StoreHook(Protocol):
+    """Called inside the write transaction, after the resources are written.
+
+    Audit and outbox hooks write their rows on ``conn`` so that a change and its
+    audit record / change event commit or roll back together.
+    """
+
+    def on_changes(
+        self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
+    ) -> None: ...
+
+
+class AccessHook(Protocol):
+    """Called for reads and searches (audit of access, not only of change)."""
+
+    def on_access(
+        self,
+        conn: Connection,
+        action: Literal["read", "vread", "search", "history"],
+        resources: Sequence[StoredResource],
+        context: RequestContext,
+        query: str | None,
+    ) -> None: ...

@@ -1,0 +1,318 @@
+"""The FHIR store facade: the one entry point for reads, searches and writes.
+
+REST and HL7 both call :meth:`FhirStore.transact`; hooks (audit, outbox)
+registered at construction run inside the same database transaction.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import orjson
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from common.errors import Gone, InvalidInput, NotFound, VersionConflict
+from fhir_store.database import is_sqlite
+from fhir_store.instants import now_us
+from fhir_store.model import (
+    AccessHook,
+    Operation,
+    OperationResult,
+    RequestContext,
+    StoredResource,
+    StoreHook,
+)
+from fhir_store.schema import resource_current, resource_version, search_snapshot
+from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
+from fhir_store.transaction import apply_operations
+from fhir_store.validation import validate_resource
+
+MAX_WRITE_ATTEMPTS = 8
+SNAPSHOT_LIMIT = 10_000
+SNAPSHOT_TTL_US = 3600 * 1_000_000
+
+
+@dataclass
+class SearchPage:
+    matches: list[StoredResource]
+    included: list[StoredResource] = field(default_factory=list)
+    total: int | None = None
+    offset: int = 0
+    count: int = 20
+    has_next: bool = False
+    page_token: str | None = None
+
+
+class FhirStore:
+    def __init__(
+        self,
+        engine: Engine,
+        hooks: Sequence[StoreHook] = (),
+        access_hooks: Sequence[AccessHook] = (),
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self.engine = engine
+        self.hooks = list(hooks)
+        self.access_hooks = list(access_hooks)
+        self.clock = clock
+
+    # -- transactions -------------------------------------------------------
+
+    @contextmanager
+    def write_connection(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite the lock is taken at BEGIN (IMMEDIATE)."""
+        engine = (
+            self.engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(self.engine) else self.engine
+        )
+        with engine.begin() as conn:
+            yield conn
+
+    def transact(
+        self,
+        ops: list[Operation],
+        context: RequestContext,
+        *,
+        validate: bool = True,
+        extra: Callable[[Connection, list[OperationResult]], None] | None = None,
+    ) -> list[OperationResult]:
+        """Apply ``ops`` atomically; retry on write races (unique or version conflicts).
+
+        ``extra`` runs in the same transaction after the writes (the HL7 journal
+        uses it to mark the message processed together with its effects).
+        """
+        if validate:
+            for op in ops:
+                resource = getattr(op, "resource", None)
+                if isinstance(resource, dict):
+                    validate_resource(resource)
+        last_error: Exception | None = None
+        for _attempt in range(MAX_WRITE_ATTEMPTS):
+            try:
+                with self.write_connection() as conn:
+                    results, changes = apply_operations(conn, ops, self.clock())
+                    if changes:
+                        for hook in self.hooks:
+                            hook.on_changes(conn, changes, context)
+                    if extra is not None:
+                        extra(conn, results)
+                return results
+            except IntegrityError as exc:
+                last_error = exc
+            except VersionConflict as exc:
+                if "changed concurrently" not in exc.message:
+                    raise
+                last_error = exc
+            except DBAPIError as exc:  # serialization failure / deadlock on PostgreSQL
+                if getattr(exc.orig, "sqlstate", None) not in ("40001", "40P01"):
+                    raise
+                last_error = exc
+        raise VersionConflict(f"write kept conflicting with concurrent writes: {type(last_error).__name__}")
+
+    # -- reads ----------------------------------------------------------------
+
+    def _access(
+        self,
+        conn: Connection,
+        action: Literal["read", "vread", "search", "history"],
+        resources: Sequence[StoredResource],
+        context: RequestContext | None,
+        query: str | None = None,
+    ) -> None:
+        if context is not None:
+            for hook in self.access_hooks:
+                hook.on_access(conn, action, resources, context, query)
+
+    def read(
+        self, resource_type: str, resource_id: str, context: RequestContext | None = None
+    ) -> StoredResource:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(
+                    resource_current.c.version,
+                    resource_current.c.last_updated_us,
+                    resource_current.c.deleted,
+                    resource_current.c.content,
+                ).where(
+                    resource_current.c.res_type == resource_type, resource_current.c.res_id == resource_id
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
+            stored = StoredResource(resource_type, resource_id, row[0], row[1], bool(row[2]), row[3])
+            if stored.deleted:
+                raise Gone(f"{resource_type}/{resource_id} was deleted", location=f"{resource_type}.id")
+            self._access(conn, "read", [stored], context)
+            return stored
+
+    def vread(
+        self, resource_type: str, resource_id: str, version_id: int, context: RequestContext | None = None
+    ) -> StoredResource:
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(
+                    resource_version.c.last_updated_us, resource_version.c.deleted, resource_version.c.content
+                ).where(
+                    resource_version.c.res_type == resource_type,
+                    resource_version.c.res_id == resource_id,
+                    resource_version.c.version == version_id,
+                )
+            ).first()
+            if row is None:
+                raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
+            stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), row[2])
+            if stored.deleted:
+                raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
+            self._access(conn, "vread", [stored], context)
+            return stored
+
+    def history(
+        self,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        *,
+        since_us: int | None = None,
+        count: int = 100,
+        before_seq: int | None = None,
+        context: RequestContext | None = None,
+    ) -> tuple[list[tuple[StoredResource, str, int]], bool]:
+        """Versions newest first as (version, method, seq); second value: more exist."""
+        rv = resource_version
+        stmt = select(
+            rv.c.seq,
+            rv.c.res_type,
+            rv.c.res_id,
+            rv.c.version,
+            rv.c.last_updated_us,
+            rv.c.deleted,
+            rv.c.content,
+            rv.c.method,
+        )
+        if resource_type is not None:
+            stmt = stmt.where(rv.c.res_type == resource_type)
+        if resource_id is not None:
+            stmt = stmt.where(rv.c.res_id == resource_id)
+        if since_us is not None:
+            stmt = stmt.where(rv.c.last_updated_us >= since_us)
+        if before_seq is not None:
+            stmt = stmt.where(rv.c.seq < before_seq)
+        stmt = stmt.order_by(rv.c.seq.desc()).limit(count + 1)
+        with self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+            if resource_id is not None and not rows and before_seq is None:
+                raise NotFound(f"{resource_type}/{resource_id} is not known")
+            entries = [
+                (StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), r[6]), str(r[7]), int(r[0]))
+                for r in rows[:count]
+            ]
+            self._access(conn, "history", [e[0] for e in entries], context)
+        return entries, len(rows) > count
+
+    def load_many(self, conn: Connection, resource_type: str, ids: Sequence[str]) -> list[StoredResource]:
+        """Current, non-deleted versions of ``ids`` in the order given (missing ones skipped)."""
+        if not ids:
+            return []
+        rc = resource_current
+        rows = conn.execute(
+            select(rc.c.res_id, rc.c.version, rc.c.last_updated_us, rc.c.content).where(
+                rc.c.res_type == resource_type, rc.c.res_id.in_(list(ids)), rc.c.deleted.is_(False)
+            )
+        ).all()
+        by_id = {str(r[0]): StoredResource(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def search(
+        self, query: SearchQuery, context: RequestContext | None = None, query_text: str | None = None
+    ) -> SearchPage:
+        with self.engine.begin() as conn:
+            page = self._search(conn, query)
+            self._access(conn, "search", page.matches + page.included, context, query_text)
+        return page
+
+    def _search(self, conn: Connection, query: SearchQuery) -> SearchPage:
+        total: int | None = None
+        if query.summary == "count":
+            return SearchPage([], total=count_matches(conn, query), count=0)
+        if query.page_token:
+            ids, total = self._snapshot(conn, query)
+            page_ids = ids[query.offset : query.offset + query.count]
+            has_next = query.offset + query.count < len(ids)
+            token: str | None = query.page_token
+        else:
+            page_ids = find_ids(conn, query, limit=query.count + 1, offset=query.offset)
+            has_next = len(page_ids) > query.count
+            page_ids = page_ids[: query.count]
+            token = None
+            if has_next:
+                all_ids = find_ids(conn, query, limit=SNAPSHOT_LIMIT, offset=0)
+                token = self._save_snapshot(conn, query.resource_type, all_ids)
+                total = len(all_ids) if len(all_ids) < SNAPSHOT_LIMIT else None
+            elif query.offset == 0:
+                total = len(page_ids)
+            if query.total == "accurate" and total is None:
+                total = count_matches(conn, query)
+        matches = self.load_many(conn, query.resource_type, page_ids)
+        included: list[StoredResource] = []
+        for source_type, param, target_type in query.includes:
+            if source_type == query.resource_type:
+                targets = referenced_ids(conn, source_type, [m.id for m in matches], param)
+                included += self.load_many(
+                    conn, target_type, sorted({i for t, i in targets if t == target_type})
+                )
+        for source_type, param, target_type in query.revincludes:
+            source_ids = referencing_ids(conn, source_type, param, target_type, [m.id for m in matches])
+            included += self.load_many(conn, source_type, source_ids)
+        unique_included = list({r.reference: r for r in included}.values())
+        return SearchPage(matches, unique_included, total, query.offset, query.count, has_next, token)
+
+    def _save_snapshot(self, conn: Connection, resource_type: str, ids: list[str]) -> str:
+        """Freeze the id list of a multi-page result so later pages survive concurrent writes."""
+        token = secrets.token_urlsafe(18)
+        now = self.clock()
+        conn.execute(delete(search_snapshot).where(search_snapshot.c.created_us < now - SNAPSHOT_TTL_US))
+        conn.execute(
+            insert(search_snapshot).values(
+                token=token,
+                created_us=now,
+                res_type=resource_type,
+                query="",
+                ids=orjson.dumps(ids).decode(),
+                total=len(ids),
+            )
+        )
+        return token
+
+    def _snapshot(self, conn: Connection, query: SearchQuery) -> tuple[list[str], int]:
+        row = conn.execute(
+            select(search_snapshot.c.ids, search_snapshot.c.total, search_snapshot.c.res_type).where(
+                search_snapshot.c.token == query.page_token
+            )
+        ).first()
+        if row is None or row[2] != query.resource_type:
+            raise InvalidInput("the paging link has expired; run the search again", location="_page")
+        ids: list[str] = orjson.loads(row[0])
+        return ids, int(row[1])
+
+    def everything(self, patient_id: str, context: RequestContext | None = None) -> list[StoredResource]:
+        """Patient compartment subset we hold: the Patient, its Encounters and Appointments."""
+        with self.engine.begin() as conn:
+            patients = self.load_many(conn, "Patient", [patient_id])
+            if not patients:
+                current = conn.execute(
+                    select(resource_current.c.deleted).where(
+                        resource_current.c.res_type == "Patient", resource_current.c.res_id == patient_id
+                    )
+                ).first()
+                if current is not None:
+                    raise Gone(f"Patient/{patient_id} was deleted")
+                raise NotFound(f"Patient/{patient_id} is not known", location="Patient.id")
+            result = list(patients)
+            for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
+                ids = referencing_ids(conn, res_type, param, "Patient", [patient_id])
+                result += self.load_many(conn, res_type, ids)
+            self._access(conn, "read", result, context, "$everything")
+            return result

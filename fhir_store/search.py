@@ -1,0 +1,288 @@
+"""FHIR search: parse query parameters and compile them to SQL over the index tables.
+
+Supported (https://hl7.org/fhir/R4/search.html): token ``[system]|[code]``,
+string (default starts-with, ``:exact``, ``:contains``; case/accent-insensitive),
+date prefixes ``eq ne lt gt le ge``, reference ``[Type/]id``, ``:missing`` on
+every parameter, ``_id``, ``_lastUpdated``, comma = OR, repeated parameter =
+AND.  Unknown parameters are refused with 400 (strict handling) rather than
+silently ignored, so a typo never returns the whole table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from sqlalchemy import ColumnElement, Connection, and_, exists, func, not_, or_, select
+from sqlalchemy.sql import Select
+
+from common.errors import InvalidInput
+from fhir_store.instants import parse_fhir_instant_range
+from fhir_store.schema import resource_current, search_date, search_reference, search_string, search_token
+from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam, normalize_text
+
+MAX_COUNT = 1000
+DEFAULT_COUNT = 20
+_PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge")
+_RESULT_PARAMS = {
+    "_count",
+    "_sort",
+    "_include",
+    "_revinclude",
+    "_summary",
+    "_total",
+    "_elements",
+    "_format",
+    "_pretty",
+    "_page",
+    "_offset",
+}
+
+
+@dataclass(frozen=True)
+class Filter:
+    param: str
+    modifier: str | None
+    values: tuple[str, ...]
+
+
+@dataclass
+class SearchQuery:
+    resource_type: str
+    filters: list[Filter] = field(default_factory=list)
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (name, descending)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+    page_token: str | None = None
+    includes: list[tuple[str, str, str]] = field(default_factory=list)  # (source type, param, target type)
+    revincludes: list[tuple[str, str, str]] = field(default_factory=list)
+    summary: str | None = None
+    total: str | None = None
+    elements: list[str] | None = None
+
+
+def parse_criteria(resource_type: str, criteria: str) -> SearchQuery:
+    """Parse the query part of a conditional URL (``identifier=sys|val``)."""
+    return parse_query(resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True))
+
+
+def _int_param(name: str, value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be an integer", location=name) from exc
+    return max(low, min(high, number))
+
+
+def _parse_include(value: str, name: str) -> tuple[str, str, str]:
+    parts = value.split(":")
+    if len(parts) < 2 or (parts[0], parts[1]) not in INCLUDES:
+        supported = ", ".join(f"{a}:{b}" for a, b in INCLUDES)
+        raise InvalidInput(f"unsupported {name} '{value}' (supported: {supported})", location=name)
+    return parts[0], parts[1], INCLUDES[(parts[0], parts[1])]
+
+
+def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchQuery:
+    spec = SEARCH_SPECS.get(resource_type)
+    if spec is None:
+        raise InvalidInput(f"search is not supported for {resource_type}", location=resource_type)
+    query = SearchQuery(resource_type)
+    for raw_name, value in params:
+        name, _, modifier = raw_name.partition(":")
+        if name == "_count":
+            query.count = _int_param(name, value, 0, MAX_COUNT)
+        elif name in ("_offset", "_page"):
+            query.offset = _int_param(name, value, 0, 10**9)
+        elif name == "_sort":
+            for item in filter(None, value.split(",")):
+                key = item.lstrip("-")
+                if key not in ("_id", "_lastUpdated") and key not in spec.sortable:
+                    raise InvalidInput(f"cannot sort {resource_type} by '{key}'", location="_sort")
+                query.sort.append((key, item.startswith("-")))
+        elif name == "_include":
+            query.includes.append(_parse_include(value, name))
+        elif name == "_revinclude":
+            source, param, target = _parse_include(value, name)
+            if target != resource_type:
+                raise InvalidInput(f"_revinclude {value} does not point at {resource_type}", location=name)
+            query.revincludes.append((source, param, target))
+        elif name == "_summary":
+            if value not in ("count", "true", "false"):
+                raise InvalidInput("_summary supports count, true, false", location="_summary")
+            query.summary = value
+        elif name == "_total":
+            query.total = value
+        elif name == "_elements":
+            query.elements = [e.strip() for e in value.split(",") if e.strip()]
+        elif name in _RESULT_PARAMS:
+            continue
+        elif name in ("_id", "_lastUpdated") or name in spec.params:
+            if modifier and modifier not in ("missing", "exact", "contains", "Patient"):
+                raise InvalidInput(f"unsupported modifier ':{modifier}'", location=raw_name)
+            query.filters.append(Filter(name, modifier or None, tuple(value.split(","))))
+        else:
+            raise InvalidInput(f"unknown search parameter '{name}' for {resource_type}", location=name)
+    return query
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _date_condition(
+    low: ColumnElement[int], high: ColumnElement[int], value: str, location: str
+) -> ColumnElement[bool]:
+    prefix = value[:2] if value[:2] in _PREFIXES else "eq"
+    text = value[2:] if value[:2] in _PREFIXES else value
+    q_low, q_high = parse_fhir_instant_range(text, location=location)
+    if prefix == "eq":
+        return and_(low >= q_low, high <= q_high)
+    if prefix == "ne":
+        return or_(low < q_low, high > q_high)
+    if prefix == "lt":
+        return low < q_low
+    if prefix == "gt":
+        return high > q_high
+    if prefix == "le":
+        return low <= q_high
+    return high >= q_low  # ge
+
+
+def _token_condition(value: str, param: SearchParam) -> ColumnElement[bool]:
+    if "|" in value:
+        system, _, code = value.partition("|")
+        if param.contact_point:
+            return search_token.c.code == code
+        if not code:
+            return search_token.c.system == system
+        return and_(search_token.c.system == system, search_token.c.code == code)
+    if param.contact_point and param.name == "phone":
+        # Phones are stored in E.164; accept the local 0-prefixed form as well.
+        digits = "".join(ch for ch in value if ch.isdigit() or ch == "+")
+        if digits.startswith("0"):
+            digits = "+84" + digits[1:]
+        return search_token.c.code.in_({value, digits})
+    return search_token.c.code == value
+
+
+def _param_condition(resource_type: str, flt: Filter) -> ColumnElement[bool]:
+    res_id = resource_current.c.res_id
+    if flt.param == "_id":
+        return res_id.in_(flt.values)
+    if flt.param == "_lastUpdated":
+        col = resource_current.c.last_updated_us
+        return or_(*(_date_condition(col, col, v, "_lastUpdated") for v in flt.values))
+    param = SEARCH_SPECS[resource_type].params[flt.param]
+    table = {
+        "token": search_token,
+        "string": search_string,
+        "date": search_date,
+        "reference": search_reference,
+    }[param.kind]
+    base = [table.c.res_type == resource_type, table.c.res_id == res_id, table.c.param == param.name]
+    if flt.modifier == "missing":
+        present = exists().where(*base)
+        return not_(present) if flt.values[0] == "true" else present
+    alternatives: list[ColumnElement[bool]] = []
+    for value in flt.values:
+        if param.kind == "token":
+            alternatives.append(_token_condition(value, param))
+        elif param.kind == "string":
+            if flt.modifier == "exact":
+                alternatives.append(search_string.c.exact == value)
+            elif flt.modifier == "contains":
+                alternatives.append(
+                    search_string.c.norm.like(f"%{_like_escape(normalize_text(value))}%", escape="\\")
+                )
+            else:
+                alternatives.append(
+                    search_string.c.norm.like(f"{_like_escape(normalize_text(value))}%", escape="\\")
+                )
+        elif param.kind == "date":
+            alternatives.append(
+                _date_condition(search_date.c.low_us, search_date.c.high_us, value, flt.param)
+            )
+        else:
+            target_type, _, target_id = value.rpartition("/")
+            cond = search_reference.c.target_id == target_id
+            if target_type or flt.modifier == "Patient":
+                cond = and_(cond, search_reference.c.target_type == (target_type or "Patient"))
+            alternatives.append(cond)
+    return exists().where(*base, or_(*alternatives))
+
+
+def _base_select(query: SearchQuery) -> Select[tuple[str]]:
+    conditions = [resource_current.c.res_type == query.resource_type, resource_current.c.deleted.is_(False)]
+    conditions += [_param_condition(query.resource_type, f) for f in query.filters]
+    return select(resource_current.c.res_id).where(*conditions)
+
+
+def find_ids(conn: Connection, query: SearchQuery, limit: int, offset: int = 0) -> list[str]:
+    stmt = _base_select(query)
+    order = []
+    column: ColumnElement[Any]
+    for key, descending in query.sort:
+        if key == "_id":
+            column = resource_current.c.res_id
+        elif key == "_lastUpdated":
+            column = resource_current.c.last_updated_us
+        else:
+            param = SEARCH_SPECS[query.resource_type].sortable[key]
+            column = (
+                select(func.min(search_date.c.low_us))
+                .where(
+                    search_date.c.res_type == query.resource_type,
+                    search_date.c.res_id == resource_current.c.res_id,
+                    search_date.c.param == param,
+                )
+                .scalar_subquery()
+            )
+        order.append(column.desc() if descending else column.asc())
+    order.append(resource_current.c.res_id.asc())
+    stmt = stmt.order_by(*order).limit(limit).offset(offset)
+    return [str(row[0]) for row in conn.execute(stmt)]
+
+
+def count_matches(conn: Connection, query: SearchQuery) -> int:
+    stmt = select(func.count()).select_from(_base_select(query).subquery())
+    return int(conn.execute(stmt).scalar_one())
+
+
+def referenced_ids(
+    conn: Connection, source_type: str, source_ids: Sequence[str], param: str
+) -> list[tuple[str, str]]:
+    """(type, id) targets of ``param`` references held by the given resources (for _include)."""
+    if not source_ids:
+        return []
+    rows = conn.execute(
+        select(search_reference.c.target_type, search_reference.c.target_id)
+        .where(
+            search_reference.c.res_type == source_type,
+            search_reference.c.res_id.in_(source_ids),
+            search_reference.c.param == param,
+        )
+        .distinct()
+    )
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def referencing_ids(
+    conn: Connection, source_type: str, param: str, target_type: str, target_ids: Sequence[str]
+) -> list[str]:
+    """Ids of ``source_type`` resources whose ``param`` points at the targets (for _revinclude)."""
+    if not target_ids:
+        return []
+    rows = conn.execute(
+        select(search_reference.c.res_id)
+        .where(
+            search_reference.c.res_type == source_type,
+            search_reference.c.param == param,
+            search_reference.c.target_type == target_type,
+            search_reference.c.target_id.in_(target_ids),
+        )
+        .distinct()
+        .order_by(search_reference.c.res_id)
+    )
+    return [str(r[0]) for r in rows]

@@ -1,0 +1,216 @@
+"""Search-parameter registry and index extraction.
+
+Each supported search parameter (https://hl7.org/fhir/R4/searchparameter-registry.html)
+is declared once here with its kind and the element paths it reads; the same
+declaration drives both index extraction on write and query compilation on
+search, and the CapabilityStatement lists exactly these.  Paths are simple
+dotted element paths (a tiny subset of FHIRPath) with an optional filter on
+``ContactPoint.system``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fhir_store.instants import parse_fhir_instant_range
+
+ParamKind = Literal["token", "string", "date", "reference"]
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    name: str
+    kind: ParamKind
+    paths: tuple[str, ...]
+    # Only for reference params: resource types the reference may point to.
+    targets: tuple[str, ...] = ()
+    # Only for telecom tokens: restrict to ContactPoint.system values.
+    telecom_systems: tuple[str, ...] = ()
+    contact_point: bool = False
+    documentation: str = ""
+
+
+@dataclass(frozen=True)
+class ResourceSearchSpec:
+    resource_type: str
+    params: dict[str, SearchParam] = field(default_factory=dict)
+    sortable: dict[str, str] = field(default_factory=dict)  # _sort name -> date param name
+    includes: dict[str, str] = field(default_factory=dict)  # "Type:param" -> target type
+
+
+def _spec(
+    resource_type: str, *params: SearchParam, sortable: dict[str, str] | None = None
+) -> ResourceSearchSpec:
+    return ResourceSearchSpec(resource_type, {p.name: p for p in params}, sortable or {})
+
+
+_NAME_PATHS = ("name.family", "name.given", "name.text", "name.prefix", "name.suffix")
+_ADDRESS_PATHS = (
+    "address.line",
+    "address.city",
+    "address.district",
+    "address.state",
+    "address.postalCode",
+    "address.country",
+    "address.text",
+)
+
+SEARCH_SPECS: dict[str, ResourceSearchSpec] = {
+    "Patient": _spec(
+        "Patient",
+        SearchParam("identifier", "token", ("identifier",)),
+        SearchParam("name", "string", _NAME_PATHS),
+        SearchParam("family", "string", ("name.family",)),
+        SearchParam("given", "string", ("name.given",)),
+        SearchParam("birthdate", "date", ("birthDate",)),
+        SearchParam("gender", "token", ("gender",)),
+        SearchParam("phone", "token", ("telecom",), telecom_systems=("phone", "sms"), contact_point=True),
+        SearchParam("email", "token", ("telecom",), telecom_systems=("email",), contact_point=True),
+        SearchParam("telecom", "token", ("telecom",), contact_point=True),
+        SearchParam("address", "string", _ADDRESS_PATHS),
+        SearchParam("active", "token", ("active",)),
+        SearchParam("link", "reference", ("link.other",), targets=("Patient",)),
+        sortable={"birthdate": "birthdate"},
+    ),
+    "Encounter": _spec(
+        "Encounter",
+        SearchParam("identifier", "token", ("identifier",)),
+        SearchParam("patient", "reference", ("subject",), targets=("Patient",)),
+        SearchParam("subject", "reference", ("subject",), targets=("Patient",)),
+        SearchParam("status", "token", ("status",)),
+        SearchParam("date", "date", ("period",)),
+        SearchParam("class", "token", ("class",)),
+        sortable={"date": "date"},
+    ),
+    "Appointment": _spec(
+        "Appointment",
+        SearchParam("identifier", "token", ("identifier",)),
+        SearchParam("patient", "reference", ("participant.actor",), targets=("Patient",)),
+        SearchParam("actor", "reference", ("participant.actor",), targets=("Patient",)),
+        SearchParam("date", "date", ("start",)),
+        SearchParam("status", "token", ("status",)),
+        sortable={"date": "date"},
+    ),
+}
+
+# _include / _revinclude pairs supported: (source type, param) -> target type.
+INCLUDES: dict[tuple[str, str], str] = {
+    ("Encounter", "subject"): "Patient",
+    ("Encounter", "patient"): "Patient",
+    ("Appointment", "actor"): "Patient",
+    ("Appointment", "patient"): "Patient",
+}
+
+
+def register(spec: ResourceSearchSpec) -> None:
+    """Let later packages (consent, audit, patient rights) add their resource types."""
+    SEARCH_SPECS[spec.resource_type] = spec
+
+
+def normalize_text(value: str) -> str:
+    """Case- and accent-insensitive form: "Nguyễn Đức" -> "nguyen duc"."""
+    decomposed = unicodedata.normalize("NFD", value.replace("Đ", "D").replace("đ", "d"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower().strip()
+
+
+def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
+    if not parts:
+        if isinstance(node, list):
+            yield from node
+        elif node is not None:
+            yield node
+        return
+    if isinstance(node, list):
+        for item in node:
+            yield from _walk(item, parts)
+        return
+    if isinstance(node, dict):
+        yield from _walk(node.get(parts[0]), parts[1:])
+
+
+def values_at(resource: dict[str, Any], path: str) -> Iterator[Any]:
+    yield from _walk(resource, path.split("."))
+
+
+@dataclass(frozen=True)
+class IndexRows:
+    tokens: list[tuple[str, str, str]]  # param, system, code
+    strings: list[tuple[str, str, str]]  # param, norm, exact
+    dates: list[tuple[str, int, int]]  # param, low_us, high_us
+    references: list[tuple[str, str, str]]  # param, target_type, target_id
+
+
+def _tokens_of(param: SearchParam, value: Any) -> Iterator[tuple[str, str]]:
+    """(system, code) pairs of a code, Coding, CodeableConcept, Identifier or ContactPoint."""
+    if isinstance(value, bool):
+        yield "", "true" if value else "false"
+    elif isinstance(value, str):
+        yield "", value
+    elif not isinstance(value, dict):
+        return
+    elif param.contact_point:
+        if param.telecom_systems and value.get("system") not in param.telecom_systems:
+            return
+        if value.get("value"):
+            yield "", value["value"]
+    elif "coding" in value:
+        for coding in value.get("coding") or []:
+            if coding.get("code"):
+                yield coding.get("system", ""), coding["code"]
+    elif value.get("code"):
+        yield value.get("system", ""), value["code"]
+    elif value.get("value"):
+        yield value.get("system", ""), value["value"]
+
+
+def _reference_of(value: Any) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        return None
+    ref = value.get("reference")
+    if not isinstance(ref, str) or "/" not in ref:
+        return None
+    parts = ref.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    return parts[-2], parts[-1]
+
+
+def extract_index_rows(resource: dict[str, Any]) -> IndexRows:
+    """Compute the search-index rows of one resource version."""
+    rows = IndexRows([], [], [], [])
+    spec = SEARCH_SPECS.get(resource.get("resourceType", ""))
+    if spec is None:
+        return rows
+    for param in spec.params.values():
+        for path in param.paths:
+            for value in values_at(resource, path):
+                if param.kind == "token":
+                    for system, code in _tokens_of(param, value):
+                        rows.tokens.append((param.name, system[:255], code[:255]))
+                elif param.kind == "string" and isinstance(value, str) and value.strip():
+                    rows.strings.append((param.name, normalize_text(value)[:255], value[:255]))
+                elif param.kind == "date":
+                    span = _date_span(value)
+                    if span is not None:
+                        rows.dates.append((param.name, span[0], span[1]))
+                elif param.kind == "reference":
+                    target = _reference_of(value)
+                    if target is not None and (not param.targets or target[0] in param.targets):
+                        rows.references.append((param.name, target[0], target[1]))
+    return rows
+
+
+def _date_span(value: Any) -> tuple[int, int] | None:
+    if isinstance(value, str):
+        return parse_fhir_instant_range(value)
+    if isinstance(value, dict):  # Period
+        start, end = value.get("start"), value.get("end")
+        low = parse_fhir_instant_range(start)[0] if isinstance(start, str) else None
+        high = parse_fhir_instant_range(end)[1] if isinstance(end, str) else None
+        if low is None and high is None:
+            return None
+        return (low if low is not None else -(2**62), high if high is not None else 2**62)
+    return None

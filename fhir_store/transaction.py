@@ -1,0 +1,273 @@
+"""Applying a list of operations atomically: resolve, rewrite references, write.
+
+FHIR transaction rules (https://hl7.org/fhir/R4/http.html#trules): conditional
+entries are resolved first, ``urn:uuid:`` full URLs are mapped to the ids they
+resolve to and every reference is rewritten, then writes run in the order
+DELETE, POST, PUT (and our Patient merge last).  Any failure raises and the
+caller rolls the whole database transaction back.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection
+
+from common.errors import BusinessRuleViolation, InvalidInput, MultipleMatches, NotFound, PreconditionFailed
+from fhir_store.model import (
+    ChangeAction,
+    ConditionalDelete,
+    ConditionalUpdate,
+    Create,
+    Delete,
+    MergePatients,
+    Operation,
+    OperationResult,
+    ResourceChange,
+    StoredResource,
+    Update,
+)
+from fhir_store.search import find_ids, parse_criteria, referencing_ids
+from fhir_store.writer import find_identifier_owner, load_current, write_version
+
+
+@dataclass
+class _Planned:
+    op: Operation
+    resource_type: str
+    target_id: str | None  # None: nothing to do (conditional create matched, delete of nothing)
+    previous: StoredResource | None
+    resource: dict[str, Any] | None
+    status_if_noop: int = 200
+
+
+def match_criteria(conn: Connection, resource_type: str, criteria: str) -> list[str]:
+    """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table."""
+    query = parse_criteria(resource_type, criteria)
+    if (
+        len(query.filters) == 1
+        and query.filters[0].param == "identifier"
+        and query.filters[0].modifier is None
+        and len(query.filters[0].values) == 1
+        and "|" in query.filters[0].values[0]
+    ):
+        system, _, value = query.filters[0].values[0].partition("|")
+        if value:
+            owner = find_identifier_owner(conn, resource_type, system, value)
+            return [] if owner is None else [owner]
+    if not query.filters:
+        raise InvalidInput("a conditional operation needs search criteria", location="url")
+    return find_ids(conn, query, limit=2)
+
+
+def _single(conn: Connection, resource_type: str, criteria: str) -> str | None:
+    ids = match_criteria(conn, resource_type, criteria)
+    if len(ids) > 1:
+        raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
+    return ids[0] if ids else None
+
+
+def _if_match_version(if_match: str) -> int:
+    text = if_match.strip()
+    if text.startswith("W/"):
+        text = text[2:]
+    try:
+        return int(text.strip('"'))
+    except ValueError as exc:
+        raise PreconditionFailed(f"If-Match '{if_match}' is not a version ETag", location="If-Match") from exc
+
+
+def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
+    if isinstance(op, Create):
+        resource_type = str(op.resource.get("resourceType"))
+        target: str | None = str(uuid.uuid4())
+        previous = None
+        if op.if_none_exist:
+            existing = _single(conn, resource_type, op.if_none_exist)
+            if existing is not None:
+                target, previous = None, load_current(conn, resource_type, existing)
+                if op.full_url:
+                    url_map[op.full_url] = f"{resource_type}/{existing}"
+        if op.full_url and target is not None:
+            url_map[op.full_url] = f"{resource_type}/{target}"
+        return _Planned(op, resource_type, target, previous, op.resource)
+    if isinstance(op, Update | ConditionalUpdate):
+        resource_type = op.resource_type
+        if str(op.resource.get("resourceType")) != resource_type:
+            raise InvalidInput(
+                f"resourceType '{op.resource.get('resourceType')}' does not match the URL ({resource_type})",
+                location="resourceType",
+            )
+        if isinstance(op, Update):
+            target_id = op.id
+            if op.resource.get("id") not in (None, op.id):
+                raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
+        else:
+            found = _single(conn, resource_type, op.criteria)
+            body_id = op.resource.get("id")
+            if found is not None and body_id not in (None, found):
+                raise InvalidInput(
+                    "resource id does not match the resource found by the criteria", location="id"
+                )
+            target_id = found or str(body_id or uuid.uuid4())
+        previous = load_current(conn, resource_type, target_id)
+        if isinstance(op, Update) and op.if_match is not None:
+            wanted = _if_match_version(op.if_match)
+            if previous is None or previous.version_id != wanted:
+                current = "none" if previous is None else previous.version_id
+                raise PreconditionFailed(
+                    f"If-Match version {wanted} does not match current version {current}", location="If-Match"
+                )
+        if op.full_url:
+            url_map[op.full_url] = f"{resource_type}/{target_id}"
+        return _Planned(op, resource_type, target_id, previous, op.resource)
+    if isinstance(op, Delete | ConditionalDelete):
+        found = op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria)
+        previous = None if found is None else load_current(conn, op.resource_type, found)
+        if previous is None or previous.deleted:
+            return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
+        return _Planned(op, op.resource_type, found, previous, None)
+    return _Planned(op, "Patient", None, None, None)
+
+
+def _rewrite_references(node: Any, url_map: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value in url_map:
+                out[key] = url_map[value]
+            else:
+                out[key] = _rewrite_references(value, url_map)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_references(item, url_map) for item in node]
+    return node
+
+
+def _unresolved_urn(node: Any) -> str | None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value.startswith("urn:uuid:"):
+                return value
+            found = _unresolved_urn(value)
+            if found:
+                return found
+    elif isinstance(node, list):
+        for item in node:
+            found = _unresolved_urn(item)
+            if found:
+                return found
+    return None
+
+
+def _without_meta(resource: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {k: v for k, v in resource.items() if k not in ("meta", "id")}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+_ORDER = {Delete: 0, ConditionalDelete: 0, Create: 1, Update: 2, ConditionalUpdate: 2, MergePatients: 3}
+
+
+def apply_operations(
+    conn: Connection, ops: list[Operation], now_us: int
+) -> tuple[list[OperationResult], list[ResourceChange]]:
+    url_map: dict[str, str] = {}
+    plans = [_plan(conn, op, url_map) for op in ops]
+    results: list[OperationResult | None] = [None] * len(ops)
+    changes: list[ResourceChange] = []
+    for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
+        plan = plans[index]
+        if isinstance(plan.op, MergePatients):
+            results[index] = _merge(conn, plan.op, now_us, changes)
+            continue
+        if plan.target_id is None:
+            results[index] = OperationResult(plan.status_if_noop, plan.previous)
+            continue
+        resource = None
+        if plan.resource is not None:
+            resource = (
+                _rewrite_references(plan.resource, url_map) if url_map else copy.deepcopy(plan.resource)
+            )
+            urn = _unresolved_urn(resource)
+            if urn is not None:
+                raise InvalidInput(
+                    f"reference {urn} does not match any fullUrl in the Bundle", location="reference"
+                )
+            prev = plan.previous
+            if (
+                prev is not None
+                and not prev.deleted
+                and _without_meta(prev.resource()) == _without_meta(resource)
+            ):
+                results[index] = OperationResult(200, prev, "unchanged")
+                continue
+        stored = write_version(conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us)
+        existed = plan.previous is not None and not plan.previous.deleted
+        action: ChangeAction = "delete" if resource is None else ("update" if existed else "create")
+        changes.append(
+            ResourceChange(
+                action,
+                plan.resource_type,
+                plan.target_id,
+                stored.version_id,
+                now_us,
+                resource if resource is None else stored.resource(),
+                plan.previous.resource() if existed and plan.previous else None,
+            )
+        )
+        results[index] = OperationResult(200 if resource is None or existed else 201, stored)
+    return [r if r is not None else OperationResult(500) for r in results], changes
+
+
+def _merge(
+    conn: Connection, op: MergePatients, now_us: int, changes: list[ResourceChange]
+) -> OperationResult:
+    target_id = find_identifier_owner(conn, "Patient", *op.target_identifier)
+    if target_id is None:
+        raise NotFound(f"surviving patient {op.target_identifier[1]} is unknown", location="PID-3")
+    target = load_current(conn, "Patient", target_id)
+    if target is None or target.deleted:
+        raise NotFound("surviving patient was deleted", location="PID-3")
+    source_id = find_identifier_owner(conn, "Patient", *op.source_identifier)
+    if source_id == target_id:
+        raise BusinessRuleViolation("a patient cannot be merged into itself", location="MRG-1")
+    source = None if source_id is None else load_current(conn, "Patient", source_id)
+    if source_id is None:
+        # The duplicate never reached us: record its identifier as a retired record so
+        # later messages quoting it resolve to the survivor.
+        source_id = str(uuid.uuid4())
+        source_body: dict[str, Any] = {
+            "resourceType": "Patient",
+            "identifier": [{"system": op.source_identifier[0], "value": op.source_identifier[1]}],
+        }
+    else:
+        source_body = source.resource() if source and not source.deleted else {"resourceType": "Patient"}
+    source_body["active"] = False
+    source_body["link"] = [{"other": {"reference": f"Patient/{target_id}"}, "type": "replaced-by"}]
+    target_body = target.resource()
+    links = [
+        lk
+        for lk in target_body.get("link", [])
+        if lk.get("other", {}).get("reference") != f"Patient/{source_id}"
+    ]
+    target_body["link"] = [*links, {"other": {"reference": f"Patient/{source_id}"}, "type": "replaces"}]
+    ops: list[Operation] = [
+        Update("Patient", source_id, source_body),
+        Update("Patient", target_id, target_body),
+    ]
+    old_ref, new_ref = f"Patient/{source_id}", f"Patient/{target_id}"
+    for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
+        for res_id in referencing_ids(conn, res_type, param, "Patient", [source_id]):
+            current = load_current(conn, res_type, res_id)
+            if current is not None and not current.deleted:
+                ops.append(
+                    Update(res_type, res_id, _rewrite_references(current.resource(), {old_ref: new_ref}))
+                )
+    _, merge_changes = apply_operations(conn, ops, now_us)
+    changes.extend(merge_changes)
+    return OperationResult(200, load_current(conn, "Patient", target_id), f"merged Patient/{source_id}")

@@ -1,0 +1,97 @@
+"""Resource validation with fhir.resources (R4B models; identical to R4 for our types).
+
+Validation happens once, on write.  Reads serve the stored bytes and never
+re-validate.  fhir.resources checks structure, datatypes and unknown elements
+but not required value-set bindings, so the bindings that matter to us
+(gender, Encounter/Appointment status) are checked here too
+(https://hl7.org/fhir/R4/terminologies.html#required).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from common.errors import InvalidInput
+
+SUPPORTED_TYPES: set[str] = {"Patient", "Encounter", "Appointment"}
+
+_REQUIRED_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
+    ("Patient", "gender"): frozenset({"male", "female", "other", "unknown"}),
+    ("Encounter", "status"): frozenset(
+        {
+            "planned",
+            "arrived",
+            "triaged",
+            "in-progress",
+            "onleave",
+            "finished",
+            "cancelled",
+            "entered-in-error",
+            "unknown",
+        }
+    ),
+    ("Appointment", "status"): frozenset(
+        {
+            "proposed",
+            "pending",
+            "booked",
+            "arrived",
+            "fulfilled",
+            "cancelled",
+            "noshow",
+            "entered-in-error",
+            "checked-in",
+            "waitlist",
+        }
+    ),
+}
+
+
+def register_type(resource_type: str) -> None:
+    """Let later packages (Consent, AuditEvent, Task) enable their resource types."""
+    SUPPORTED_TYPES.add(resource_type)
+
+
+@cache
+def _model(resource_type: str) -> Any:
+    return get_fhir_model_class(resource_type)
+
+
+def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
+    parts = [resource_type]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def validate_resource(resource: dict[str, Any]) -> None:
+    """Raise :class:`InvalidInput` naming the element path of the first problem."""
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise InvalidInput("resource has no resourceType", location="resourceType")
+    if resource_type not in SUPPORTED_TYPES:
+        raise InvalidInput(f"resource type '{resource_type}' is not supported here", location="resourceType")
+    try:
+        _model(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(x for x in first["loc"] if x != "__root__")
+        raise InvalidInput(
+            f"{first['msg']}" + (f" ({len(exc.errors())} problems)" if len(exc.errors()) > 1 else ""),
+            location=_path(resource_type, loc),
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput(str(exc), location=resource_type) from None
+    for (bound_type, element), allowed in _REQUIRED_BINDINGS.items():
+        if bound_type == resource_type and element in resource and resource[element] not in allowed:
+            raise InvalidInput(
+                f"'{resource[element]}' is not a valid code for {resource_type}.{element}",
+                location=f"{resource_type}.{element}",
+            )
