@@ -1,0 +1,58 @@
+"""The ``carebridge`` command line (contract: DESIGN.md §2).
+
+Sub-commands: ``serve``, ``hl7 send|replay``, ``clients add|list``,
+``audit verify|export``.  Every command accepts ``--database-url``
+(default: ``CAREBRIDGE_DATABASE_URL``, else ``sqlite:///var/carebridge.db``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import cli_hl7
+from gateway.settings import Settings
+
+
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (env CAREBRIDGE_DATABASE_URL)")
+
+
+def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
+    return Settings.from_env(None, database_url=getattr(args, "database_url", None), **extra)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.runtime import run
+
+    run(settings_from(args, host=args.host, http_port=args.http_port, mllp_port=args.mllp_port))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="carebridge", description="FHIR-native HIS/CRM integration middleware"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the FHIR API, the MLLP listener and the workers")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--http-port", type=int, default=None)
+    serve.add_argument("--mllp-port", type=int, default=None)
+    _add_database_url(serve)
+    serve.set_defaults(handler=_serve)
+
+    cli_hl7.register(commands, _add_database_url)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

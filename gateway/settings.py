@@ -1,0 +1,66 @@
+"""Runtime settings: defaults, overridden by ``CAREBRIDGE_*`` environment variables, then CLI flags.
+
+The names are a contract (DESIGN.md §2): ``CAREBRIDGE_DATABASE_URL`` and the
+``CAREBRIDGE_`` prefix for everything else.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from fhir_store.database import DEFAULT_DATABASE_URL
+
+ENV_PREFIX = "CAREBRIDGE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    http_port: int = 8080
+    mllp_port: int = 2575
+    log_level: str = "INFO"
+    base_url: str = ""  # public base of the FHIR API; derived from the request when empty
+    max_body_bytes: int = 4 * 1024 * 1024
+    # MLLP
+    mllp_max_message_bytes: int = 1024 * 1024
+    mllp_idle_timeout_s: float = 300.0
+    mllp_tls_cert: str = ""
+    mllp_tls_key: str = ""
+    mllp_tls_client_ca: str = ""  # set to require client certificates (mutual TLS)
+    hl7_default_charset: str = "utf-8"
+    hl7_sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
+    hl7_strict: bool = False
+    db_pool_size: int = 16
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None:
+                continue
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            elif f.type in ("bool", bool):
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                values[f.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)
+
+    def sender_charsets(self) -> dict[str, str]:
+        """Per-sender default charset for messages with an empty MSH-18."""
+        mapping: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.hl7_sender_charsets.split(","))):
+            sender, _, charset = item.partition("=")
+            mapping[sender.strip()] = charset.strip()
+        return mapping
