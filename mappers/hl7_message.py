@@ -380,7 +380,9 @@ def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
         parts = line.split(fs)
         if name == "MSH":
             if segments:
-                raise UnparseableMessage("more than one MSH segment (batches are not accepted)", location="MSH")
+                raise UnparseableMessage(
+                    "more than one MSH segment (batches are not accepted)", location="MSH"
+                )
             parts.insert(1, fs)
         segments.append(Segment(name, parts, enc, codec))
     message = Hl7Message(text, enc, charset, codec, segments)

@@ -1,0 +1,193 @@
+"""ADT → Patient / Encounter / $merge transaction entries.
+
+Segment maps: PID→Patient
+(https://hl7.org/fhir/uv/v2mappings/ConceptMap-segment-pid-to-patient.html),
+PV1→Encounter (https://hl7.org/fhir/uv/v2mappings/ConceptMap-segment-pv1-to-encounter.html),
+message maps ADT_A01/A03/A40 (https://hl7.org/fhir/uv/v2mappings/message_maps.html).
+
+Why conditional requests: the HIS is the source of truth for demographics and
+visits, and the mapper must stay pure.  Events that carry a full demographic
+picture (A01/A04/A05/A08/A28/A31) *replace* the Patient (conditional PUT by
+record number); the others only create it when unknown (conditional POST) so
+a thin PID never wipes data.  Encounters are keyed by visit number (PV1-19).
+"""
+
+from __future__ import annotations
+
+from common.errors import RequiredFieldMissing, UnsupportedMessageType
+from common.identifiers import visit_system
+from mappers.datatypes import (
+    JSON,
+    cwe_to_codeable_concept,
+    cx_to_identifier,
+    pl_display,
+    ts_to_datetime,
+    xcn_to_reference,
+)
+from mappers.hl7_message import Hl7Message, Segment, cx_authority
+from mappers.patient import patient_identity, pid_to_patient, require_pid
+from mappers.result import BundleBuilder
+
+FULL_UPDATE_EVENTS = frozenset({"A01", "A04", "A05", "A08", "A28", "A31"})
+"""Events whose PID is a full demographic record: Patient conditional PUT."""
+
+ENCOUNTER_STATE_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A11", "A13"})
+"""Events that define the visit state: Encounter conditional PUT.  Others (A08...) only create it."""
+
+SUPPORTED_EVENTS = FULL_UPDATE_EVENTS | ENCOUNTER_STATE_EVENTS | {"A40"}
+
+V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
+V2_0112 = "http://terminology.hl7.org/CodeSystem/v2-0112"
+
+# PV1-2 patient class (table 0004) → v3 ActCode, per IG ConceptMap table-hl70004-to-v3-ActCode
+_CLASS = {
+    "I": ("IMP", "inpatient encounter"),
+    "O": ("AMB", "ambulatory"),
+    "E": ("EMER", "emergency"),
+    "P": ("PRENC", "pre-admission"),
+    "R": ("AMB", "ambulatory"),
+    "B": ("IMP", "inpatient encounter"),
+}
+# PV1-7/8/9/17 → Encounter.participant.type (v3 ParticipationType)
+_PARTICIPANTS = (
+    (7, "ATND", "attender"),
+    (8, "REF", "referrer"),
+    (9, "CON", "consultant"),
+    (17, "ADM", "admitter"),
+)
+
+
+def map_adt(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
+    """Append the entries for one ADT message to ``builder``."""
+    if trigger not in SUPPORTED_EVENTS:
+        raise UnsupportedMessageType(f"ADT^{trigger} is not processed", location="MSH-9.2", event=True)
+    pid = require_pid(msg)
+    system, value = patient_identity(msg, pid)
+    patient = pid_to_patient(msg, pid)
+    if trigger in FULL_UPDATE_EVENTS:
+        patient_ref = builder.put(patient, system, value)
+    else:
+        patient_ref = builder.create_if_absent(patient, system, value)
+    if trigger == "A40":
+        _merge(msg, builder, pid)
+        return
+    pv1 = msg.segment("PV1")
+    if pv1 is not None:
+        _encounter(msg, trigger, pv1, patient_ref, builder)
+
+
+def _merge(msg: Hl7Message, builder: BundleBuilder, pid: Segment) -> None:
+    """A40: ask the store to merge MRG-1 (source) into PID-3 (target) via ``Patient/$merge``."""
+    facility = msg.header.sending_facility
+    mrg = msg.segment("MRG")
+    source = None
+    if mrg is not None:
+        reps = mrg.repetitions(1)
+        chosen = next((r for r in reps if r.component(5).strip().upper() == "MR"), reps[0] if reps else None)
+        source = cx_to_identifier(chosen, default_authority=facility) if chosen else None
+    if source is None:
+        raise RequiredFieldMissing("MRG-1 (prior patient identifier) is empty", location="MRG-1")
+    system, value = patient_identity(msg, pid)
+    target = next(
+        i for i in pid_to_patient(msg, pid)["identifier"] if i["system"] == system and i["value"] == value
+    )
+    parameters: JSON = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "source-patient-identifier", "valueIdentifier": source},
+            {"name": "target-patient-identifier", "valueIdentifier": target},
+        ],
+    }
+    builder.add(parameters, {"method": "POST", "url": "Patient/$merge"})
+
+
+def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, builder: BundleBuilder) -> None:
+    visit = pv1.repetition(19)
+    visit_number = visit.component(1).strip()
+    if not visit_number:
+        if trigger == "A03":
+            raise RequiredFieldMissing("A03 needs a visit number to close the encounter", location="PV1-19")
+        return
+    system = visit_system(cx_authority(visit, msg.header.sending_facility))
+    start = ts_to_datetime(pv1.component(44), location="PV1-44")
+    end = ts_to_datetime(pv1.component(45), location="PV1-45")
+    if trigger == "A03" and not end:
+        evn = msg.segment("EVN")
+        end = ts_to_datetime(evn.component(2) if evn else "", location="EVN-2") or ts_to_datetime(
+            msg.header.datetime, location="MSH-7"
+        )
+    if trigger == "A13":
+        end = None  # cancel discharge: the visit is open again
+    status = _status(trigger, end is not None, start is not None)
+
+    enc: JSON = {
+        "resourceType": "Encounter",
+        "identifier": [{"system": system, "value": visit_number}],
+        "status": status,
+        "class": _class(pv1.component(2).strip().upper()),
+        "subject": {"reference": patient_ref},
+    }
+    service = cwe_to_codeable_concept(pv1.repetition(10))
+    if service:
+        enc["serviceType"] = service
+    participants = []
+    for n, code, display in _PARTICIPANTS:
+        for rep in pv1.repetitions(n):
+            ref = xcn_to_reference(rep, default_authority=msg.header.sending_facility)
+            if ref:
+                kind = {"coding": [{"system": V3_PARTICIPATION, "code": code, "display": display}]}
+                participants.append({"type": [kind], "individual": ref})
+    if participants:
+        enc["participant"] = participants
+    period: JSON = {}
+    if start:
+        period["start"] = start
+    if end:
+        period["end"] = end
+    if period:
+        enc["period"] = period
+    locations = []
+    current = pl_display(pv1.repetition(3))
+    if current:
+        locations.append({"location": {"display": current}, "status": "completed" if end else "active"})
+    prior = pl_display(pv1.repetition(6))
+    if trigger == "A02" and prior:
+        locations.append({"location": {"display": prior}, "status": "completed"})
+    if locations:
+        enc["location"] = locations
+    disposition = pv1.component(36).strip()
+    if disposition:
+        enc["hospitalization"] = {
+            "dischargeDisposition": {"coding": [{"system": V2_0112, "code": disposition}]}
+        }
+    if trigger in ENCOUNTER_STATE_EVENTS:
+        builder.put(enc, system, visit_number)
+    else:
+        builder.create_if_absent(enc, system, visit_number)
+
+
+def _status(trigger: str, has_end: bool, has_start: bool) -> str:
+    """Encounter.status per trigger (A11 cancel admit, A13 cancel discharge, PV1-45 = finished)."""
+    if trigger == "A11":
+        return "cancelled"
+    if trigger == "A13":
+        return "in-progress"
+    if has_end:
+        return "finished"
+    if trigger == "A05":
+        return "planned"
+    if trigger in ENCOUNTER_STATE_EVENTS:
+        return "in-progress"
+    return "in-progress" if has_start else "unknown"
+
+
+def _class(patient_class: str) -> JSON:
+    code = _CLASS.get(patient_class)
+    if code is None:
+        return {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+            "code": "UNK",
+            "display": "unknown",
+        }
+    return {"system": V3_ACT_CODE, "code": code[0], "display": code[1]}
