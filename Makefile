@@ -1,0 +1,62 @@
+# carebridge: developer and CI entry points.  Start with `make run` or `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+DATABASE_URL := $(or $(CAREBRIDGE_DATABASE_URL),sqlite:///var/carebridge.db)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help venv postgres-binaries run lint test clean
+
+help:
+	@echo "make run                start carebridge (HTTP :8080, MLLP :2575) on $(DATABASE_URL)"
+	@echo "make test               lint, then the whole test suite (SQLite and a throwaway PostgreSQL)"
+	@echo "make lint               ruff check, ruff format --check, mypy"
+	@echo "make venv               create .venv and install carebridge[test] (editable)"
+	@echo "make postgres-binaries  install PostgreSQL server binaries with apt-get if missing"
+	@echo "make clean              remove .venv, caches and build files (keeps var/)"
+
+venv: $(STAMP)
+
+# Re-installs whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $@
+
+# Same search order as tests/support/postgres.py: PATH, then /usr/lib/postgresql/*/bin.
+postgres-binaries:
+	@if { command -v initdb && command -v pg_ctl; } >/dev/null 2>&1; then \
+	  echo "PostgreSQL binaries: $$(command -v pg_ctl)"; \
+	elif ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+	  echo "PostgreSQL binaries: $$(ls -d /usr/lib/postgresql/*/bin | tail -n 1)"; \
+	else \
+	  echo "PostgreSQL binaries not found: installing the Debian 'postgresql' package"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
+	fi
+
+run: venv
+	mkdir -p var
+	exec $(BIN)/carebridge serve --database-url '$(DATABASE_URL)'
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# Lint first: a lint error stops before any test runs.  PYTEST_WORKERS=0 runs in one process.
+test: venv lint postgres-binaries
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
