@@ -344,6 +344,22 @@ def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
     start, the delimiters or bytes are unusable, or a segment is malformed;
     :class:`UnsupportedVersion` when MSH-12 is outside 2.3-2.8.
     """
+    message = _tokenize(raw, default_charset)
+    version = message.header.version
+    if not _VERSION_RE.fullmatch(version):
+        raise UnsupportedVersion(f"HL7 version {version or '(empty)'} is not supported", location="MSH-12")
+    return message
+
+
+def peek_header(raw: bytes, *, default_charset: str = "utf-8") -> Header | None:
+    """Best-effort MSH of a message that failed :func:`parse_message` (to address the ACK), or None."""
+    try:
+        return _tokenize(raw, default_charset).header
+    except UnparseableMessage:
+        return None
+
+
+def _tokenize(raw: bytes, default_charset: str) -> Hl7Message:
     if not isinstance(raw, bytes | bytearray | memoryview):
         raise UnparseableMessage("message must be bytes")
     data = bytes(raw)
@@ -374,9 +390,8 @@ def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
             continue
         name = line[:3]
         if not _SEGMENT_NAME_RE.fullmatch(name) or (len(line) > 3 and line[3] != fs):
-            raise UnparseableMessage(
-                f"malformed segment #{len(segments) + 1}", location=f"segment {len(segments) + 1}"
-            )
+            where = f"segment {len(segments) + 1}"
+            raise UnparseableMessage(f"malformed segment #{len(segments) + 1}", location=where)
         parts = line.split(fs)
         if name == "MSH":
             if segments:
@@ -385,11 +400,7 @@ def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
                 )
             parts.insert(1, fs)
         segments.append(Segment(name, parts, enc, codec))
-    message = Hl7Message(text, enc, charset, codec, segments)
-    version = message.header.version
-    if not _VERSION_RE.fullmatch(version):
-        raise UnsupportedVersion(f"HL7 version {version or '(empty)'} is not supported", location="MSH-12")
-    return message
+    return Hl7Message(text, enc, charset, codec, segments)
 
 
 def primary_cx(pid: Segment) -> Repetition | None:
