@@ -38,6 +38,7 @@ _RESULT_PARAMS = {
     "_pretty",
     "_page",
     "_offset",
+    "_page_token",
 }
 
 
@@ -95,6 +96,9 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
             query.count = _int_param(name, value, 0, MAX_COUNT)
         elif name in ("_offset", "_page"):
             query.offset = _int_param(name, value, 0, 10**9)
+        elif name == "_page_token":
+            # Paging links: ``_page_token`` names the frozen result snapshot, ``_offset`` the position.
+            query.page_token = value or None
         elif name == "_sort":
             for item in filter(None, value.split(",")):
                 key = item.lstrip("-")
