@@ -91,6 +91,7 @@ class FhirStore:
                 if isinstance(resource, dict):
                     validate_resource(resource)
         last_error: Exception | None = None
+        identifier_conflicts = 0
         for _attempt in range(MAX_WRITE_ATTEMPTS):
             try:
                 with self.write_connection() as conn:
@@ -104,8 +105,13 @@ class FhirStore:
             except IntegrityError as exc:
                 last_error = exc
             except VersionConflict as exc:
-                if "changed concurrently" not in exc.message:
-                    raise
+                # A concurrent commit may have claimed the identifier after we resolved the
+                # conditional criteria: re-resolving then finds it.  A second identical failure
+                # is a genuine duplicate and is reported as such.
+                if (exc.location or "").endswith(".identifier"):
+                    identifier_conflicts += 1
+                    if identifier_conflicts > 1:
+                        raise
                 last_error = exc
             except DBAPIError as exc:  # serialization failure / deadlock on PostgreSQL
                 if getattr(exc.orig, "sqlstate", None) not in ("40001", "40P01"):
