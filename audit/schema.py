@@ -12,7 +12,9 @@ records; IHE BALP):
   so editing, deleting, inserting or reordering rows breaks the chain at the
   first tampered row.  ``seq`` is the chain position (gap-free by construction:
   the writer assigns ``last seq + 1`` under the chain lock rather than relying
-  on a database sequence, which can leave gaps on rollback).
+  on a database sequence, which can leave gaps on rollback).  ``mac`` is an
+  HMAC of ``hash`` under a key kept outside the database, so even a row whose
+  chain hash was recomputed by an attacker is caught.
 * ``audit_event_patient`` lists the patients of events that involve more than
   one (a search result), so "who accessed patient X" is an indexed query.
 * ``audit_checkpoint`` stores Ed25519 signatures over the chain head every N
@@ -50,6 +52,9 @@ audit_event = Table(
     Column("content", LargeBinary, nullable=False),
     Column("prev_hash", LargeBinary, nullable=False),
     Column("hash", LargeBinary, nullable=False),
+    # HMAC-SHA256(audit key, hash): a forged row with a correctly recomputed chain
+    # hash is still detected, because the attacker lacks the key file.
+    Column("mac", LargeBinary, nullable=False),
     Index(None, "recorded_us"),
     Index(None, "patient_id", "recorded_us"),
     Index(None, "agent", "recorded_us"),
