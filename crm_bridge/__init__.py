@@ -1,0 +1,1 @@
+"""carebridge: crm_bridge package."""
