@@ -1,0 +1,89 @@
+"""Scope grammar, role ceilings, client secrets and token signing/rotation on real databases."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from common.errors import Forbidden, InvalidInput, Unauthenticated, VersionConflict
+from fhir_store.database import make_engine
+from gateway.auth.clients import ClientRegistry, hash_secret, secret_matches
+from gateway.auth.scopes import grant, grantable, parse_scope, parse_scopes, require
+from gateway.auth.tokens import TokenService
+
+
+def test_scope_grammar_v2_and_v1() -> None:
+    scope = parse_scope("system/Patient.cruds")
+    assert scope is not None and scope.permissions == frozenset("cruds")
+    assert str(parse_scope("patient/*.read")) == "patient/*.rs"
+    assert parse_scope("openid") is None
+    with pytest.raises(InvalidInput):
+        parse_scope("system/Patient.xyz")
+
+
+def test_role_ceiling_narrows_requests() -> None:
+    assert [str(s) for s in grantable("clinician", "system/Patient.cruds")] == ["system/Patient.rs"]
+    assert grantable("crm", "system/*.cruds") == []
+    assert {str(s) for s in grantable("his_integration", "system/*.r")} == {
+        "system/Patient.r",
+        "system/Encounter.r",
+        "system/Appointment.r",
+    }
+    assert [str(s) for s in grant(parse_scopes("system/Patient.rs"), "system/Patient.cruds")] == [
+        "system/Patient.rs"
+    ]
+
+
+def test_require_names_the_missing_scope() -> None:
+    scopes = parse_scopes("system/Patient.rs")
+    assert require(scopes, "clinician", "Patient", "r") == "system"
+    with pytest.raises(Forbidden) as info:
+        require(scopes, "clinician", "Patient", "c")
+    assert "system/Patient.c" in info.value.message
+    with pytest.raises(Forbidden):  # a token scope beyond the role ceiling is not honoured
+        require(parse_scopes("system/Patient.cruds"), "compliance_officer", "Patient", "r")
+
+
+def test_secret_hash_round_trip() -> None:
+    stored = hash_secret("s3cret")
+    assert secret_matches("s3cret", stored) and not secret_matches("s3cret!", stored)
+    assert "s3cret" not in stored
+
+
+def test_clients_and_tokens(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=2)
+    registry = ClientRegistry(engine)
+    secret = registry.add("his-1", "his_integration")
+    assert secret
+    with pytest.raises(VersionConflict):
+        registry.add("his-1", "clinician")
+    with pytest.raises(Unauthenticated):
+        registry.authenticate_secret("his-1", "wrong")
+    client = registry.authenticate_secret("his-1", secret)
+
+    tokens = TokenService(engine, lifetime_s=60)
+    issued = tokens.issue(client, parse_scopes(client.scopes))
+    principal = tokens.verify(issued["access_token"])
+    assert principal.client_id == "his-1" and principal.role == "his_integration"
+    assert any(s.allows("Patient", "c") for s in principal.scopes)
+
+    old_kid = tokens.jwks()["keys"][0]["kid"]
+    tokens.rotate()
+    kids = [k["kid"] for k in tokens.jwks()["keys"]]
+    assert old_kid in kids and len(kids) == 2  # old key still published until its tokens expire
+    assert tokens.verify(issued["access_token"]).client_id == "his-1"
+    fresh = TokenService(engine, lifetime_s=60)  # another process: same keys from the database
+    assert fresh.verify(tokens.issue(client, [])["access_token"]).client_id == "his-1"
+
+    forged_key = ECKey.generate_key("P-256", parameters={"kid": old_kid})
+    forged = jwt.encode(
+        {"alg": "ES256", "kid": old_kid},
+        {"iss": "carebridge", "client_id": "x", "role": "admin", "exp": int(time.time()) + 60},
+        forged_key,
+    )
+    with pytest.raises(Unauthenticated):
+        fresh.verify(forged)
+    engine.dispose()
