@@ -1,0 +1,211 @@
+"""The HL7 v2 message journal (table ``hl7_journal``): commit first, acknowledge second.
+
+Why a journal: HL7 v2 "original mode" and enhanced-mode commit ACKs
+(HL7 v2.5 ch. 2.9.2-2.9.3) promise the sender that a message acknowledged is
+safely held by the receiver.  So the raw bytes of every message -- good, bad or
+unparseable -- are committed here *before* any ACK leaves the process, and
+the ACK itself is stored with the row so that a duplicate delivery (same
+MSH-3/MSH-4/MSH-10, HL7 v2.5 ch. 2.10.1 "sequence number protocol" spirit)
+is answered with the very bytes sent the first time.
+
+Row lifecycle (``status``)::
+
+    received --(store transaction, same commit)--> processed   (ack AA)
+             \\--(mapping / store error)-----------> failed      (ack AE)
+    rejected (written in one step: unparseable, unsupported, not allowed; ack AR)
+
+A row left ``received`` means the process died between the journal commit and
+the end of processing: the sender's retry or ``carebridge hl7 replay``
+completes it.  This module only reads and writes rows; it knows nothing of
+HL7 parsing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, Connection, Engine, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from fhir_store.database import is_sqlite
+from fhir_store.instants import now_us
+from fhir_store.schema import hl7_journal
+
+RECEIVED = "received"
+PROCESSED = "processed"
+FAILED = "failed"
+REJECTED = "rejected"
+FINAL_STATUSES = frozenset({PROCESSED, FAILED, REJECTED})
+
+_j = hl7_journal
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    id: int
+    received_us: int
+    peer: str
+    sending_application: str
+    sending_facility: str
+    control_id: str
+    message_type: str
+    raw: bytes
+    status: str
+    ack_code: str | None
+    ack: bytes | None
+    error: str | None
+    processed_us: int | None
+    attempts: int
+
+
+_COLUMNS = (
+    _j.c.id,
+    _j.c.received_us,
+    _j.c.peer,
+    _j.c.sending_application,
+    _j.c.sending_facility,
+    _j.c.control_id,
+    _j.c.message_type,
+    _j.c.raw,
+    _j.c.status,
+    _j.c.ack_code,
+    _j.c.ack,
+    _j.c.error,
+    _j.c.processed_us,
+    _j.c.attempts,
+)
+
+
+def surrogate_control_id() -> str:
+    """A unique stand-in for a missing MSH-10 ("~" never starts a real control id we dedup on)."""
+    return "~" + uuid.uuid4().hex
+
+
+def _begin(engine: Engine) -> Connection:
+    """A write transaction; on SQLite take the write lock at BEGIN (see fhir_store.database)."""
+    if is_sqlite(engine):
+        return engine.execution_options(sqlite_begin="IMMEDIATE").connect()
+    return engine.connect()
+
+
+def _entry(row: Sequence[object]) -> JournalEntry:
+    return JournalEntry(*row)  # type: ignore[arg-type]
+
+
+def _clip(value: str, size: int) -> str:
+    return value if len(value) <= size else value[:size]
+
+
+def insert_message(
+    engine: Engine,
+    *,
+    raw: bytes,
+    peer: str,
+    sending_application: str,
+    sending_facility: str,
+    control_id: str,
+    message_type: str,
+    status: str = RECEIVED,
+    ack_code: str | None = None,
+    ack: bytes | None = None,
+    error: str | None = None,
+) -> int | None:
+    """Insert and COMMIT one row; return its id, or None if the sender+control id already exists.
+
+    An empty ``control_id`` is replaced by :func:`surrogate_control_id` (no dedup possible).
+    Rows inserted directly as ``rejected`` carry their final ACK already.
+    """
+    now = now_us()
+    values = {
+        "received_us": now,
+        "peer": _clip(peer, 100),
+        "sending_application": _clip(sending_application, 180),
+        "sending_facility": _clip(sending_facility, 180),
+        "control_id": _clip(control_id, 199) if control_id else surrogate_control_id(),
+        "message_type": _clip(message_type, 40),
+        "raw": raw,
+        "status": status,
+        "ack_code": ack_code,
+        "ack": ack,
+        "error": error,
+        "processed_us": now if status in FINAL_STATUSES else None,
+        "attempts": 1 if status in FINAL_STATUSES else 0,
+    }
+    try:
+        with _begin(engine) as conn, conn.begin():
+            result = conn.execute(insert(_j).values(**values).returning(_j.c.id))
+            return int(result.scalar_one())
+    except IntegrityError:
+        return None
+
+
+def find_duplicate(
+    engine: Engine, sending_application: str, sending_facility: str, control_id: str
+) -> JournalEntry | None:
+    """The earlier row for the same sender and MSH-10, if any."""
+    stmt = select(*_COLUMNS).where(
+        _j.c.sending_application == _clip(sending_application, 180),
+        _j.c.sending_facility == _clip(sending_facility, 180),
+        _j.c.control_id == _clip(control_id, 199),
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).first()
+    return None if row is None else _entry(row)
+
+
+def load(engine: Engine, journal_id: int) -> JournalEntry | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(*_COLUMNS).where(_j.c.id == journal_id)).first()
+    return None if row is None else _entry(row)
+
+
+def mark_processed(conn: Connection, journal_id: int, ack_code: str, ack: bytes) -> None:
+    """Run inside the store transaction (``transact(extra=...)``): effects and status commit together."""
+    conn.execute(
+        update(_j)
+        .where(_j.c.id == journal_id)
+        .values(
+            status=PROCESSED,
+            ack_code=ack_code,
+            ack=ack,
+            error=None,
+            processed_us=now_us(),
+            attempts=_j.c.attempts + 1,
+        )
+    )
+
+
+def mark_failed(
+    engine: Engine, journal_id: int, *, status: str, ack_code: str, ack: bytes, error: str
+) -> None:
+    """Record a failed attempt (own transaction: the store transaction was rolled back)."""
+    with _begin(engine) as conn, conn.begin():
+        conn.execute(
+            update(_j)
+            .where(_j.c.id == journal_id)
+            .values(
+                status=status,
+                ack_code=ack_code,
+                ack=ack,
+                error=error,
+                processed_us=now_us(),
+                attempts=_j.c.attempts + 1,
+            )
+        )
+
+
+def list_to_replay(engine: Engine, *, stale_before_us: int | None = None) -> list[int]:
+    """Ids of failed/rejected rows, plus ``received`` rows older than ``stale_before_us``, oldest first."""
+    condition: ColumnElement[bool] = _j.c.status.in_((FAILED, REJECTED))
+    if stale_before_us is not None:
+        condition = or_(condition, (_j.c.status == RECEIVED) & (_j.c.received_us < stale_before_us))
+    with engine.connect() as conn:
+        return [int(r[0]) for r in conn.execute(select(_j.c.id).where(condition).order_by(_j.c.id))]
+
+
+def count_by_status(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(_j.c.status, func.count()).group_by(_j.c.status)).all()
+    return {str(r[0]): int(r[1]) for r in rows}

@@ -1,0 +1,363 @@
+"""HL7 v2 ingest: journal → map → store transaction → ACK (the domain service behind MLLP).
+
+The MLLP listener only turns bytes into :meth:`Ingestor.handle` calls and ACK
+bytes back into frames; everything with a meaning lives here so that the
+listener, ``carebridge hl7 replay`` and the tests share one path.
+
+Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
+
+1. :meth:`Ingestor.prepare` (pure, cheap): tokenize with the sender's default
+   charset, read MSH, check the TLS sender allow-list, compute the patient key.
+2. Journal: the raw bytes are committed to ``hl7_journal`` (status
+   ``received``; unparseable/unsupported/forbidden input is written directly
+   as ``rejected`` together with its AR).  A unique (MSH-3, MSH-4, MSH-10)
+   makes a duplicate delivery visible: its *stored* ACK is returned and
+   nothing is written.  A duplicate of a ``received`` row (we crashed before
+   finishing it) is completed now instead.
+3. Map and apply: one ``FhirStore.transact`` whose ``extra`` marks the row
+   ``processed`` with the AA it will send -- resources, audit/outbox hook rows
+   and the journal status commit together.  A domain error marks the row
+   ``failed`` (AE) or ``rejected`` (AR) with the error text; anything
+   unexpected becomes AE 207.
+
+ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
+mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
+after the journal commit if MSH-15 asks for it, the application ACK only if
+MSH-16 asks for it.  Without ``hl7_strict`` every message gets its
+application ACK (many HIS fill MSH-15/16 with ``AL``/``NE`` from a template
+yet wait for AA/AE), preceded by a CA only when MSH-15 *and* MSH-16 both ask
+for acknowledgments, so a sender never receives an answer it does not read.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common.errors import CarebridgeError, Forbidden, UnparseableMessage
+from fhir_store import journal
+from fhir_store.bundles import ReadEntry, bundle_operations
+from fhir_store.model import Operation, RequestContext
+from fhir_store.repository import FhirStore
+from gateway.logging_setup import get_logger
+from gateway.settings import Settings
+from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
+from mappers.hl7_message import Header, Hl7Message, parse_message, patient_key, peek_header
+from mappers.router import map_message
+
+log = get_logger("carebridge.ingest")
+
+#: Test-only hook: when set, the process dies (``os._exit``) right after the first journal commit.
+CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
+
+
+class InternalError(CarebridgeError):
+    """An unexpected failure, rendered without its details (they may quote patient data)."""
+
+    hl7_error_code = "207"
+
+
+@dataclass(frozen=True)
+class SenderPolicy:
+    """Which MSH-3^MSH-4 each TLS client identity (certificate CN) may send as.
+
+    Parsed from ``"CN1=APP^FAC|APP2^*;CN2=*"``; ``*`` matches anything.  An
+    empty policy allows everyone; otherwise unknown identities are refused
+    (deny by default, ISO/IEC 27001 A.5.15).
+    """
+
+    allowed: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> SenderPolicy:
+        allowed: dict[str, tuple[tuple[str, str], ...]] = {}
+        for item in filter(None, (p.strip() for p in text.split(";"))):
+            identity, _, senders = item.partition("=")
+            pairs = []
+            for sender in filter(None, (s.strip() for s in senders.split("|"))):
+                app, _, fac = sender.partition("^")
+                pairs.append((app.strip() or "*", fac.strip() or "*"))
+            allowed[identity.strip()] = tuple(pairs)
+        return cls(allowed)
+
+    def permits(self, identity: str | None, application: str, facility: str) -> bool:
+        if not self.allowed:
+            return True
+        if identity is None or identity not in self.allowed:
+            return False
+        return any(a in ("*", application) and f in ("*", facility) for a, f in self.allowed[identity])
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received message after :meth:`Ingestor.prepare`."""
+
+    raw: bytes
+    peer: str
+    identity: str | None
+    message: Hl7Message | None
+    header: Header | None  # also set for some unparseable messages (to address the AR)
+    error: CarebridgeError | None  # set → the message is rejected without mapping
+    patient_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to send back, in order, and what happened."""
+
+    acks: list[bytes]
+    ack_code: str  # application-level outcome AA/AE/AR
+    journal_id: int | None
+    status: str
+    duplicate: bool = False
+    error: str | None = None
+
+
+def _peek_sender(raw: bytes) -> tuple[str, str]:
+    """MSH-3.1 and MSH-4.1 from the raw bytes (MSH is ASCII), to pick the default charset."""
+    start = raw.find(b"MSH")
+    if start < 0 or start > 8 or len(raw) < start + 8:
+        return "", ""
+    end = len(raw)
+    for terminator in (b"\r", b"\n"):
+        pos = raw.find(terminator, start)
+        if 0 <= pos < end:
+            end = pos
+    line = raw[start:end].decode("latin-1")
+    fs = line[3]
+    parts = line.split(fs)
+    comp = parts[1][:1] if len(parts) > 1 and parts[1] else "^"
+    app = parts[2].split(comp)[0] if len(parts) > 2 else ""
+    fac = parts[3].split(comp)[0] if len(parts) > 3 else ""
+    return app, fac
+
+
+def _new_ack_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+class Ingestor:
+    """Stateless apart from configuration: safe to call from many threads at once."""
+
+    def __init__(self, store: FhirStore, settings: Settings, *, policy: SenderPolicy | None = None) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.settings = settings
+        self.strict = settings.hl7_strict
+        self.policy = policy or SenderPolicy()
+        self._charsets = settings.sender_charsets()
+        self._crash_after_journal = bool(os.environ.get(CRASH_HOOK_ENV))
+
+    # -- step 1: pure --------------------------------------------------------------------
+
+    def default_charset(self, application: str, facility: str) -> str:
+        return (
+            self._charsets.get(f"{application}^{facility}")
+            or self._charsets.get(application)
+            or self.settings.hl7_default_charset
+        )
+
+    def prepare(self, raw: bytes, *, peer: str = "", identity: str | None = None) -> Inbound:
+        charset = self.default_charset(*_peek_sender(raw))
+        try:
+            msg = parse_message(raw, default_charset=charset)
+        except CarebridgeError as exc:
+            return Inbound(raw, peer, identity, None, peek_header(raw, default_charset=charset), exc, None)
+        except Exception:  # the tokenizer must never take the listener down
+            unreadable = UnparseableMessage("message could not be read")
+            return Inbound(raw, peer, identity, None, None, unreadable, None)
+        header = msg.header
+        if not self.policy.permits(identity, header.sending_application, header.sending_facility):
+            error: CarebridgeError = Forbidden(
+                f"sender {header.sending_application}^{header.sending_facility} is not allowed "
+                f"for this connection",
+                location="MSH-3",
+            )
+            return Inbound(raw, peer, identity, msg, header, error, None)
+        return Inbound(raw, peer, identity, msg, header, None, patient_key(msg))
+
+    # -- ACK rendering ---------------------------------------------------------------------
+
+    def _ack(self, inbound: Inbound, code: str, error: CarebridgeError | None = None) -> bytes:
+        if inbound.message is None and inbound.header is None:
+            return build_fallback_ack(
+                inbound.raw, error or UnparseableMessage("?"), control_id=_new_ack_id(), ack_code=code
+            )
+        header = inbound.header
+        assert header is not None
+        if self.strict:
+            try:
+                return build_ack_hl7apy(header, ack_code=code, error=error, control_id=_new_ack_id())
+            except Exception:  # hl7apy refuses some odd inputs; the fast builder never does
+                pass
+        return build_ack(header, ack_code=code, error=error, control_id=_new_ack_id())
+
+    def _wanted(self, inbound: Inbound, success: bool) -> tuple[bool, bool]:
+        if inbound.header is None:
+            return False, True
+        commit, application = acks_to_send(inbound.header, success=success)
+        if self.strict:
+            return commit, application
+        return commit and application, True
+
+    # -- steps 2 and 3 ---------------------------------------------------------------------
+
+    def handle(
+        self,
+        raw: bytes,
+        *,
+        peer: str = "",
+        identity: str | None = None,
+        on_commit: Callable[[bytes], None] | None = None,
+    ) -> Outcome:
+        return self.process(self.prepare(raw, peer=peer, identity=identity), on_commit=on_commit)
+
+    def process(self, inbound: Inbound, *, on_commit: Callable[[bytes], None] | None = None) -> Outcome:
+        """Journal, then apply; ``on_commit`` receives an enhanced-mode commit ACK right after the commit.
+
+        Blocking (database I/O): the listener runs it in a worker thread.
+        """
+        header = inbound.header
+        app = header.sending_application if header else ""
+        fac = header.sending_facility if header else ""
+        control_id = header.control_id.strip() if header else ""
+        mtype = f"{header.message_code}^{header.trigger_event}".strip("^") if header else ""
+        if inbound.error is not None:
+            return self._reject(inbound, inbound.error, app, fac, control_id, mtype, on_commit)
+        journal_id = journal.insert_message(
+            self.engine,
+            raw=inbound.raw,
+            peer=inbound.peer,
+            sending_application=app,
+            sending_facility=fac,
+            control_id=control_id,
+            message_type=mtype,
+        )
+        if journal_id is None:
+            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            if existing is None:  # pragma: no cover - the row cannot vanish
+                raise RuntimeError("journal conflict without a row")
+            if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
+                return self._duplicate(inbound, existing, on_commit)
+            journal_id = existing.id  # a crash left it 'received': finish it now
+            log.info("hl7 resuming journaled message", journal_id=journal_id, control_id=control_id)
+        elif self._crash_after_journal:
+            os._exit(86)
+        commit, _ = self._wanted(inbound, success=True)
+        if commit and on_commit is not None:
+            on_commit(self._ack(inbound, "CA"))
+        return self.apply(inbound, journal_id)
+
+    def apply(self, inbound: Inbound, journal_id: int) -> Outcome:
+        """Map and store a journaled message; mark its row.  Also the replay path."""
+        assert inbound.message is not None
+        try:
+            result = map_message(inbound.message)
+            _, items = bundle_operations(result.bundle)
+            ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
+            ack = self._ack(inbound, "AA")
+            context = RequestContext(
+                request_id=f"hl7-{journal_id}",
+                client_id=inbound.identity or inbound.message.header.sending_application or "hl7",
+                role="hl7-sender",
+                channel="hl7",
+                source_address=inbound.peer or None,
+            )
+            self.store.transact(
+                ops, context, extra=lambda conn, _results: journal.mark_processed(conn, journal_id, "AA", ack)
+            )
+        except CarebridgeError as exc:
+            return self._fail(inbound, journal_id, exc)
+        except Exception as exc:
+            log.error("hl7 internal error", journal_id=journal_id, error_type=type(exc).__name__)
+            return self._fail(inbound, journal_id, InternalError("internal error while applying the message"))
+        _, application = self._wanted(inbound, success=True)
+        return Outcome([ack] if application else [], "AA", journal_id, journal.PROCESSED)
+
+    def _fail(self, inbound: Inbound, journal_id: int, error: CarebridgeError) -> Outcome:
+        code = error.hl7_ack if error.hl7_ack in ("AE", "AR") else "AE"
+        status = journal.REJECTED if code == "AR" else journal.FAILED
+        ack = self._ack(inbound, code, error)
+        journal.mark_failed(self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error))
+        log.info(
+            "hl7 message not applied", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
+        )
+        _, application = self._wanted(inbound, success=False)
+        return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
+
+    def _reject(
+        self,
+        inbound: Inbound,
+        error: CarebridgeError,
+        app: str,
+        fac: str,
+        control_id: str,
+        mtype: str,
+        on_commit: Callable[[bytes], None] | None,
+    ) -> Outcome:
+        code = "AR" if error.hl7_ack == "AR" else "AE"
+        ack = self._ack(inbound, code, error)
+        journal_id = journal.insert_message(
+            self.engine,
+            raw=inbound.raw,
+            peer=inbound.peer,
+            sending_application=app,
+            sending_facility=fac,
+            control_id=control_id,
+            message_type=mtype,
+            status=journal.REJECTED if code == "AR" else journal.FAILED,
+            ack_code=code,
+            ack=ack,
+            error=str(error),
+        )
+        if journal_id is None:
+            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            if existing is not None and existing.ack is not None:
+                return self._duplicate(inbound, existing, on_commit)
+        log.info(
+            "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
+        )
+        commit, application = self._wanted(inbound, success=False)
+        if commit and on_commit is not None:
+            on_commit(self._ack(inbound, "CR", error))
+        status = journal.REJECTED if code == "AR" else journal.FAILED
+        return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
+
+    def _duplicate(
+        self, inbound: Inbound, existing: journal.JournalEntry, on_commit: Callable[[bytes], None] | None
+    ) -> Outcome:
+        assert existing.ack is not None
+        success = existing.ack_code == "AA"
+        commit, application = self._wanted(inbound, success=success)
+        if commit and on_commit is not None:
+            on_commit(self._ack(inbound, "CA"))
+        log.info("hl7 duplicate delivery", journal_id=existing.id, ack_code=existing.ack_code)
+        return Outcome(
+            [existing.ack] if application else [],
+            existing.ack_code or "AE",
+            existing.id,
+            existing.status,
+            duplicate=True,
+            error=existing.error,
+        )
+
+    # -- replay ----------------------------------------------------------------------------
+
+    def replay(self, journal_id: int) -> Outcome:
+        """Re-run one journaled message through the current mappers and update its row."""
+        entry = journal.load(self.engine, journal_id)
+        if entry is None:
+            raise KeyError(journal_id)
+        inbound = self.prepare(entry.raw, peer=entry.peer)
+        if inbound.error is not None:
+            error = inbound.error
+            code = "AR" if error.hl7_ack == "AR" else "AE"
+            ack = self._ack(inbound, code, error)
+            status = journal.REJECTED if code == "AR" else journal.FAILED
+            journal.mark_failed(
+                self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error)
+            )
+            return Outcome([ack], code, journal_id, status, error=str(error))
+        return self.apply(inbound, journal_id)

@@ -1,0 +1,210 @@
+"""The asyncio MLLP listener (HL7 v2.5 Appendix C; default port 2575).
+
+This module is a thin adapter: bytes in, :class:`~gateway.ingest.Ingestor`
+calls, ACK frames out.  What it guarantees on its own:
+
+* framing across split reads and several messages per read
+  (:mod:`gateway.mllp.framing`), bounded memory per connection
+  (``mllp_max_message_bytes``: an oversized message gets AR and its head is
+  journaled, the connection stays usable), an idle timeout;
+* isolation: every connection is its own task and every failure is caught at
+  the connection or message boundary, so a broken frame, a TLS error or a
+  database outage never stops the listener or other connections;
+* order: a connection's messages are processed one after another, and a
+  per-patient-key lock (FIFO, taken in arrival order on the event loop) keeps
+  messages about one patient in arrival order across connections;
+* concurrency: database work runs in a thread pool sized like the DB
+  connection pool, so connections proceed in parallel while the loop only
+  parses and frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from common.errors import PayloadTooLarge
+from fhir_store import journal
+from gateway.ingest import Inbound, Ingestor, InternalError
+from gateway.logging_setup import get_logger
+from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame
+from gateway.mllp.tls import peer_identity, sender_policy, server_context
+from mappers.ack import build_fallback_ack
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+
+log = get_logger("carebridge.mllp")
+
+READ_SIZE = 64 * 1024
+
+
+class KeyedLocks:
+    """asyncio locks created on demand per key and dropped when nobody holds or waits for them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str | None) -> AsyncIterator[None]:
+        if key is None:
+            yield
+            return
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class MllpServer:
+    def __init__(
+        self,
+        runtime: Runtime,
+        host: str,
+        port: int,
+        *,
+        ingestor: Ingestor | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        settings = runtime.settings
+        self.host = host
+        self.port = port
+        self.settings = settings
+        self.ingestor = ingestor or Ingestor(runtime.store, settings, policy=sender_policy(settings))
+        self.ssl_context = ssl_context if ssl_context is not None else server_context(settings)
+        self.max_message_bytes = settings.mllp_max_message_bytes
+        self.idle_timeout = settings.mllp_idle_timeout_s
+        self.locks = KeyedLocks()
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(4, settings.db_pool_size), thread_name_prefix="mllp-db"
+        )
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self) -> None:
+        tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 15.0} if self.ssl_context else {}
+        self._server = await asyncio.start_server(self._on_client, self.host, self.port, **tls)
+        sockets = self._server.sockets
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("mllp listening", host=self.host, port=self.port, tls=self.ssl_context is not None)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        self._executor.shutdown(wait=True, cancel_futures=False)
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername or "")
+        identity = peer_identity(writer.get_extra_info("peercert")) if self.ssl_context else None
+        log.debug("mllp connection", peer=peer, identity=identity)
+        decoder = FrameDecoder(self.max_message_bytes)
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_timeout)
+                except TimeoutError:
+                    log.info("mllp idle timeout", peer=peer)
+                    break
+                if not data:
+                    break
+                for event in decoder.feed(data):
+                    if isinstance(event, Frame):
+                        await self._message(event.payload, peer, identity, writer)
+                    elif isinstance(event, Oversized):
+                        await self._oversized(event, peer, writer)
+        except asyncio.CancelledError:
+            pass
+        except (ConnectionError, ssl.SSLError, OSError) as exc:
+            log.info("mllp connection error", peer=peer, error_type=type(exc).__name__)
+        except Exception as exc:  # never let one connection take the listener down
+            log.error("mllp connection failed", peer=peer, error_type=type(exc).__name__)
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+    async def _message(
+        self, payload: bytes, peer: str, identity: str | None, writer: asyncio.StreamWriter
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        inbound = self.ingestor.prepare(payload, peer=peer, identity=identity)
+
+        def on_commit(ack: bytes) -> None:  # called in the worker thread
+            loop.call_soon_threadsafe(writer.write, frame(ack))
+
+        try:
+            async with self.locks.hold(inbound.patient_key):
+                outcome = await loop.run_in_executor(
+                    self._executor, lambda: self.ingestor.process(inbound, on_commit=on_commit)
+                )
+            acks = outcome.acks
+        except Exception as exc:  # journal unavailable: nothing committed, the sender must retry
+            log.error("mllp message failed", peer=peer, error_type=type(exc).__name__)
+            acks = [self._internal_error_ack(inbound)]
+        for ack in acks:
+            writer.write(frame(ack))
+        await writer.drain()
+
+    def _internal_error_ack(self, inbound: Inbound) -> bytes:
+        error = InternalError("the message could not be stored; please retry")
+        return build_fallback_ack(inbound.raw, error, control_id="ERR", ack_code="AE")
+
+    async def _oversized(self, event: Oversized, peer: str, writer: asyncio.StreamWriter) -> None:
+        error = PayloadTooLarge(
+            f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes",
+            location="MSH",
+        )
+        ack = build_fallback_ack(event.head, error, control_id="OVERSIZE", ack_code="AR")
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):
+            await loop.run_in_executor(
+                self._executor,
+                lambda: journal.insert_message(
+                    self.ingestor.engine,
+                    raw=event.head,
+                    peer=peer,
+                    sending_application="",
+                    sending_facility="",
+                    control_id="",
+                    message_type="",
+                    status=journal.REJECTED,
+                    ack_code="AR",
+                    ack=ack,
+                    error=f"{error} (only the first {len(event.head)} bytes are kept)",
+                ),
+            )
+        log.info("mllp oversized message", peer=peer, size=event.size)
+        writer.write(frame(ack))
+        await writer.drain()
