@@ -165,7 +165,7 @@ class Repetition:
         return unescape(self.raw, self._enc, self._codec)
 
     def component(self, c: int, sub: int = 1) -> str:
-        """``c``-th component (1-based), ``sub``-th subcomponent, decoded; "" if absent."""
+        """``c``-th component (1-based), ``sub``-th subcomponent, decoded; "" if absent or ``""``."""
         comps = self.raw.split(self._enc.component)
         if c < 1 or c > len(comps):
             return ""
@@ -174,6 +174,8 @@ class Repetition:
             subs = value.split(self._enc.subcomponent)
             value = subs[sub - 1] if 0 < sub <= len(subs) else ""
         elif sub != 1:
+            return ""
+        if value == '""':  # HL7 explicit null: "no value" for a mapper
             return ""
         return unescape(value, self._enc, self._codec) if self._enc.escape in value else value
 

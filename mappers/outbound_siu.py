@@ -117,7 +117,7 @@ def appointment_to_siu_s12(
     pid = ["PID", "1", "", _join(_esc(mrn), "", "", _esc(authority), "MR") if mrn else ""]
     pid += [""] * 10
     names = patient_pseudo.get("name") or []
-    pid[5] = _xpn(names[0]) if names else ""
+    pid[5] = (_xpn(names[0]) if names else "") or '""'  # PID-5 is required: explicit HL7 null
     pid[7] = fhir_to_dtm(patient_pseudo["birthDate"]) if patient_pseudo.get("birthDate") else ""
     pid[8] = _GENDER.get(patient_pseudo.get("gender", ""), "")
     phones = [t for t in patient_pseudo.get("telecom") or [] if t.get("system") == "phone"]

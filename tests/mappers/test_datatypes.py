@@ -51,7 +51,9 @@ def test_dtm(value: str, date: str, datetime_: str) -> None:
     assert ts_to_datetime(value, location="X-1") == datetime_
 
 
-@pytest.mark.parametrize("value", ["19851345", "19850230", "20230229", "1985031225", "198503120861", "abc", "85"])
+@pytest.mark.parametrize(
+    "value", ["19851345", "19850230", "20230229", "1985031225", "198503120861", "abc", "85"]
+)
 def test_impossible_dates(value: str) -> None:
     with pytest.raises(InvalidInput) as info:
         ts_to_datetime(value, location="PID-7")

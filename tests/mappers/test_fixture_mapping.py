@@ -86,7 +86,10 @@ def test_a04_encounter() -> None:
     [attender] = enc["participant"]
     assert attender["type"][0]["coding"][0]["code"] == "ATND"
     assert attender["individual"]["display"] == "Trần Thị Bình"
-    assert attender["individual"]["identifier"] == {"system": practitioner_system("BVDK_HN"), "value": "BS001"}
+    assert attender["individual"]["identifier"] == {
+        "system": practitioner_system("BVDK_HN"),
+        "value": "BS001",
+    }
     assert enc["location"][0]["location"]["display"] == "KHAM - P101 - 01"
 
 
@@ -290,5 +293,7 @@ def test_pv1_45_on_any_event_finishes() -> None:
 
 def test_deterministic_ids_can_be_injected() -> None:
     counter = iter(range(100))
-    result = map_message(parse_message(raw("adt_a04_register_outpatient.hl7")), new_id=lambda: f"id-{next(counter)}")
+    result = map_message(
+        parse_message(raw("adt_a04_register_outpatient.hl7")), new_id=lambda: f"id-{next(counter)}"
+    )
     assert [e["fullUrl"] for e in result.bundle["entry"]] == ["urn:uuid:id-0", "urn:uuid:id-1"]

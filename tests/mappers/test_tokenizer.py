@@ -12,7 +12,10 @@ A04 = raw("adt_a04_register_outpatient.hl7")
 
 
 def _msg(*segments: str, msh: str | None = None) -> bytes:
-    head = msh or "MSH|^~\\&|APP|FAC|GW|CRM|20261120083000+0700||ADT^A04^ADT_A01|C1|P|2.5|||AL|NE|VNM|UNICODE UTF-8"
+    head = (
+        msh
+        or "MSH|^~\\&|APP|FAC|GW|CRM|20261120083000+0700||ADT^A04^ADT_A01|C1|P|2.5|||AL|NE|VNM|UNICODE UTF-8"
+    )
     return "\r".join([head, *segments]).encode("utf-8")
 
 
@@ -53,7 +56,13 @@ def test_msh_numbering_matches_standard() -> None:
 
 @pytest.mark.parametrize(
     ("label", "codec"),
-    [("UNICODE UTF-8", "utf-8"), ("UNICODE", "utf-8"), ("8859/1", "iso8859-1"), ("ASCII", "ascii"), ("", "utf-8")],
+    [
+        ("UNICODE UTF-8", "utf-8"),
+        ("UNICODE", "utf-8"),
+        ("8859/1", "iso8859-1"),
+        ("ASCII", "ascii"),
+        ("", "utf-8"),
+    ],
 )
 def test_charsets(label: str, codec: str) -> None:
     head = f"MSH|^~\\&|A|F|G|C|20261120||ADT^A04|C1|P|2.5|||||VNM|{label}"
@@ -166,6 +175,8 @@ def test_unsupported_version(version: str) -> None:
     assert header is not None and header.control_id == "1"
 
 
-@pytest.mark.parametrize("version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.2"])
+@pytest.mark.parametrize(
+    "version", ["2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.2"]
+)
 def test_supported_versions(version: str) -> None:
     assert parse_message(f"MSH|^~\\&|A|B|C|D|2026||ADT^A04|1|P|{version}".encode()).header.version == version
