@@ -1,0 +1,264 @@
+"""FHIR REST throughput and latency over real HTTP, on SQLite and/or a throwaway PostgreSQL.
+
+    .venv/bin/python -m bench.fhir_load --backend postgresql --patients 100000 --clients 8
+
+Seeds N synthetic Vietnamese patients (every 10th with an Encounter and an
+Appointment) directly through the store, starts ``carebridge serve`` as a
+subprocess, gets an access token when auth is on, then measures create, read
+by id, identifier search and ``$everything`` with C concurrent keep-alive
+connections.  Results go to stdout as a Markdown table (paste into
+docs/benchmarks.md) and to bench/results/*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from bench.loadgen import LoadResult, run_load, summarize
+from fhir_store.database import make_engine
+from fhir_store.migrations import upgrade
+from fhir_store.model import Create, RequestContext
+from fhir_store.repository import FhirStore
+
+MRN = "https://id.carebridge.vn/mrn/BENCH"
+FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ"]
+MIDDLES = ["Văn", "Thị", "Minh", "Ngọc", "Quốc", "Thu"]
+GIVENS = ["An", "Bình", "Châu", "Dũng", "Hà", "Hùng", "Lan", "Mai", "Nam", "Trang"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_patient(i: int, prefix: str = "P") -> dict[str, Any]:
+    rnd = random.Random(i)
+    family, middle, given = rnd.choice(FAMILIES), rnd.choice(MIDDLES), rnd.choice(GIVENS)
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": MRN, "value": f"{prefix}{i:08d}"}],
+        "name": [{"family": family, "given": [middle, given], "text": f"{family} {middle} {given}"}],
+        "gender": rnd.choice(["male", "female"]),
+        "birthDate": f"{rnd.randint(1940, 2020)}-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}",
+        "telecom": [
+            {"system": "phone", "value": f"+849{rnd.randint(10_000_000, 99_999_999)}", "use": "mobile"}
+        ],
+        "address": [
+            {"line": [f"{rnd.randint(1, 200)} Lê Lợi"], "city": "Phường Sài Gòn", "state": "Hồ Chí Minh"}
+        ],
+    }
+
+
+def seed(database_url: str, count: int) -> list[str]:
+    """Create ``count`` patients; return the ids of those that also have an encounter."""
+    store = FhirStore(make_engine(database_url, pool_size=2))
+    ctx = RequestContext("bench-seed")
+    with_visits: list[str] = []
+    batch = 500
+    for start in range(0, count, batch):
+        ops: list[Any] = []
+        for i in range(start, min(count, start + batch)):
+            ops.append(Create(synthetic_patient(i), full_url=f"urn:uuid:p{i}"))
+            if i % 10 == 0:
+                ops.append(
+                    Create(
+                        {
+                            "resourceType": "Encounter",
+                            "status": "finished",
+                            "class": {
+                                "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                "code": "AMB",
+                            },
+                            "subject": {"reference": f"urn:uuid:p{i}"},
+                            "period": {
+                                "start": "2026-11-20T08:30:00+07:00",
+                                "end": "2026-11-20T09:00:00+07:00",
+                            },
+                        }
+                    )
+                )
+                ops.append(
+                    Create(
+                        {
+                            "resourceType": "Appointment",
+                            "status": "booked",
+                            "start": "2026-11-25T09:00:00+07:00",
+                            "end": "2026-11-25T09:30:00+07:00",
+                            "participant": [{"actor": {"reference": f"urn:uuid:p{i}"}, "status": "accepted"}],
+                        }
+                    )
+                )
+        results = store.transact(ops, ctx, validate=False)
+        with_visits += [
+            r.stored.id
+            for r, op in zip(results, ops, strict=True)
+            if r.stored
+            and op.resource["resourceType"] == "Patient"
+            and op.full_url
+            and int(op.full_url[10:]) % 10 == 0
+        ]
+    store.engine.dispose()
+    return with_visits
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [
+            str(ROOT / ".venv/bin/carebridge"),
+            "serve",
+            "--database-url",
+            database_url,
+            "--http-port",
+            str(port),
+            "--mllp-port",
+            str(free_port()),
+        ],
+        env=env,
+        cwd=ROOT,
+    )
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def bearer_token(database_url: str, port: int) -> dict[str, str]:
+    """Register a bench client and get a token; no header when the server has no auth endpoint."""
+    try:
+        from gateway.auth.clients import ClientRegistry
+    except ImportError:
+        return {}
+    engine = make_engine(database_url, pool_size=1)
+    client_id = f"bench-{random.randint(0, 10**9)}"
+    secret = ClientRegistry(engine).add(client_id, "his_integration")
+    engine.dispose()
+    data = f"grant_type=client_credentials&client_id={client_id}&client_secret={secret}".encode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/auth/token", data=data, timeout=5) as response:
+            token = json.loads(response.read())["access_token"]
+    except OSError:
+        return {}
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def measure(
+    port: int, patient_ids: list[str], total_patients: int, clients: int, seconds: float, auth: dict[str, str]
+) -> list[LoadResult]:
+    rnd = random.Random(7)
+    fhir = {"Accept": "application/fhir+json", **auth}
+    create_offset = 10**7 + rnd.randint(0, 10**6) * 100
+
+    def create(i: int) -> tuple[str, str, bytes, dict[str, str]]:
+        body = json.dumps(synthetic_patient(create_offset + i, prefix="C")).encode()
+        return "POST", "/fhir/Patient", body, {**fhir, "Content-Type": "application/fhir+json"}
+
+    def read(_: int) -> tuple[str, str, bytes, dict[str, str]]:
+        return "GET", f"/fhir/Patient/{rnd.choice(patient_ids)}", b"", fhir
+
+    def search(_: int) -> tuple[str, str, bytes, dict[str, str]]:
+        value = f"P{rnd.randrange(total_patients):08d}"
+        return "GET", f"/fhir/Patient?identifier={MRN}%7C{value}", b"", fhir
+
+    def everything(_: int) -> tuple[str, str, bytes, dict[str, str]]:
+        return "GET", f"/fhir/Patient/{rnd.choice(patient_ids)}/$everything", b"", fhir
+
+    results = []
+    for name, factory in (
+        ("create", create),
+        ("read", read),
+        ("identifier search", search),
+        ("$everything", everything),
+    ):
+        await run_load(name, "127.0.0.1", port, factory, clients=clients, total=200, max_seconds=5)  # warm-up
+        results.append(
+            await run_load(
+                name, "127.0.0.1", port, factory, clients=clients, total=10**9, max_seconds=seconds
+            )
+        )
+    return results
+
+
+def run_backend(backend: str, patients: int, clients: int, seconds: float) -> list[LoadResult]:
+    cluster = None
+    tmp = tempfile.mkdtemp(prefix="carebridge-bench-")
+    if backend == "postgresql":
+        sys.path.insert(0, str(ROOT))
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster.start()
+        url = cluster.create_database("bench")
+    else:
+        url = f"sqlite:///{tmp}/bench.db"
+    try:
+        upgrade(url)
+        started = time.perf_counter()
+        ids = seed(url, patients)
+        print(
+            f"[{backend}] seeded {patients} patients in {time.perf_counter() - started:.1f}s", file=sys.stderr
+        )
+        port = free_port()
+        server = start_server(url, port)
+        try:
+            auth = bearer_token(url, port)
+            return asyncio.run(measure(port, ids, patients, clients, seconds, auth))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--patients", type=int, default=20_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for backend in backends:
+        results = run_backend(backend, args.patients, args.clients, args.seconds)
+        print(f"\n### {backend}: {args.patients} patients, {args.clients} clients, {os.cpu_count()} cores\n")
+        print(summarize(results))
+        (out_dir / f"fhir_load_{backend}.json").write_text(
+            json.dumps(
+                [
+                    {
+                        "name": r.name,
+                        "rps": r.rps,
+                        "p50": r.percentile(0.5),
+                        "p99": r.percentile(0.99),
+                        "errors": r.errors,
+                        "requests": r.requests,
+                    }
+                    for r in results
+                ],
+                indent=2,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
