@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import cli_clients, cli_hl7
+from gateway import cli_audit, cli_clients, cli_hl7
 from gateway.settings import Settings
 
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
 
     cli_hl7.register(commands, _add_database_url)
+    cli_audit.register(commands, _add_database_url)
     cli_clients.register(commands, _add_database_url)
     return parser
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from audit.hooks import AuditHook
 from fhir_store.database import make_engine
 from fhir_store.migrations import upgrade
 from fhir_store.repository import FhirStore
@@ -36,10 +37,13 @@ class Runtime:
         if migrate:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        store = FhirStore(engine)
-        return cls(settings, engine, store)
+        audit = AuditHook.from_settings(engine, settings)
+        store = FhirStore(engine, hooks=[audit], access_hooks=[audit])
+        return cls(settings, engine, store, services={"audit": audit})
 
     def close(self) -> None:
+        if isinstance(self.services.get("audit"), AuditHook):
+            self.services["audit"].close()
         self.engine.dispose()
 
 

@@ -34,6 +34,11 @@ class Settings:
     hl7_sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
     hl7_strict: bool = False
     db_pool_size: int = 16
+    # audit (audit/): Ed25519 key file (created 0600 on first use), checkpoint interval,
+    # and whether access-only audit commits wait for the WAL flush on PostgreSQL
+    audit_key_file: str = "var/audit-signing-key.pem"
+    audit_checkpoint_every: int = 1000
+    audit_durable_reads: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -1,0 +1,148 @@
+"""``carebridge audit verify|export|public-key|checkpoint`` (contract: DESIGN.md §2).
+
+* ``verify``: exit 0 and print exactly ``ok <n> events`` when the chain, MACs
+  and checkpoint signatures are intact; else exit 1 and print
+  ``bad seq <seq> event <id>: <reason>`` for the first bad event.
+  ``--public-key PEM`` verifies with an exported public key only (no key file:
+  checkpoints are checked, per-event MACs are not).
+* ``export --format csv|ndjson [--patient ID] [--since ISO] [--until ISO]``: to
+  stdout; the export itself is audited (DICOM 110106 Export).
+* ``public-key``: the PEM of the checkpoint-signing key (give it to auditors).
+* ``checkpoint``: sign the current chain head now.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from audit.checkpoints import AuditKeys, VerifyKey
+from audit.export import AuditFilter, export
+from audit.hooks import AuditHook
+from audit.verify import verify_engine
+from common.errors import InvalidInput
+from fhir_store.database import make_engine
+from fhir_store.instants import parse_fhir_instant_range
+from fhir_store.migrations import upgrade
+from fhir_store.model import RequestContext
+from gateway.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"database_url": args.database_url}
+    if getattr(args, "key_file", None):
+        overrides["audit_key_file"] = args.key_file
+    return Settings.from_env(None, **overrides)
+
+
+def _operator_context() -> RequestContext:
+    """The CLI operator as the audit agent (OS account name: not patient data)."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return RequestContext(
+        request_id=f"cli-{uuid.uuid4()}",
+        client_id=f"cli:{user}",
+        role="operator",
+        channel="internal",
+        source_address="localhost",
+    )
+
+
+def _verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    trusted: list[VerifyKey] = []
+    keys: AuditKeys | None = None
+    if args.public_key:
+        trusted.append(VerifyKey.from_pem(Path(args.public_key).read_bytes()))
+    elif Path(settings.audit_key_file).exists():
+        keys = AuditKeys.load(settings.audit_key_file)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        result = verify_engine(engine, keys, trusted)
+    finally:
+        engine.dispose()
+    if keys is None and not trusted and result.events:
+        print(f"error: no audit key file at {settings.audit_key_file}; pass --public-key", file=sys.stderr)
+        return 1
+    print(result.line())
+    return 0 if result.ok else 1
+
+
+def _hook(settings: Settings) -> AuditHook:
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=2)
+    return AuditHook.from_settings(engine, settings)
+
+
+def _instant(text: str | None, *, end: bool) -> int | None:
+    if text is None:
+        return None
+    low, high = parse_fhir_instant_range(text, location="--until" if end else "--since")
+    return high + 1 if end else low  # AuditFilter.until_us is exclusive
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        flt = AuditFilter(
+            patient=args.patient,
+            since_us=_instant(args.since, end=False),
+            until_us=_instant(args.until, end=True),
+        )
+    except InvalidInput as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    hook = _hook(_settings(args))
+    try:
+        export(hook, sys.stdout, args.format, flt, _operator_context())
+    finally:
+        hook.close()
+        hook.engine.dispose()
+    sys.stdout.flush()
+    return 0
+
+
+def _public_key(args: argparse.Namespace) -> int:
+    keys = AuditKeys.load_or_create(_settings(args).audit_key_file)
+    sys.stdout.write(keys.verify_key.public_pem())
+    return 0
+
+
+def _checkpoint(args: argparse.Namespace) -> int:
+    hook = _hook(_settings(args))
+    try:
+        seq = hook.checkpoint()
+    finally:
+        hook.engine.dispose()
+    print("no events" if seq is None else f"checkpoint at seq {seq}")
+    return 0
+
+
+def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser], None]) -> None:
+    audit = commands.add_parser("audit", help="verify, export and sign the audit trail")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
+        parser = sub.add_parser(name, help=help_text)
+        add_database_url(parser)
+        parser.add_argument("--key-file", default=None, help="audit key (env CAREBRIDGE_AUDIT_KEY_FILE)")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    verify = command("verify", "recompute the hash chain and checkpoint signatures", _verify)
+    verify.add_argument("--public-key", default=None, help="verify checkpoints with this PEM only")
+
+    exp = command("export", "export audit events to stdout (audited)", _export)
+    exp.add_argument("--format", choices=("csv", "ndjson"), required=True)
+    exp.add_argument("--patient", default=None, help="Patient id (events about this patient)")
+    exp.add_argument("--since", default=None, help="FHIR date/instant, inclusive")
+    exp.add_argument("--until", default=None, help="FHIR date/instant, inclusive of that day/instant")
+
+    command("public-key", "print the checkpoint-signing public key (PEM)", _public_key)
+    command("checkpoint", "sign the current chain head now", _checkpoint)
