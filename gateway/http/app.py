@@ -1,0 +1,60 @@
+"""The FastAPI application: FHIR routes, health/metrics, error rendering, request context.
+
+``create_app(runtime)`` is the only constructor; ``carebridge serve``, the
+tests and the OpenAPI exporter all build the app through it.  The OpenAPI
+document enumerates the resource types registered when the app is built
+(``fhir_store.validation.SUPPORTED_TYPES``), so a type added by a later package
+shows up in the committed ``openapi/openapi.json`` on the next export.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from fhir_store.validation import SUPPORTED_TYPES
+from gateway.http import bundle_routes, errors, fhir_routes, health
+from gateway.http.capability import SOFTWARE_VERSION
+from gateway.http.request_context import RequestContextMiddleware
+from gateway.runtime import Runtime
+
+TITLE = "carebridge"
+DESCRIPTION = (
+    "FHIR R4 REST facade (application/fhir+json) over the carebridge store, "
+    "plus health and metrics endpoints. See /fhir/metadata for the CapabilityStatement."
+)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=TITLE, version=SOFTWARE_VERSION, description=DESCRIPTION, routes=app.routes)
+    types = sorted(SUPPORTED_TYPES)
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            for param in operation.get("parameters", []):
+                if param.get("in") == "path" and param.get("name") == "type":
+                    param["schema"] = {"type": "string", "enum": types, "title": "Type"}
+    app.openapi_schema = schema
+    return schema
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title=TITLE,
+        version=SOFTWARE_VERSION,
+        description=DESCRIPTION,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.runtime = runtime
+    app.state.metrics = health.HttpMetrics()
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(fhir_routes.router)
+    app.include_router(bundle_routes.router)
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,97 @@
+"""Liveness, readiness and Prometheus metrics (DESIGN.md §2: ``/healthz``, ``/readyz``, ``/metrics``).
+
+``/healthz`` answers as long as the process serves HTTP; ``/readyz`` also
+checks that the database answers and is migrated to the head revision the
+code expects, so a load balancer never routes to an instance whose schema is
+behind.  Metrics are labelled by route *template* (``/fhir/{type}/{id}``),
+never by concrete path, which would carry resource ids and explode the
+series count (https://prometheus.io/docs/practices/naming/#labels).
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse, Response
+
+from fhir_store.migrations import current_revision, head_revision
+from gateway.runtime import Runtime
+
+router = APIRouter(include_in_schema=True, tags=["operations"])
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class HttpMetrics:
+    """Per-app registry, so several apps in one process (tests) never collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "carebridge_http_requests",
+            "HTTP requests by method, route template and status",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "carebridge_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ("method", "route"),
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+
+_HEALTH_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+}
+_READY_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    503: {"content": {"application/json": {"schema": {"type": "object"}}}},
+}
+
+
+@router.get("/healthz", response_class=Response, responses=_HEALTH_RESPONSES, summary="Liveness")
+async def healthz() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _database_state(runtime: Runtime) -> tuple[bool, str | None, str | None]:
+    try:
+        with runtime.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        current = current_revision(runtime.engine)
+    except Exception:  # any database failure means "not ready"; details stay out of the answer
+        return False, None, head_revision()
+    return True, current, head_revision()
+
+
+@router.get("/readyz", response_class=Response, responses=_READY_RESPONSES, summary="Readiness")
+async def readyz(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    reachable, current, head = await run_in_threadpool(_database_state, runtime)
+    ready = reachable and current == head
+    body = {
+        "status": "ready" if ready else "not ready",
+        "database": "reachable" if reachable else "unreachable",
+        "schema_revision": current,
+        "expected_revision": head,
+    }
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request) -> Response:
+    registry: CollectorRegistry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

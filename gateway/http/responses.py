@@ -1,0 +1,115 @@
+"""HTTP framing shared by the FHIR routes: base URL, bounded bodies, Prefer, resource headers.
+
+- Base URL: ``settings.base_url`` when configured (behind a proxy), else the
+  address the client used, so ``fullUrl``/``Location`` resolve for that client.
+- Bodies are read as a stream and refused with 413 once they pass
+  ``settings.max_body_bytes``, before anything is parsed or stored; a declared
+  ``Content-Length`` over the limit is refused without reading at all.
+- ``Prefer: return=`` (https://hl7.org/fhir/R4/http.html#ops) picks between the
+  stored representation, an empty body and an OperationOutcome.
+- ``ETag``/``Last-Modified``/``Location`` per https://hl7.org/fhir/R4/http.html#read
+  and #create, from the stored version, never from re-parsing the body.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from common.errors import PayloadTooLarge
+from fhir_store.instants import http_date
+from fhir_store.model import StoredResource
+from fhir_store.repository import FhirStore
+from gateway.http.errors import outcome
+from gateway.http.media import FHIR_JSON_UTF8
+from gateway.runtime import Runtime
+
+PreferReturn = Literal["minimal", "representation", "OperationOutcome"]
+# Keep reading (and discarding) an oversized body up to this many times the
+# limit so the client sees the 413 instead of a reset connection.
+_DRAIN_FACTOR = 4
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def store_of(request: Request) -> FhirStore:
+    return runtime_of(request).store
+
+
+def fhir_base(request: Request) -> str:
+    configured = runtime_of(request).settings.base_url
+    if configured:
+        return configured.rstrip("/")
+    return f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+async def read_body(request: Request) -> bytes:
+    limit = runtime_of(request).settings.max_body_bytes
+    drain_limit = limit * _DRAIN_FACTOR
+    too_large = PayloadTooLarge(f"request body exceeds {limit} bytes", location="body")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > drain_limit:
+        raise too_large
+    stream = request.stream()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            chunks.clear()
+            async for more in stream:  # drain the rest of the same stream, within bounds
+                size += len(more)
+                if size > drain_limit:
+                    break
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def prefer_return(request: Request, default: PreferReturn = "representation") -> PreferReturn:
+    header = request.headers.get("prefer")
+    if not header:
+        return default
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        if name.strip().lower() == "return":
+            value = value.strip().strip('"')
+            if value == "minimal":
+                return "minimal"
+            if value == "representation":
+                return "representation"
+            if value == "OperationOutcome":
+                return "OperationOutcome"
+    return default
+
+
+def version_headers(stored: StoredResource) -> dict[str, str]:
+    return {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated_us)}
+
+
+def fhir_response(content: bytes, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(content, status_code=status, media_type=FHIR_JSON_UTF8, headers=headers)
+
+
+def write_response(
+    request: Request, stored: StoredResource, status: int, message: str, *, location: bool = True
+) -> Response:
+    """Answer a create/update with the stored version, shaped by ``Prefer: return``."""
+    headers = version_headers(stored)
+    if location:
+        headers["Location"] = (
+            f"{fhir_base(request)}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
+        )
+    wanted = prefer_return(request)
+    if wanted == "minimal" or stored.content is None:
+        return Response(status_code=status, headers=headers)
+    if wanted == "OperationOutcome":
+        body = orjson.dumps(outcome(message, code="informational", severity="information"))
+        return fhir_response(body, status, headers)
+    return fhir_response(stored.content, status, headers)
