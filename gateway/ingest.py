@@ -6,19 +6,21 @@ listener, ``carebridge hl7 replay`` and the tests share one path.
 
 Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
 
-1. :meth:`Ingestor.prepare` (pure, cheap): tokenize with the sender's default
-   charset, read MSH, check the TLS sender allow-list, compute the patient key.
-2. Journal: the raw bytes are committed to ``hl7_journal`` (status
-   ``received``; unparseable/unsupported/forbidden input is written directly
-   as ``rejected`` together with its AR).  A unique (MSH-3, MSH-4, MSH-10)
-   makes a duplicate delivery visible: its *stored* ACK is returned and
-   nothing is written.  A duplicate of a ``received`` row (we crashed before
-   finishing it) is completed now instead.
-3. Map and apply: one ``FhirStore.transact`` whose ``extra`` marks the row
+1. :meth:`Ingestor.prepare` (pure, no I/O): tokenize with the sender's default
+   charset, check the TLS sender allow-list, map to a FHIR transaction
+   Bundle (mappers are pure, so this needs no database) and compute the
+   patient key used for ordering.  Errors are carried, not raised.
+2. Journal: the raw bytes are committed to ``hl7_journal``: status
+   ``received``, or directly ``failed`` (AE) / ``rejected`` (AR) together
+   with the ACK when step 1 already found the message unusable.  A unique
+   (MSH-3, MSH-4, MSH-10) makes a duplicate delivery visible: its *stored*
+   ACK is returned and nothing is written.  A duplicate of a ``received`` row
+   (the process died before finishing it) is completed now instead.
+3. Apply: one ``FhirStore.transact`` whose ``extra`` marks the row
    ``processed`` with the AA it will send -- resources, audit/outbox hook rows
-   and the journal status commit together.  A domain error marks the row
-   ``failed`` (AE) or ``rejected`` (AR) with the error text; anything
-   unexpected becomes AE 207.
+   and the journal status commit together.  A store error marks the row
+   ``failed``/``rejected`` with the error text; anything unexpected becomes
+   AE 207 (HL7 table 0357) and the caller carries on.
 
 ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
 mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
@@ -45,6 +47,7 @@ from gateway.logging_setup import get_logger
 from gateway.settings import Settings
 from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
 from mappers.hl7_message import Header, Hl7Message, parse_message, patient_key, peek_header
+from mappers.result import MappingResult
 from mappers.router import map_message
 
 log = get_logger("carebridge.ingest")
@@ -99,8 +102,9 @@ class Inbound:
     identity: str | None
     message: Hl7Message | None
     header: Header | None  # also set for some unparseable messages (to address the AR)
-    error: CarebridgeError | None  # set → the message is rejected without mapping
+    error: CarebridgeError | None  # set → journaled as failed/rejected, never applied
     patient_key: str | None
+    mapping: MappingResult | None  # the FHIR transaction Bundle (mappers are pure: done up front)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,23 +164,34 @@ class Ingestor:
         )
 
     def prepare(self, raw: bytes, *, peer: str = "", identity: str | None = None) -> Inbound:
+        """Tokenize, authorise and map (pure, no I/O): errors are carried, never raised."""
         charset = self.default_charset(*_peek_sender(raw))
         try:
             msg = parse_message(raw, default_charset=charset)
         except CarebridgeError as exc:
-            return Inbound(raw, peer, identity, None, peek_header(raw, default_charset=charset), exc, None)
+            header = peek_header(raw, default_charset=charset)
+            return Inbound(raw, peer, identity, None, header, exc, None, None)
         except Exception:  # the tokenizer must never take the listener down
             unreadable = UnparseableMessage("message could not be read")
-            return Inbound(raw, peer, identity, None, None, unreadable, None)
+            return Inbound(raw, peer, identity, None, None, unreadable, None, None)
         header = msg.header
+        key = patient_key(msg)
         if not self.policy.permits(identity, header.sending_application, header.sending_facility):
             error: CarebridgeError = Forbidden(
                 f"sender {header.sending_application}^{header.sending_facility} is not allowed "
                 f"for this connection",
                 location="MSH-3",
             )
-            return Inbound(raw, peer, identity, msg, header, error, None)
-        return Inbound(raw, peer, identity, msg, header, None, patient_key(msg))
+            return Inbound(raw, peer, identity, msg, header, error, key, None)
+        try:
+            mapping = map_message(msg)
+        except CarebridgeError as exc:
+            return Inbound(raw, peer, identity, msg, header, exc, key, None)
+        except Exception as exc:
+            log.error("hl7 mapper crashed", control_id=header.control_id, error_type=type(exc).__name__)
+            crash = InternalError("internal error while mapping the message")
+            return Inbound(raw, peer, identity, msg, header, crash, key, None)
+        return Inbound(raw, peer, identity, msg, header, None, mapping.patient_key or key, mapping)
 
     # -- ACK rendering ---------------------------------------------------------------------
 
@@ -252,10 +267,9 @@ class Ingestor:
 
     def apply(self, inbound: Inbound, journal_id: int) -> Outcome:
         """Map and store a journaled message; mark its row.  Also the replay path."""
-        assert inbound.message is not None
+        assert inbound.message is not None and inbound.mapping is not None
         try:
-            result = map_message(inbound.message)
-            _, items = bundle_operations(result.bundle)
+            _, items = bundle_operations(inbound.mapping.bundle)
             ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
             ack = self._ack(inbound, "AA")
             context = RequestContext(
@@ -319,9 +333,11 @@ class Ingestor:
         log.info(
             "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
         )
-        commit, application = self._wanted(inbound, success=False)
+        # AR-class errors refuse the message at commit level (CR); AE ones were committed (CA).
+        commit = self._wanted(inbound, success=code == "AE")[0]
+        application = self._wanted(inbound, success=False)[1]
         if commit and on_commit is not None:
-            on_commit(self._ack(inbound, "CR", error))
+            on_commit(self._ack(inbound, "CR", error) if code == "AR" else self._ack(inbound, "CA"))
         status = journal.REJECTED if code == "AR" else journal.FAILED
         return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
 

@@ -100,8 +100,12 @@ class MllpServer:
         return len(self._connections)
 
     async def start(self) -> None:
-        tls = {"ssl": self.ssl_context, "ssl_handshake_timeout": 15.0} if self.ssl_context else {}
-        self._server = await asyncio.start_server(self._on_client, self.host, self.port, **tls)
+        if self.ssl_context is not None:
+            self._server = await asyncio.start_server(
+                self._on_client, self.host, self.port, ssl=self.ssl_context, ssl_handshake_timeout=15.0
+            )
+        else:
+            self._server = await asyncio.start_server(self._on_client, self.host, self.port)
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -186,7 +190,8 @@ class MllpServer:
             f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes",
             location="MSH",
         )
-        ack = build_fallback_ack(event.head, error, control_id="OVERSIZE", ack_code="AR")
+        msh_line = event.head.replace(b"\n", b"\r").split(b"\r", 1)[0]  # the head may end mid-character
+        ack = build_fallback_ack(msh_line, error, control_id="OVERSIZE", ack_code="AR")
         loop = asyncio.get_running_loop()
         with contextlib.suppress(Exception):
             await loop.run_in_executor(

@@ -1,0 +1,94 @@
+"""Every shared sample over real TCP: AA for the good ones with the expected FHIR content, AE/AR for bad_*."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from common.identifiers import (
+    BHYT_SYSTEM,
+    CCCD_SYSTEM,
+    filler_appointment_system,
+    mrn_system,
+    visit_system,
+)
+from fhir_store.schema import hl7_journal
+from gateway.mllp.client import MllpClient, parse_ack
+from tests.mllp.conftest import BAD, GOOD_ORDER, RunningServer, sample
+
+
+def test_good_samples_get_aa_and_land_in_the_store(mllp: RunningServer) -> None:
+    with MllpClient("127.0.0.1", mllp.port) as client:
+        for name in GOOD_ORDER:
+            ack = client.exchange(sample(name))
+            assert ack is not None, name
+            assert (ack.code, ack.text) == ("AA", ""), name
+
+    an = mllp.owner("Patient", mrn_system("BVDK_HN"), "BN000123")
+    assert an is not None
+    assert an["name"][0]["text"] == "Nguyễn Văn An"
+    assert an["name"][0]["family"] == "Nguyễn" and an["name"][0]["given"] == ["Văn", "An"]
+    systems = {i["system"]: i["value"] for i in an["identifier"]}
+    assert systems[CCCD_SYSTEM] == "079085001234" and systems[BHYT_SYSTEM] == "DN4797912345678"
+    assert {"system": "phone", "value": "+84977888999"}.items() <= an["telecom"][0].items()
+    merged = mllp.owner("Patient", mrn_system("BVDK_HN"), "BN000999")
+    assert merged is not None and merged["active"] is False
+    assert merged["link"] == [{"other": {"reference": f"Patient/{an['id']}"}, "type": "replaced-by"}]
+    assert {"other": {"reference": f"Patient/{merged['id']}"}, "type": "replaces"} in an["link"]
+
+    visit = mllp.owner("Encounter", visit_system("BVDK_HN"), "V2026112000001")
+    assert visit is not None and visit["status"] == "finished" and "end" in visit["period"]
+
+    latin1 = mllp.owner("Patient", mrn_system("PK_CU"), "000777")
+    assert latin1 is not None and latin1["name"][0]["text"] == "Lê Hà"
+
+    cancelled = mllp.owner("Appointment", filler_appointment_system("NK_SMILE_Q1"), "LH000501")
+    noshow = mllp.owner("Appointment", filler_appointment_system("NK_SMILE_Q1"), "LH000777")
+    assert cancelled is not None and cancelled["status"] == "cancelled"
+    assert noshow is not None and noshow["status"] == "noshow"
+    assert cancelled["meta"]["versionId"] == "3"  # S12 booked, S13 rescheduled, S15 cancelled
+
+    with mllp.runtime.engine.connect() as conn:
+        statuses = conn.execute(select(hl7_journal.c.status)).scalars().all()
+    assert statuses == ["processed"] * len(GOOD_ORDER)
+
+
+def test_bad_samples_get_ae_or_ar_with_err_text_and_are_journaled(mllp: RunningServer) -> None:
+    expected = {
+        "bad_invalid_birthdate": ("AE", "HIS009002", "date"),
+        "bad_missing_patient_id": ("AE", "HIS009001", "PID-3"),
+        "bad_no_msh": ("AR", "", "MSH"),
+        "bad_unsupported_trigger": ("AR", "HIS009003", "ORU"),
+    }
+    with MllpClient("127.0.0.1", mllp.port) as client:
+        for name in BAD:
+            answer = client.request(sample(name))
+            assert answer is not None
+            ack = parse_ack(answer)
+            code, control_id, word = expected[name]
+            assert (ack.code, ack.control_id) == (code, control_id), name
+            assert word in ack.text, (name, ack.text)
+            assert b"\rERR|" in answer
+    with mllp.runtime.engine.connect() as conn:
+        rows = conn.execute(
+            select(hl7_journal.c.raw, hl7_journal.c.status, hl7_journal.c.ack_code, hl7_journal.c.error)
+        ).all()
+    assert [bytes(r[0]) for r in rows] == [sample(n) for n in BAD]
+    assert [r[1] for r in rows] == ["failed", "failed", "rejected", "rejected"]
+    assert [r[2] for r in rows] == ["AE", "AE", "AR", "AR"]
+    assert all(r[3] for r in rows)
+
+
+def test_python_hl7_mllp_client_gets_acks(mllp: RunningServer) -> None:
+    """An independent client: python-hl7's MLLPClient (and its parser for the ACK)."""
+    import hl7
+    from hl7.client import MLLPClient
+
+    with MLLPClient("127.0.0.1", mllp.port) as client:
+        good = hl7.parse(client.send_message(sample("adt_a04_register_outpatient")).strip(b"\x0b\x1c\r"))
+        bad = hl7.parse(client.send_message(sample("bad_missing_patient_id")).strip(b"\x0b\x1c\r"))
+        text = "MSH|^~\\&|PY|HL7|X|Y|20260101||ADT^A04|PY1|P|2.3\rPID|1||PY-1^^^HL7^MR||Trần^Bảo\r"
+        unicode_reply = hl7.parse(client.send_message(text).strip(b"\x0b\x1c\r").decode())
+    assert str(good.segment("MSA")[1]) == "AA" and str(good.segment("MSA")[2]) == "HIS000001"
+    assert str(good.segment("MSH")[9]) == "ACK^A04^ACK"
+    assert str(bad.segment("MSA")[1]) == "AE" and str(bad.segment("ERR")[3][0][0]) == "101"
+    assert str(unicode_reply.segment("MSA")[1]) == "AA"
