@@ -1,0 +1,131 @@
+"""The audit hook: one event per change in the same transaction, one per access; linear chain."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+from sqlalchemy import Connection, Engine, func, select
+
+from audit.checkpoints import AuditKeys
+from audit.export import search_audit
+from audit.hooks import AuditHook
+from audit.schema import audit_checkpoint, audit_event
+from audit.verify import verify_engine
+from fhir_store.model import Create, OperationResult
+from fhir_store.repository import FhirStore
+from fhir_store.search import parse_query
+from tests.audit.conftest import CTX, create, encounter, patient
+
+
+def _events(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [orjson.loads(r[0]) for r in conn.execute(select(audit_event.c.content).order_by("seq"))]
+
+
+def _count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(audit_event)).scalar_one())
+
+
+def test_create_and_read_are_audited_with_patient_entity(
+    store: FhirStore, engine: Engine, keys: AuditKeys
+) -> None:
+    pid = create(store, patient())
+    eid = create(store, encounter(pid))
+    store.read("Encounter", eid, CTX)
+    events = _events(engine)
+    assert [(e["action"], e["subtype"][0]["code"]) for e in events] == [
+        ("C", "create"),
+        ("C", "create"),
+        ("R", "read"),
+    ]
+    read = AuditEvent.model_validate(events[2])
+    patients = [e.what.reference for e in read.entity if e.role and e.role.code == "1"]
+    assert patients == [f"Patient/{pid}"]
+    assert read.entity[0].what.reference == f"Encounter/{eid}/_history/1"
+    with engine.connect() as conn:
+        row = conn.execute(select(audit_event).where(audit_event.c.seq == 3)).one()
+    assert (row.patient_id, row.agent, row.request_id, row.purpose) == (pid, "his-bvdk", "req-0001", "TREAT")
+    assert verify_engine(engine, keys).ok
+
+
+def test_search_is_one_event_with_query_and_all_patients(store: FhirStore, engine: Engine) -> None:
+    p1, p2 = create(store, patient("Trần")), create(store, patient("Lê"))
+    create(store, encounter(p1))
+    create(store, encounter(p2))
+    store.search(parse_query("Encounter", []), CTX, "Encounter?status=finished")
+    search = _events(engine)[-1]
+    assert search["subtype"][0]["code"] == "search-type" and search["action"] == "E"
+    refs = {e["what"]["reference"] for e in search["entity"] if e.get("role", {}).get("code") == "1"}
+    assert refs == {f"Patient/{p1}", f"Patient/{p2}"}
+    query = next(e for e in search["entity"] if e.get("role", {}).get("code") == "24")
+    assert query["description"] == "Encounter?status=finished"
+    with engine.connect() as conn:
+        for pid in (p1, p2):  # "who looked at patient X" finds the search through the link table
+            found, _total = search_audit(conn, patient=pid, subtype="search-type")
+            assert len(found) == 1
+
+
+def test_failed_write_rolls_back_its_audit_record(store: FhirStore, engine: Engine) -> None:
+    create(store, patient())
+    before = _count(engine)
+
+    def boom(_conn: Connection, _results: list[OperationResult]) -> None:
+        raise RuntimeError("after the hooks")
+
+    with pytest.raises(RuntimeError):
+        store.transact([Create(patient("Phạm"))], CTX, extra=boom)
+    assert _count(engine) == before
+
+
+def test_failures_and_denials_are_recorded(hook: AuditHook, engine: Engine, keys: AuditKeys) -> None:
+    hook.record_denial(CTX, "read", reason="missing scope system/Patient.r")
+    hook.record_failure(CTX, "create", 400, description="invalid resource")
+    hook.record_message(CTX, control_id="MSG1", message_type="ADT^A01", ack_code="AR")
+    outcomes = [(e["outcome"], e["type"]["code"]) for e in _events(engine)]
+    assert outcomes == [("12", "rest"), ("4", "rest"), ("8", "110107")]
+    for event in _events(engine):
+        AuditEvent.model_validate(event)
+    assert verify_engine(engine, keys).ok
+
+
+def test_checkpoint_every_n_events(
+    store: FhirStore, engine: Engine, keys: AuditKeys, hook: AuditHook
+) -> None:
+    for _ in range(11):
+        create(store, patient())
+    with engine.connect() as conn:
+        seqs = [int(s) for s in conn.execute(select(audit_checkpoint.c.seq).order_by("seq")).scalars()]
+    assert seqs == [5, 10]
+    assert hook.checkpoint() == 11
+    assert verify_engine(engine, keys).checkpoints == 3
+
+
+def test_concurrent_writers_and_readers_keep_the_chain_linear(
+    store: FhirStore, engine: Engine, keys: AuditKeys
+) -> None:
+    pid = create(store, patient())
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        try:
+            if i % 3 == 0:
+                store.read("Patient", pid, CTX)
+            else:
+                create(store, encounter(pid))
+        except BaseException as exc:  # pragma: no cover - reported below
+            with lock:
+                errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(work, range(120)))
+    assert errors == []
+    result = verify_engine(engine, keys)
+    assert result.ok, result.line()
+    assert result.events == 121
