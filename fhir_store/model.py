@@ -25,7 +25,11 @@ class RequestContext:
     channel: Literal["rest", "hl7", "internal", "crm"] = "internal"
     source_address: str | None = None
     purpose_of_use: str | None = None
+    # When set, the caller may only see these patients' compartments (SMART patient/ scopes):
+    # searches are narrowed and reads outside the compartment are refused by the store.
     patient_ids: tuple[str, ...] = ()
+    # Opaque authorization grants (e.g. SMART scopes) for policy hooks; the store ignores them.
+    grants: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

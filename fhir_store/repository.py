@@ -16,7 +16,8 @@ import orjson
 from sqlalchemy import Connection, Engine, delete, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from common.errors import Gone, InvalidInput, NotFound, VersionConflict
+from common.errors import Forbidden, Gone, InvalidInput, NotFound, VersionConflict
+from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
 from fhir_store.database import is_sqlite
 from fhir_store.instants import now_us
 from fhir_store.model import (
@@ -152,6 +153,8 @@ class FhirStore:
             stored = StoredResource(resource_type, resource_id, row[0], row[1], bool(row[2]), row[3])
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} was deleted", location=f"{resource_type}.id")
+            if context is not None and context.patient_ids:
+                check_compartment(stored.resource(), context.patient_ids)
             self._access(conn, "read", [stored], context)
             return stored
 
@@ -173,6 +176,8 @@ class FhirStore:
             stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), row[2])
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
+            if context is not None and context.patient_ids:
+                check_compartment(stored.resource(), context.patient_ids)
             self._access(conn, "vread", [stored], context)
             return stored
 
@@ -215,6 +220,12 @@ class FhirStore:
                 (StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), r[6]), str(r[7]), int(r[0]))
                 for r in rows[:count]
             ]
+            if context is not None and context.patient_ids:
+                if resource_id is None:
+                    raise Forbidden("type and system history are not available in a patient context")
+                for entry in entries:
+                    if entry[0].content is not None:
+                        check_compartment(entry[0].resource(), context.patient_ids)
             self._access(conn, "history", [e[0] for e in entries], context)
         return entries, len(rows) > count
 
@@ -234,8 +245,17 @@ class FhirStore:
     def search(
         self, query: SearchQuery, context: RequestContext | None = None, query_text: str | None = None
     ) -> SearchPage:
+        confined = context is not None and bool(context.patient_ids)
+        if confined:
+            assert context is not None
+            query = restrict_to_compartment(query, context.patient_ids)
         with self.engine.begin() as conn:
             page = self._search(conn, query)
+            if confined:
+                assert context is not None
+                page.included = [
+                    r for r in page.included if in_compartment(r.resource(), context.patient_ids)
+                ]
             self._access(conn, "search", page.matches + page.included, context, query_text)
         return page
 
@@ -316,6 +336,8 @@ class FhirStore:
                 if current is not None:
                     raise Gone(f"Patient/{patient_id} was deleted")
                 raise NotFound(f"Patient/{patient_id} is not known", location="Patient.id")
+            if context is not None and context.patient_ids:
+                check_compartment(patients[0].resource(), context.patient_ids)
             result = list(patients)
             for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
                 ids = referencing_ids(conn, res_type, param, "Patient", [patient_id])

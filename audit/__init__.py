@@ -1,0 +1,1 @@
+"""carebridge: audit package."""
