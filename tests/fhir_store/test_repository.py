@@ -68,7 +68,9 @@ def test_duplicate_identifier_on_plain_create_is_a_conflict(store: FhirStore, ct
     assert info.value.location == "Patient.identifier"
 
 
-def test_concurrent_conditional_creates_make_exactly_one_patient(store: FhirStore, ctx: RequestContext) -> None:
+def test_concurrent_conditional_creates_make_exactly_one_patient(
+    store: FhirStore, ctx: RequestContext
+) -> None:
     criteria = f"identifier={MRN}|BN-RACE"
 
     def attempt(_: int) -> int:
@@ -122,7 +124,9 @@ def test_merge_links_patients_and_repoints_encounters(store: FhirStore, ctx: Req
     assert [r.resource_type for r in everything] == ["Patient", "Encounter"]
 
 
-def test_merge_of_unknown_duplicate_records_the_retired_identifier(store: FhirStore, ctx: RequestContext) -> None:
+def test_merge_of_unknown_duplicate_records_the_retired_identifier(
+    store: FhirStore, ctx: RequestContext
+) -> None:
     keep = store.transact([Create(patient("KEEP2"))], ctx)[0].stored.id  # type: ignore[union-attr]
     store.transact([MergePatients((MRN, "GHOST"), (MRN, "KEEP2"))], ctx)
     ghost = store.search(parse_query("Patient", [("identifier", f"{MRN}|GHOST")])).matches

@@ -68,9 +68,13 @@ def test_sort_and_snapshot_paging_survive_concurrent_insert(
     assert [m.id for m in second.matches] == [people["an"]] and not second.has_next
 
 
-def test_include_revinclude_and_references(store: FhirStore, ctx: RequestContext, people: dict[str, str]) -> None:
+def test_include_revinclude_and_references(
+    store: FhirStore, ctx: RequestContext, people: dict[str, str]
+) -> None:
     store.transact([Create(encounter(f"Patient/{people['an']}", "V1", status="finished"))], ctx)
-    page = store.search(parse_query("Encounter", [("patient", people["an"]), ("_include", "Encounter:subject")]))
+    page = store.search(
+        parse_query("Encounter", [("patient", people["an"]), ("_include", "Encounter:subject")])
+    )
     assert len(page.matches) == 1 and [r.id for r in page.included] == [people["an"]]
     page = store.search(parse_query("Patient", [("_id", people["an"]), ("_revinclude", "Encounter:subject")]))
     assert [r.resource_type for r in page.included] == ["Encounter"]
@@ -86,7 +90,11 @@ def test_summary_count_and_total(store: FhirStore, people: dict[str, str]) -> No
 
 @pytest.mark.parametrize(
     ("params", "location"),
-    [([("colour", "red")], "colour"), ([("birthdate", "1990-13")], "birthdate"), ([("_sort", "gender")], "_sort")],
+    [
+        ([("colour", "red")], "colour"),
+        ([("birthdate", "1990-13")], "birthdate"),
+        ([("_sort", "gender")], "_sort"),
+    ],
 )
 def test_bad_search_parameters_are_refused(
     store: FhirStore, params: list[tuple[str, str]], location: str
