@@ -213,6 +213,7 @@ def process_batch(
     ),
     openapi_extra=doc.extra([doc.FORMAT, doc.PREFER], doc.body(doc.BUNDLE)),
 )
+@router.post("/", include_in_schema=False, response_class=Response)  # "[base]/" as many clients send it
 async def batch_or_transaction(
     request: Request, context: Annotated[RequestContext, Depends(rest_context)]
 ) -> Response:
