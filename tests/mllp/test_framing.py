@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -9,7 +11,7 @@ from gateway.mllp.client import parse_ack
 from gateway.mllp.framing import Frame, FrameDecoder, Noise, Oversized, frame
 
 
-def frames(events: list[object]) -> list[bytes]:
+def frames(events: Sequence[object]) -> list[bytes]:
     return [e.payload for e in events if isinstance(e, Frame)]
 
 
