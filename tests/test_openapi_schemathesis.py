@@ -57,6 +57,6 @@ def test_live_server_conforms_to_openapi(live_server: LiveServer) -> None:
         )
         @given(case=operation.as_strategy())
         def check(case: Any) -> None:
-            case.call_and_validate(base_url=live_server.base_url, checks=CHECKS)
+            case.call_and_validate(base_url=live_server.base_url, checks=CHECKS, headers=live_server.headers)
 
         check()

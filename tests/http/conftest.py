@@ -29,7 +29,7 @@ def live_server(database_url: str) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def client(live_server: LiveServer) -> Iterator[httpx.Client]:
-    headers = {"Accept": FHIR_JSON}
+    headers = {"Accept": FHIR_JSON, **live_server.headers}
     with httpx.Client(base_url=live_server.fhir_url, headers=headers, timeout=30) as http:
         yield http
 

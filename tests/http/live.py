@@ -5,12 +5,15 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import httpx
 import uvicorn
 
+from gateway.auth.clients import ClientRegistry
 from gateway.http.app import create_app
 from gateway.runtime import Runtime
 from gateway.settings import Settings
@@ -20,10 +23,32 @@ from gateway.settings import Settings
 class LiveServer:
     base_url: str
     runtime: Runtime
+    headers: dict[str, str] = field(default_factory=dict)  # a his_integration bearer token
 
     @property
     def fhir_url(self) -> str:
         return f"{self.base_url}/fhir"
+
+    def token(
+        self,
+        role: str,
+        scopes: str | None = None,
+        *,
+        patient_id: str | None = None,
+        requested: str | None = None,
+    ) -> str:
+        """Register a client of ``role`` and get a real token from ``POST /auth/token``."""
+        client_id = f"{role}-{uuid.uuid4().hex[:8]}"
+        secret = ClientRegistry(self.runtime.engine).add(client_id, role, scopes, patient_id=patient_id)
+        form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret or ""}
+        if requested:
+            form["scope"] = requested
+        response = httpx.post(f"{self.base_url}/auth/token", data=form, timeout=30)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def auth(self, role: str, scopes: str | None = None, **kwargs: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role, scopes, **kwargs)}"}
 
 
 @contextmanager
@@ -46,7 +71,9 @@ def serve(database_url: str) -> Iterator[LiveServer]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", runtime)
+        live = LiveServer(f"http://127.0.0.1:{port}", runtime)
+        live.headers = live.auth("his_integration")
+        yield live
     finally:
         server.should_exit = True
         thread.join(timeout=20)

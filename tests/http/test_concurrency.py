@@ -22,7 +22,7 @@ def test_twenty_concurrent_conditional_creates(live_server: LiveServer) -> None:
     body = patient("MRN-RACE")
 
     def create(_: int) -> tuple[int, str]:
-        with httpx.Client(base_url=live_server.fhir_url, timeout=60) as http:
+        with httpx.Client(base_url=live_server.fhir_url, timeout=60, headers=live_server.headers) as http:
             barrier.wait()
             response = http.post(
                 "/Patient",
@@ -36,7 +36,7 @@ def test_twenty_concurrent_conditional_creates(live_server: LiveServer) -> None:
     statuses = sorted(status for status, _ in results)
     assert statuses == [200] * 19 + [201], statuses
     assert len({pid for _, pid in results}) == 1
-    with httpx.Client(base_url=live_server.fhir_url) as http:
+    with httpx.Client(base_url=live_server.fhir_url, headers=live_server.headers) as http:
         search = http.get("/Patient", params={"identifier": f"{SYS}|MRN-RACE"}).json()
         assert search["total"] == 1
         assert http.get("/Patient", params={"_summary": "count"}).json()["total"] == 1

@@ -157,7 +157,7 @@ def test_history_count_since_and_next_link(client: httpx.Client) -> None:
         nxt = [link["url"] for link in page["link"] if link["relation"] == "next"]
         if not nxt:
             break
-        page = httpx.get(nxt[0]).json()
+        page = client.get(nxt[0]).json()
         seen += [e["fullUrl"] for e in page["entry"]]
     assert len(seen) == 5 == len(set(seen))
     future = client.get("/_history", params={"_since": "2999-01-01T00:00:00Z"}).json()

@@ -12,7 +12,7 @@ SYS = "urn:oid:1.2.704.0.1"
 
 
 def test_fhirpy_create_read_update_search_history_delete(live_server: LiveServer) -> None:
-    client = SyncFHIRClient(live_server.fhir_url)
+    client = SyncFHIRClient(live_server.fhir_url, authorization=live_server.headers["Authorization"])
     created = client.resource(
         "Patient",
         identifier=[{"system": SYS, "value": "MRN-FHIRPY"}],

@@ -49,7 +49,7 @@ def test_capability_statement(client: httpx.Client) -> None:
 
 
 def test_health_ready_metrics(live_server: LiveServer) -> None:
-    with httpx.Client(base_url=live_server.base_url) as http:
+    with httpx.Client(base_url=live_server.base_url, headers=live_server.headers) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
         ready = http.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -74,13 +74,13 @@ def test_health_ready_metrics(live_server: LiveServer) -> None:
 def test_readyz_reports_unmigrated_database(live_server: LiveServer) -> None:
     with live_server.runtime.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'old'")
-    with httpx.Client(base_url=live_server.base_url) as http:
+    with httpx.Client(base_url=live_server.base_url, headers=live_server.headers) as http:
         ready = http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["schema_revision"] == "old"
 
 
 def test_request_id_echoed_everywhere(live_server: LiveServer) -> None:
-    with httpx.Client(base_url=live_server.base_url) as http:
+    with httpx.Client(base_url=live_server.base_url, headers=live_server.headers) as http:
         assert http.get("/healthz", headers={"X-Request-ID": "abc-1"}).headers["x-request-id"] == "abc-1"
         assert len(http.get("/fhir/metadata").headers["x-request-id"]) == 32

@@ -183,11 +183,11 @@ def test_paging_links_survive_concurrent_insert(client: httpx.Client) -> None:
     seen = _ids(first)
     page = first
     while (next_url := _link(page, "next")) is not None:
-        page = httpx.get(next_url).json()
+        page = client.get(next_url).json()
         seen += _ids(page)
     assert seen == [f"pg-{i}" for i in range(7)]
     assert _link(page, "previous") is not None
-    back = httpx.get(str(_link(page, "previous"))).json()
+    back = client.get(str(_link(page, "previous"))).json()
     assert _ids(back) == ["pg-3", "pg-4", "pg-5"]
     fresh = client.get("/Patient", params={"family": "Pham", "_count": 3, "_sort": "_id"}).json()
     assert fresh["total"] == 8
