@@ -34,7 +34,6 @@ GENESIS: Final = b"\x00" * 32
 CHAIN_LOCK_KEY: Final = 0x6362617564697400
 
 _LOCK = text("SELECT pg_advisory_xact_lock(:key)")
-_LOCK_ASYNC = text("SELECT pg_advisory_xact_lock(:key), set_config('synchronous_commit', 'off', true)")
 _HEAD = select(audit_event.c.seq, audit_event.c.hash).order_by(audit_event.c.seq.desc()).limit(1)
 _INSERT = insert(audit_event)
 _INSERT_PATIENT = insert(audit_event_patient)
@@ -49,15 +48,10 @@ def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
     return hashlib.sha256(prev_hash + content).digest()
 
 
-def lock_chain(conn: Connection, *, durable: bool = True) -> None:
-    """Serialize appends (PostgreSQL); SQLite callers must be in a BEGIN IMMEDIATE transaction.
-
-    ``durable=False`` lets this transaction commit without waiting for the WAL
-    flush (``synchronous_commit=off``): used for access events, see
-    :class:`ChainWriter`.
-    """
+def lock_chain(conn: Connection) -> None:
+    """Serialize appends (PostgreSQL); SQLite callers must be in a BEGIN IMMEDIATE transaction."""
     if conn.dialect.name == "postgresql":
-        conn.execute(_LOCK if durable else _LOCK_ASYNC, {"key": CHAIN_LOCK_KEY})
+        conn.execute(_LOCK, {"key": CHAIN_LOCK_KEY})
 
 
 def head(conn: Connection) -> tuple[int, bytes]:
@@ -91,37 +85,32 @@ def row_values(
 
 
 class ChainWriter:
-    """Appends AuditEvents to the chain; signs a checkpoint every ``checkpoint_every`` events.
+    """Appends AuditEvents to the chain; signs a checkpoint every ``checkpoint_every`` events."""
 
-    ``durable_reads=False`` (default) commits transactions whose only write is
-    an access event with ``synchronous_commit=off`` on PostgreSQL: a read stays
-    a read in cost (no WAL flush wait), at the price that a server crash can
-    lose the access records of the last few hundred milliseconds -- never a
-    change's record, never the chain's integrity (WAL replays a prefix).
-    """
-
-    def __init__(self, keys: AuditKeys, *, checkpoint_every: int = 1000, durable_reads: bool = False) -> None:
+    def __init__(self, keys: AuditKeys, *, checkpoint_every: int = 1000) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be >= 1")
         self.keys = keys
         self.checkpoint_every = checkpoint_every
-        self.durable_reads = durable_reads
 
-    def append(self, conn: Connection, events: Sequence[dict[str, Any]], *, access: bool = False) -> int:
+    def append(self, conn: Connection, events: Sequence[dict[str, Any]]) -> int:
         """Append ``events`` in order on ``conn``'s transaction; returns the last seq."""
         if not events:
             return head(conn)[0]
-        lock_chain(conn, durable=self.durable_reads or not access)
+        # serialize and index before taking the lock: the locked section stays short
+        prepared = []
+        for event in events:
+            content = canonical(event)
+            prepared.append((content, *row_values(0, event, content, b"", b"")))
+        lock_chain(conn)
         first_seq, prev = head(conn)
         seq = first_seq
         rows: list[dict[str, Any]] = []
         links: list[dict[str, Any]] = []
-        for event in events:
+        for content, values, patients in prepared:
             seq += 1
-            content = canonical(event)
             digest = chain_hash(prev, content)
-            values, patients = row_values(seq, event, content, prev, digest)
-            values["mac"] = self.keys.mac(digest)
+            values.update(seq=seq, prev_hash=prev, hash=digest, mac=self.keys.mac(digest))
             rows.append(values)
             if len(patients) > 1:
                 links.extend({"seq": seq, "patient_id": pid} for pid in patients)

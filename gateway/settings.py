@@ -35,10 +35,10 @@ class Settings:
     hl7_strict: bool = False
     db_pool_size: int = 16
     # audit (audit/): Ed25519 key file (created 0600 on first use), checkpoint interval,
-    # and whether access-only audit commits wait for the WAL flush on PostgreSQL
+    # and whether access events are buffered and appended in batches (see audit/hooks.py)
     audit_key_file: str = "var/audit-signing-key.pem"
     audit_checkpoint_every: int = 1000
-    audit_durable_reads: bool = False
+    audit_async_reads: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

@@ -46,7 +46,8 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def hook(engine: Engine, keys: AuditKeys) -> Iterator[AuditHook]:
-    h = AuditHook(engine, keys, checkpoint_every=5)
+    # synchronous access events: each read's event is in the chain when read() returns
+    h = AuditHook(engine, keys, checkpoint_every=5, async_reads=False)
     yield h
     h.close()
 

@@ -106,9 +106,12 @@ def test_checkpoint_every_n_events(
     assert verify_engine(engine, keys).checkpoints == 3
 
 
+@pytest.mark.parametrize("async_reads", [False, True], ids=["sync-reads", "buffered-reads"])
 def test_concurrent_writers_and_readers_keep_the_chain_linear(
-    store: FhirStore, engine: Engine, keys: AuditKeys
+    engine: Engine, keys: AuditKeys, async_reads: bool
 ) -> None:
+    hook = AuditHook(engine, keys, checkpoint_every=7, async_reads=async_reads)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
     pid = create(store, patient())
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -125,7 +128,36 @@ def test_concurrent_writers_and_readers_keep_the_chain_linear(
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         list(pool.map(work, range(120)))
+    hook.close()  # flushes buffered access events
     assert errors == []
     result = verify_engine(engine, keys)
     assert result.ok, result.line()
     assert result.events == 121
+
+
+def test_buffered_read_events_arrive_after_flush(engine: Engine, keys: AuditKeys) -> None:
+    hook = AuditHook(engine, keys)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    pid = create(store, patient())
+    for _ in range(50):
+        store.read("Patient", pid, CTX)
+    hook.flush()
+    events = _events(engine)
+    assert len(events) == 51
+    assert {e["entity"][1]["what"]["reference"] for e in events[1:]} == {f"Patient/{pid}"}
+    hook.close()
+    assert verify_engine(engine, keys).ok
+
+
+def test_sqlite_read_with_a_stale_snapshot_falls_back_to_its_own_write(
+    store: FhirStore, engine: Engine, hook: AuditHook, keys: AuditKeys, backend: str
+) -> None:
+    """A read whose snapshot predates another commit cannot upgrade: no error, event still chained."""
+    pid = create(store, patient())
+    with engine.begin() as reader:
+        reader.execute(select(func.count()).select_from(audit_event)).scalar_one()  # snapshot taken
+        create(store, patient("Võ"))  # another writer commits meanwhile
+        stored = store.load_many(reader, "Patient", [pid])
+        hook.on_access(reader, "read", stored, CTX, None)
+    assert _count(engine) == 3
+    assert verify_engine(engine, keys).ok
