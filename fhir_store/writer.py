@@ -61,21 +61,25 @@ def find_identifier_owner(conn: Connection, resource_type: str, system: str, val
 
 
 def _sync_claims(
-    conn: Connection, resource_type: str, resource_id: str, wanted: set[tuple[str, str]]
+    conn: Connection, resource_type: str, resource_id: str, wanted: set[tuple[str, str]], *, is_new: bool
 ) -> None:
     """Claim every business identifier; a claim held by another resource is a conflict.
 
     The primary key on (type, system, value) is what makes concurrent duplicate
     creation impossible; the explicit check only produces a readable error.
     """
-    held = {
-        (row[0], row[1])
-        for row in conn.execute(
-            select(identifier_claim.c.system, identifier_claim.c.value).where(
-                identifier_claim.c.res_type == resource_type, identifier_claim.c.res_id == resource_id
+    held = (
+        set()
+        if is_new
+        else {
+            (row[0], row[1])
+            for row in conn.execute(
+                select(identifier_claim.c.system, identifier_claim.c.value).where(
+                    identifier_claim.c.res_type == resource_type, identifier_claim.c.res_id == resource_id
+                )
             )
-        )
-    }
+        }
+    )
     for system, value in held - wanted:
         conn.execute(
             delete(identifier_claim).where(
@@ -103,10 +107,13 @@ def _sync_claims(
 
 
 def _rewrite_index(
-    conn: Connection, resource_type: str, resource_id: str, resource: dict[str, Any] | None
+    conn: Connection, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, is_new: bool
 ) -> None:
-    for table in INDEX_TABLES:
-        conn.execute(delete(table).where(table.c.res_type == resource_type, table.c.res_id == resource_id))
+    if not is_new:  # a brand-new resource has no index rows to remove
+        for table in INDEX_TABLES:
+            conn.execute(
+                delete(table).where(table.c.res_type == resource_type, table.c.res_id == resource_id)
+            )
     if resource is None:
         return
     rows = extract_index_rows(resource)
@@ -177,6 +184,8 @@ def write_version(
         )
         if result.rowcount != 1:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
-    _rewrite_index(conn, resource_type, resource_id, resource)
-    _sync_claims(conn, resource_type, resource_id, set() if resource is None else _identifiers(resource))
+    is_new = previous is None
+    _rewrite_index(conn, resource_type, resource_id, resource, is_new=is_new)
+    wanted = set() if resource is None else _identifiers(resource)
+    _sync_claims(conn, resource_type, resource_id, wanted, is_new=is_new)
     return StoredResource(resource_type, resource_id, version, now_us, resource is None, content)
