@@ -26,7 +26,13 @@ def _oauth_error(error: str, description: str, status: int) -> JSONResponse:
 def build_auth_router(clients: ClientRegistry, tokens: TokenService) -> APIRouter:
     router = APIRouter(tags=["auth"])
 
-    @router.post("/auth/token", summary="OAuth 2.0 client_credentials token endpoint")
+    oauth_error = {"description": "RFC 6749 §5.2 error object (`error`, `error_description`)"}
+
+    @router.post(
+        "/auth/token",
+        summary="OAuth 2.0 client_credentials token endpoint",
+        responses={400: oauth_error, 401: oauth_error},
+    )
     async def token_endpoint(request: Request) -> JSONResponse:
         fields = dict((await request.form()).items())
         values = {k: str(v) for k, v in fields.items()}
