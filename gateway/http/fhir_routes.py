@@ -386,3 +386,27 @@ def conditional_delete(request: Request, resource_type: TypeParam, context: Cont
     require(resource_type, "delete")
     result = _transact(request, ConditionalDelete(resource_type, _criteria(request)), context)
     return _delete_response(request, result, f"{resource_type}?{_criteria(request)}")
+
+
+# Hot routes first: Starlette tries routes in order, and read/search/create carry
+# the load.  Only two orderings matter for correctness — ``{type}/_history``
+# before ``{type}/{id}`` and ``metadata``/``_history`` before ``{type}`` — and
+# this list keeps both.
+_ORDER = (
+    type_history,
+    read,
+    metadata,
+    system_history,
+    search,
+    create,
+    update,
+    delete,
+    search_post,
+    vread,
+    instance_history,
+    everything,
+    conditional_update,
+    conditional_delete,
+)
+_RANK: dict[object, int] = {endpoint: rank for rank, endpoint in enumerate(_ORDER)}
+router.routes.sort(key=lambda route: _RANK.get(getattr(route, "endpoint", None), len(_RANK)))
