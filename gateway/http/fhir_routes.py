@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from common.errors import InvalidInput, MethodNotAllowed
+from common.errors import InvalidInput, MethodNotAllowed, NotFound
 from fhir_store.model import (
     ConditionalDelete,
     ConditionalUpdate,
@@ -148,7 +148,7 @@ def vread(
     require(resource_type, "vread")
     fhir.check_id(resource_id, resource_type)
     if not vid.isdigit() or len(vid) > 9:
-        fhir.check_id("", resource_type)  # raises NotFound: versions are positive integers
+        raise NotFound(f"{resource_type}/{resource_id} has no version '{vid}'", location="vid")
     stored = store_of(request).vread(resource_type, resource_id, int(vid), context)
     assert stored.content is not None
     return fhir_response(stored.content, headers=version_headers(stored))

@@ -87,7 +87,7 @@ def search_bundle(
     page = store.search(query, context, query_text)
     kept = [(k, v) for k, v in params if k not in _PAGING]
     links = [("self", _url(base, resource_type, params))]
-    if query.summary != "count":
+    if query.summary != "count" and query.count > 0:  # _count=0 asks for the total only: no paging
         if page.has_next:
             nxt = [*kept, ("_count", str(query.count)), ("_offset", str(page.offset + page.count))]
             if page.page_token:

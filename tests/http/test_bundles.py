@@ -144,3 +144,24 @@ def test_bundle_shape_errors(client: httpx.Client) -> None:
     empty = fhir_post(client, "", {"resourceType": "Bundle", "type": "transaction"})
     assert empty.status_code == 200
     assert empty.json()["type"] == "transaction-response"
+
+
+def test_transaction_conditional_update_and_delete_entries(client: httpx.Client) -> None:
+    criteria = f"identifier={SYS}|MRN-T7"
+    bundle = _transaction(
+        {"resource": patient("MRN-T7"), "request": {"method": "PUT", "url": f"Patient?{criteria}"}},
+        {"resource": patient("MRN-T8"), "request": {"method": "POST", "url": "Patient"}},
+    )
+    first = fhir_post(client, "", bundle).json()
+    assert [e["response"]["status"] for e in first["entry"]] == ["201 Created", "201 Created"]
+    second = _transaction(
+        {
+            "resource": patient("MRN-T7", gender="female"),
+            "request": {"method": "PUT", "url": f"Patient?{criteria}"},
+        },
+        {"request": {"method": "DELETE", "url": f"Patient?identifier={SYS}|MRN-T8"}},
+    )
+    result = fhir_post(client, "", second).json()
+    assert [e["response"]["status"] for e in result["entry"]] == ["200 OK", "200 OK"]
+    assert result["entry"][0]["response"]["etag"] == 'W/"2"'
+    assert _count(client, "Patient") == 1

@@ -141,3 +141,31 @@ def test_error_has_request_id(client: httpx.Client) -> None:
     generated = client.get("/Patient/missing", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["x-request-id"] != "bad id with spaces"
     assert len(generated.headers["x-request-id"]) == 32
+
+
+def test_framework_validation_errors_become_400_outcomes() -> None:
+    """FastAPI's own 422 (request validation) is a client error in FHIR terms: 400 OperationOutcome."""
+    import asyncio
+    import json
+
+    from fastapi.exceptions import RequestValidationError
+    from starlette.requests import Request
+
+    from gateway.http.errors import _validation_error
+
+    exc = RequestValidationError([{"loc": ("query", "_count"), "msg": "Input should be a valid integer"}])
+    request = Request({"type": "http", "method": "GET", "path": "/fhir/Patient", "headers": []})
+    response = asyncio.run(_validation_error(request, exc))
+    assert response.status_code == 400
+    body = json.loads(bytes(response.body))
+    assert body["issue"][0]["expression"] == ["query._count"]
+    assert body["issue"][0]["code"] == "invalid"
+
+
+def test_count_zero_has_no_paging_loop(client: httpx.Client) -> None:
+    for i in range(3):
+        assert fhir_post(client, "/Patient", patient(f"MRN-Z{i}")).status_code == 201
+    bundle = client.get("/Patient", params={"_count": "0"}).json()
+    assert "entry" not in bundle
+    assert all(link["relation"] != "next" for link in bundle["link"])
+    assert client.get("/Patient/x/_history/abc").status_code == 404
