@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from fhir_store.instants import from_us, to_us
@@ -153,7 +154,9 @@ def _network(address: str | None) -> dict[str, str] | None:
     return {"address": address, "type": kind}
 
 
+@lru_cache(maxsize=1024)
 def _agents(context: RequestContext) -> list[dict[str, Any]]:
+    """Agents of a request context (cached: a client sends many requests; never mutated)."""
     client: dict[str, Any] = {
         "type": {"coding": [_CLIENT_AGENT_TYPE]},
         "who": {"identifier": {"system": CLIENT_SYSTEM, "value": context.client_id}},

@@ -48,7 +48,7 @@ def app_url(database_url: str) -> Iterator[str]:
 def test_application_role_can_append_but_not_change(app_url: str, keys: AuditKeys) -> None:
     engine = make_engine(app_url, pool_size=2)
     try:
-        hook = AuditHook(engine, keys, checkpoint_every=2)
+        hook = AuditHook(engine, keys, checkpoint_every=2, async_reads=False)
         store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
         pid = create(store, patient())
         store.read("Patient", pid, CTX)
