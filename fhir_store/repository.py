@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import Forbidden, Gone, InvalidInput, NotFound, VersionConflict
@@ -30,9 +30,20 @@ from fhir_store.model import (
 )
 from fhir_store.schema import resource_current, resource_version, search_snapshot
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
-from fhir_store.transaction import apply_operations
+from fhir_store.transaction import apply_operations, identifier_lookup
 from fhir_store.validation import validate_resource
+from fhir_store.writer import load_current
 
+_LOAD_MANY = select(
+    resource_current.c.res_id,
+    resource_current.c.version,
+    resource_current.c.last_updated_us,
+    resource_current.c.content,
+).where(
+    resource_current.c.res_type == bindparam("t"),
+    resource_current.c.res_id.in_(bindparam("ids", expanding=True)),
+    resource_current.c.deleted.is_(False),
+)
 MAX_WRITE_ATTEMPTS = 8
 SNAPSHOT_LIMIT = 10_000
 SNAPSHOT_TTL_US = 3600 * 1_000_000
@@ -138,19 +149,9 @@ class FhirStore:
         self, resource_type: str, resource_id: str, context: RequestContext | None = None
     ) -> StoredResource:
         with self.engine.begin() as conn:
-            row = conn.execute(
-                select(
-                    resource_current.c.version,
-                    resource_current.c.last_updated_us,
-                    resource_current.c.deleted,
-                    resource_current.c.content,
-                ).where(
-                    resource_current.c.res_type == resource_type, resource_current.c.res_id == resource_id
-                )
-            ).first()
-            if row is None:
+            stored = load_current(conn, resource_type, resource_id)
+            if stored is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
-            stored = StoredResource(resource_type, resource_id, row[0], row[1], bool(row[2]), row[3])
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} was deleted", location=f"{resource_type}.id")
             if context is not None and context.patient_ids:
@@ -233,12 +234,7 @@ class FhirStore:
         """Current, non-deleted versions of ``ids`` in the order given (missing ones skipped)."""
         if not ids:
             return []
-        rc = resource_current
-        rows = conn.execute(
-            select(rc.c.res_id, rc.c.version, rc.c.last_updated_us, rc.c.content).where(
-                rc.c.res_type == resource_type, rc.c.res_id.in_(list(ids)), rc.c.deleted.is_(False)
-            )
-        ).all()
+        rows = conn.execute(_LOAD_MANY, {"t": resource_type, "ids": list(ids)}).all()
         by_id = {str(r[0]): StoredResource(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -268,6 +264,9 @@ class FhirStore:
             page_ids = ids[query.offset : query.offset + query.count]
             has_next = query.offset + query.count < len(ids)
             token: str | None = query.page_token
+        elif (owned := identifier_lookup(conn, query)) is not None:
+            # identifier=system|value is answered by the unique claim table: at most one match.
+            page_ids, has_next, token, total = owned[: query.count], False, None, len(owned)
         else:
             page_ids = find_ids(conn, query, limit=query.count + 1, offset=query.offset)
             has_next = len(page_ids) > query.count

@@ -31,7 +31,7 @@ from fhir_store.model import (
     StoredResource,
     Update,
 )
-from fhir_store.search import find_ids, parse_criteria, referencing_ids
+from fhir_store.search import SearchQuery, find_ids, parse_criteria, referencing_ids
 from fhir_store.writer import find_identifier_owner, load_current, write_version
 
 
@@ -45,20 +45,26 @@ class _Planned:
     status_if_noop: int = 200
 
 
+def identifier_lookup(conn: Connection, query: SearchQuery) -> list[str] | None:
+    """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``."""
+    if len(query.filters) != 1 or query.offset or query.sort:
+        return None
+    only = query.filters[0]
+    if only.param != "identifier" or only.modifier is not None or len(only.values) != 1:
+        return None
+    system, bar, value = only.values[0].partition("|")
+    if not bar or not value:
+        return None
+    owner = find_identifier_owner(conn, query.resource_type, system, value)
+    return [] if owner is None else [owner]
+
+
 def match_criteria(conn: Connection, resource_type: str, criteria: str) -> list[str]:
     """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table."""
     query = parse_criteria(resource_type, criteria)
-    if (
-        len(query.filters) == 1
-        and query.filters[0].param == "identifier"
-        and query.filters[0].modifier is None
-        and len(query.filters[0].values) == 1
-        and "|" in query.filters[0].values[0]
-    ):
-        system, _, value = query.filters[0].values[0].partition("|")
-        if value:
-            owner = find_identifier_owner(conn, resource_type, system, value)
-            return [] if owner is None else [owner]
+    owned = identifier_lookup(conn, query)
+    if owned is not None:
+        return owned
     if not query.filters:
         raise InvalidInput("a conditional operation needs search criteria", location="url")
     return find_ids(conn, query, limit=2)

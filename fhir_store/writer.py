@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, delete, insert, select, update
 
 from common.errors import VersionConflict
 from fhir_store.instants import format_instant
@@ -19,23 +19,61 @@ from fhir_store.schema import (
     identifier_claim,
     resource_current,
     resource_version,
-    search_date,
-    search_reference,
-    search_string,
-    search_token,
 )
 from fhir_store.search_params import extract_index_rows
 
+# Statements are built once: constructing a Core statement per call costs more than
+# executing it (measured ~0.6 ms vs ~0.3 ms for a primary-key read on SQLite).
+_t: BindParameter[str] = bindparam("t")
+_i: BindParameter[str] = bindparam("i")
+_LOAD_CURRENT = select(
+    resource_current.c.version,
+    resource_current.c.last_updated_us,
+    resource_current.c.deleted,
+    resource_current.c.content,
+).where(resource_current.c.res_type == _t, resource_current.c.res_id == _i)
+_CLAIM_OWNER = select(identifier_claim.c.res_id).where(
+    identifier_claim.c.res_type == _t,
+    identifier_claim.c.system == bindparam("s"),
+    identifier_claim.c.value == bindparam("v"),
+)
+_CLAIM_OWNERS = select(identifier_claim.c.system, identifier_claim.c.value, identifier_claim.c.res_id).where(
+    identifier_claim.c.res_type == _t,
+    identifier_claim.c.value.in_(bindparam("values", expanding=True)),
+)
+_CLAIMS_HELD = select(identifier_claim.c.system, identifier_claim.c.value).where(
+    identifier_claim.c.res_type == _t, identifier_claim.c.res_id == _i
+)
+_CLAIM_RELEASE = delete(identifier_claim).where(
+    identifier_claim.c.res_type == _t,
+    identifier_claim.c.system == bindparam("s"),
+    identifier_claim.c.value == bindparam("v"),
+)
+_INDEX_CLEAR = {
+    table.name: delete(table).where(table.c.res_type == _t, table.c.res_id == _i) for table in INDEX_TABLES
+}
+_INSERT = {
+    table.name: insert(table)
+    for table in (*INDEX_TABLES, identifier_claim, resource_version, resource_current)
+}
+_UPDATE_CURRENT = (
+    update(resource_current)
+    .where(
+        resource_current.c.res_type == _t,
+        resource_current.c.res_id == _i,
+        resource_current.c.version == bindparam("expected"),
+    )
+    .values(
+        version=bindparam("new_version"),
+        last_updated_us=bindparam("new_last_updated_us"),
+        deleted=bindparam("new_deleted"),
+        content=bindparam("new_content"),
+    )
+)
+
 
 def load_current(conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
-    row = conn.execute(
-        select(
-            resource_current.c.version,
-            resource_current.c.last_updated_us,
-            resource_current.c.deleted,
-            resource_current.c.content,
-        ).where(resource_current.c.res_type == resource_type, resource_current.c.res_id == resource_id)
-    ).first()
+    row = conn.execute(_LOAD_CURRENT, {"t": resource_type, "i": resource_id}).first()
     if row is None:
         return None
     return StoredResource(resource_type, resource_id, row[0], row[1], bool(row[2]), row[3])
@@ -50,13 +88,7 @@ def _identifiers(resource: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def find_identifier_owner(conn: Connection, resource_type: str, system: str, value: str) -> str | None:
-    row = conn.execute(
-        select(identifier_claim.c.res_id).where(
-            identifier_claim.c.res_type == resource_type,
-            identifier_claim.c.system == system,
-            identifier_claim.c.value == value,
-        )
-    ).first()
+    row = conn.execute(_CLAIM_OWNER, {"t": resource_type, "s": system, "v": value}).first()
     return None if row is None else str(row[0])
 
 
@@ -68,72 +100,56 @@ def _sync_claims(
     The primary key on (type, system, value) is what makes concurrent duplicate
     creation impossible; the explicit check only produces a readable error.
     """
-    held = (
-        set()
-        if is_new
-        else {
-            (row[0], row[1])
-            for row in conn.execute(
-                select(identifier_claim.c.system, identifier_claim.c.value).where(
-                    identifier_claim.c.res_type == resource_type, identifier_claim.c.res_id == resource_id
-                )
-            )
-        }
-    )
+    held: set[tuple[str, str]] = set()
+    if not is_new:
+        held = {(r[0], r[1]) for r in conn.execute(_CLAIMS_HELD, {"t": resource_type, "i": resource_id})}
     for system, value in held - wanted:
-        conn.execute(
-            delete(identifier_claim).where(
-                identifier_claim.c.res_type == resource_type,
-                identifier_claim.c.system == system,
-                identifier_claim.c.value == value,
-            )
-        )
+        conn.execute(_CLAIM_RELEASE, {"t": resource_type, "s": system, "v": value})
     to_add = wanted - held
-    for system, value in to_add:
-        owner = find_identifier_owner(conn, resource_type, system, value)
-        if owner is not None and owner != resource_id:
+    if not to_add:
+        return
+    owners = conn.execute(_CLAIM_OWNERS, {"t": resource_type, "values": sorted({v for _, v in to_add})})
+    for system, value, owner in owners:
+        if (system, value) in to_add and owner != resource_id:
             raise VersionConflict(
                 f"identifier {system}|{value} already belongs to {resource_type}/{owner}",
                 location=f"{resource_type}.identifier",
             )
-    if to_add:
-        conn.execute(
-            insert(identifier_claim),
-            [
-                {"res_type": resource_type, "system": s, "value": v, "res_id": resource_id}
-                for s, v in sorted(to_add)
-            ],
-        )
+    conn.execute(
+        _INSERT["identifier_claim"],
+        [
+            {"res_type": resource_type, "system": s, "value": v, "res_id": resource_id}
+            for s, v in sorted(to_add)
+        ],
+    )
 
 
 def _rewrite_index(
     conn: Connection, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, is_new: bool
 ) -> None:
     if not is_new:  # a brand-new resource has no index rows to remove
-        for table in INDEX_TABLES:
-            conn.execute(
-                delete(table).where(table.c.res_type == resource_type, table.c.res_id == resource_id)
-            )
+        for statement in _INDEX_CLEAR.values():
+            conn.execute(statement, {"t": resource_type, "i": resource_id})
     if resource is None:
         return
     rows = extract_index_rows(resource)
     key = {"res_type": resource_type, "res_id": resource_id}
     if rows.tokens:
         conn.execute(
-            insert(search_token), [{**key, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
+            _INSERT["search_token"], [{**key, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
         )
     if rows.strings:
         conn.execute(
-            insert(search_string), [{**key, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
+            _INSERT["search_string"], [{**key, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
         )
     if rows.dates:
         conn.execute(
-            insert(search_date),
+            _INSERT["search_date"],
             [{**key, "param": p, "low_us": lo, "high_us": hi} for p, lo, hi in rows.dates],
         )
     if rows.references:
         conn.execute(
-            insert(search_reference),
+            _INSERT["search_reference"],
             [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in rows.references],
         )
 
@@ -158,29 +174,20 @@ def write_version(
         body["id"] = resource_id
         body["meta"] = meta
         content = orjson.dumps(body)
-    conn.execute(
-        insert(resource_version).values(
-            res_type=resource_type,
-            res_id=resource_id,
-            version=version,
-            last_updated_us=now_us,
-            deleted=resource is None,
-            method=method,
-            content=content,
-        )
-    )
     values = {"version": version, "last_updated_us": now_us, "deleted": resource is None, "content": content}
+    key = {"res_type": resource_type, "res_id": resource_id}
+    conn.execute(_INSERT["resource_version"], {**key, **values, "method": method})
     if previous is None:
-        conn.execute(insert(resource_current).values(res_type=resource_type, res_id=resource_id, **values))
+        conn.execute(_INSERT["resource_current"], {**key, **values})
     else:
         result = conn.execute(
-            update(resource_current)
-            .where(
-                resource_current.c.res_type == resource_type,
-                resource_current.c.res_id == resource_id,
-                resource_current.c.version == previous.version_id,
-            )
-            .values(**values)
+            _UPDATE_CURRENT,
+            {
+                "t": resource_type,
+                "i": resource_id,
+                "expected": previous.version_id,
+                **{f"new_{k}": v for k, v in values.items()},
+            },
         )
         if result.rowcount != 1:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
