@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +49,9 @@ class Runtime:
         self.engine.dispose()
 
 
-async def serve_forever(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+async def serve_forever(
+    settings: Settings, *, ready: asyncio.Event | None = None, http_socket: socket.socket | None = None
+) -> None:
     """Run the HTTP API and the MLLP listener in one event loop until SIGINT/SIGTERM."""
     import uvicorn
 
@@ -75,7 +79,7 @@ async def serve_forever(settings: Settings, *, ready: asyncio.Event | None = Non
             loop.add_signal_handler(sig, stop.set)
     # We own SIGINT/SIGTERM so the MLLP listener stops too; uvicorn must not re-raise them.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    http_task = asyncio.create_task(server.serve())
+    http_task = asyncio.create_task(server.serve(sockets=[http_socket] if http_socket else None))
     log.info("carebridge started", http_port=settings.http_port, mllp_port=mllp.port)
     if ready is not None:
         ready.set()
@@ -90,6 +94,57 @@ async def serve_forever(settings: Settings, *, ready: asyncio.Event | None = Non
     log.info("carebridge stopped")
 
 
+def _bind_http_socket(settings: Settings) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.http_port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def _serve_http_only(settings: Settings, sock: socket.socket) -> None:
+    """An extra HTTP worker process: same app and store, no MLLP listener, no background workers."""
+    import uvicorn
+
+    from gateway.http.app import create_app
+
+    runtime = Runtime.create(settings, migrate=False)
+    config = uvicorn.Config(create_app(runtime), log_config=None, access_log=False, timeout_keep_alive=30)
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        runtime.close()
+
+
 def run(settings: Settings) -> None:
+    """Start carebridge; with ``CAREBRIDGE_HTTP_WORKERS`` > 1, extra processes share the HTTP socket.
+
+    One Python process uses one core (the GIL); reads and searches scale with
+    processes.  Workers are forked before any engine or thread exists, after the
+    migrations ran once, and are stopped with the main process.
+    """
     configure_logging(settings.log_level)
-    asyncio.run(serve_forever(settings))
+    if settings.http_workers <= 1:
+        asyncio.run(serve_forever(settings))
+        return
+    upgrade(settings.database_url)
+    sock = _bind_http_socket(settings)
+    children: list[int] = []
+    for _ in range(settings.http_workers - 1):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child process
+            try:
+                asyncio.run(_serve_http_only(settings, sock))
+            finally:
+                os._exit(0)
+        children.append(pid)
+    try:
+        asyncio.run(serve_forever(settings, http_socket=sock))
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)

@@ -20,6 +20,7 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
     http_port: int = 8080
+    http_workers: int = 1  # extra processes share the HTTP socket (one core each)
     mllp_port: int = 2575
     log_level: str = "INFO"
     base_url: str = ""  # public base of the FHIR API; derived from the request when empty
