@@ -1,0 +1,153 @@
+"""``carebridge backup`` and ``carebridge restore`` (issue #7; engine in :mod:`gateway.backup`).
+
+* ``backup --output FILE [--key-file K]``: an encrypted archive of the whole
+  database.  The key file (``--key-file``, env ``CAREBRIDGE_BACKUP_KEY_FILE``,
+  default ``var/backup.key``) is created with 32 random bytes, mode 0600, when
+  missing, and the command says so loudly: without that file no archive can
+  ever be restored.  The backup is itself recorded in the audit trail (DICOM
+  110106 Export) *before* the dump, so the archive contains the record of its
+  own making (traceability, Circular 46/2018/TT-BYT Art. 8).
+* ``restore --input FILE [--key-file K]``: refuses a missing key file (a new key
+  cannot open an old archive), a wrong key and a tampered archive before
+  touching the database; then migrates, re-applies erasure tombstones and
+  verifies the audit chain, and exits 1 if that verification fails.
+
+Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from gateway import backup as engine_backup
+from gateway.settings import Settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {"database_url": args.database_url}
+    if getattr(args, "audit_key_file", None):
+        overrides["audit_key_file"] = args.audit_key_file
+    return Settings.from_env(None, **overrides)
+
+
+def _key_file(args: argparse.Namespace) -> str:
+    return str(args.key_file or os.environ.get(engine_backup.KEY_FILE_ENV) or engine_backup.DEFAULT_KEY_FILE)
+
+
+def _operator_context() -> Any:
+    """The operator running the command, as the audit agent (OS account name: not patient data)."""
+    import getpass
+    import uuid
+
+    from fhir_store.model import RequestContext
+
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return RequestContext(
+        request_id=f"cli-{uuid.uuid4()}",
+        client_id=f"cli:{user}",
+        role="operator",
+        channel="internal",
+        source_address="localhost",
+    )
+
+
+def _audit_backup(settings: Settings, output: str) -> str | None:
+    """Append the backup's own AuditEvent; returns a warning instead when that is impossible.
+
+    Without the audit key file we do not create one: a fresh key would sign
+    this event under a key the earlier events do not match.
+    """
+    from audit.events import export_event
+    from audit.hooks import AuditHook
+    from fhir_store.database import make_engine
+    from fhir_store.instants import now_us
+    from fhir_store.migrations import upgrade
+
+    if not Path(settings.audit_key_file).exists():
+        return f"backup not recorded in the audit trail: no audit key file at {settings.audit_key_file}"
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=1)
+    hook = AuditHook.from_settings(engine, settings)
+    try:
+        event = export_event(
+            _operator_context(), recorded_us=now_us(), query=f"carebridge backup --output {Path(output).name}"
+        )
+        hook.append([event])
+    finally:
+        hook.close()
+        engine.dispose()
+    return None
+
+
+def _backup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    key_path = _key_file(args)
+    try:
+        key, created = engine_backup.load_or_create_key(key_path)
+        if created:
+            print(
+                f"created a new backup key {key_path} (mode 0600, key id {engine_backup.key_id(key)}).\n"
+                "Keep a copy of this file OUTSIDE this machine (e.g. a password vault): "
+                "without it no archive made with it can be restored.",
+                file=sys.stderr,
+            )
+        warning = _audit_backup(settings, args.output)
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+        info = engine_backup.backup(settings.database_url, args.output, key)
+    except engine_backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"backup {info.backend} -> {info.output} ({info.archive_bytes} bytes, "
+        f"AES-256-GCM, key id {info.key_id})"
+    )
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        key = engine_backup.load_key(_key_file(args))
+        info = engine_backup.restore(
+            settings.database_url, args.input, key, audit_key_file=settings.audit_key_file
+        )
+    except engine_backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for warning in info.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"restored {info.backend} from {args.input}; schema {info.schema_revision}; "
+        f"tombstones re-applied: {info.tombstones}; audit: {info.audit.line()}"
+    )
+    return 0
+
+
+def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser], None]) -> None:
+    def command(name: str, help_text: str, handler: Callable[[argparse.Namespace], int]) -> Any:
+        parser = commands.add_parser(name, help=help_text)
+        add_database_url(parser)
+        parser.add_argument(
+            "--key-file",
+            default=None,
+            help=f"backup key file (env {engine_backup.KEY_FILE_ENV}, default {engine_backup.DEFAULT_KEY_FILE})",
+        )
+        parser.add_argument(
+            "--audit-key-file", default=None, help="audit key file (env CAREBRIDGE_AUDIT_KEY_FILE)"
+        )
+        parser.set_defaults(handler=handler)
+        return parser
+
+    backup = command("backup", "write an encrypted backup of the database", _backup)
+    backup.add_argument("--output", required=True, metavar="FILE")
+    restore = command("restore", "restore an encrypted backup, migrate and verify the audit chain", _restore)
+    restore.add_argument("--input", required=True, metavar="FILE")
