@@ -1,0 +1,139 @@
+"""The deployment files agree with each other and with the CLI contract (no Docker engine needed).
+
+There is no Docker engine on our machines, so the compose file and the
+Dockerfile are checked statically: the services, ports, health checks,
+volumes and env files an operator relies on, that every env file has a
+committed ``.example`` template holding only known settings, and that the
+image starts exactly ``carebridge serve`` (DESIGN.md §2) on all interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.cli import build_parser
+from gateway.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))
+    out = []
+    for line in joined.splitlines():
+        if line.strip():
+            instruction, _, rest = line.strip().partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def instruction(name: str) -> list[str]:
+    return [rest for instr, rest in dockerfile_instructions() if instr == name]
+
+
+def env_file_keys(path: Path) -> dict[str, str]:
+    keys = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
+            keys[key.strip()] = value.strip()
+    return keys
+
+
+def test_services_ports_and_dependencies(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"postgres", "carebridge"}
+    postgres, app = services["postgres"], services["carebridge"]
+    assert str(postgres["image"]).startswith("postgres:15")
+    assert "ports" not in postgres  # the database is reachable only on the compose network
+    assert app["build"] == "."
+    assert app["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    published = {str(p).split(":")[-1].split("/")[0] for p in app["ports"]}
+    assert published == {"8080", "2575"}
+    assert {str(p).split(":")[0] for p in app["ports"]} == {"8080", "2575"}
+
+
+def test_health_checks(compose: dict[str, Any]) -> None:
+    pg_test = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert pg_test[0] == "CMD-SHELL" and "pg_isready" in pg_test[1]
+    app_check = compose["services"]["carebridge"]["healthcheck"]
+    assert app_check["test"][0] == "CMD" and "http://127.0.0.1:8080/readyz" in " ".join(app_check["test"])
+    for check in (compose["services"]["postgres"]["healthcheck"], app_check):
+        assert {"interval", "timeout", "retries"} <= set(check)
+    (healthcheck,) = instruction("HEALTHCHECK")
+    assert "http://127.0.0.1:8080/healthz" in healthcheck
+
+
+def test_volumes_keep_database_and_keys(compose: dict[str, Any]) -> None:
+    assert set(compose["volumes"]) == {"pgdata", "carebridge-var"}
+    assert "pgdata:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
+    assert "carebridge-var:/app/var" in compose["services"]["carebridge"]["volumes"]
+    # the key files the app is told to use live on that volume
+    keys = env_file_keys(ROOT / "deploy" / "carebridge.env.example")
+    for name in ("CAREBRIDGE_AUDIT_KEY_FILE", "CAREBRIDGE_BACKUP_KEY_FILE"):
+        assert keys[name].startswith("/app/var/")
+    assert instruction("VOLUME") == ['["/app/var"]']
+
+
+def test_env_files_have_committed_templates(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        for env_file in service["env_file"]:
+            real = ROOT / env_file
+            assert real.parent == ROOT / "deploy" and real.suffix == ".env"
+            assert (ROOT / (env_file + ".example")).is_file(), env_file
+    # the real files hold secrets: ignored by git and kept out of the image
+    assert "*.env" in (ROOT / "deploy" / ".gitignore").read_text().splitlines()
+    assert "deploy/*.env" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+def test_env_templates_use_known_settings_and_matching_credentials() -> None:
+    app = env_file_keys(ROOT / "deploy" / "carebridge.env.example")
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings) if f.name != "extra"}
+    known.add("CAREBRIDGE_BACKUP_KEY_FILE")  # read by `carebridge backup|restore` (gateway/backup.py)
+    assert set(app) <= known, set(app) - known
+    pg = env_file_keys(ROOT / "deploy" / "postgres.env.example")
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(pg)
+    url = app["CAREBRIDGE_DATABASE_URL"]
+    expected = (
+        f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    )
+    assert url == expected
+    assert pg["POSTGRES_PASSWORD"] == "CHANGE_ME"  # templates never carry a real secret
+
+
+def test_image_command_is_carebridge_serve(compose: dict[str, Any]) -> None:
+    (cmd,) = instruction("CMD")
+    argv = json.loads(cmd)  # exec form: signals reach carebridge directly (graceful stop)
+    assert argv == ["carebridge", "serve", "--host", "0.0.0.0"]
+    assert compose["services"]["carebridge"]["command"] == argv
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "serve" and args.host == "0.0.0.0"
+    assert args.http_port is None and args.mllp_port is None  # defaults 8080/2575 = EXPOSE
+    assert instruction("EXPOSE") == ["8080 2575"]
+
+
+def test_image_is_slim_and_not_root() -> None:
+    (base,) = instruction("FROM")
+    assert base == "python:3.11-slim"
+    users = instruction("USER")
+    assert users and users[-1] not in ("root", "0")
+    assert any("pip install" in run for run in instruction("RUN"))
+    assert any("postgresql-client" in run for run in instruction("RUN"))  # pg_dump for backups
