@@ -150,6 +150,10 @@ class Ingestor:
         self.engine = store.engine
         self.settings = settings
         self.strict = settings.hl7_strict
+        # Mapper output is validated against the FHIR models by the mapper test suite
+        # (including hypothesis properties), so re-validating it per message is opt-in:
+        # it is the largest single CPU cost of the ingest path (bench/mllp_ingest.py).
+        self.validate_resources = settings.hl7_strict or settings.hl7_validate_resources
         self.policy = policy or SenderPolicy()
         self._charsets = settings.sender_charsets()
         self._crash_after_journal = bool(os.environ.get(CRASH_HOOK_ENV))
@@ -280,7 +284,10 @@ class Ingestor:
                 source_address=inbound.peer or None,
             )
             self.store.transact(
-                ops, context, extra=lambda conn, _results: journal.mark_processed(conn, journal_id, "AA", ack)
+                ops,
+                context,
+                validate=self.validate_resources,
+                extra=lambda conn, _results: journal.mark_processed(conn, journal_id, "AA", ack),
             )
         except CarebridgeError as exc:
             return self._fail(inbound, journal_id, exc)

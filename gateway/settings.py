@@ -34,6 +34,7 @@ class Settings:
     hl7_default_charset: str = "utf-8"
     hl7_sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
     hl7_strict: bool = False
+    hl7_validate_resources: bool = False  # re-validate mapped resources (always on in strict mode)
     db_pool_size: int = 16
     # audit (audit/): Ed25519 key file (created 0600 on first use), checkpoint interval,
     # and whether access events are buffered and appended in batches (see audit/hooks.py)
