@@ -60,3 +60,11 @@ test: venv lint postgres-binaries
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The docker-compose topology without Docker: a persistent PostgreSQL 15 cluster in var/pg on
+# 127.0.0.1:$(UP_LOCAL_PG_PORT) plus `carebridge serve` against it; Ctrl-C stops both.
+UP_LOCAL_PG_PORT ?= 55432
+.PHONY: up-local
+up-local: venv postgres-binaries
+	mkdir -p var
+	exec $(BIN)/python deploy/up_local.py --pg-port $(UP_LOCAL_PG_PORT)
