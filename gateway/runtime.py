@@ -41,9 +41,14 @@ class Runtime:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         audit = AuditHook.from_settings(engine, settings)
         store = FhirStore(engine, hooks=[audit], access_hooks=[audit])
-        return cls(settings, engine, store, services={"audit": audit})
+        from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
+
+        crm = build_crm_bridge(engine, store, settings, audit)
+        return cls(settings, engine, store, services={"audit": audit, "crm": crm})
 
     def close(self) -> None:
+        if "crm" in self.services:
+            self.services["crm"].stop()
         if isinstance(self.services.get("audit"), AuditHook):
             self.services["audit"].close()
         self.engine.dispose()
@@ -72,6 +77,7 @@ async def serve_forever(
     server = uvicorn.Server(config)
     mllp = MllpServer(runtime, settings.host, settings.mllp_port)
     await mllp.start()
+    runtime.services["crm"].start()  # webhook dispatcher + HIS booking sender (threads)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

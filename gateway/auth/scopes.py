@@ -56,12 +56,14 @@ def parse_scopes(text: str) -> list[Scope]:
 
 # Role ceilings: the most a client of that role can ever be granted.
 ROLE_CEILINGS: dict[str, tuple[str, ...]] = {
-    "his_integration": tuple(f"system/{t}.cruds" for t in CLINICAL_TYPES),
+    "his_integration": (*(f"system/{t}.cruds" for t in CLINICAL_TYPES), "system/Consent.cruds"),
     "clinician": tuple(f"{ctx}/{t}.rs" for ctx in ("user", "system") for t in CLINICAL_TYPES),
     "compliance_officer": ("system/AuditEvent.rs", "user/AuditEvent.rs"),
     "crm": (),  # the CRM reaches only /crm/v1, never the FHIR API
     "admin": (),  # clients and settings via the CLI; no clinical data, never the audit trail's writes
     "patient": tuple(f"patient/{t}.rs" for t in CLINICAL_TYPES),
+    # re-identification of CRM pseudonyms (issue #5), with a reason, audited; may read Consents
+    "privacy_officer": ("system/Consent.rs",),
 }
 ROLES = tuple(ROLE_CEILINGS)
 # Channels outside FHIR that a role may use.
@@ -72,6 +74,7 @@ ROLE_CHANNELS: dict[str, frozenset[str]] = {
     "crm": frozenset({"crm"}),
     "admin": frozenset({"admin"}),
     "patient": frozenset({"fhir", "privacy"}),
+    "privacy_officer": frozenset({"fhir", "reidentify"}),
 }
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from fhir_store.validation import SUPPORTED_TYPES
+from gateway import crm_http
 from gateway.auth import http_binding
 from gateway.http import bundle_routes, errors, fhir_routes, health
 from gateway.http.capability import SOFTWARE_VERSION
@@ -56,6 +57,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     app.include_router(fhir_routes.router)
     app.include_router(bundle_routes.router)
+    app.include_router(crm_http.router)
+    app.include_router(crm_http.reid_router)
     http_binding.install(app, runtime)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

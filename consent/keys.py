@@ -1,0 +1,179 @@
+"""Keys for pseudonyms (HMAC-SHA256 per CRM) and field encryption (AES-256-GCM), with rotation.
+
+Why (Decree 356/2025/ND-CP Art. 7 and 9: keep identifying data apart, encrypt
+sensitive data; ISO/IEC 27001:2022 A.8.11 masking/pseudonymization, A.8.24
+cryptography with key management and rotation):
+
+* a CRM sees ``<kid>.<base32 HMAC-SHA256(key_kid, "Patient/<id>")>``: stable
+  for as long as the key lives, different per CRM (two CRMs cannot join their
+  data on it), not reversible without the key and the link table;
+* rotating a CRM's key makes a new current kid; old kids stay to resolve old
+  pseudonyms, and the bridge delivers an old → new mapping so the CRM keeps
+  its links (see ``crm_bridge.outbox.rotate_pseudonyms``);
+* direct identifiers and contact data we keep outside the FHIR store (outbox
+  payloads, webhook secrets) are sealed with AES-GCM under the current field
+  key; the key id travels with the ciphertext so old rows stay readable after
+  a rotation and can be re-encrypted.
+
+Keys live in a JSON file outside the database (created 0600 on first use),
+or in the environment variable ``CAREBRIDGE_CRM_KEYS`` (same JSON), so a
+database dump alone reveals neither pseudonym links nor contact data::
+
+    {"field": {"current": "f1", "keys": {"f1": "<base64 32 bytes>"}},
+     "pseudonym": {"crm-main": {"current": "k1", "keys": {"k1": "<base64 32 bytes>"}}}}
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ENV_KEYS = "CAREBRIDGE_CRM_KEYS"
+_NONCE = 12
+
+
+class KeyMaterialError(Exception):
+    """A key id is unknown or a ciphertext does not authenticate."""
+
+
+@dataclass
+class KeyRing:
+    """Named 32-byte keys and the id of the one used for new material."""
+
+    current: str
+    keys: dict[str, bytes] = field(default_factory=dict)
+
+    @classmethod
+    def fresh(cls, prefix: str) -> KeyRing:
+        kid = f"{prefix}1"
+        return cls(kid, {kid: secrets.token_bytes(32)})
+
+    def rotate(self, prefix: str) -> str:
+        n = 1 + max((int(k[len(prefix) :]) for k in self.keys if k[len(prefix) :].isdigit()), default=0)
+        kid = f"{prefix}{n}"
+        self.keys[kid] = secrets.token_bytes(32)
+        self.current = kid
+        return kid
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "current": self.current,
+            "keys": {k: base64.b64encode(v).decode() for k, v in self.keys.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> KeyRing:
+        return cls(str(data["current"]), {k: base64.b64decode(v) for k, v in data["keys"].items()})
+
+
+class FieldCipher:
+    """AES-256-GCM sealing: ``kid`` is returned beside the blob; ``aad`` binds it to its row."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def seal(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
+        nonce = secrets.token_bytes(_NONCE)
+        kid = self.ring.current
+        return kid, nonce + AESGCM(self.ring.keys[kid]).encrypt(nonce, plaintext, aad)
+
+    def open(self, kid: str, blob: bytes, aad: bytes) -> bytes:
+        key = self.ring.keys.get(kid)
+        if key is None:
+            raise KeyMaterialError(f"field key {kid!r} is not available")
+        try:
+            return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+        except InvalidTag:
+            raise KeyMaterialError("ciphertext does not authenticate") from None
+
+
+def _b32(digest: bytes) -> str:
+    return base64.b32encode(digest).decode().rstrip("=").lower()[:32]
+
+
+def pseudonym_with(key: bytes, kid: str, patient_id: str) -> str:
+    digest = hmac.new(key, f"Patient/{patient_id}".encode(), hashlib.sha256).digest()
+    return f"{kid}.{_b32(digest)}"
+
+
+class KeyStore:
+    """Field and per-CRM pseudonym key rings, persisted to a 0600 JSON file (or read from env)."""
+
+    def __init__(self, path: Path | None, field_ring: KeyRing, pseudonym: dict[str, KeyRing]) -> None:
+        self.path = path
+        self.field = field_ring
+        self.rings = pseudonym
+        self.cipher = FieldCipher(field_ring)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load_or_create(cls, path: str | None, environ: dict[str, str] | None = None) -> KeyStore:
+        env = os.environ if environ is None else environ
+        if env.get(ENV_KEYS):
+            data = json.loads(env[ENV_KEYS])
+            return cls(None, KeyRing.from_json(data["field"]), _rings(data))
+        file = Path(path) if path else None
+        if file is not None and file.exists():
+            data = json.loads(file.read_text())
+            return cls(file, KeyRing.from_json(data["field"]), _rings(data))
+        store = cls(file, KeyRing.fresh("f"), {})
+        store.save()
+        return store
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {"field": self.field.to_json(), "pseudonym": {k: v.to_json() for k, v in self.rings.items()}}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, self.path)
+
+    def ring_for(self, crm_id: str) -> KeyRing:
+        ring = self.rings.get(crm_id)
+        if ring is None:
+            with self._lock:
+                ring = self.rings.get(crm_id)
+                if ring is None:
+                    ring = KeyRing.fresh("k")
+                    self.rings[crm_id] = ring
+                    self.save()
+        return ring
+
+    def pseudonym(self, crm_id: str, patient_id: str, kid: str | None = None) -> str:
+        ring = self.ring_for(crm_id)
+        use = kid or ring.current
+        return pseudonym_with(ring.keys[use], use, patient_id)
+
+    def rotate_pseudonym_key(self, crm_id: str) -> tuple[str, str]:
+        """New current key for ``crm_id``; returns (old kid, new kid)."""
+        with self._lock:
+            ring = self.ring_for(crm_id)
+            old = ring.current
+            new = ring.rotate("k")
+            self.save()
+            return old, new
+
+    def rotate_field_key(self) -> tuple[str, str]:
+        with self._lock:
+            old = self.field.current
+            new = self.field.rotate("f")
+            self.save()
+            return old, new
+
+
+def _rings(data: dict[str, Any]) -> dict[str, KeyRing]:
+    return {crm: KeyRing.from_json(ring) for crm, ring in (data.get("pseudonym") or {}).items()}

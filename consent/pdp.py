@@ -1,0 +1,221 @@
+"""The policy decision point: (patient, purpose, recipient, resource, labels) → permit | deny.
+
+Why (Law 91/2025/QH15 Art. 9, 26, 28; Decree 356/2025/ND-CP Art. 7; ISO/IEC
+27001:2022 A.5.15 deny by default):
+
+* **default deny** — no applicable Consent means no disclosure to a CRM;
+* **restricted labels win** — a resource (or its Patient) labelled R, V, PSY or
+  HIV in ``meta.security`` is never disclosed, whatever was consented;
+* **withdrawal at once** — consents are read on the connection of the
+  transaction that would disclose, so a withdrawal committed before it is
+  seen, and one in the same transaction too;
+* **latest answer wins** for care purposes (a newer ``deny`` withdraws an
+  older ``permit`` and vice versa); for **marketing any active opt-out wins**
+  (opt-out must always be possible and must not be overridden silently).
+
+Every decision is handed to a :class:`DecisionAuditor` (the gateway wires the
+audit trail), permit and deny alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from sqlalchemy import Connection, select
+
+from common.errors import InvalidInput
+from consent.purposes import (
+    MARKETING,
+    RESTRICTED_LABELS,
+    consent_purposes,
+    consent_recipients,
+    security_labels,
+)
+from fhir_store.instants import parse_fhir_instant_range
+from fhir_store.model import RequestContext
+from fhir_store.schema import resource_current, search_reference
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One answer of the decision point (no patient data beyond the internal id)."""
+
+    permit: bool
+    patient_id: str
+    purpose: str
+    recipient: str
+    reason: str  # "consent" | "no-consent" | "withdrawn" | "opt-out" | "restricted-label" | ...
+    consent_id: str | None = None
+    resource: str | None = None  # "Encounter/12" the decision was about
+
+
+class DecisionAuditor(Protocol):
+    """Records decisions in the audit trail inside the caller's transaction."""
+
+    def record_decisions(
+        self, conn: Connection, decisions: Sequence[Decision], context: RequestContext
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    id: str
+    status: str
+    permit: bool
+    purposes: tuple[str, ...]
+    recipients: tuple[str, ...]
+    answered_us: int
+    period: tuple[int, int] | None
+    updated_us: int
+
+
+def _range(text: object) -> tuple[int, int] | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return parse_fhir_instant_range(text)
+    except InvalidInput:
+        return None
+
+
+def _record(res_id: str, updated_us: int, resource: dict[str, Any]) -> ConsentRecord:
+    answered = _range(resource.get("dateTime"))
+    provision = resource.get("provision") or {}
+    period = provision.get("period") or None
+    span: tuple[int, int] | None = None
+    if isinstance(period, dict):
+        start, end = _range(period.get("start")), _range(period.get("end"))
+        span = (start[0] if start else -(2**62), end[1] if end else 2**62)
+    return ConsentRecord(
+        id=res_id,
+        status=str(resource.get("status") or ""),
+        permit=provision.get("type") == "permit",
+        purposes=tuple(consent_purposes(resource)),
+        recipients=tuple(consent_recipients(resource)),
+        answered_us=answered[0] if answered else 0,
+        period=span,
+        updated_us=updated_us,
+    )
+
+
+def load_consents(conn: Connection, patient_id: str) -> list[ConsentRecord]:
+    """The patient's current Consents, read on ``conn`` (sees this transaction's writes)."""
+    ids = select(search_reference.c.res_id).where(
+        search_reference.c.res_type == "Consent",
+        search_reference.c.param == "patient",
+        search_reference.c.target_type == "Patient",
+        search_reference.c.target_id == patient_id,
+    )
+    rows = conn.execute(
+        select(
+            resource_current.c.res_id, resource_current.c.last_updated_us, resource_current.c.content
+        ).where(
+            resource_current.c.res_type == "Consent",
+            resource_current.c.res_id.in_(ids),
+            resource_current.c.deleted.is_(False),
+        )
+    ).all()
+    return [_record(str(r[0]), int(r[1]), orjson.loads(r[2])) for r in rows if r[2] is not None]
+
+
+def decide(
+    consents: Iterable[ConsentRecord],
+    *,
+    patient_id: str,
+    purpose: str,
+    recipient: str,
+    at_us: int,
+    labels: Iterable[str] = (),
+    resource: str | None = None,
+) -> Decision:
+    """Pure decision over already loaded consents (see module docstring for the rules)."""
+    if RESTRICTED_LABELS.intersection(labels):
+        return Decision(False, patient_id, purpose, recipient, "restricted-label", resource=resource)
+    applicable = [
+        c
+        for c in consents
+        if c.status == "active"
+        and purpose in c.purposes
+        and (not c.recipients or recipient in c.recipients)
+        and (c.period is None or c.period[0] <= at_us <= c.period[1])
+    ]
+    if not applicable:
+        return Decision(False, patient_id, purpose, recipient, "no-consent", resource=resource)
+    if purpose == MARKETING:
+        opt_out = [c for c in applicable if not c.permit]
+        if opt_out:
+            return Decision(False, patient_id, purpose, recipient, "opt-out", opt_out[0].id, resource)
+    latest = max(applicable, key=lambda c: (c.answered_us, c.updated_us))
+    if latest.permit:
+        return Decision(True, patient_id, purpose, recipient, "consent", latest.id, resource)
+    return Decision(False, patient_id, purpose, recipient, "withdrawn", latest.id, resource)
+
+
+class PolicyDecisionPoint:
+    """Loads consents per patient (cached for one transaction) and audits every decision."""
+
+    def __init__(self, auditor: DecisionAuditor | None = None) -> None:
+        self.auditor = auditor
+
+    def session(self, conn: Connection, context: RequestContext, at_us: int) -> DecisionSession:
+        return DecisionSession(self, conn, context, at_us)
+
+
+class DecisionSession:
+    """Decisions made inside one transaction; :meth:`flush` audits them in one append."""
+
+    def __init__(
+        self, pdp: PolicyDecisionPoint, conn: Connection, context: RequestContext, at_us: int
+    ) -> None:
+        self.pdp = pdp
+        self.conn = conn
+        self.context = context
+        self.at_us = at_us
+        self.decisions: list[Decision] = []
+        self._consents: dict[str, list[ConsentRecord]] = {}
+
+    def consents(self, patient_id: str) -> list[ConsentRecord]:
+        if patient_id not in self._consents:
+            self._consents[patient_id] = load_consents(self.conn, patient_id)
+        return self._consents[patient_id]
+
+    def decide(
+        self,
+        patient_id: str,
+        purpose: str,
+        recipient: str,
+        *,
+        labels: Iterable[str] = (),
+        resource: str | None = None,
+    ) -> Decision:
+        decision = decide(
+            self.consents(patient_id),
+            patient_id=patient_id,
+            purpose=purpose,
+            recipient=recipient,
+            at_us=self.at_us,
+            labels=labels,
+            resource=resource,
+        )
+        self.decisions.append(decision)
+        return decision
+
+    def flush(self) -> None:
+        if self.decisions and self.pdp.auditor is not None:
+            self.pdp.auditor.record_decisions(self.conn, self.decisions, self.context)
+        self.decisions = []
+
+
+__all__ = [
+    "ConsentRecord",
+    "Decision",
+    "DecisionAuditor",
+    "DecisionSession",
+    "PolicyDecisionPoint",
+    "decide",
+    "load_consents",
+    "security_labels",
+]

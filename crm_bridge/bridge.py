@@ -1,0 +1,69 @@
+"""The CRM bridge assembled: keys, decision point, outbox hook, dispatcher, booking sender.
+
+``gateway.crm_http.build_crm_bridge`` creates one per :class:`gateway.runtime.Runtime`
+(it injects the audit recorder and the MLLP transport, which live in other
+packages); ``carebridge serve`` calls :meth:`CrmBridge.start` / :meth:`stop`,
+tests call them (or the ``run_once`` methods) directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from consent.keys import KeyStore
+from consent.pdp import DecisionAuditor, PolicyDecisionPoint
+from consent.purposes import ConsentIntakeHook
+from crm_bridge.booking import Booking, HisTransport, SiuBuilder
+from crm_bridge.config import CrmSettings, ProjectionConfig
+from crm_bridge.delivery import Dispatcher, Subscriptions
+from crm_bridge.outbox import CrmOutboxHook
+from fhir_store.repository import FhirStore
+
+
+@dataclass
+class CrmBridge:
+    settings: CrmSettings
+    config: ProjectionConfig
+    keys: KeyStore
+    pdp: PolicyDecisionPoint
+    hook: CrmOutboxHook
+    intake: ConsentIntakeHook
+    dispatcher: Dispatcher
+    subscriptions: Subscriptions
+    booking: Booking
+
+    @classmethod
+    def create(
+        cls,
+        engine: Engine,
+        store: FhirStore,
+        settings: CrmSettings,
+        *,
+        auditor: DecisionAuditor | None,
+        transport: HisTransport,
+        build_siu: SiuBuilder,
+        config: ProjectionConfig | None = None,
+        keys: KeyStore | None = None,
+    ) -> CrmBridge:
+        config = config if config is not None else ProjectionConfig.load(settings.projection_file)
+        keys = keys if keys is not None else KeyStore.load_or_create(settings.key_file)
+        pdp = PolicyDecisionPoint(auditor)
+        dispatcher = Dispatcher(engine, keys, settings)
+        hook = CrmOutboxHook(config, keys, pdp, notify=dispatcher.wake.set)
+        intake = ConsentIntakeHook()
+        store.hooks.insert(0, intake)  # reject a bad Consent before any other hook writes
+        store.hooks.append(hook)
+        booking = Booking(store, keys, settings, transport=transport, build_siu=build_siu)
+        return cls(
+            settings, config, keys, pdp, hook, intake, dispatcher, Subscriptions(engine, keys), booking
+        )
+
+    def start(self) -> None:
+        self.dispatcher.start()
+        self.booking.start()
+
+    def stop(self) -> None:
+        self.booking.stop()
+        self.dispatcher.stop()

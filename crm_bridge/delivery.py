@@ -1,0 +1,366 @@
+"""Change feed reads, webhook subscriptions, signatures and the webhook dispatcher.
+
+Why: the CRM must get every event (at-least-once, each with an id to
+de-duplicate), in order per patient, and must be able to prove an event came
+from us.  The feed is ``crm_outbox`` in ``seq`` order; a subscription is a
+cursor into it.  The dispatcher posts events in ``seq`` order per
+subscription and does not move past an event until it is acknowledged (2xx),
+retrying with exponential backoff and jitter, so ordering per patient holds
+even across long receiver outages; after ``max_attempts`` the event goes to
+the dead-letter list (and can be re-delivered) so one poisoned event cannot
+block a CRM forever.
+
+Signature (documented for CRMs in ``docs/crm-integration.md``)::
+
+    X-Carebridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
+
+No patient data is logged: only subscription ids, seqs and error classes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import random
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import Engine, insert, select, update
+
+from consent.keys import KeyStore
+from crm_bridge.config import CrmSettings
+from crm_bridge.schema import crm_dead_letter, crm_outbox, crm_subscription
+from fhir_store.database import is_sqlite
+from fhir_store.instants import now_us
+
+log = logging.getLogger("carebridge.crm.delivery")
+SIGNATURE_HEADER = "X-Carebridge-Signature"
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    mac = hmac.new(secret, str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(
+    secret: bytes, body: bytes, header: str, *, tolerance_s: int = 300, now: float | None = None
+) -> bool:
+    """Receiver-side check (also used by the tests and shown in the docs)."""
+    parts = dict(item.split("=", 1) for item in header.split(",") if "=" in item)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        return False
+    if abs((now if now is not None else time.time()) - timestamp) > tolerance_s:
+        return False
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    return hmac.compare_digest(expected, parts.get("v1", ""))
+
+
+def backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with 'equal jitter': uniform in [d/2, d], d = min(cap, base·2^(n-1))."""
+    delay = min(cap, base * 2 ** max(0, attempt - 1))
+    return random.uniform(delay / 2, delay)
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    seq: int
+    event_type: str
+    body: dict[str, Any]
+
+    def wire(self) -> bytes:
+        return orjson.dumps({**self.body, "seq": self.seq})
+
+
+def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: int = 100) -> list[FeedEvent]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                crm_outbox.c.seq,
+                crm_outbox.c.event_id,
+                crm_outbox.c.event_type,
+                crm_outbox.c.key_id,
+                crm_outbox.c.payload,
+            )
+            .where(crm_outbox.c.crm_id == crm_id, crm_outbox.c.seq > after)
+            .order_by(crm_outbox.c.seq)
+            .limit(limit)
+        ).all()
+    return [
+        FeedEvent(
+            int(r[0]), str(r[2]), orjson.loads(keys.cipher.open(str(r[3]), bytes(r[4]), str(r[1]).encode()))
+        )
+        for r in rows
+    ]
+
+
+def _writer(engine: Engine) -> Engine:
+    return engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
+
+
+class Subscriptions:
+    """Webhook registrations (secret generated here, shown once, stored sealed)."""
+
+    def __init__(self, engine: Engine, keys: KeyStore) -> None:
+        self.engine = engine
+        self.keys = keys
+
+    def create(
+        self, crm_id: str, url: str, events: list[str] | None, *, from_seq: int | None = None
+    ) -> dict[str, Any]:
+        sub_id = str(uuid.uuid4())
+        secret = secrets.token_urlsafe(32)
+        kid, sealed = self.keys.cipher.seal(secret.encode(), sub_id.encode())
+        with _writer(self.engine).begin() as conn:
+            if from_seq is None:  # start at the head: a new subscription gets new events
+                from_seq = 0
+            conn.execute(
+                insert(crm_subscription).values(
+                    id=sub_id,
+                    crm_id=crm_id,
+                    url=url,
+                    events=" ".join(events or ["*"]),
+                    secret_key_id=kid,
+                    secret=sealed,
+                    active=True,
+                    cursor=from_seq,
+                    attempts=0,
+                    next_attempt_us=0,
+                    created_us=now_us(),
+                )
+            )
+        return {"id": sub_id, "url": url, "events": events or ["*"], "secret": secret, "cursor": from_seq}
+
+    def list(self, crm_id: str) -> list[dict[str, Any]]:
+        s = crm_subscription
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    s.c.id, s.c.url, s.c.events, s.c.active, s.c.cursor, s.c.attempts, s.c.last_error
+                ).where(s.c.crm_id == crm_id)
+            ).all()
+            dead = conn.execute(
+                select(crm_dead_letter.c.subscription_id, crm_dead_letter.c.seq).where(
+                    crm_dead_letter.c.status == "dead"
+                )
+            ).all()
+        dead_by: dict[str, list[int]] = {}
+        for sid, seq in dead:
+            dead_by.setdefault(str(sid), []).append(int(seq))
+        return [
+            {
+                "id": r[0],
+                "url": r[1],
+                "events": r[2].split(),
+                "active": bool(r[3]),
+                "cursor": int(r[4]),
+                "attempts": int(r[5]),
+                "last_error": r[6],
+                "dead_letters": sorted(dead_by.get(str(r[0]), [])),
+            }
+            for r in rows
+        ]
+
+    def deactivate(self, crm_id: str, sub_id: str) -> bool:
+        with _writer(self.engine).begin() as conn:
+            result = conn.execute(
+                update(crm_subscription)
+                .where(crm_subscription.c.id == sub_id, crm_subscription.c.crm_id == crm_id)
+                .values(active=False)
+            )
+        return bool(result.rowcount)
+
+    def redeliver(self, crm_id: str, sub_id: str, *, from_seq: int | None = None) -> int:
+        """Requeue the dead letters (and optionally rewind the cursor to ``from_seq``)."""
+        with _writer(self.engine).begin() as conn:
+            owner = conn.execute(
+                select(crm_subscription.c.crm_id).where(crm_subscription.c.id == sub_id)
+            ).scalar()
+            if owner != crm_id:
+                return -1
+            result = conn.execute(
+                update(crm_dead_letter)
+                .where(crm_dead_letter.c.subscription_id == sub_id, crm_dead_letter.c.status == "dead")
+                .values(status="requeued")
+            )
+            values: dict[str, Any] = {"attempts": 0, "next_attempt_us": 0, "active": True}
+            if from_seq is not None:
+                values["cursor"] = from_seq
+            conn.execute(update(crm_subscription).where(crm_subscription.c.id == sub_id).values(**values))
+        return int(result.rowcount or 0)
+
+
+class Dispatcher:
+    """Background webhook sender (a thread; ``run_once`` for tests)."""
+
+    def __init__(
+        self, engine: Engine, keys: KeyStore, settings: CrmSettings, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.engine = engine
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._http = httpx.Client(timeout=settings.webhook_timeout_s)
+        self.delivered = 0
+        self.dead_lettered = 0
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            if self._http.is_closed:
+                self._http = httpx.Client(timeout=self.settings.webhook_timeout_s)
+            self._thread = threading.Thread(target=self._run, name="crm-webhooks", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._http.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception as exc:  # keep the worker alive; no payloads in logs
+                log.warning("webhook dispatch round failed: %s", type(exc).__name__)
+                busy = 0
+            if not busy:
+                self.wake.wait(self.settings.poll_interval_s)
+                self.wake.clear()
+
+    def run_once(self) -> int:
+        """One pass over active subscriptions; returns the number of events delivered."""
+        s = crm_subscription
+        now = int(self.clock() * 1_000_000)
+        with self.engine.connect() as conn:
+            subs = conn.execute(
+                select(
+                    s.c.id,
+                    s.c.crm_id,
+                    s.c.url,
+                    s.c.events,
+                    s.c.secret_key_id,
+                    s.c.secret,
+                    s.c.cursor,
+                    s.c.attempts,
+                ).where(s.c.active.is_(True), s.c.next_attempt_us <= now)
+            ).all()
+        total = 0
+        for sub in subs:
+            if self._stop.is_set():
+                break
+            secret = self.keys.cipher.open(str(sub[4]), bytes(sub[5]), str(sub[0]).encode())
+            total += self._requeued(str(sub[0]), str(sub[1]), str(sub[2]), secret)
+            total += self._subscription(
+                str(sub[0]),
+                str(sub[1]),
+                str(sub[2]),
+                set(str(sub[3]).split()),
+                secret,
+                int(sub[6]),
+                int(sub[7]),
+            )
+        self.delivered += total
+        return total
+
+    def _post(self, url: str, secret: bytes, event: FeedEvent) -> str | None:
+        body = event.wire()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(secret, body, int(self.clock())),
+            "X-Carebridge-Event-Id": str(event.body.get("id")),
+            "X-Carebridge-Event-Type": event.event_type,
+        }
+        try:
+            response = self._http.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+
+    def _subscription(
+        self, sub_id: str, crm_id: str, url: str, types: set[str], secret: bytes, cursor: int, attempts: int
+    ) -> int:
+        delivered = 0
+        events = read_feed(self.engine, self.keys, crm_id, cursor, limit=200)
+        for event in events:
+            if "*" not in types and event.event_type not in types:
+                cursor = event.seq
+                continue
+            error = self._post(url, secret, event)
+            if error is None:
+                cursor, attempts = event.seq, 0
+                delivered += 1
+                continue
+            attempts += 1
+            if attempts >= self.settings.webhook_max_attempts:
+                self._dead_letter(sub_id, event.seq, attempts, error)
+                cursor, attempts = event.seq, 0
+                continue
+            delay = backoff_s(
+                attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s
+            )
+            self._save(sub_id, cursor, attempts, int((self.clock() + delay) * 1_000_000), error)
+            return delivered
+        if events:
+            self._save(sub_id, cursor, attempts, 0, None)
+        return delivered
+
+    def _save(self, sub_id: str, cursor: int, attempts: int, next_us: int, error: str | None) -> None:
+        with _writer(self.engine).begin() as conn:
+            conn.execute(
+                update(crm_subscription)
+                .where(crm_subscription.c.id == sub_id)
+                .values(cursor=cursor, attempts=attempts, next_attempt_us=next_us, last_error=error)
+            )
+
+    def _dead_letter(self, sub_id: str, seq: int, attempts: int, error: str) -> None:
+        log.warning("webhook event seq=%d dead-lettered for subscription %s (%s)", seq, sub_id, error)
+        self.dead_lettered += 1
+        with _writer(self.engine).begin() as conn:
+            conn.execute(
+                insert(crm_dead_letter).values(
+                    subscription_id=sub_id,
+                    seq=seq,
+                    attempts=attempts,
+                    status="dead",
+                    last_error=error,
+                    created_us=now_us(),
+                )
+            )
+
+    def _requeued(self, sub_id: str, crm_id: str, url: str, secret: bytes) -> int:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(crm_dead_letter.c.id, crm_dead_letter.c.seq)
+                .where(crm_dead_letter.c.subscription_id == sub_id, crm_dead_letter.c.status == "requeued")
+                .order_by(crm_dead_letter.c.seq)
+            ).all()
+        delivered = 0
+        for dead_id, seq in rows:
+            events = [
+                e for e in read_feed(self.engine, self.keys, crm_id, int(seq) - 1, limit=1) if e.seq == seq
+            ]
+            error = self._post(url, secret, events[0]) if events else None
+            with _writer(self.engine).begin() as conn:
+                conn.execute(
+                    update(crm_dead_letter)
+                    .where(crm_dead_letter.c.id == dead_id)
+                    .values(status="dead" if error else "delivered", last_error=error)
+                )
+            delivered += 0 if error else 1
+        return delivered

@@ -1,0 +1,112 @@
+"""Tables of the CRM bridge (on the store's shared ``metadata``; migration ``0004``).
+
+* ``crm_outbox`` — the transactional outbox: one row per event per CRM,
+  inserted by the store hook inside the write transaction, so an event exists
+  iff its change committed.  ``seq`` is the change-feed cursor; inserts are
+  serialized (SQLite: one writer; PostgreSQL: an advisory transaction lock),
+  so ``seq`` order is commit order and a reader can never skip a row that
+  commits later with a smaller ``seq``.  ``payload`` is AES-GCM sealed
+  (``key_id``) because it may carry consented contact data (Decree 356 Art. 9).
+* ``crm_pseudonym`` — the link pseudonym → patient per CRM and key id: the
+  only way back from a pseudonym (re-identification, bookings, erasure).
+* ``crm_disclosure`` — the purposes last announced to a CRM per patient, so a
+  ``consent.changed`` goes out exactly when the answer changes.
+* ``crm_subscription`` / ``crm_dead_letter`` — webhooks (cursor and retry
+  state per subscription; sealed signing secret) and events given up on.
+* ``crm_his_outbox`` — SIU^S12 booking requests waiting for the HIS ACK.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
+
+from fhir_store.schema import SequenceId, metadata
+
+crm_outbox = Table(
+    "crm_outbox",
+    metadata,
+    Column("seq", SequenceId, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("crm_id", String(100), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("patient_id", String(64), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index(None, "crm_id", "seq"),
+    Index(None, "patient_id"),
+)
+
+crm_pseudonym = Table(
+    "crm_pseudonym",
+    metadata,
+    Column("crm_id", String(100), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("patient_id", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Index(None, "crm_id", "patient_id"),
+)
+
+crm_disclosure = Table(
+    "crm_disclosure",
+    metadata,
+    Column("crm_id", String(100), primary_key=True),
+    Column("patient_id", String(64), primary_key=True),
+    Column("purposes", String(200), nullable=False),  # space-separated purpose codes
+    Column("projection_hash", String(64), nullable=False, default=""),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+crm_subscription = Table(
+    "crm_subscription",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("crm_id", String(100), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("events", Text, nullable=False),  # space-separated types, "*" = all
+    Column("secret_key_id", String(16), nullable=False),
+    Column("secret", LargeBinary, nullable=False),  # AES-GCM sealed
+    Column("active", Boolean, nullable=False),
+    Column("cursor", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("last_error", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Index(None, "crm_id"),
+)
+
+crm_dead_letter = Table(
+    "crm_dead_letter",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(36), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("status", String(12), nullable=False),  # dead | requeued | delivered
+    Column("last_error", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Index(None, "subscription_id", "status"),
+)
+
+crm_his_outbox = Table(
+    "crm_his_outbox",
+    metadata,
+    Column("id", SequenceId, primary_key=True, autoincrement=True),
+    Column("crm_id", String(100), nullable=False),
+    Column("idempotency_key", String(100), nullable=False),
+    Column("appointment_id", String(64), nullable=False),
+    Column("control_id", String(40), nullable=False, unique=True),
+    Column("message", LargeBinary, nullable=False),  # AES-GCM sealed SIU^S12 (carries the MRN)
+    Column("key_id", String(16), nullable=False),
+    Column("status", String(12), nullable=False),  # pending | booked | rejected | failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("ack_code", String(2), nullable=True),
+    Column("last_error", String(200), nullable=True),
+    Column("created_us", BigInteger, nullable=False),
+    Index(None, "status", "next_attempt_us"),
+    Index("uq_crm_his_outbox_idem", "crm_id", "idempotency_key", unique=True),
+)
+
+CRM_TABLES = (crm_outbox, crm_pseudonym, crm_disclosure, crm_subscription, crm_dead_letter, crm_his_outbox)
