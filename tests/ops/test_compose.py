@@ -137,3 +137,12 @@ def test_image_is_slim_and_not_root() -> None:
     assert users and users[-1] not in ("root", "0")
     assert any("pip install" in run for run in instruction("RUN"))
     assert any("postgresql-client" in run for run in instruction("RUN"))  # pg_dump for backups
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    """The operator's table (README.md) must not drift from gateway/settings.py."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = set(re.findall(r"^\| `(CAREBRIDGE_[A-Z0-9_]+)` \|", readme, flags=re.MULTILINE))
+    settings = {ENV_PREFIX + f.name.upper() for f in fields(Settings) if f.name != "extra"}
+    assert settings <= table, sorted(settings - table)
+    assert table - settings == {"CAREBRIDGE_BACKUP_KEY_FILE"}
