@@ -89,7 +89,7 @@ def _consented_pseudonym(live: LiveServer, crm: CrmClient) -> tuple[str, str]:
 def test_booking_round_trip(booking_env: tuple[LiveServer, HisPeer]) -> None:
     live, peer = booking_env
     crm = CrmClient(live)
-    pid, pseudonym = _consented_pseudonym(live, crm)
+    _pid, pseudonym = _consented_pseudonym(live, crm)
     cursor = crm.feed()[-1]["seq"]
     body = {
         "subject": pseudonym,

@@ -1,0 +1,241 @@
+"""Benchmark: HL7 ADT^A03 received over MLLP → ``encounter.completed`` webhook delivered (issue #5).
+
+End to end: MLLP frame → parse/map → journal → store transaction (resources,
+audit, consent decisions + audit, sealed outbox row) → ACK; the dispatcher
+thread picks the event up, signs it and POSTs it to a real HTTP receiver on
+loopback.  Latency per message = webhook arrival − A03 send time.
+
+Setup (not timed): N patients registered with ADT^A04 and a post-visit-care
+Consent each.  Load: the A03s are offered at ``--rate`` msg/s (paced, spread
+over ``--connections`` MLLP connections, each waiting for its ACK).
+
+Usage::
+
+    .venv/bin/python bench/crm_latency.py                     # SQLite file in a temp dir
+    .venv/bin/python bench/crm_latency.py --postgres          # throwaway PostgreSQL cluster
+    .venv/bin/python bench/crm_latency.py -n 2000 --rate 200 --connections 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from consent.purposes import POST_VISIT_CARE, build_consent  # noqa: E402
+from fhir_store.migrations import upgrade  # noqa: E402
+from fhir_store.model import Create, RequestContext  # noqa: E402
+from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
+from gateway.runtime import Runtime  # noqa: E402
+from gateway.settings import Settings  # noqa: E402
+
+CRM = "crm-bench"
+MSH = "MSH|^~\\&|HIS_VN|BVDK_HN|FHIRGATE|CRM_CSKH|20261120083000+0700||{type}|{ctl}|P|2.5|||AL|NE|VNM|UNICODE UTF-8\r"
+
+
+def a04(mrn: str) -> bytes:
+    return (
+        MSH.format(type="ADT^A04^ADT_A01", ctl=f"R{mrn}")
+        + "EVN|A04|20261120083000+0700\r"
+        + f"PID|1||{mrn}^^^BVDK_HN^MR||Nguyễn^An^Văn^^^^L||19850312|M|||1 Lý Thường Kiệt^^Hoàn Kiếm^Hà Nội||0912345678^PRN^CP\r"
+        + f"PV1|1|O|KHAM^P101^01^BVDK_HN||||BS001^Trần^Bình|||NHA|||||||||V{mrn}|||||||||||||||||||||||||20261120083000+0700\r"
+    ).encode()
+
+
+def a03(mrn: str) -> bytes:
+    return (
+        MSH.format(type="ADT^A03^ADT_A03", ctl=f"D{mrn}")
+        + "EVN|A03|20261120101500+0700\r"
+        + f"PID|1||{mrn}^^^BVDK_HN^MR||Nguyễn^An^Văn^^^^L||19850312|M\r"
+        + f"PV1|1|O|KHAM^P101^01^BVDK_HN||||BS001^Trần^Bình|||NHA|||||||||V{mrn}|||||||||||||||||01||||||||"
+        + "20261120083000+0700|20261120101500+0700\r"
+        + "DG1|1||K02.1^Sâu răng^ICD10||20261120|F\r"
+    ).encode()
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                event = json.loads(body)
+                if event["type"] == "encounter.completed":
+                    outer.arrivals.setdefault(event["subject"], time.perf_counter())
+                outer.bodies.append(body)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+
+def run(database_url: str, workdir: Path, n: int, rate: float, connections: int) -> dict[str, Any]:
+    from gateway.mllp.server import MllpServer
+
+    projection = workdir / "projection.json"
+    projection.write_text(
+        json.dumps({"clients": {CRM: {"fields": {"encounter": ["completed_at", "service_type"]}}}})
+    )
+    extra = {
+        "crm_projection_file": str(projection),
+        "crm_key_file": str(workdir / "keys.json"),
+        "crm_poll_interval_s": "0.02",
+    }
+    settings = Settings(
+        database_url=database_url, db_pool_size=16, audit_key_file=str(workdir / "audit.pem"), extra=extra
+    )
+    upgrade(database_url)
+    runtime = Runtime.create(settings, migrate=False)
+    bridge = runtime.services["crm"]
+    receiver = Receiver()
+    bridge.subscriptions.create(CRM, receiver.url, ["encounter.completed"])
+    loop = asyncio.new_event_loop()
+    mllp = MllpServer(runtime, "127.0.0.1", 0)
+    loop.run_until_complete(mllp.start())
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+    run_id = uuid.uuid4().hex[:6].upper()
+    mrns = [f"{run_id}{i:06d}" for i in range(n)]
+    with MllpClient("127.0.0.1", mllp.port, timeout=60) as client:
+        for mrn in mrns:
+            assert parse_ack(client.request(a04(mrn)) or b"").code in ("AA", "CA")
+    pseudonyms: dict[str, str] = {}
+    ctx = RequestContext("bench-setup")
+    with runtime.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from fhir_store.schema import identifier_claim
+
+        rows = conn.execute(
+            select(identifier_claim.c.value, identifier_claim.c.res_id).where(
+                identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(mrns)
+            )
+        ).all()
+    ids = {str(v): str(r) for v, r in rows}
+    for mrn in mrns:
+        pid = ids[mrn]
+        consent = build_consent(
+            pid,
+            POST_VISIT_CARE,
+            permit=True,
+            date_time="2026-11-20T08:00:00+07:00",
+            channel="counter",
+            text_version="v1",
+            text_shown="Đồng ý",
+            recipient=CRM,
+        )
+        runtime.store.transact([Create(consent)], ctx)
+        pseudonyms[bridge.keys.pseudonym(CRM, pid)] = mrn
+    bridge.start()
+    sent: dict[str, float] = {}
+    acks: list[float] = []
+    lock = threading.Lock()
+    interval = connections / rate
+    t0 = time.perf_counter() + 0.2
+
+    def worker(c: int) -> None:
+        with MllpClient("127.0.0.1", mllp.port, timeout=60) as conn:
+            for k, mrn in enumerate(mrns[c::connections]):
+                due = t0 + (c / rate) + k * interval
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                start = time.perf_counter()
+                with lock:
+                    sent[mrn] = start
+                answer = conn.request(a03(mrn))
+                acks.append(time.perf_counter() - start)
+                assert parse_ack(answer or b"").code in ("AA", "CA")
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    load_end = time.perf_counter()
+    deadline = time.monotonic() + 120
+    while len(receiver.arrivals) < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    latencies = sorted(
+        receiver.arrivals[p] - sent[m] for p, m in pseudonyms.items() if p in receiver.arrivals
+    )
+    bridge.stop()
+    loop.call_soon_threadsafe(loop.stop)
+    runtime.close()
+    leaks = [b for b in receiver.bodies if any(s in b.decode() for s in ("K02", "Sâu", "Lý Thường", run_id))]
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+
+    return {
+        "messages": n,
+        "offered_rate": rate,
+        "achieved_send_rate": round(n / (load_end - t0), 1),
+        "delivered": len(latencies),
+        "p50_ms": round(pct(0.50), 1),
+        "p90_ms": round(pct(0.90), 1),
+        "p99_ms": round(pct(0.99), 1),
+        "max_ms": round(latencies[-1] * 1000, 1),
+        "ack_p50_ms": round(statistics.median(acks) * 1000, 1),
+        "payloads_with_forbidden_content": len(leaks),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-n", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--postgres", action="store_true", help="throwaway PostgreSQL cluster (durable settings)"
+    )
+    parser.add_argument("--database-url", default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        cluster = None
+        url = args.database_url or f"sqlite:///{workdir / 'bench.db'}"
+        if args.postgres:
+            from tests.support.postgres import PostgresCluster
+
+            cluster = PostgresCluster.start()
+            url = cluster.create_database("crm_bench")
+        try:
+            result = run(url, workdir, args.n, args.rate, args.connections)
+        finally:
+            if cluster is not None:
+                cluster.stop()
+    result["backend"] = (
+        "postgresql" if args.postgres or (args.database_url or "").startswith("postgres") else "sqlite"
+    )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
