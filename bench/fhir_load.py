@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -115,8 +116,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(database_url: str, port: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING"}
+def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING", "CAREBRIDGE_HTTP_WORKERS": str(workers)}
     proc = subprocess.Popen(
         [
             str(ROOT / ".venv/bin/carebridge"),
@@ -165,10 +166,10 @@ async def measure(
 ) -> list[LoadResult]:
     rnd = random.Random(7)
     fhir = {"Accept": "application/fhir+json", **auth}
-    create_offset = 10**7 + rnd.randint(0, 10**6) * 100
+    fresh = itertools.count(10**7 + rnd.randint(0, 10**6) * 100)  # unique across warm-up and runs
 
-    def create(i: int) -> tuple[str, str, bytes, dict[str, str]]:
-        body = json.dumps(synthetic_patient(create_offset + i, prefix="C")).encode()
+    def create(_: int) -> tuple[str, str, bytes, dict[str, str]]:
+        body = json.dumps(synthetic_patient(next(fresh), prefix="C")).encode()
         return "POST", "/fhir/Patient", body, {**fhir, "Content-Type": "application/fhir+json"}
 
     def read(_: int) -> tuple[str, str, bytes, dict[str, str]]:
@@ -197,7 +198,7 @@ async def measure(
     return results
 
 
-def run_backend(backend: str, patients: int, clients: int, seconds: float) -> list[LoadResult]:
+def run_backend(backend: str, patients: int, clients: int, seconds: float, workers: int) -> list[LoadResult]:
     cluster = None
     tmp = tempfile.mkdtemp(prefix="carebridge-bench-")
     if backend == "postgresql":
@@ -216,7 +217,7 @@ def run_backend(backend: str, patients: int, clients: int, seconds: float) -> li
             f"[{backend}] seeded {patients} patients in {time.perf_counter() - started:.1f}s", file=sys.stderr
         )
         port = free_port()
-        server = start_server(url, port)
+        server = start_server(url, port, workers)
         try:
             auth = bearer_token(url, port)
             return asyncio.run(measure(port, ids, patients, clients, seconds, auth))
@@ -234,13 +235,17 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--http-workers", type=int, default=2, help="CAREBRIDGE_HTTP_WORKERS of the server")
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:
-        results = run_backend(backend, args.patients, args.clients, args.seconds)
-        print(f"\n### {backend}: {args.patients} patients, {args.clients} clients, {os.cpu_count()} cores\n")
+        results = run_backend(backend, args.patients, args.clients, args.seconds, args.http_workers)
+        print(
+            f"\n### {backend}: {args.patients} patients, {args.clients} clients, "
+            f"{args.http_workers} HTTP workers, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}\n"
+        )
         print(summarize(results))
         (out_dir / f"fhir_load_{backend}.json").write_text(
             json.dumps(

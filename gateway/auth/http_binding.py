@@ -23,7 +23,7 @@ from gateway.auth.policy import ScopePolicyHook
 from gateway.auth.routes import build_auth_router
 from gateway.auth.scopes import ROLE_CHANNELS, Interaction
 from gateway.auth.tokens import TokenService
-from gateway.http.request_context import REQUEST_ID_KEY, rest_context
+from gateway.http.request_context import REQUEST_ID_KEY
 
 
 def interaction_of(method: str, path: str) -> Interaction | None:
@@ -102,4 +102,4 @@ def install(app: FastAPI, runtime: Any) -> None:
             grants=tuple(str(s) for s in principal.scopes),
         )
 
-    app.dependency_overrides[rest_context] = authenticated_context
+    app.state.context_provider = authenticated_context
