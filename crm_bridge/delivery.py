@@ -43,6 +43,7 @@ from fhir_store.instants import now_us
 
 log = logging.getLogger("carebridge.crm.delivery")
 SIGNATURE_HEADER = "X-Carebridge-Signature"
+SAVE_EVERY_S = 0.5
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -215,6 +216,11 @@ class Dispatcher:
         self._http = httpx.Client(timeout=settings.webhook_timeout_s)
         self.delivered = 0
         self.dead_lettered = 0
+        # Cursor kept in memory between saves (sub id -> (cursor, cursor last saved)); persisting
+        # it after every batch would queue the dispatcher behind ingest for the write lock.  A
+        # crash re-delivers at most ``SAVE_EVERY_S`` worth of events (at-least-once).
+        self._cursors: dict[str, tuple[int, int]] = {}
+        self._saved_at: dict[str, float] = {}
 
     def start(self) -> None:
         if self._thread is None:
@@ -230,6 +236,10 @@ class Dispatcher:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        for sub_id, (cursor, saved) in list(self._cursors.items()):
+            if cursor != saved:
+                self._save(sub_id, cursor, 0, 0, None)
+        self._cursors.clear()
         self._http.close()
 
     def _run(self) -> None:
@@ -266,14 +276,18 @@ class Dispatcher:
                 break
             secret = self.keys.cipher.open(str(sub[4]), bytes(sub[5]), str(sub[0]).encode())
             total += self._requeued(str(sub[0]), str(sub[1]), str(sub[2]), secret)
+            db_cursor = int(sub[6])
+            memory = self._cursors.get(str(sub[0]))
+            cursor = memory[0] if memory is not None and memory[1] == db_cursor else db_cursor
             total += self._subscription(
                 str(sub[0]),
                 str(sub[1]),
                 str(sub[2]),
                 set(str(sub[3]).split()),
                 secret,
-                int(sub[6]),
+                cursor,
                 int(sub[7]),
+                db_cursor,
             )
         self.delivered += total
         return total
@@ -293,9 +307,18 @@ class Dispatcher:
         return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
 
     def _subscription(
-        self, sub_id: str, crm_id: str, url: str, types: set[str], secret: bytes, cursor: int, attempts: int
+        self,
+        sub_id: str,
+        crm_id: str,
+        url: str,
+        types: set[str],
+        secret: bytes,
+        cursor: int,
+        attempts: int,
+        db_cursor: int,
     ) -> int:
         delivered = 0
+        had_failures = attempts > 0
         events = read_feed(self.engine, self.keys, crm_id, cursor, limit=200)
         for event in events:
             if "*" not in types and event.event_type not in types:
@@ -317,7 +340,10 @@ class Dispatcher:
             self._save(sub_id, cursor, attempts, int((self.clock() + delay) * 1_000_000), error)
             return delivered
         if events:
-            self._save(sub_id, cursor, attempts, 0, None)
+            if had_failures or self.clock() - self._saved_at.get(sub_id, 0.0) >= SAVE_EVERY_S:
+                self._save(sub_id, cursor, attempts, 0, None)
+            else:
+                self._cursors[sub_id] = (cursor, db_cursor)
         return delivered
 
     def _save(self, sub_id: str, cursor: int, attempts: int, next_us: int, error: str | None) -> None:
@@ -327,6 +353,8 @@ class Dispatcher:
                 .where(crm_subscription.c.id == sub_id)
                 .values(cursor=cursor, attempts=attempts, next_attempt_us=next_us, last_error=error)
             )
+        self._cursors[sub_id] = (cursor, cursor)
+        self._saved_at[sub_id] = self.clock()
 
     def _dead_letter(self, sub_id: str, seq: int, attempts: int, error: str) -> None:
         log.warning("webhook event seq=%d dead-lettered for subscription %s (%s)", seq, sub_id, error)
