@@ -120,7 +120,8 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
                     "resource id does not match the resource found by the criteria", location="id"
                 )
             target_id = found or str(body_id or uuid.uuid4())
-        previous = load_current(conn, resource_type, target_id)
+        fresh = isinstance(op, ConditionalUpdate) and found is None and body_id is None
+        previous = None if fresh else load_current(conn, resource_type, target_id)  # a new uuid has no row
         if isinstance(op, Update) and op.if_match is not None:
             wanted = _if_match_version(op.if_match)
             if previous is None or previous.version_id != wanted:
