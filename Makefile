@@ -68,3 +68,9 @@ UP_LOCAL_PG_PORT ?= 55432
 up-local: venv postgres-binaries
 	mkdir -p var
 	exec $(BIN)/python deploy/up_local.py --pg-port $(UP_LOCAL_PG_PORT)
+
+# One HIS day on loopback (issue #7): carebridge on a temporary SQLite database, a tiny CRM
+# webhook receiver, HL7 samples with their ACKs, a FHIR read and `carebridge audit verify`.
+.PHONY: demo
+demo: venv
+	$(BIN)/python -m demo.his_day

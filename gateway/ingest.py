@@ -22,6 +22,16 @@ Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
    ``failed``/``rejected`` with the error text; anything unexpected becomes
    AE 207 (HL7 table 0357) and the caller carries on.
 
+Audit (IHE BALP import, DICOM 110107): every message leaves an AuditEvent
+whose agent is the sender (TLS identity or MSH-3) and whose job entity is the
+control id -- never patient data.  An applied message that changed resources
+is already recorded by the store's audit hook (one import event per changed
+resource, request id ``hl7-<journal id>``, same transaction), so it gets no
+second event; an AA that changed nothing (identical A08) gets one message event
+in its transaction; refused AE/AR messages and duplicate deliveries, which
+never reach the store, get one in a transaction of their own right after the
+journal write.
+
 ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
 mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
 after the journal commit if MSH-15 asks for it, the application ACK only if
@@ -38,12 +48,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import Connection
+
+from audit.hooks import AuditHook
 from common.errors import CarebridgeError, Forbidden, UnparseableMessage
 from fhir_store import journal
 from fhir_store.bundles import ReadEntry, bundle_operations
-from fhir_store.model import Operation, RequestContext
+from fhir_store.model import Operation, OperationResult, RequestContext
 from fhir_store.repository import FhirStore
 from gateway.logging_setup import get_logger
+from gateway.metrics import Hl7Counters, message_type_label
 from gateway.settings import Settings
 from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
 from mappers.hl7_message import Header, Hl7Message, parse_message, patient_key, peek_header
@@ -142,11 +156,51 @@ def _new_ack_id() -> str:
     return uuid.uuid4().hex[:20]
 
 
+def _message_context(inbound: Inbound, journal_id: int | None) -> RequestContext:
+    """The sender as audit agent: TLS identity, else MSH-3 (never anything from PID)."""
+    header = inbound.header
+    return RequestContext(
+        request_id=f"hl7-{journal_id}" if journal_id is not None else f"hl7-{uuid.uuid4().hex}",
+        client_id=inbound.identity or (header.sending_application if header else "") or "hl7",
+        role="hl7-sender",
+        channel="hl7",
+        source_address=inbound.peer or None,
+    )
+
+
+def _record(
+    audit: AuditHook,
+    inbound: Inbound,
+    journal_id: int | None,
+    ack_code: str,
+    *,
+    conn: Connection | None = None,
+) -> None:
+    header = inbound.header
+    control_id = (header.control_id.strip() if header else "") or "unknown"
+    message_type = f"{header.message_code}^{header.trigger_event}".strip("^") if header else ""
+    audit.record_message(
+        _message_context(inbound, journal_id),
+        control_id=control_id[:64],
+        message_type=message_type or "unknown",
+        ack_code=ack_code,
+        conn=conn,
+    )
+
+
 class Ingestor:
     """Stateless apart from configuration: safe to call from many threads at once."""
 
-    def __init__(self, store: FhirStore, settings: Settings, *, policy: SenderPolicy | None = None) -> None:
+    def __init__(
+        self,
+        store: FhirStore,
+        settings: Settings,
+        *,
+        policy: SenderPolicy | None = None,
+        metrics: Hl7Counters | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics if metrics is not None else Hl7Counters()
         self.engine = store.engine
         self.settings = settings
         self.strict = settings.hl7_strict
@@ -236,8 +290,16 @@ class Ingestor:
     def process(self, inbound: Inbound, *, on_commit: Callable[[bytes], None] | None = None) -> Outcome:
         """Journal, then apply; ``on_commit`` receives an enhanced-mode commit ACK right after the commit.
 
-        Blocking (database I/O): the listener runs it in a worker thread.
+        Blocking (database I/O): the listener runs it in a worker thread.  Counted in
+        :attr:`metrics` (received, then answered by ACK code) for ``/metrics``.
         """
+        mtype = message_type_label(inbound.header)
+        self.metrics.received(mtype)
+        outcome = self._process(inbound, on_commit)
+        self.metrics.answered(mtype, outcome.ack_code)
+        return outcome
+
+    def _process(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:
         header = inbound.header
         app = header.sending_application if header else ""
         fac = header.sending_facility if header else ""
@@ -276,19 +338,16 @@ class Ingestor:
             _, items = bundle_operations(inbound.mapping.bundle)
             ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
             ack = self._ack(inbound, "AA")
-            context = RequestContext(
-                request_id=f"hl7-{journal_id}",
-                client_id=inbound.identity or inbound.message.header.sending_application or "hl7",
-                role="hl7-sender",
-                channel="hl7",
-                source_address=inbound.peer or None,
-            )
-            self.store.transact(
-                ops,
-                context,
-                validate=self.validate_resources,
-                extra=lambda conn, _results: journal.mark_processed(conn, journal_id, "AA", ack),
-            )
+            context = _message_context(inbound, journal_id)
+            audit = self._audit()
+
+            def finish(conn: Connection, results: list[OperationResult]) -> None:
+                journal.mark_processed(conn, journal_id, "AA", ack)
+                if audit is not None and all(r.message == "unchanged" for r in results):
+                    # nothing changed, so the store hook wrote no import event
+                    _record(audit, inbound, journal_id, "AA", conn=conn)
+
+            self.store.transact(ops, context, validate=self.validate_resources, extra=finish)
         except CarebridgeError as exc:
             return self._fail(inbound, journal_id, exc)
         except Exception as exc:
@@ -302,6 +361,7 @@ class Ingestor:
         status = journal.REJECTED if code == "AR" else journal.FAILED
         ack = self._ack(inbound, code, error)
         journal.mark_failed(self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error))
+        self._record(inbound, journal_id, code)
         log.info(
             "hl7 message not applied", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
         )
@@ -337,6 +397,7 @@ class Ingestor:
             existing = journal.find_duplicate(self.engine, app, fac, control_id)
             if existing is not None and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
+        self._record(inbound, journal_id, code)
         log.info(
             "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
         )
@@ -352,6 +413,7 @@ class Ingestor:
         self, inbound: Inbound, existing: journal.JournalEntry, on_commit: Callable[[bytes], None] | None
     ) -> Outcome:
         assert existing.ack is not None
+        self._record(inbound, existing.id, existing.ack_code or "AE")
         success = existing.ack_code == "AA"
         commit, application = self._wanted(inbound, success=success)
         if commit and on_commit is not None:
@@ -365,6 +427,25 @@ class Ingestor:
             duplicate=True,
             error=existing.error,
         )
+
+    # -- audit ---------------------------------------------------------------------------
+
+    def _audit(self) -> AuditHook | None:
+        """The store's audit hook (found, not injected: every runtime attaches one)."""
+        for hook in self.store.hooks:
+            if isinstance(hook, AuditHook):
+                return hook
+        return None
+
+    def _record(self, inbound: Inbound, journal_id: int | None, ack_code: str) -> None:
+        """The message's own AuditEvent, outside the store (refused or duplicate messages)."""
+        audit = self._audit()
+        if audit is None:
+            return
+        try:
+            _record(audit, inbound, journal_id, ack_code)
+        except Exception as exc:  # the ACK must still go out; the journal row has the message
+            log.error("hl7 audit event not written", journal_id=journal_id, error_type=type(exc).__name__)
 
     # -- replay ----------------------------------------------------------------------------
 

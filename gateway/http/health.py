@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from fhir_store.migrations import current_revision, head_revision
+from gateway.metrics import ops_collector
 from gateway.runtime import Runtime
 
 router = APIRouter(include_in_schema=True, tags=["operations"])
@@ -93,5 +94,9 @@ async def readyz(request: Request) -> Response:
     summary="Prometheus metrics",
 )
 async def metrics(request: Request) -> Response:
+    # HTTP series plus the HL7/journal/audit/CRM collector (gateway.metrics), which queries the
+    # database at scrape time: rendered in a worker thread so a slow query never blocks the loop.
     registry: CollectorRegistry = request.app.state.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    ops_collector(request.app.state, registry, request.app.state.runtime)
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -31,6 +31,7 @@ from common.errors import PayloadTooLarge
 from fhir_store import journal
 from gateway.ingest import Inbound, Ingestor, InternalError
 from gateway.logging_setup import get_logger
+from gateway.metrics import UNKNOWN, hl7_counters, message_type_label
 from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame
 from gateway.mllp.tls import peer_identity, sender_policy, server_context
 from mappers.ack import build_fallback_ack
@@ -84,7 +85,9 @@ class MllpServer:
         self.host = host
         self.port = port
         self.settings = settings
-        self.ingestor = ingestor or Ingestor(runtime.store, settings, policy=sender_policy(settings))
+        self.ingestor = ingestor or Ingestor(
+            runtime.store, settings, policy=sender_policy(settings), metrics=hl7_counters(runtime)
+        )
         self.ssl_context = ssl_context if ssl_context is not None else server_context(settings)
         self.max_message_bytes = settings.mllp_max_message_bytes
         self.idle_timeout = settings.mllp_idle_timeout_s
@@ -177,6 +180,7 @@ class MllpServer:
         except Exception as exc:  # journal unavailable: nothing committed, the sender must retry
             log.error("mllp message failed", peer=peer, error_type=type(exc).__name__)
             acks = [self._internal_error_ack(inbound)]
+            self.ingestor.metrics.answered(message_type_label(inbound.header), "AE")
         for ack in acks:
             writer.write(frame(ack))
         await writer.drain()
@@ -211,5 +215,7 @@ class MllpServer:
                 ),
             )
         log.info("mllp oversized message", peer=peer, size=event.size)
+        self.ingestor.metrics.received(UNKNOWN)
+        self.ingestor.metrics.answered(UNKNOWN, "AR")
         writer.write(frame(ack))
         await writer.drain()

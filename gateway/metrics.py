@@ -1,0 +1,346 @@
+"""Operational metrics beyond HTTP (issue #7 §2): HL7 traffic, journal, audit chain, CRM delivery.
+
+Two kinds of numbers, two mechanisms:
+
+* **Events since start** (HL7 messages received and answered) are counters
+  kept in memory by :class:`Hl7Counters`, incremented by
+  :class:`gateway.ingest.Ingestor` for every message it answers.  One
+  instance per :class:`~gateway.runtime.Runtime` (``runtime.services``), so
+  the MLLP listener that increments and the ``/metrics`` route that reads see
+  the same numbers, and two runtimes in one test process never mix.
+* **State** (journal backlog, audit chain length and last checkpoint, CRM
+  outbox backlog and dead letters) is read from the database *at scrape time*
+  by :class:`OpsCollector`, a custom prometheus_client collector
+  (https://prometheus.github.io/client_python/collector/custom/).  State kept
+  in the database is then right after a restart, identical whichever HTTP
+  worker process answers the scrape, and never drifts from the tables an
+  operator would query by hand.  Every query is a ``COUNT``/``MAX`` over an
+  indexed column, so a scrape every 15 s costs next to nothing.
+
+Label values never carry patient data: message types are reduced to
+``ADT^A04``-shaped codes (anything else becomes ``unknown``), CRM series are
+labelled by the CRM's OAuth client id and subscription id only.
+
+Webhook delivery latency needs a timing point inside the dispatcher
+(:mod:`crm_bridge.delivery`), which does not offer one yet: the histogram
+``carebridge_crm_webhook_delivery_seconds`` is exposed and fed through
+:meth:`OpsCollector.observe_webhook`, the documented hook for it.  Until the
+dispatcher calls it, ``carebridge_crm_webhook_oldest_pending_age_seconds``
+(how long the oldest undelivered event has waited) is the latency signal
+to alert on.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from audit.schema import audit_checkpoint, audit_event
+from crm_bridge.schema import crm_dead_letter, crm_his_outbox, crm_outbox, crm_subscription
+from fhir_store import journal
+from fhir_store.schema import hl7_journal
+from gateway.logging_setup import get_logger
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+    from mappers.hl7_message import Header
+
+log = get_logger("carebridge.metrics")
+
+SERVICE_KEY = "hl7_metrics"
+UNKNOWN = "unknown"
+_MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z0-9]{3}$")
+_HIS_OPEN = ("pending", "failed")  # booked/rejected rows are history; counting them would scan it all
+_WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+def message_type_label(header: Header | None) -> str:
+    """``MSH-9.1^MSH-9.2`` when it looks like an HL7 code, else ``unknown``.
+
+    Bounds the label's cardinality: a sender cannot create new time series by
+    putting free text (or a patient's name, by mistake) into MSH-9.
+    """
+    if header is None:
+        return UNKNOWN
+    value = f"{header.message_code}^{header.trigger_event}".strip().upper()
+    return value if _MESSAGE_TYPE.match(value) else UNKNOWN
+
+
+class Hl7Counters:
+    """Thread-safe HL7 counters: messages received, and answers by ACK code (AA = acked, AE/AR = nacked).
+
+    Plain dictionaries behind a lock rather than prometheus_client ``Counter``
+    objects, so they belong to one runtime and not to a process-global
+    registry; :class:`OpsCollector` renders them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._received: dict[str, int] = {}
+        self._answered: dict[tuple[str, str], int] = {}
+
+    def received(self, message_type: str) -> None:
+        with self._lock:
+            self._received[message_type] = self._received.get(message_type, 0) + 1
+
+    def answered(self, message_type: str, ack_code: str) -> None:
+        code = ack_code if ack_code in ("AA", "AE", "AR") else "AE"
+        with self._lock:
+            key = (message_type, code)
+            self._answered[key] = self._answered.get(key, 0) + 1
+
+    def snapshot(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        with self._lock:
+            return dict(self._received), dict(self._answered)
+
+
+def hl7_counters(runtime: Runtime) -> Hl7Counters:
+    """The runtime's counters (created on first use), shared by the MLLP listener and ``/metrics``."""
+    counters = runtime.services.get(SERVICE_KEY)
+    if not isinstance(counters, Hl7Counters):
+        counters = Hl7Counters()
+        runtime.services[SERVICE_KEY] = counters
+    return counters
+
+
+def _gauge(name: str, doc: str, value: float | None = None, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+    if value is not None:
+        return GaugeMetricFamily(name, doc, value=value)
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class OpsCollector(Collector):
+    """Renders :class:`Hl7Counters` and queries the database for state gauges at every scrape.
+
+    Blocking (database I/O): the ``/metrics`` route runs ``generate_latest``
+    in a worker thread.  A failing query never fails the scrape: the section
+    is skipped and ``carebridge_metrics_database_up`` says 0, so an alert can
+    tell "no backlog" from "could not look".
+    """
+
+    def __init__(self, engine: Engine, counters: Hl7Counters, crm: Any | None = None) -> None:
+        self.engine = engine
+        self.counters = counters
+        self.crm = crm  # crm_bridge.bridge.CrmBridge when configured (reads its dispatcher's totals)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self.webhook_latency = Histogram(
+            "carebridge_crm_webhook_delivery_seconds",
+            "Webhook POST duration per attempt (fed by OpsCollector.observe_webhook)",
+            ("outcome",),
+            buckets=_WEBHOOK_BUCKETS,
+            registry=self._registry,
+        )
+
+    @classmethod
+    def for_runtime(cls, runtime: Runtime) -> OpsCollector:
+        return cls(runtime.engine, hl7_counters(runtime), runtime.services.get("crm"))
+
+    def observe_webhook(self, seconds: float, *, ok: bool) -> None:
+        """Hook for the webhook dispatcher: one call per POST attempt."""
+        self.webhook_latency.labels("ok" if ok else "error").observe(seconds)
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are stable but the DB is not queried at registration
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._hl7()
+        yield from self._dispatcher()
+        yield from self._registry.collect()
+        up = 1.0
+        families: list[Metric] = []
+        try:
+            with self.engine.connect() as conn:
+                for section in (self._journal, self._audit, self._crm):
+                    try:
+                        families.extend(section(conn))
+                    except Exception as exc:  # one broken section must not hide the others
+                        log.warning(
+                            "metrics query failed", section=section.__name__, error_type=type(exc).__name__
+                        )
+                        conn.rollback()
+                        up = 0.0
+        except Exception as exc:  # the scrape must still answer; no details (could quote SQL params)
+            log.warning("metrics database unreachable", error_type=type(exc).__name__)
+            up = 0.0
+        yield from families
+        yield _gauge(
+            "carebridge_metrics_database_up", "1 if the state gauges below could be read at this scrape", up
+        )
+
+    # -- in-memory counters ------------------------------------------------------------------
+
+    def _hl7(self) -> Iterator[Metric]:
+        received, answered = self.counters.snapshot()
+        total = CounterMetricFamily(
+            "carebridge_hl7_messages_received",
+            "HL7 v2 messages received over MLLP since start, by message type",
+            labels=["message_type"],
+        )
+        for mtype, n in sorted(received.items()):
+            total.add_metric([mtype], n)
+        acked = CounterMetricFamily(
+            "carebridge_hl7_messages_acked",
+            "HL7 v2 messages answered AA (applied) since start, by message type",
+            labels=["message_type"],
+        )
+        nacked = CounterMetricFamily(
+            "carebridge_hl7_messages_nacked",
+            "HL7 v2 messages answered AE or AR since start, by message type and ACK code",
+            labels=["message_type", "ack_code"],
+        )
+        for (mtype, code), n in sorted(answered.items()):
+            if code == "AA":
+                acked.add_metric([mtype], n)
+            else:
+                nacked.add_metric([mtype, code], n)
+        yield from (total, acked, nacked)
+
+    def _dispatcher(self) -> Iterator[Metric]:
+        dispatcher = getattr(self.crm, "dispatcher", None)
+        if dispatcher is None:
+            return
+        yield CounterMetricFamily(
+            "carebridge_crm_webhooks_delivered",
+            "Webhook events delivered (2xx) by this process since start",
+            value=int(getattr(dispatcher, "delivered", 0)),
+        )
+        yield CounterMetricFamily(
+            "carebridge_crm_webhooks_dead_lettered",
+            "Webhook events dead-lettered by this process since start",
+            value=int(getattr(dispatcher, "dead_lettered", 0)),
+        )
+
+    # -- database state ----------------------------------------------------------------------
+
+    def _journal(self, conn: Connection) -> list[Metric]:
+        j = hl7_journal
+        open_statuses = (journal.RECEIVED, journal.FAILED, journal.REJECTED)
+        rows = conn.execute(
+            select(j.c.status, func.count(), func.min(j.c.received_us))
+            .where(j.c.status.in_(open_statuses))
+            .group_by(j.c.status)
+        ).all()
+        by_status = {str(r[0]): (int(r[1]), r[2]) for r in rows}
+        family = _gauge(
+            "carebridge_hl7_journal_messages",
+            "Journal rows not applied: received (backlog: not yet processed), failed (AE), rejected (AR)",
+            labels=["status"],
+        )
+        for status in open_statuses:
+            family.add_metric([status], by_status.get(status, (0, None))[0])
+        oldest = by_status.get(journal.RECEIVED, (0, None))[1]
+        age = max(0.0, time.time() - int(oldest) / 1e6) if oldest is not None else 0.0
+        return [
+            family,
+            _gauge(
+                "carebridge_hl7_journal_backlog",
+                "Journal rows still 'received' (journaled, not yet processed)",
+                by_status.get(journal.RECEIVED, (0, None))[0],
+            ),
+            _gauge(
+                "carebridge_hl7_journal_oldest_received_age_seconds",
+                "Age of the oldest row still 'received' (0 when none)",
+                age,
+            ),
+        ]
+
+    def _audit(self, conn: Connection) -> list[Metric]:
+        # seq is gap-free from 1 (audit.schema), so MAX(seq) is the chain length: an index lookup.
+        length = conn.execute(select(func.max(audit_event.c.seq))).scalar()
+        cp = conn.execute(
+            select(audit_checkpoint.c.seq, audit_checkpoint.c.created_us)
+            .order_by(audit_checkpoint.c.seq.desc())
+            .limit(1)
+        ).first()
+        return [
+            _gauge("carebridge_audit_chain_length", "Events in the audit hash chain", int(length or 0)),
+            _gauge(
+                "carebridge_audit_last_checkpoint_seq",
+                "Chain position of the last signed checkpoint (0 when none)",
+                int(cp[0]) if cp else 0,
+            ),
+            _gauge(
+                "carebridge_audit_last_checkpoint_timestamp_seconds",
+                "Unix time of the last signed checkpoint (0 when none)",
+                int(cp[1]) / 1e6 if cp else 0.0,
+            ),
+        ]
+
+    def _crm(self, conn: Connection) -> list[Metric]:
+        o, s, d = crm_outbox, crm_subscription, crm_dead_letter
+        head = _gauge("carebridge_crm_outbox_head_seq", "Highest change-feed seq per CRM", labels=["crm"])
+        # One index lookup per CRM ((crm_id, seq) index) rather than a GROUP BY over the whole outbox.
+        crm_ids = {str(c) for c in conn.execute(select(s.c.crm_id).distinct()).scalars()}
+        config = getattr(self.crm, "config", None)
+        crm_ids.update(str(c) for c in getattr(config, "clients", {}) or {})
+        for crm_id in sorted(crm_ids):
+            seq = conn.execute(select(func.max(o.c.seq)).where(o.c.crm_id == crm_id)).scalar()
+            head.add_metric([crm_id], int(seq or 0))
+        backlog = _gauge(
+            "carebridge_crm_webhook_backlog",
+            "Feed events after an active subscription's saved cursor (not yet delivered; the dispatcher "
+            "saves its cursor at most every 0.5 s)",
+            labels=["crm", "subscription"],
+        )
+        age = _gauge(
+            "carebridge_crm_webhook_oldest_pending_age_seconds",
+            "How long the oldest undelivered event of an active subscription has waited",
+            labels=["crm", "subscription"],
+        )
+        pending = (
+            select(s.c.crm_id, s.c.id, func.count(o.c.seq), func.min(o.c.created_us))
+            .select_from(s.outerjoin(o, and_(o.c.crm_id == s.c.crm_id, o.c.seq > s.c.cursor)))
+            .where(s.c.active.is_(True))
+            .group_by(s.c.crm_id, s.c.id)
+        )
+        now = time.time()
+        for crm_id, sub_id, count, oldest in conn.execute(pending):
+            backlog.add_metric([str(crm_id), str(sub_id)], int(count or 0))
+            age.add_metric(
+                [str(crm_id), str(sub_id)], max(0.0, now - int(oldest) / 1e6) if oldest is not None else 0.0
+            )
+        dead = _gauge(
+            "carebridge_crm_dead_letters",
+            "Webhook events given up on and not yet redelivered, per subscription",
+            labels=["crm", "subscription"],
+        )
+        dead_rows = conn.execute(
+            select(s.c.crm_id, s.c.id, func.count(d.c.id))
+            .select_from(
+                s.outerjoin(d, and_(d.c.subscription_id == s.c.id, d.c.status.in_(("dead", "requeued"))))
+            )
+            .group_by(s.c.crm_id, s.c.id)
+        )
+        for crm_id, sub_id, count in dead_rows:
+            dead.add_metric([str(crm_id), str(sub_id)], int(count))
+        his = _gauge(
+            "carebridge_crm_his_booking_outbox",
+            "CRM booking requests (SIU^S12 to the HIS) waiting for the HIS (pending) or given up (failed)",
+            labels=["status"],
+        )
+        h = crm_his_outbox
+        counts: dict[str, int] = {}
+        query = select(h.c.status, func.count()).where(h.c.status.in_(_HIS_OPEN)).group_by(h.c.status)
+        for status, count in conn.execute(query):
+            counts[str(status)] = int(count)
+        for status in _HIS_OPEN:
+            his.add_metric([status], int(counts.get(status, 0)))
+        return [head, backlog, age, dead, his]
+
+
+def ops_collector(app_state: Any, registry: CollectorRegistry, runtime: Runtime) -> OpsCollector:
+    """The app's collector, registered on its registry on first use (one per app, like HttpMetrics)."""
+    collector = getattr(app_state, "ops_metrics", None)
+    if not isinstance(collector, OpsCollector):
+        collector = OpsCollector.for_runtime(runtime)
+        registry.register(collector)
+        app_state.ops_metrics = collector
+    return collector
