@@ -110,6 +110,7 @@ def search_audit(
     count: int = 50,
     offset: int = 0,
     newest_first: bool = True,
+    max_seq: int | None = None,
 ) -> tuple[list[bytes], int]:
     """One page of matching AuditEvents (their stored canonical JSON bytes) and the total.
 
@@ -117,8 +118,12 @@ def search_audit(
     (matches every version); dates are microseconds, ``since`` inclusive,
     ``until`` exclusive.  The HTTP layer must audit the query itself (a
     ``search-type`` access event with the query string), as for any search.
+    ``max_seq`` (inclusive) freezes the result for paging: every page request
+    appends its own event, which would otherwise shift a newest-first page.
     """
-    flt = AuditFilter(patient, agent, entity, since_us, until_us, action, outcome, type, subtype, purpose)
+    flt = AuditFilter(
+        patient, agent, entity, since_us, until_us, action, outcome, type, subtype, purpose, max_seq
+    )
     order = audit_event.c.seq.desc() if newest_first else audit_event.c.seq
     page = conn.execute(
         _where(select(audit_event.c.content), flt).order_by(order).limit(count).offset(offset)

@@ -1,10 +1,19 @@
-"""Alembic environment: runs on the connection handed over by :func:`upgrade`."""
+"""Alembic environment: runs on the connection handed over by :func:`upgrade`.
+
+The audit and auth tables are registered on the store's shared ``metadata`` by
+their own packages; importing them here is what lets ``alembic revision
+--autogenerate`` see every table (otherwise it would propose dropping them).
+``gateway.auth.schema`` reaching up into ``gateway`` is acceptable only in this
+file: the migrations are the one place that must know the whole schema.
+"""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine
 
+import audit.schema  # noqa: F401  (registers the audit tables on metadata)
+import gateway.auth.schema  # noqa: F401  (registers the OAuth client/key tables on metadata)
 from fhir_store.schema import metadata
 
 config = context.config

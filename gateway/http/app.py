@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 
+from common.errors import CarebridgeError
+from fhir_store.model import RequestContext
 from fhir_store.validation import SUPPORTED_TYPES
 from gateway import crm_http
 from gateway.auth import http_binding
-from gateway.http import bundle_routes, errors, fhir_routes, health
+from gateway.http import audit_routes, bundle_routes, errors, fhir_routes, health
 from gateway.http.capability import SOFTWARE_VERSION
-from gateway.http.request_context import RequestContextMiddleware
+from gateway.http.request_context import ContextProvider, RequestContextMiddleware
 from gateway.runtime import Runtime
 
 TITLE = "carebridge"
@@ -43,6 +45,27 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def _remember_context(provider: ContextProvider) -> ContextProvider:
+    """Wrap the auth binding's context provider for the error handler's audit.
+
+    The binding records the denials it raises itself, so they are flagged as
+    audited (no second event); a context it returns is kept on
+    ``request.state`` so a later denial or failed write (store path, route
+    scope check) is recorded with the real client and role.
+    """
+
+    async def provide(request: Request) -> RequestContext:
+        try:
+            context = await provider(request)
+        except CarebridgeError:
+            setattr(request.state, errors.AUDITED_STATE, True)
+            raise
+        setattr(request.state, errors.CONTEXT_STATE, context)
+        return context
+
+    return provide
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title=TITLE,
@@ -55,11 +78,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.metrics = health.HttpMetrics()
     errors.install(app)
     app.include_router(health.router)
+    # before the generic /fhir/{type} routes: AuditEvent is read-only and not a store type
+    app.include_router(audit_routes.router)
     app.include_router(fhir_routes.router)
     app.include_router(bundle_routes.router)
     app.include_router(crm_http.router)
     app.include_router(crm_http.reid_router)
     http_binding.install(app, runtime)
+    app.state.context_provider = _remember_context(app.state.context_provider)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -34,6 +34,8 @@ ALL_INTERACTIONS: tuple[str, ...] = (
     "search-type",
 )
 _RESTRICTED: dict[str, tuple[str, ...]] = {}
+# Types served by their own routes outside the FHIR store (the audit trail): type → resource entry.
+_EXTERNAL: dict[str, dict[str, Any]] = {}
 _STARTED = format_instant(now_us())
 SOFTWARE_VERSION = "0.1.0"
 
@@ -44,6 +46,33 @@ def restrict(resource_type: str, interactions: tuple[str, ...]) -> None:
     if unknown:
         raise ValueError(f"unknown interactions {sorted(unknown)}")
     _RESTRICTED[resource_type] = interactions
+    _statement.cache_clear()
+
+
+def declare_external(
+    resource_type: str, interactions: tuple[str, ...], search_params: list[dict[str, str]]
+) -> None:
+    """List a type that has its own routes, not the store's (``AuditEvent``: read + search only).
+
+    Such a type is not in ``SUPPORTED_TYPES`` (the store must never write it),
+    yet the CapabilityStatement has to say what the API does with it.
+    """
+    unknown = set(interactions) - set(ALL_INTERACTIONS)
+    if unknown:
+        raise ValueError(f"unknown interactions {sorted(unknown)}")
+    _EXTERNAL[resource_type] = {
+        "type": resource_type,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
+        "interaction": [{"code": code} for code in interactions],
+        "versioning": "no-version",
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": search_params,
+    }
     _statement.cache_clear()
 
 
@@ -129,7 +158,9 @@ def _statement(base: str, types: tuple[str, ...]) -> bytes:
         "rest": [
             {
                 "mode": "server",
-                "resource": [_resource(t) for t in types],
+                "resource": [
+                    _EXTERNAL[t] if t in _EXTERNAL else _resource(t) for t in sorted({*types, *_EXTERNAL})
+                ],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
             }
         ],
