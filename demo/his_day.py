@@ -188,7 +188,8 @@ def send(demo: Demo, step: Step) -> bool:
     for line in result.stdout.splitlines():
         path, _, rest = line.partition(" ")
         code = rest.split(" ", 1)[0]
-        print(f"  {Path(path).name} {rest}")
+        # ERR text may quote a field of the message (e.g. a birth date): quoted values are masked.
+        print(f"  {Path(path).name} {re.sub(r"'[^']*'", "'…'", rest)}")
         ok = ok and ((code == "AA") if step.good else (code in ("AE", "AR")))
     if len(result.stdout.splitlines()) != len(paths):
         ok = False
