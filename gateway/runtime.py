@@ -44,7 +44,10 @@ class Runtime:
         from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
-        return cls(settings, engine, store, services={"audit": audit, "crm": crm})
+        from consent.rights import build_rights  # patient-rights workflow + tombstone hook (issue #6)
+
+        privacy = build_rights(store, settings.extra, audit, crm)
+        return cls(settings, engine, store, services={"audit": audit, "crm": crm, "privacy": privacy})
 
     def close(self) -> None:
         if "crm" in self.services:

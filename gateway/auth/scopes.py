@@ -62,8 +62,9 @@ ROLE_CEILINGS: dict[str, tuple[str, ...]] = {
     "crm": (),  # the CRM reaches only /crm/v1, never the FHIR API
     "admin": (),  # clients and settings via the CLI; no clinical data, never the audit trail's writes
     "patient": tuple(f"patient/{t}.rs" for t in CLINICAL_TYPES),
-    # re-identification of CRM pseudonyms (issue #5), with a reason, audited; may read Consents
-    "privacy_officer": ("system/Consent.rs",),
+    # re-identification of CRM pseudonyms (issue #5), with a reason, audited; may read Consents;
+    # manages patients' rights requests (issue #6) and reads their FHIR Tasks
+    "privacy_officer": ("system/Consent.rs", "system/Task.rs", "user/Task.rs"),
 }
 ROLES = tuple(ROLE_CEILINGS)
 # Channels outside FHIR that a role may use.
@@ -74,7 +75,7 @@ ROLE_CHANNELS: dict[str, frozenset[str]] = {
     "crm": frozenset({"crm"}),
     "admin": frozenset({"admin"}),
     "patient": frozenset({"fhir", "privacy"}),
-    "privacy_officer": frozenset({"fhir", "reidentify"}),
+    "privacy_officer": frozenset({"fhir", "reidentify", "privacy"}),
 }
 
 

@@ -17,7 +17,7 @@ from fastapi.openapi.utils import get_openapi
 from common.errors import CarebridgeError
 from fhir_store.model import RequestContext
 from fhir_store.validation import SUPPORTED_TYPES
-from gateway import crm_http
+from gateway import crm_http, privacy_http
 from gateway.auth import http_binding
 from gateway.http import audit_routes, bundle_routes, errors, fhir_routes, health
 from gateway.http.capability import SOFTWARE_VERSION
@@ -84,6 +84,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(bundle_routes.router)
     app.include_router(crm_http.router)
     app.include_router(crm_http.reid_router)
+    privacy_http.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
     http_binding.install(app, runtime)
     app.state.context_provider = _remember_context(app.state.context_provider)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)

@@ -1,0 +1,99 @@
+"""Access: the patient's data (``$everything``) and the history of disclosures to CRMs.
+
+Why (Decree 356/2025/ND-CP Art. 5: access within 10 days; Law 91/2025/QH15:
+the data subject may know who received their data; Circular 13/2025/TT-BYT:
+traceability of every access): the export is a FHIR ``collection`` Bundle of
+the records carebridge holds about the patient (Patient, Encounters,
+Appointments, Consents) and a disclosure history read from the audit trail
+(``audit.export.search_audit``): every consent decision of the CRM bridge that
+*permitted* a disclosure — when, to which CRM, for which purpose, which
+resource, under which Consent.  Denied decisions are listed apart (nothing
+was sent).  The export itself is an audited read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from audit.export import search_audit
+from consent.pdp import load_consents
+from consent.rights import model as m
+from consent.rights.calendar import iso
+from consent.rights.deps import RightsDeps
+from consent.rights.outcome import Outcome
+from consent.rights.response import DECREE_DEADLINES
+from fhir_store.model import RequestContext
+
+MAX_AUDIT = 5000
+
+
+def _decision(event: dict[str, Any]) -> dict[str, Any]:
+    desc = str(event.get("outcomeDesc") or "")
+    recipient = desc.rpartition("recipient=")[2] if "recipient=" in desc else None
+    purpose = None
+    for concept in event.get("purposeOfEvent") or []:
+        for coding in concept.get("coding") or []:
+            purpose = coding.get("code")
+    resource = consent = None
+    for entity in event.get("entity") or []:
+        ref = (entity.get("what") or {}).get("reference") or ""
+        if ref.startswith("Consent/"):
+            consent = ref
+        elif (ref and not ref.startswith("Patient/")) or (ref.startswith("Patient/") and resource is None):
+            resource = resource or ref
+    return {
+        "when": event.get("recorded"),
+        "recipient": recipient,
+        "purpose": purpose,
+        "resource": resource,
+        "consent": consent,
+        "outcome": "permitted" if event.get("outcome") == "0" else "denied",
+    }
+
+
+def disclosure_history(deps: RightsDeps, patient_id: str) -> list[dict[str, Any]]:
+    if deps.audit is not None:
+        deps.audit.flush()
+    with deps.store.engine.connect() as conn:
+        rows, _total = search_audit(
+            conn, patient=patient_id, subtype="consent-decision", count=MAX_AUDIT, newest_first=False
+        )
+    return [_decision(orjson.loads(r)) for r in rows]
+
+
+def handle_access(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    store = deps.store
+    resources = store.everything(req.patient_id, context=replace_internal(context))
+    with store.engine.connect() as conn:
+        consents = load_consents(conn, req.patient_id)
+    consent_resources = [store.read("Consent", c.id).resource() for c in consents]
+    entries = [{"fullUrl": s.reference, "resource": s.resource()} for s in resources]
+    entries += [{"fullUrl": f"Consent/{c['id']}", "resource": c} for c in consent_resources]
+    bundle = {"resourceType": "Bundle", "type": "collection", "total": len(entries), "entry": entries}
+    history = disclosure_history(deps, req.patient_id)
+    now = deps.clock.now_us()
+    document = {
+        "request": req.id,
+        "type": m.ACCESS,
+        "patient": f"Patient/{req.patient_id}",
+        "completed_at": iso(now),
+        "summary": (
+            "Bản sao dữ liệu của bạn và lịch sử chia sẻ cho CRM. / "
+            "A copy of your data and the history of what was shared with CRMs."
+        ),
+        "export": bundle,
+        "disclosures": [h for h in history if h["outcome"] == "permitted"],
+        "refused_disclosures": len([h for h in history if h["outcome"] == "denied"]),
+        "legal_basis": [DECREE_DEADLINES, "Law 91/2025/QH15 (right of access)"],
+    }
+    return Outcome(status=m.COMPLETED, document=document)
+
+
+def replace_internal(context: RequestContext) -> RequestContext:
+    from dataclasses import replace
+
+    return replace(context, channel="internal", patient_ids=(), grants=())

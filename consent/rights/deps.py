@@ -1,0 +1,59 @@
+"""What the rights handlers need from the running system, in one place (wired by ``gateway.runtime``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection
+
+from audit.events import Target, build_event
+from consent.keys import KeyStore
+from consent.rights.calendar import Clock, SystemClock, WorkingCalendar
+from fhir_store.instants import now_us
+from fhir_store.model import RequestContext
+from fhir_store.repository import FhirStore
+
+PRIVACY_PURPOSE = "http://terminology.hl7.org/CodeSystem/v3-ActReason|PATADMIN"
+
+
+@dataclass
+class RightsDeps:
+    store: FhirStore
+    audit: Any | None = None  # audit.hooks.AuditHook (its ``writer`` appends in our transaction)
+    keys: KeyStore | None = None  # the CRM bridge's keys (None: no CRM bridge configured)
+    wake_dispatcher: Any | None = None  # callable waking the webhook dispatcher
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar.load)
+    clock: Clock = field(default_factory=SystemClock)
+    tombstone_path: Path = Path("var/erasure-tombstones.jsonl")
+
+    def audit_in(
+        self,
+        conn: Connection,
+        context: RequestContext,
+        step: str,
+        *,
+        patient_id: str,
+        request_id: str,
+        action: str = "U",
+        outcome: str = "0",
+        detail: str | None = None,
+        targets: Sequence[Target] = (),
+    ) -> None:
+        """One AuditEvent for a workflow step, in the caller's transaction (no free text from patients)."""
+        if self.audit is None:
+            return
+        event = build_event(
+            context=replace(context, purpose_of_use=PRIVACY_PURPOSE, patient_ids=()),
+            event_type="rest",
+            subtype=f"privacy-{step}",
+            action=action,
+            outcome=outcome,
+            outcome_desc=f"privacy request {request_id}: {step}" + (f"; {detail}" if detail else ""),
+            targets=targets,
+            patient_ids=[patient_id],
+            recorded_us=now_us(),
+        )
+        self.audit.writer.append(conn, [event])

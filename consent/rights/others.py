@@ -1,0 +1,113 @@
+"""Rectification, restriction and objection.
+
+Why (Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 9 and 28):
+
+* **rectification** (10 days) — the medical record's source of truth is the
+  HIS: staff correct it there (the corrected ADT flows back in and the CRM copy
+  is refreshed by the next ``patient.upserted``) and record what was corrected
+  (``resolution``, required);
+* **restriction** — processing for CRM purposes stops: the Patient is
+  labelled restricted (``meta.security`` R), which the consent decision point
+  never discloses (and the CRMs receive a ``consent.changed`` suppression);
+* **objection** — the patient objects to processing for purposes (scope
+  ``purposes``, default all CRM purposes): a ``deny`` Consent is recorded per
+  purpose, effective for every later disclosure at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.errors import InvalidInput
+from consent.purposes import PURPOSES, build_consent
+from consent.rights import model as m
+from consent.rights.calendar import iso
+from consent.rights.deps import RightsDeps
+from consent.rights.outcome import Outcome
+from consent.rights.response import DECREE_DEADLINES
+from consent.rights.tombstones import RESTRICTED
+from fhir_store.model import Create, Operation, RequestContext, Update
+
+LAW_CONSENT = "Law 91/2025/QH15 Art. 9 (withdrawal), Art. 28 (marketing opt-out)"
+
+
+def _document(req: m.PrivacyRequest, now: int, summary: str, actions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "request": req.id,
+        "type": req.type,
+        "patient": f"Patient/{req.patient_id}",
+        "completed_at": iso(now),
+        "summary": summary,
+        "actions": actions,
+        "legal_basis": [DECREE_DEADLINES, LAW_CONSENT],
+    }
+
+
+def handle_rectification(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    resolution = str(body.get("resolution") or "").strip()
+    if len(resolution) < 5:
+        raise InvalidInput(
+            "describe what was corrected at the source (resolution); the HIS owns the record",
+            location="resolution",
+        )
+    now = deps.clock.now_us()
+    actions = [
+        {"what": "correction at the source (HIS)", "how": resolution},
+        {
+            "what": "CRM copy",
+            "how": "refreshed by the next patient.upserted when the HIS sends the correction",
+        },
+    ]
+    return Outcome(m.COMPLETED, _document(req, now, "Dữ liệu đã được chỉnh sửa. / Data corrected.", actions))
+
+
+def handle_restriction(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    stored = deps.store.read("Patient", req.patient_id)
+    resource = stored.resource()
+    security = resource.setdefault("meta", {}).setdefault("security", [])
+    ops: list[Operation] = []
+    if not any(c.get("code") == "R" for c in security):
+        security.append(dict(RESTRICTED))
+        ops.append(Update("Patient", req.patient_id, resource))
+    now = deps.clock.now_us()
+    actions = [
+        {
+            "what": "processing for CRM purposes",
+            "how": "stopped: the patient record is labelled restricted (R) and never disclosed to a CRM",
+        }
+    ]
+    summary = "Việc xử lý dữ liệu cho CRM đã bị hạn chế. / Processing for CRM purposes is restricted."
+    return Outcome(m.COMPLETED, _document(req, now, summary, actions), ops=ops)
+
+
+def handle_objection(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    purposes = list((req.scope or {}).get("purposes") or PURPOSES)
+    unknown = [p for p in purposes if p not in PURPOSES]
+    if unknown:
+        raise InvalidInput(f"unknown purpose {unknown[0]!r}; expected {list(PURPOSES)}", location="scope")
+    now = deps.clock.now_us()
+    ops: list[Operation] = [
+        Create(
+            build_consent(
+                req.patient_id,
+                purpose,
+                permit=False,
+                date_time=str(iso(now)),
+                channel="paper" if req.filed_role != "patient" else "app",
+                text_version=f"privacy-request-{req.id}",
+            )
+        )
+        for purpose in purposes
+    ]
+    actions = [
+        {"what": f"processing for {p}", "how": "objection recorded as a deny Consent", "count": 1}
+        for p in purposes
+    ]
+    summary = "Phản đối của bạn đã được ghi nhận. / Your objection is recorded."
+    return Outcome(m.COMPLETED, _document(req, now, summary, actions), ops=ops)

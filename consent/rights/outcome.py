@@ -1,0 +1,21 @@
+"""The result a request handler hands back to the workflow (applied in one store transaction)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection
+
+from fhir_store.model import Operation
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | in-progress (erasure waiting for processor receipts)
+    document: dict[str, Any]
+    ops: list[Operation] = field(default_factory=list)
+    business_status: str | None = None
+    in_transaction: Callable[[Connection], None] | None = None
+    after_commit: Callable[[], None] | None = None

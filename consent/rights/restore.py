@@ -1,0 +1,99 @@
+"""Re-applying erasure tombstones after a restore (``gateway.backup.restore``).
+
+Why (Law 91/2025/QH15 Art. 14; Decree 356/2025/ND-CP Art. 5): restoring an
+older backup must not bring back what a patient had erased.  Tombstones are
+appended to a file outside the database (``consent.rights.tombstones``); for
+every tombstone the restored database does not know, this finds the patient
+by hash and repeats the local part of the erasure: pseudonym links, CRM
+disclosure state and outbox events removed, consents withdrawn, held
+resources labelled restricted, tombstone row inserted.  The CRMs were told
+``patient.erased`` when the erasure first ran, so no event is re-sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+
+from consent.pdp import load_consents
+from consent.rights.schema import privacy_tombstone
+from consent.rights.tombstones import read_file, subject_hashes, tombstone_file, with_hold_labels
+from fhir_store.instants import now_us
+from fhir_store.model import Operation, RequestContext, Update
+from fhir_store.repository import FhirStore
+from fhir_store.schema import resource_current
+
+
+def _known_requests(conn: Connection) -> set[str]:
+    return {str(r[0]) for r in conn.execute(select(privacy_tombstone.c.request_id).distinct()).all()}
+
+
+def _find_patient(conn: Connection, hashes: set[str]) -> str | None:
+    import orjson
+
+    rows = conn.execute(
+        select(resource_current.c.res_id, resource_current.c.content).where(
+            resource_current.c.res_type == "Patient", resource_current.c.deleted.is_(False)
+        )
+    )
+    for res_id, content in rows:
+        resource = {**orjson.loads(content), "id": res_id}
+        if hashes.intersection(h for h, _ in subject_hashes(resource)):
+            return str(res_id)
+    return None
+
+
+def reapply(engine: Engine, records: list[dict[str, Any]] | None = None) -> int:
+    """Apply the tombstones of the file the restored database lacks; returns how many requests."""
+    records = read_file(tombstone_file()) if records is None else records
+    by_request: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_request.setdefault(str(record["request_id"]), []).append(record)
+    with engine.connect() as conn:
+        missing = {k: v for k, v in by_request.items() if k not in _known_requests(conn)}
+    store = FhirStore(engine)
+    context = RequestContext("restore-tombstones", client_id="carebridge-restore", role="system")
+    applied = 0
+    for rows in missing.values():
+        with engine.connect() as conn:
+            patient_id = _find_patient(conn, {str(r["subject_hash"]) for r in rows})
+        ops: list[Operation] = []
+        if patient_id is not None:
+            for stored in store.everything(patient_id):
+                ops.append(Update(stored.resource_type, stored.id, with_hold_labels(stored.resource())))
+            with engine.connect() as conn:
+                for consent in load_consents(conn, patient_id):
+                    if consent.status == "active":
+                        resource = store.read("Consent", consent.id).resource()
+                        resource["status"] = "inactive"
+                        ops.append(Update("Consent", consent.id, resource))
+
+        def extra(conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows) -> None:
+            if pid is not None:
+                from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
+
+                for table in (crm_outbox, crm_disclosure, crm_pseudonym):
+                    conn.execute(delete(table).where(table.c.patient_id == pid))
+            conn.execute(
+                insert(privacy_tombstone),
+                [
+                    {
+                        "request_id": r["request_id"],
+                        "subject_hash": r["subject_hash"],
+                        "kind": r.get("kind", "patient"),
+                        "erased_us": int(r.get("erased_us") or now_us()),
+                        "scope": str(r.get("scope") or "{}"),
+                        "legal_basis": str(r.get("legal_basis") or ""),
+                    }
+                    for r in rs
+                ],
+            )
+
+        if ops:
+            store.transact(ops, context, extra=extra)
+        else:
+            with store.write_connection() as conn:
+                extra(conn, None)
+        applied += 1
+    return applied

@@ -1,0 +1,177 @@
+"""Erasure tombstones and the store hook that keeps erased patients away from the CRM.
+
+Why (Law 91/2025/QH15 Art. 14; Circular 33/2025/TT-BYT): after an erasure the
+clinical record stays under legal hold, so the HIS keeps sending messages about
+the patient.  Those messages must update the clinical record but must never
+re-create the patient in the CRM.  Two mechanisms make sure of it:
+
+* every retained Patient/Encounter/Appointment of the patient carries the
+  ``meta.security`` label ``R`` (restricted, v3-Confidentiality) and a legal-hold
+  tag; the consent decision point never discloses an ``R`` resource
+  (``consent.pdp``: restricted labels win);
+* a new HIS message replaces the whole resource (and so its ``meta``):
+  :class:`TombstoneHook` runs inside that very write transaction, before the
+  CRM outbox hook, finds the tombstone by hash (patient id or any HIS
+  identifier, so even a message creating a *new* Patient id is caught),
+  writes the labelled version and labels the change the outbox hook sees.
+
+A tombstone holds only SHA-256 hashes (domain-separated), the request id, the
+date, the scope and the legal basis — no personal data.  Tombstones are also
+appended to a JSON-lines file outside the database (``privacy_tombstone_file``)
+so that restoring an older backup re-applies them (``gateway.backup``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from audit.events import Target, build_event
+from audit.hooks import patient_refs
+from consent.rights.schema import privacy_tombstone
+from fhir_store.instants import now_us
+from fhir_store.model import RequestContext, ResourceChange
+from fhir_store.writer import load_current, write_version
+
+CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+RESTRICTED = {"system": CONFIDENTIALITY_SYSTEM, "code": "R", "display": "restricted"}
+LEGAL_HOLD = {
+    "system": "https://fhir.carebridge.vn/CodeSystem/retention",
+    "code": "legal-hold",
+    "display": "retained under legal hold after an erasure request (Circular 33/2025/TT-BYT)",
+}
+HELD_TYPES = ("Patient", "Encounter", "Appointment")
+TOMBSTONE_FILE_ENV = "CAREBRIDGE_PRIVACY_TOMBSTONE_FILE"
+DEFAULT_TOMBSTONE_FILE = "var/erasure-tombstones.jsonl"
+
+
+def patient_hash(patient_id: str) -> str:
+    return hashlib.sha256(f"carebridge-tombstone\x00Patient/{patient_id}".encode()).hexdigest()
+
+
+def identifier_hash(system: str, value: str) -> str:
+    return hashlib.sha256(f"carebridge-tombstone\x00{system}|{value}".encode()).hexdigest()
+
+
+def subject_hashes(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(hash, kind) pairs naming the patient ``resource`` is about."""
+    if resource.get("resourceType") == "Patient":
+        out = [(patient_hash(str(resource.get("id") or "")), "patient")]
+        for ident in resource.get("identifier") or []:
+            if ident.get("system") and ident.get("value"):
+                out.append((identifier_hash(str(ident["system"]), str(ident["value"])), "identifier"))
+        return out
+    return [(patient_hash(pid), "patient") for pid in patient_refs(resource)]
+
+
+def is_restricted(resource: dict[str, Any]) -> bool:
+    return any(
+        isinstance(c, dict) and c.get("code") == "R"
+        for c in (resource.get("meta") or {}).get("security") or []
+    )
+
+
+def with_hold_labels(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` with the R label and the legal-hold tag added (in place, returned)."""
+    meta = resource.setdefault("meta", {})
+    security = meta.setdefault("security", [])
+    if not any(c.get("code") == "R" for c in security):
+        security.append(dict(RESTRICTED))
+    tags = meta.setdefault("tag", [])
+    if not any(t.get("code") == LEGAL_HOLD["code"] for t in tags):
+        tags.append(dict(LEGAL_HOLD))
+    return resource
+
+
+def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
+    wanted = sorted(set(hashes))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(privacy_tombstone.c.subject_hash).where(privacy_tombstone.c.subject_hash.in_(wanted))
+    ).all()
+    return {str(r[0]) for r in rows}
+
+
+class TombstoneHook:
+    """StoreHook: re-applies the restricted label to held resources of erased patients.
+
+    Must run before the CRM outbox hook (``gateway.runtime`` inserts it there).
+    """
+
+    def __init__(self, audit_writer: Any | None = None) -> None:
+        self.audit_writer = audit_writer
+
+    def on_changes(
+        self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
+    ) -> None:
+        candidates = [
+            c
+            for c in changes
+            if c.resource_type in HELD_TYPES and c.resource is not None and not is_restricted(c.resource)
+        ]
+        if not candidates:
+            return
+        by_change = {id(c): [h for h, _ in subject_hashes(c.resource or {})] for c in candidates}
+        hits = tombstoned(conn, (h for hs in by_change.values() for h in hs))
+        if not hits:
+            return
+        now = now_us()
+        events = []
+        for change in candidates:
+            if not hits.intersection(by_change[id(change)]):
+                continue
+            resource = change.resource
+            assert resource is not None
+            with_hold_labels(resource)
+            previous = load_current(conn, change.resource_type, change.id)
+            stored = write_version(conn, change.resource_type, change.id, resource, previous, now)
+            resource["meta"] = stored.resource().get("meta", resource["meta"])
+            events.append(
+                build_event(
+                    context=context,
+                    event_type="rest",
+                    subtype="erasure-hold-relabel",
+                    action="U",
+                    outcome_desc="restricted label re-applied to a held resource of an erased patient",
+                    targets=[Target(change.resource_type, change.id, stored.version_id)],
+                    patient_ids=[change.id] if change.resource_type == "Patient" else patient_refs(resource),
+                    recorded_us=now,
+                )
+            )
+        if events and self.audit_writer is not None:
+            self.audit_writer.append(conn, events)
+
+
+def tombstone_file(extra: dict[str, str] | None = None) -> Path:
+    path = (extra or {}).get("privacy_tombstone_file") or os.environ.get(TOMBSTONE_FILE_ENV)
+    return Path(path or DEFAULT_TOMBSTONE_FILE)
+
+
+def append_to_file(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append tombstones (hashes only) durably to the file kept outside the database."""
+    if not records:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_file(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            out.append(json.loads(line))
+    return out
