@@ -189,7 +189,8 @@ def send(demo: Demo, step: Step) -> bool:
         path, _, rest = line.partition(" ")
         code = rest.split(" ", 1)[0]
         # ERR text may quote a field of the message (e.g. a birth date): quoted values are masked.
-        print(f"  {Path(path).name} {re.sub(r"'[^']*'", "'…'", rest)}")
+        masked = re.sub(r"'[^']*'", "'…'", rest)
+        print(f"  {Path(path).name} {masked}")
         ok = ok and ((code == "AA") if step.good else (code in ("AE", "AR")))
     if len(result.stdout.splitlines()) != len(paths):
         ok = False
