@@ -54,17 +54,45 @@ def drop_patient_data(
 
 
 def configure_logging(level: str = "INFO") -> None:
+    """One JSON format for every line the process writes.
+
+    structlog events render directly; records of the standard ``logging``
+    module (uvicorn, alembic, asyncio, SQLAlchemy, our own stdlib loggers) go
+    through a :class:`structlog.stdlib.ProcessorFormatter` with the same
+    processors, so they are JSON too and pass :func:`drop_patient_data` --
+    a log shipper (and the no-PHI test) can rely on every line being an
+    object.  Exceptions are rendered *before* the PHI processor so that a
+    traceback quoting a bound parameter is masked as well.
+    """
     numeric = getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=numeric, force=True)
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.contextvars.merge_contextvars,
+                structlog.stdlib.add_logger_name,
+                structlog.stdlib.add_log_level,
+                stamp,
+            ],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                drop_patient_data,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    logging.basicConfig(handlers=[handler], level=numeric, force=True)
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            drop_patient_data,
+            stamp,
             structlog.processors.format_exc_info,
+            drop_patient_data,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
