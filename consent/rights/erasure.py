@@ -28,8 +28,10 @@ import hashlib
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 
+from audit.events import Target
+from consent.keys import KeyStore
 from consent.pdp import load_consents
 from consent.rights import model as m
 from consent.rights.calendar import iso, local_date
@@ -43,7 +45,8 @@ from consent.rights.response import (
     RETENTION_YEARS,
 )
 from consent.rights.schema import privacy_receipt, privacy_tombstone
-from consent.rights.tombstones import append_to_file, subject_hashes, with_hold_labels
+from consent.rights.tombstones import append_to_file, relabel, subject_hashes
+from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, StoredResource, Update
 
 
@@ -88,6 +91,43 @@ def _shred_booking_messages(conn: Connection, appointment_ids: list[str]) -> int
     return int(result.rowcount or 0)
 
 
+def emit_erased(conn: Connection, keys: KeyStore, patient_id: str, retained: list[dict[str, str]]) -> int:
+    """``crm_bridge.outbox.emit_patient_erased`` with the insert *before* the purge.
+
+    Adapter: the bridge's function deletes the patient's outbox rows first and
+    then appends ``patient.erased``; on SQLite an INTEGER PRIMARY KEY without
+    AUTOINCREMENT reuses the highest deleted rowid, so when the patient's
+    events were the newest the erasure event got a ``seq`` the CRM's cursor had
+    already passed and was never delivered.  Same steps, safe order (the new
+    events carry no patient id, so the purge leaves them).
+    """
+    from crm_bridge.outbox import PendingEvent, append_events
+    from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
+
+    rows = conn.execute(
+        select(crm_pseudonym.c.crm_id, crm_pseudonym.c.pseudonym).where(
+            crm_pseudonym.c.patient_id == patient_id
+        )
+    ).all()
+    by_crm: dict[str, list[str]] = {}
+    for crm_id, pseudonym in rows:
+        by_crm.setdefault(str(crm_id), []).append(str(pseudonym))
+    events = [
+        PendingEvent(
+            crm_id,
+            "patient.erased",
+            None,
+            keys.pseudonym(crm_id, patient_id),
+            {"pseudonyms": sorted(pseudonyms), "retained": list(retained)},
+        )
+        for crm_id, pseudonyms in sorted(by_crm.items())
+    ]
+    append_events(conn, keys, events)
+    for table in (crm_outbox, crm_disclosure, crm_pseudonym):
+        conn.execute(delete(table).where(table.c.patient_id == patient_id))
+    return len(events)
+
+
 def handle_erasure(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
@@ -97,7 +137,7 @@ def handle_erasure(
     with store.engine.connect() as conn:
         consents = [c for c in load_consents(conn, req.patient_id) if c.status == "active"]
         crms = _crm_links(conn, req.patient_id) if deps.keys is not None else []
-    ops: list[Operation] = [Update(s.resource_type, s.id, with_hold_labels(s.resource())) for s in held]
+    ops: list[Operation] = []
     consent_ops: list[Operation] = []
     for record in consents:
         stored = store.read("Consent", record.id)
@@ -205,10 +245,8 @@ def handle_erasure(
 
     def in_transaction(conn: Connection) -> None:
         if deps.keys is not None:
-            from crm_bridge.outbox import emit_patient_erased
-
             subjects = {c: deps.keys.pseudonym(c, req.patient_id) for c in crms}
-            emit_patient_erased(conn, deps.keys, req.patient_id, retained=retained_note)
+            emit_erased(conn, deps.keys, req.patient_id, retained_note)
             for crm_id, subject in subjects.items():
                 conn.execute(
                     insert(privacy_receipt).values(
@@ -221,6 +259,18 @@ def handle_erasure(
                     )
                 )
             _shred_booking_messages(conn, appointment_ids)
+        for stored in held:
+            version = relabel(conn, stored.resource_type, stored.id, now_us())
+            if version is not None:
+                deps.audit_in(
+                    conn,
+                    context,
+                    "hold-labelled",
+                    patient_id=req.patient_id,
+                    request_id=req.id,
+                    detail="restricted (R) + legal hold",
+                    targets=[Target(stored.resource_type, stored.id, version)],
+                )
         conn.execute(insert(privacy_tombstone), tombstone_rows)
         deps.audit_in(
             conn,

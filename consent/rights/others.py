@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import Connection
+
+from audit.events import Target
 from common.errors import InvalidInput
 from consent.purposes import PURPOSES, build_consent
 from consent.rights import model as m
@@ -25,8 +28,9 @@ from consent.rights.calendar import iso
 from consent.rights.deps import RightsDeps
 from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES
-from consent.rights.tombstones import RESTRICTED
-from fhir_store.model import Create, Operation, RequestContext, Update
+from consent.rights.tombstones import relabel
+from fhir_store.instants import now_us
+from fhir_store.model import Create, Operation, RequestContext
 
 LAW_CONSENT = "Law 91/2025/QH15 Art. 9 (withdrawal), Art. 28 (marketing opt-out)"
 
@@ -66,13 +70,18 @@ def handle_rectification(
 def handle_restriction(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
-    stored = deps.store.read("Patient", req.patient_id)
-    resource = stored.resource()
-    security = resource.setdefault("meta", {}).setdefault("security", [])
-    ops: list[Operation] = []
-    if not any(c.get("code") == "R" for c in security):
-        security.append(dict(RESTRICTED))
-        ops.append(Update("Patient", req.patient_id, resource))
+    def in_transaction(conn: Connection) -> None:
+        version = relabel(conn, "Patient", req.patient_id, now_us(), hold=False)
+        if version is not None:
+            deps.audit_in(
+                conn,
+                context,
+                "restricted-labelled",
+                patient_id=req.patient_id,
+                request_id=req.id,
+                targets=[Target("Patient", req.patient_id, version)],
+            )
+
     now = deps.clock.now_us()
     actions = [
         {
@@ -81,7 +90,7 @@ def handle_restriction(
         }
     ]
     summary = "Việc xử lý dữ liệu cho CRM đã bị hạn chế. / Processing for CRM purposes is restricted."
-    return Outcome(m.COMPLETED, _document(req, now, summary, actions), ops=ops)
+    return Outcome(m.COMPLETED, _document(req, now, summary, actions), in_transaction=in_transaction)
 
 
 def handle_objection(

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
-from consent.rights.tombstones import read_file, subject_hashes, tombstone_file, with_hold_labels
+from consent.rights.tombstones import read_file, relabel, subject_hashes, tombstone_file
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, Update
 from fhir_store.repository import FhirStore
@@ -59,9 +59,9 @@ def reapply(engine: Engine, records: list[dict[str, Any]] | None = None) -> int:
         with engine.connect() as conn:
             patient_id = _find_patient(conn, {str(r["subject_hash"]) for r in rows})
         ops: list[Operation] = []
+        held: list[tuple[str, str]] = []
         if patient_id is not None:
-            for stored in store.everything(patient_id):
-                ops.append(Update(stored.resource_type, stored.id, with_hold_labels(stored.resource())))
+            held = [(s.resource_type, s.id) for s in store.everything(patient_id)]
             with engine.connect() as conn:
                 for consent in load_consents(conn, patient_id):
                     if consent.status == "active":
@@ -69,7 +69,11 @@ def reapply(engine: Engine, records: list[dict[str, Any]] | None = None) -> int:
                         resource["status"] = "inactive"
                         ops.append(Update("Consent", consent.id, resource))
 
-        def extra(conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows) -> None:
+        def extra(
+            conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows, hs: Any = held
+        ) -> None:
+            for kind, res_id in hs:
+                relabel(conn, kind, res_id, now_us())
             if pid is not None:
                 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
 

@@ -89,6 +89,36 @@ def with_hold_labels(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
+def relabel(
+    conn: Connection, resource_type: str, resource_id: str, now: int, *, hold: bool = True
+) -> int | None:
+    """Write a new version carrying the R label (and the legal-hold tag when ``hold``); its version id.
+
+    Written directly (not through ``FhirStore.transact``): the store treats a
+    change of ``meta`` alone as a no-op, and a security label *is* a meta change.
+    Returns None when the resource is already labelled or does not exist.
+    """
+    current = load_current(conn, resource_type, resource_id)
+    if current is None or current.deleted:
+        return None
+    resource = current.resource()
+    if is_restricted(resource) and not hold:
+        return None
+    before = orjson_dumps(resource.get("meta"))
+    if hold:
+        with_hold_labels(resource)
+    else:
+        security = resource.setdefault("meta", {}).setdefault("security", [])
+        security.append(dict(RESTRICTED))
+    if orjson_dumps(resource.get("meta")) == before:
+        return None
+    return write_version(conn, resource_type, resource_id, resource, current, now).version_id
+
+
+def orjson_dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
 def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     wanted = sorted(set(hashes))
     if not wanted:

@@ -13,10 +13,10 @@ import pytest
 from consent.rights import ManualClock
 from consent.rights.calendar import VN_TZ
 from consent.rights.service import RightsService
-from tests.crm_bridge.conftest import CrmClient, Receiver, serve_crm
+from tests.crm_bridge.conftest import CrmClient, Receiver, receiver, serve_crm
 from tests.http.live import LiveServer
 
-__all__ = ["CrmClient", "Receiver", "privacy", "start_clock"]
+__all__ = ["CrmClient", "Receiver", "privacy", "receiver", "start_clock"]
 
 
 @pytest.fixture

@@ -57,6 +57,8 @@ def test_bad_requests_are_refused_and_change_nothing(rights_live: LiveServer) ->
         assert http.get("/requests").status_code == 403
     # staff must record the identity verification
     with privacy(rights_live, rights_live.auth("privacy_officer")) as http:
-        staff = http.post("/requests", json={"type": "access", "patient": other, "reason": "bệnh nhân yêu cầu"})
+        staff = http.post(
+            "/requests", json={"type": "access", "patient": other, "reason": "bệnh nhân yêu cầu"}
+        )
         assert staff.status_code == 400 and "identity" in _issue(staff)
     assert _counts(rights_live) == (1, 1)
