@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import itertools
+import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -117,13 +119,47 @@ class Target:
         return base if self.version_id is None else f"{base}/_history/{self.version_id}"
 
 
+_ID_PREFIX = int.from_bytes(os.urandom(10), "big") << 48
+_ID_COUNTER = itertools.count()
+
+
+def _reseed_ids() -> None:
+    """A forked worker must not repeat its parent's ids."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = int.from_bytes(os.urandom(10), "big") << 48
+    _ID_COUNTER = itertools.count()
+
+
+os.register_at_fork(after_in_child=_reseed_ids)
+
+
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A UUID v4-format id: 74 random bits per process + a 48-bit counter.
+
+    ``uuid.uuid4()`` reads ``os.urandom`` per call, measured at 17 µs on the
+    benchmark VM -- a third of building an event.  Ids need to be unique (a
+    database constraint enforces it), not unpredictable: tamper evidence comes
+    from the hash chain and its HMAC, not from the id.
+    """
+    return str(uuid.UUID(int=_ID_PREFIX | (next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF), version=4))
+
+
+_SECOND_CACHE: tuple[int, str] = (-1, "")
 
 
 def format_recorded(recorded_us: int) -> str:
-    """FHIR instant with microseconds (the chain orders events; precision helps the auditor)."""
-    return from_us(recorded_us).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """FHIR instant with microseconds (the chain orders events; precision helps the auditor).
+
+    The ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second: strftime was a
+    quarter of an event's build time, and events arrive many per second.
+    """
+    global _SECOND_CACHE
+    second, micros = divmod(recorded_us, 1_000_000)
+    cached_second, prefix = _SECOND_CACHE
+    if cached_second != second:
+        prefix = from_us(second * 1_000_000).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_CACHE = (second, prefix)
+    return f"{prefix}.{micros:06d}Z"
 
 
 def coding(system: str, code: str, display: str | None = None) -> dict[str, str]:
@@ -133,8 +169,9 @@ def coding(system: str, code: str, display: str | None = None) -> dict[str, str]
     return out
 
 
+@lru_cache(maxsize=256)
 def _purpose(purpose_of_use: str | None) -> list[dict[str, Any]] | None:
-    """``TREAT`` (v3-ActReason) or ``system|code``."""
+    """``TREAT`` (v3-ActReason) or ``system|code`` (cached: shared, never mutated)."""
     if not purpose_of_use:
         return None
     system, sep, code = purpose_of_use.rpartition("|")
@@ -178,6 +215,33 @@ def _agents(context: RequestContext) -> list[dict[str, Any]]:
     return [client, server]
 
 
+_SOURCE: dict[str, dict[str, Any]] = {}
+
+
+def _source(channel: str) -> dict[str, Any]:
+    """The ``source`` element per channel, built once (events share it; orjson only reads it)."""
+    found = _SOURCE.get(channel)
+    if found is None:
+        found = _SOURCE[channel] = {
+            "site": channel,
+            "observer": {"display": OBSERVER},
+            "type": [coding(SOURCE_TYPE_SYSTEM, "4", "Application Server")],
+        }
+    return found
+
+
+@lru_cache(maxsize=64)
+def _type_coding(event_type: str) -> dict[str, str]:
+    type_system, type_display = _TYPE_DISPLAY.get(event_type, (DCM_SYSTEM, event_type))
+    return coding(type_system, event_type, type_display)
+
+
+@lru_cache(maxsize=128)
+def _subtype(subtype: str) -> list[dict[str, str]]:
+    system = INTERACTION_SYSTEM if subtype in _ACTION else SUBTYPE_SYSTEM
+    return [coding(system, subtype)]
+
+
 def _entity(pair: tuple[dict[str, str], dict[str, str]], **fields: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"type": pair[0], "role": pair[1]}
     out.update({k: v for k, v in fields.items() if v is not None})
@@ -199,25 +263,23 @@ def build_event(
     event_id: str | None = None,
     extra_entities: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The AuditEvent for one interaction (every other builder ends here)."""
-    type_system, type_display = _TYPE_DISPLAY.get(event_type, (DCM_SYSTEM, event_type))
+    """The AuditEvent for one interaction (every other builder ends here).
+
+    Constant parts (type/subtype codings, source, agents, purpose) are cached
+    and shared between events: builders and the chain writer only read them.
+    """
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": event_id or new_event_id(),
-        "type": coding(type_system, event_type, type_display),
+        "type": _type_coding(event_type),
         "action": action or _ACTION.get(subtype or "", "E"),
         "recorded": format_recorded(recorded_us),
         "outcome": outcome,
         "agent": _agents(context),
-        "source": {
-            "site": context.channel,
-            "observer": {"display": OBSERVER},
-            "type": [coding(SOURCE_TYPE_SYSTEM, "4", "Application Server")],
-        },
+        "source": _source(context.channel),
     }
     if subtype:
-        system = INTERACTION_SYSTEM if subtype in _ACTION else SUBTYPE_SYSTEM
-        event["subtype"] = [coding(system, subtype)]
+        event["subtype"] = _subtype(subtype)
     if outcome_desc:
         event["outcomeDesc"] = outcome_desc
     purpose = _purpose(context.purpose_of_use)

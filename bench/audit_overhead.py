@@ -1,0 +1,167 @@
+"""What the audit trail costs: store-level create and read throughput with the audit hook on vs off.
+
+    .venv/bin/python -m bench.audit_overhead --backend both --rounds 5 --creates 400 --reads 2000
+
+Why store level: the issue's budget (audit ≤ 25% of read and create
+throughput) is about the audit work itself -- building the BALP event, the
+canonical JSON, the chain lock, the hash, the extra INSERTs -- and HTTP/JSON
+framing would only dilute it.  Both configurations use the *same* database
+and engine; the "on" store carries the :class:`~audit.hooks.AuditHook` exactly
+as ``gateway.runtime`` wires it (changes in the write transaction, reads
+buffered to the background appender), the "off" store carries no hook.
+
+Runs are interleaved (off, on, on, off, ...) so drift in the machine's load
+hits both sides alike, and each figure is the median of ``--rounds`` runs.
+Buffered read events are flushed *inside* the timed section: the appender's
+commits are part of what reads cost.  ``--threads`` > 1 runs that many
+client threads against the store (the chain lock is what concurrency would
+expose).  PostgreSQL is a throwaway cluster (``tests.support.postgres``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import statistics
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from audit.checkpoints import AuditKeys
+from audit.hooks import AuditHook
+from bench.fhir_load import synthetic_patient
+from fhir_store.database import make_engine
+from fhir_store.migrations import upgrade
+from fhir_store.model import Create, RequestContext
+from fhir_store.repository import FhirStore
+
+CTX = RequestContext(
+    request_id="bench",
+    client_id="bench-client",
+    role="his_integration",
+    channel="rest",
+    source_address="10.0.0.1",
+    purpose_of_use="TREAT",
+)
+
+
+def _timed(threads: int, n: int, op: Callable[[int], None], after: Callable[[], None]) -> float:
+    """ops/s for ``n`` calls of ``op`` on ``threads`` threads, ``after`` inside the clock."""
+    begin = time.perf_counter()
+    if threads == 1:
+        for i in range(n):
+            op(i)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(op, range(n)))
+    after()
+    return n / (time.perf_counter() - begin)
+
+
+def run_backend(
+    url: str, *, rounds: int, creates: int, reads: int, seed: int, threads: int
+) -> dict[str, float]:
+    upgrade(url)
+    engine = make_engine(url, pool_size=max(4, threads * 2))
+    keys = AuditKeys.load_or_create(str(Path(tempfile.mkdtemp()) / "audit.pem"))
+    hook = AuditHook(engine, keys)
+    stores = {"off": FhirStore(engine), "on": FhirStore(engine, hooks=[hook], access_hooks=[hook])}
+    ids = [
+        r.stored.id
+        for i in range(seed)
+        for r in stores["off"].transact([Create(synthetic_patient(i, "SEED"))], CTX)
+        if r.stored is not None
+    ]
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    results: dict[str, list[float]] = {f"{k}-{m}": [] for k in ("create", "read") for m in ("off", "on")}
+    rng = random.Random(7)
+    for rnd in range(rounds):
+        order = ("off", "on") if rnd % 2 == 0 else ("on", "off")
+        for mode in order:
+            store = stores[mode]
+            run = uuid.uuid4().hex[:6]
+
+            def create(_i: int, store: FhirStore = store, run: str = run) -> None:
+                with lock:
+                    n = next(counter)
+                store.transact([Create(synthetic_patient(n, f"C{run}"))], CTX)
+
+            results[f"create-{mode}"].append(_timed(threads, creates, create, hook.flush))
+        for mode in order:
+            store = stores[mode]
+            picks = [rng.choice(ids) for _ in range(reads)]
+
+            def read(i: int, store: FhirStore = store, picks: list[str] = picks) -> None:
+                store.read("Patient", picks[i], CTX)
+
+            results[f"read-{mode}"].append(_timed(threads, reads, read, hook.flush))
+    hook.close()
+    engine.dispose()
+    return {key: statistics.median(values) for key, values in results.items()}
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| backend | threads | create off (ops/s) | create on | create cost | read off (ops/s) | read on | read cost |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        backend, threads = name.split("/")
+        c_cost = 1 - r["create-on"] / r["create-off"]
+        r_cost = 1 - r["read-on"] / r["read-off"]
+        lines.append(
+            f"| {backend} | {threads} | {r['create-off']:.0f} | {r['create-on']:.0f} | {c_cost:.1%} "
+            f"| {r['read-off']:.0f} | {r['read-on']:.0f} | {r_cost:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (
+        f"{platform.node()}: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--creates", type=int, default=400)
+    parser.add_argument("--reads", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=500, help="patients present before the reads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    args = parser.parse_args()
+    print(f"machine (before): {machine()}", flush=True)
+    rows: dict[str, dict[str, float]] = {}
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    for backend in backends:
+        for threads in args.threads:
+            params = dict(
+                rounds=args.rounds, creates=args.creates, reads=args.reads, seed=args.seed, threads=threads
+            )
+            if backend == "sqlite":
+                url = f"sqlite:///{tempfile.mkdtemp(prefix='cb-bench-')}/bench.db"
+                rows[f"sqlite/{threads}"] = run_backend(url, **params)
+            else:
+                from tests.support.postgres import PostgresCluster
+
+                with PostgresCluster.start() as cluster:
+                    url = cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}")
+                    rows[f"postgresql/{threads}"] = run_backend(url, **params)
+            print(table({k: v for k, v in rows.items() if k == f"{backend}/{threads}"}), flush=True)
+    print(f"machine (after): {machine()}")
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
