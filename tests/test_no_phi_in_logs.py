@@ -199,14 +199,14 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError("carebridge serve did not start")
 
-    def token(self, role: str, **kwargs: str) -> dict[str, str]:
+    def token(self, role: str) -> dict[str, str]:
         from fhir_store.database import make_engine
         from gateway.auth.clients import ClientRegistry
 
         engine = make_engine(self.db, pool_size=1)
         try:
             client_id = f"{role}-phi"
-            secret = ClientRegistry(engine).add(client_id, role, None, **kwargs)
+            secret = ClientRegistry(engine).add(client_id, role, None)
         finally:
             engine.dispose()
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret or ""}

@@ -254,8 +254,12 @@ def test_hl7_messages_are_import_events(live_server: LiveServer, auditor: Audito
     messages = [e for e in imports if e["subtype"][0]["code"] == "hl7-message"]
 
     def job(event: dict[str, Any]) -> str:
-        return next(
-            e["what"]["identifier"]["value"] for e in event["entity"] if e.get("role", {}).get("code") == "20"
+        return str(
+            next(
+                e["what"]["identifier"]["value"]
+                for e in event["entity"]
+                if e.get("role", {}).get("code") == "20"
+            )
         )
 
     by_control = {job(e): e for e in messages if e["outcome"] != "0"}
