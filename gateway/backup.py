@@ -428,13 +428,16 @@ def reapply_tombstones(engine: Engine) -> int:
     """Re-apply erasures recorded after the backup was taken; returns how many were applied.
 
     Why (Law 91/2025/QH15 Art. 14, Decree 356/2025/ND-CP Art. 5): restoring an
-    old backup must not bring back personal data a patient had erased.  Issue
-    #6 (patient rights) will keep erasure tombstones outside the restored data
-    and re-apply them here.  Until it lands there are no tombstones, so this
-    hook is deliberately a no-op that returns 0 (docs/operations.md says so).
+    old backup must not bring back personal data a patient had erased.  Erasure
+    tombstones (hashes only) are also appended to a file outside the database
+    (``CAREBRIDGE_PRIVACY_TOMBSTONE_FILE``, default ``var/erasure-tombstones.jsonl``);
+    every tombstone the restored database lacks is re-applied by
+    :func:`consent.rights.restore.reapply` (links and outbox purged, consents
+    withdrawn, held records labelled restricted, tombstone row restored).
     """
-    del engine
-    return 0
+    from consent.rights.restore import reapply
+
+    return reapply(engine)
 
 
 def restore(

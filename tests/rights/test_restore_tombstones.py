@@ -1,0 +1,68 @@
+"""A restore of an older backup re-applies the erasure tombstones kept outside the database (both backends)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from consent.pdp import load_consents
+from consent.purposes import APPOINTMENT_REMINDER, build_consent
+from consent.rights.schema import privacy_tombstone
+from consent.rights.tombstones import TOMBSTONE_FILE_ENV, append_to_file, subject_hashes
+from crm_bridge.schema import crm_pseudonym
+from gateway.backup import reapply_tombstones
+from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient
+from tests.http.live import LiveServer
+from tests.rights.conftest import create
+
+
+def test_reapply_after_restore(
+    rights_live: LiveServer, rights_crm: CrmClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pid = create(rights_live, full_patient())
+    create(
+        rights_live,
+        build_consent(
+            pid,
+            APPOINTMENT_REMINDER,
+            permit=True,
+            date_time="2026-11-20T08:00:00+07:00",
+            channel="counter",
+            text_version="v3",
+            text_shown="Tôi đồng ý.",
+            recipient=CRM_ID,
+        ),
+    )
+    assert rights_crm.feed(), "the CRM received the patient (the state an old backup holds)"
+    patient = httpx.get(f"{rights_live.fhir_url}/Patient/{pid}", headers=rights_live.headers).json()
+    # the erasure happened after the backup: only the file outside the database knows it
+    file = tmp_path / "outside" / "tombstones.jsonl"
+    append_to_file(
+        file,
+        [
+            {
+                "request_id": "req-after-backup",
+                "subject_hash": h,
+                "kind": kind,
+                "erased_us": 1,
+                "scope": "{}",
+                "legal_basis": "Law 91/2025/QH15 Art. 14",
+            }
+            for h, kind in subject_hashes(patient)
+        ],
+    )
+    monkeypatch.setenv(TOMBSTONE_FILE_ENV, str(file))
+    engine = rights_live.runtime.engine
+    assert reapply_tombstones(engine) == 1
+    assert reapply_tombstones(engine) == 0  # idempotent
+    with engine.connect() as conn:
+        assert conn.execute(select(crm_pseudonym).where(crm_pseudonym.c.patient_id == pid)).first() is None
+        assert {c.status for c in load_consents(conn, pid)} == {"inactive"}
+        rows = conn.execute(select(privacy_tombstone.c.request_id)).all()
+    assert {r[0] for r in rows} == {"req-after-backup"}
+    after = httpx.get(f"{rights_live.fhir_url}/Patient/{pid}", headers=rights_live.headers).json()
+    assert any(s["code"] == "R" for s in after["meta"]["security"])
+    assert pid not in file.read_text()
