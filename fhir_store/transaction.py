@@ -32,7 +32,7 @@ from fhir_store.model import (
     Update,
 )
 from fhir_store.search import SearchQuery, find_ids, parse_criteria, referencing_ids
-from fhir_store.writer import find_identifier_owner, load_current, write_version
+from fhir_store.writer import PendingRows, find_identifier_owner, load_current, write_version
 
 
 @dataclass
@@ -187,9 +187,11 @@ def apply_operations(
     plans = [_plan(conn, op, url_map) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
+    pending = PendingRows()
     for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
+            pending.flush(conn)  # the merge reads and rewrites what this transaction wrote
             results[index] = _merge(conn, plan.op, now_us, changes)
             continue
         if plan.target_id is None:
@@ -213,7 +215,9 @@ def apply_operations(
             ):
                 results[index] = OperationResult(200, prev, "unchanged")
                 continue
-        stored = write_version(conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us)
+        stored = write_version(
+            conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us, pending
+        )
         existed = plan.previous is not None and not plan.previous.deleted
         action: ChangeAction = "delete" if resource is None else ("update" if existed else "create")
         changes.append(
@@ -228,6 +232,7 @@ def apply_operations(
             )
         )
         results[index] = OperationResult(200 if resource is None or existed else 201, stored)
+    pending.flush(conn)
     return [r if r is not None else OperationResult(500) for r in results], changes
 
 

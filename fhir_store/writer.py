@@ -6,6 +6,7 @@ nothing here commits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -72,6 +73,34 @@ _UPDATE_CURRENT = (
 )
 
 
+@dataclass
+class PendingRows:
+    """Insert-only rows of one transaction, sent as one executemany per table at the end.
+
+    Every statement is a database round trip; a mapped HL7 message writes two
+    resources whose version, index and claim rows can go out together.  Rows
+    that later statements of the same transaction read (``resource_current``)
+    are still written at once, and a resource written a second time in the same
+    transaction flushes first, so nothing reads a stale view of its own rows.
+    """
+
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    touched: set[tuple[str, str]] = field(default_factory=set)
+    claims: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (type, system, value) -> id
+
+    def add(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.rows.setdefault(table, []).extend(rows)
+
+    def flush(self, conn: Connection) -> None:
+        for table, rows in self.rows.items():
+            if rows:
+                conn.execute(_INSERT[table], rows)
+        self.rows.clear()
+        self.touched.clear()
+        self.claims.clear()
+
+
 def load_current(conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
     row = conn.execute(_LOAD_CURRENT, {"t": resource_type, "i": resource_id}).first()
     if row is None:
@@ -93,7 +122,13 @@ def find_identifier_owner(conn: Connection, resource_type: str, system: str, val
 
 
 def _sync_claims(
-    conn: Connection, resource_type: str, resource_id: str, wanted: set[tuple[str, str]], *, is_new: bool
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    wanted: set[tuple[str, str]],
+    *,
+    is_new: bool,
+    batch: PendingRows,
 ) -> None:
     """Claim every business identifier; a claim held by another resource is a conflict.
 
@@ -108,15 +143,22 @@ def _sync_claims(
     to_add = wanted - held
     if not to_add:
         return
-    owners = conn.execute(_CLAIM_OWNERS, {"t": resource_type, "values": sorted({v for _, v in to_add})})
+    query = {"t": resource_type, "values": sorted({v for _, v in to_add})}
+    owners: list[tuple[str, str, str]] = [(r[0], r[1], r[2]) for r in conn.execute(_CLAIM_OWNERS, query)]
+    owners += [
+        (s, v, batch.claims[(resource_type, s, v)])
+        for s, v in to_add
+        if (resource_type, s, v) in batch.claims
+    ]
     for system, value, owner in owners:
         if (system, value) in to_add and owner != resource_id:
             raise VersionConflict(
                 f"identifier {system}|{value} already belongs to {resource_type}/{owner}",
                 location=f"{resource_type}.identifier",
             )
-    conn.execute(
-        _INSERT["identifier_claim"],
+    batch.claims.update({(resource_type, s, v): resource_id for s, v in to_add})
+    batch.add(
+        "identifier_claim",
         [
             {"res_type": resource_type, "system": s, "value": v, "res_id": resource_id}
             for s, v in sorted(to_add)
@@ -125,7 +167,13 @@ def _sync_claims(
 
 
 def _rewrite_index(
-    conn: Connection, resource_type: str, resource_id: str, resource: dict[str, Any] | None, *, is_new: bool
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    resource: dict[str, Any] | None,
+    *,
+    is_new: bool,
+    batch: PendingRows,
 ) -> None:
     if not is_new:  # a brand-new resource has no index rows to remove
         for statement in _INDEX_CLEAR.values():
@@ -134,24 +182,13 @@ def _rewrite_index(
         return
     rows = extract_index_rows(resource)
     key = {"res_type": resource_type, "res_id": resource_id}
-    if rows.tokens:
-        conn.execute(
-            _INSERT["search_token"], [{**key, "param": p, "system": s, "code": c} for p, s, c in rows.tokens]
-        )
-    if rows.strings:
-        conn.execute(
-            _INSERT["search_string"], [{**key, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings]
-        )
-    if rows.dates:
-        conn.execute(
-            _INSERT["search_date"],
-            [{**key, "param": p, "low_us": lo, "high_us": hi} for p, lo, hi in rows.dates],
-        )
-    if rows.references:
-        conn.execute(
-            _INSERT["search_reference"],
-            [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in rows.references],
-        )
+    batch.add("search_token", [{**key, "param": p, "system": sy, "code": c} for p, sy, c in rows.tokens])
+    batch.add("search_string", [{**key, "param": p, "norm": n, "exact": e} for p, n, e in rows.strings])
+    batch.add("search_date", [{**key, "param": p, "low_us": lo, "high_us": hi} for p, lo, hi in rows.dates])
+    batch.add(
+        "search_reference",
+        [{**key, "param": p, "target_type": t, "target_id": i} for p, t, i in rows.references],
+    )
 
 
 def write_version(
@@ -161,8 +198,17 @@ def write_version(
     resource: dict[str, Any] | None,
     previous: StoredResource | None,
     now_us: int,
+    pending: PendingRows | None = None,
 ) -> StoredResource:
-    """Write a new version (``resource`` None means delete) and return it as stored."""
+    """Write a new version (``resource`` None means delete) and return it as stored.
+
+    With ``pending``, insert-only rows are queued for the caller to flush once per
+    transaction; without it they are written before returning.
+    """
+    batch = pending if pending is not None else PendingRows()
+    if (resource_type, resource_id) in batch.touched:
+        batch.flush(conn)  # written before in this transaction: make its rows visible first
+    batch.touched.add((resource_type, resource_id))
     version = 1 if previous is None else previous.version_id + 1
     method = "DELETE" if resource is None else ("POST" if previous is None else "PUT")
     content: bytes | None = None
@@ -176,7 +222,7 @@ def write_version(
         content = orjson.dumps(body)
     values = {"version": version, "last_updated_us": now_us, "deleted": resource is None, "content": content}
     key = {"res_type": resource_type, "res_id": resource_id}
-    conn.execute(_INSERT["resource_version"], {**key, **values, "method": method})
+    batch.add("resource_version", [{**key, **values, "method": method}])
     if previous is None:
         conn.execute(_INSERT["resource_current"], {**key, **values})
     else:
@@ -192,7 +238,9 @@ def write_version(
         if result.rowcount != 1:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
     is_new = previous is None
-    _rewrite_index(conn, resource_type, resource_id, resource, is_new=is_new)
+    _rewrite_index(conn, resource_type, resource_id, resource, is_new=is_new, batch=batch)
     wanted = set() if resource is None else _identifiers(resource)
-    _sync_claims(conn, resource_type, resource_id, wanted, is_new=is_new)
+    _sync_claims(conn, resource_type, resource_id, wanted, is_new=is_new, batch=batch)
+    if pending is None:
+        batch.flush(conn)
     return StoredResource(resource_type, resource_id, version, now_us, resource is None, content)
