@@ -115,7 +115,7 @@ class KeyStore:
         self.field = field_ring
         self.rings = pseudonym
         self.cipher = FieldCipher(field_ring)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     @classmethod
     def load_or_create(cls, path: str | None, environ: dict[str, str] | None = None) -> KeyStore:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import cli_audit, cli_clients, cli_hl7, cli_ops
+from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops
 from gateway.settings import Settings
 
 
@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_hl7.register(commands, _add_database_url)
     cli_audit.register(commands, _add_database_url)
     cli_clients.register(commands, _add_database_url)
+    cli_crm.register(commands, _add_database_url)
     cli_ops.register(commands, _add_database_url)
     return parser
 
