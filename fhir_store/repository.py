@@ -104,10 +104,11 @@ class FhirStore:
                     validate_resource(resource)
         last_error: Exception | None = None
         identifier_conflicts = 0
+        optimistic = True
         for _attempt in range(MAX_WRITE_ATTEMPTS):
             try:
                 with self.write_connection() as conn:
-                    results, changes = apply_operations(conn, ops, self.clock())
+                    results, changes = apply_operations(conn, ops, self.clock(), optimistic_claims=optimistic)
                     if changes:
                         for hook in self.hooks:
                             hook.on_changes(conn, changes, context)
@@ -115,6 +116,7 @@ class FhirStore:
                         extra(conn, results)
                 return results
             except IntegrityError as exc:
+                optimistic = False  # retry with explicit owner checks: a duplicate gets a readable error
                 last_error = exc
             except VersionConflict as exc:
                 # A concurrent commit may have claimed the identifier after we resolved the

@@ -181,13 +181,13 @@ _ORDER = {Delete: 0, ConditionalDelete: 0, Create: 1, Update: 2, ConditionalUpda
 
 
 def apply_operations(
-    conn: Connection, ops: list[Operation], now_us: int
+    conn: Connection, ops: list[Operation], now_us: int, *, optimistic_claims: bool = False
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
     url_map: dict[str, str] = {}
     plans = [_plan(conn, op, url_map) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
-    pending = PendingRows()
+    pending = PendingRows(check_claims=not optimistic_claims)
     for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
         plan = plans[index]
         if isinstance(plan.op, MergePatients):

@@ -87,6 +87,9 @@ class PendingRows:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     touched: set[tuple[str, str]] = field(default_factory=set)
     claims: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (type, system, value) -> id
+    # False: a new resource's identifiers are inserted without asking who owns them first; the
+    # primary key still refuses a duplicate, and the retry (with checks) names the owner.
+    check_claims: bool = True
 
     def add(self, table: str, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -143,8 +146,10 @@ def _sync_claims(
     to_add = wanted - held
     if not to_add:
         return
-    query = {"t": resource_type, "values": sorted({v for _, v in to_add})}
-    owners: list[tuple[str, str, str]] = [(r[0], r[1], r[2]) for r in conn.execute(_CLAIM_OWNERS, query)]
+    owners: list[tuple[str, str, str]] = []
+    if batch.check_claims or not is_new:
+        query = {"t": resource_type, "values": sorted({v for _, v in to_add})}
+        owners = [(r[0], r[1], r[2]) for r in conn.execute(_CLAIM_OWNERS, query)]
     owners += [
         (s, v, batch.claims[(resource_type, s, v)])
         for s, v in to_add
