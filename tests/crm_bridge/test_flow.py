@@ -287,3 +287,23 @@ def test_roles_are_confined(crm_live: LiveServer, crm: CrmClient) -> None:
     assert httpx.get(f"{crm_live.fhir_url}/Patient", headers=dict(crm.http.headers)).status_code == 403
     assert httpx.get(f"{crm_live.base_url}/crm/v1/changes", headers=crm_live.headers).status_code == 403
     assert httpx.get(f"{crm_live.base_url}/crm/v1/changes").status_code == 401
+
+
+def test_crm_recorded_opt_out_and_patient_erased(crm_live: LiveServer, crm: CrmClient) -> None:
+    from crm_bridge.outbox import emit_patient_erased
+
+    with his(crm_live) as http:
+        pid = _create(http, full_patient())
+        _consent(http, pid, APPOINTMENT_REMINDER)
+    pseudonym = crm.feed()[-1]["subject"]
+    body = {"subject": pseudonym, "purpose": APPOINTMENT_REMINDER, "granted": False, "channel": "zalo"}
+    assert crm.http.post("/consents", json=body).status_code == 201
+    assert crm.feed()[-1]["data"]["suppress"] is True
+    bridge = crm_live.runtime.services["crm"]
+    with crm_live.runtime.store.write_connection() as conn:
+        retained = [{"what": "medical record", "why": "Circular 33/2025/TT-BYT retention"}]
+        assert emit_patient_erased(conn, bridge.keys, pid, retained=retained) == 1
+    events = crm.feed()
+    assert [e["type"] for e in events] == ["patient.erased"]  # earlier events of the patient purged
+    assert events[0]["data"] == {"pseudonyms": [pseudonym], "retained": retained}
+    assert crm.http.post("/consents", json=body).status_code == 404  # the pseudonym no longer resolves
