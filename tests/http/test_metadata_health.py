@@ -22,6 +22,8 @@ def test_capability_statement(client: httpx.Client) -> None:
     rest = statement["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     by_type = {r["type"]: r for r in rest["resource"]}
+    audit = by_type.pop("AuditEvent")  # served by its own read-only routes, not the store
+    assert {i["code"] for i in audit["interaction"]} == {"read", "search-type"}
     assert set(by_type) == SUPPORTED_TYPES
     for resource_type, resource in by_type.items():
         codes = {i["code"] for i in resource["interaction"]}
