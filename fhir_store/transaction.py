@@ -172,9 +172,16 @@ def _unresolved_urn(node: Any) -> str | None:
 
 
 def _without_meta(resource: dict[str, Any]) -> bytes:
-    return orjson.dumps(
-        {k: v for k, v in resource.items() if k not in ("meta", "id")}, option=orjson.OPT_SORT_KEYS
-    )
+    """Content that makes a new version: everything but the id and the server-set meta fields.
+
+    Security labels, tags and profiles in ``meta`` are content (a restriction label must
+    produce a new version); ``versionId``/``lastUpdated`` are not.
+    """
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    body = {k: v for k, v in resource.items() if k not in ("meta", "id")}
+    if meta:
+        body["meta"] = meta
+    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 _ORDER = {Delete: 0, ConditionalDelete: 0, Create: 1, Update: 2, ConditionalUpdate: 2, MergePatients: 3}

@@ -143,3 +143,16 @@ def test_validation_names_the_element(store: FhirStore, ctx: RequestContext) -> 
     with pytest.raises(InvalidInput) as info:
         store.transact([Create(patient("BN13", gender="robot"))], ctx)
     assert info.value.location == "Patient.gender"
+
+
+def test_security_label_change_is_a_new_version(store: FhirStore, ctx: RequestContext) -> None:
+    pid = store.transact([Create(patient("BN-LABEL"))], ctx)[0].stored.id  # type: ignore[union-attr]
+    labelled = patient(
+        "BN-LABEL",
+        meta={
+            "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}]
+        },
+    )
+    result = store.transact([Update("Patient", pid, labelled)], ctx)[0]
+    assert result.stored is not None and result.stored.version_id == 2
+    assert store.read("Patient", pid).resource()["meta"]["security"][0]["code"] == "R"
