@@ -47,6 +47,16 @@ def make_engine(database_url: str, *, pool_size: int = 16) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
 
 
+def writer(engine: Engine) -> Engine:
+    """The engine to use for a read-then-write transaction.
+
+    On SQLite a deferred transaction that reads and then writes can fail at once with
+    "database is locked" when another connection writes meanwhile (the lock upgrade is
+    not retried); ``BEGIN IMMEDIATE`` takes the write lock up front and waits for it.
+    """
+    return engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import Forbidden, Gone, InvalidInput, NotFound, VersionConflict
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
-from fhir_store.database import is_sqlite
+from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import (
     AccessHook,
@@ -78,10 +78,7 @@ class FhirStore:
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A write transaction; on SQLite the lock is taken at BEGIN (IMMEDIATE)."""
-        engine = (
-            self.engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(self.engine) else self.engine
-        )
-        with engine.begin() as conn:
+        with writer(self.engine).begin() as conn:
             yield conn
 
     def transact(

@@ -4,7 +4,7 @@
 replaces the routes' ``rest_context`` dependency with one that requires a
 valid bearer token and the scope for the route's interaction (deny by
 default, ISO/IEC 27001 A.5.15/A.8.2/A.8.5).  Denials are audited as
-AuditEvents with outcome 4 before the 401/403 OperationOutcome goes out.
+AuditEvents with outcome 12 (major failure) before the 401/403 OperationOutcome goes out.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gateway.auth.guard import AccessGuard
 from gateway.auth.policy import ScopePolicyHook
 from gateway.auth.routes import build_auth_router
 from gateway.auth.scopes import ROLE_CHANNELS, Interaction
-from gateway.auth.tokens import TokenService
+from gateway.auth.tokens import Principal, TokenService
 from gateway.http.request_context import REQUEST_ID_KEY
 
 
@@ -70,6 +70,7 @@ def install(app: FastAPI, runtime: Any) -> None:
         route = request.scope.get("route")
         path = str(getattr(route, "path", request.url.path))
         resource_type = str(request.path_params.get("type") or ("Patient" if "$everything" in path else ""))
+        principal: Principal | None = None
         try:
             principal = guard.authenticate(request.headers.get("authorization"))
             interaction = interaction_of(request.method, path)
@@ -82,8 +83,8 @@ def install(app: FastAPI, runtime: Any) -> None:
                 audit.record_denial(
                     RequestContext(
                         request_id,
-                        client_id="unauthenticated",
-                        role="unknown",
+                        client_id=principal.client_id if principal else "unauthenticated",
+                        role=principal.role if principal else "unknown",
                         channel="rest",
                         source_address=address,
                     ),
