@@ -358,7 +358,6 @@ def emit_patient_erased(
     by_crm: dict[str, list[str]] = {}
     for crm_id, pseudonym in rows:
         by_crm.setdefault(str(crm_id), []).append(str(pseudonym))
-    conn.execute(delete(crm_outbox).where(crm_outbox.c.patient_id == patient_id))
     events = [
         PendingEvent(
             crm_id,
@@ -369,9 +368,12 @@ def emit_patient_erased(
         )
         for crm_id, pseudonyms in sorted(by_crm.items())
     ]
+    # Append before purging: on SQLite a rowid freed by the purge could be reused, giving the
+    # erasure event a seq that a CRM cursor already passed.  The new events carry no patient
+    # id, so the purge below leaves them.
     append_events(conn, keys, events)
-    conn.execute(delete(crm_disclosure).where(crm_disclosure.c.patient_id == patient_id))
-    conn.execute(delete(crm_pseudonym).where(crm_pseudonym.c.patient_id == patient_id))
+    for table in (crm_outbox, crm_disclosure, crm_pseudonym):
+        conn.execute(delete(table).where(table.c.patient_id == patient_id))
     return len(events)
 
 

@@ -28,10 +28,9 @@ import hashlib
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from audit.events import Target
-from consent.keys import KeyStore
 from consent.pdp import load_consents
 from consent.rights import model as m
 from consent.rights.calendar import iso, local_date
@@ -89,43 +88,6 @@ def _shred_booking_messages(conn: Connection, appointment_ids: list[str]) -> int
         .values(message=b"")
     )
     return int(result.rowcount or 0)
-
-
-def emit_erased(conn: Connection, keys: KeyStore, patient_id: str, retained: list[dict[str, str]]) -> int:
-    """``crm_bridge.outbox.emit_patient_erased`` with the insert *before* the purge.
-
-    Adapter: the bridge's function deletes the patient's outbox rows first and
-    then appends ``patient.erased``; on SQLite an INTEGER PRIMARY KEY without
-    AUTOINCREMENT reuses the highest deleted rowid, so when the patient's
-    events were the newest the erasure event got a ``seq`` the CRM's cursor had
-    already passed and was never delivered.  Same steps, safe order (the new
-    events carry no patient id, so the purge leaves them).
-    """
-    from crm_bridge.outbox import PendingEvent, append_events
-    from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
-
-    rows = conn.execute(
-        select(crm_pseudonym.c.crm_id, crm_pseudonym.c.pseudonym).where(
-            crm_pseudonym.c.patient_id == patient_id
-        )
-    ).all()
-    by_crm: dict[str, list[str]] = {}
-    for crm_id, pseudonym in rows:
-        by_crm.setdefault(str(crm_id), []).append(str(pseudonym))
-    events = [
-        PendingEvent(
-            crm_id,
-            "patient.erased",
-            None,
-            keys.pseudonym(crm_id, patient_id),
-            {"pseudonyms": sorted(pseudonyms), "retained": list(retained)},
-        )
-        for crm_id, pseudonyms in sorted(by_crm.items())
-    ]
-    append_events(conn, keys, events)
-    for table in (crm_outbox, crm_disclosure, crm_pseudonym):
-        conn.execute(delete(table).where(table.c.patient_id == patient_id))
-    return len(events)
 
 
 def handle_erasure(
@@ -245,8 +207,10 @@ def handle_erasure(
 
     def in_transaction(conn: Connection) -> None:
         if deps.keys is not None:
+            from crm_bridge.outbox import emit_patient_erased  # the bridge is optional: imported when used
+
             subjects = {c: deps.keys.pseudonym(c, req.patient_id) for c in crms}
-            emit_erased(conn, deps.keys, req.patient_id, retained_note)
+            emit_patient_erased(conn, deps.keys, req.patient_id, retained=retained_note)
             for crm_id, subject in subjects.items():
                 conn.execute(
                     insert(privacy_receipt).values(
