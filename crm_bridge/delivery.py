@@ -216,6 +216,8 @@ class Dispatcher:
         self._http = httpx.Client(timeout=settings.webhook_timeout_s)
         self.delivered = 0
         self.dead_lettered = 0
+        # Observer of each POST attempt (seconds, ok): the /metrics webhook latency histogram.
+        self.on_delivery: Callable[[float, bool], None] | None = None
         # Cursor kept in memory between saves (sub id -> (cursor, cursor last saved)); persisting
         # it after every batch would queue the dispatcher behind ingest for the write lock.  A
         # crash re-delivers at most ``SAVE_EVERY_S`` worth of events (at-least-once).
@@ -300,11 +302,19 @@ class Dispatcher:
             "X-Carebridge-Event-Id": str(event.body.get("id")),
             "X-Carebridge-Event-Type": event.event_type,
         }
+        started = time.perf_counter()
         try:
             response = self._http.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
+            self._observe(started, ok=False)
             return type(exc).__name__
-        return None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
+        ok = 200 <= response.status_code < 300
+        self._observe(started, ok=ok)
+        return None if ok else f"HTTP {response.status_code}"
+
+    def _observe(self, started: float, *, ok: bool) -> None:
+        if self.on_delivery is not None:
+            self.on_delivery(time.perf_counter() - started, ok)
 
     def _subscription(
         self,

@@ -138,6 +138,9 @@ class OpsCollector(Collector):
             buckets=_WEBHOOK_BUCKETS,
             registry=self._registry,
         )
+        dispatcher = getattr(crm, "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.on_delivery = lambda seconds, ok: self.observe_webhook(seconds, ok=ok)
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> OpsCollector:

@@ -118,3 +118,9 @@ def test_crm_subscription_backlog_while_the_receiver_is_down(
     assert busy[f"carebridge_crm_webhook_oldest_pending_age_seconds{key}"] > 0.0
     assert busy[f"carebridge_crm_dead_letters{key}"] == 0.0  # 10 attempts before giving up
     assert busy["carebridge_crm_webhooks_delivered_total"] == 0.0
+    # every failed POST attempt lands in the delivery latency histogram
+    failed_attempts = 'carebridge_crm_webhook_delivery_seconds_count{outcome="error"}'
+    deadline = time.monotonic() + 10
+    while scrape(demo).get(failed_attempts, 0.0) < 1.0:
+        assert time.monotonic() < deadline, "no webhook attempt was observed"
+        time.sleep(0.2)
