@@ -37,6 +37,7 @@ from fhir_store.model import Create, RequestContext
 from fhir_store.repository import FhirStore
 from gateway.auth.scopes import require_channel
 from gateway.auth.tokens import Principal
+from gateway.http.openapi_docs import auth_errors
 from gateway.mllp.client import MllpClient
 from gateway.settings import Settings
 from mappers.outbound_siu import appointment_to_siu_s12
@@ -152,7 +153,7 @@ def _bridge(request: Request) -> CrmBridge:
     return bridge
 
 
-router = APIRouter(prefix="/crm/v1", tags=["crm"])
+router = APIRouter(prefix="/crm/v1", tags=["crm"], responses=auth_errors())
 
 
 @router.get("/changes", summary="Ordered, resumable change feed (at-least-once; de-duplicate on event id)")
@@ -267,7 +268,7 @@ def record_consent(
     return {"consent_id": stored.id if stored else None, "purpose": purpose, "granted": granted}
 
 
-reid_router = APIRouter(prefix="/crm/v1", tags=["privacy"])
+reid_router = APIRouter(prefix="/crm/v1", tags=["privacy"], responses=auth_errors())
 
 
 @reid_router.post("/reidentify", summary="Pseudonym → patient, for a privacy officer with a reason (audited)")

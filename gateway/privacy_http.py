@@ -31,6 +31,7 @@ from consent.rights.service import RightsService
 from fhir_store.model import RequestContext
 from gateway.auth.scopes import require_channel
 from gateway.auth.tokens import Principal
+from gateway.http.openapi_docs import auth_errors
 
 STAFF_ROLES = frozenset({"privacy_officer"})
 
@@ -123,7 +124,7 @@ def _patient_ref(value: Any) -> str:
     return text.removeprefix("Patient/")
 
 
-router = APIRouter(prefix="/privacy/v1", tags=["privacy"])
+router = APIRouter(prefix="/privacy/v1", tags=["privacy"], responses=auth_errors())
 
 
 @router.post("/requests", status_code=201, summary="File a data-subject request (Decree 356/2025 Art. 5)")

@@ -85,6 +85,14 @@ def responses(
     return out
 
 
+def auth_errors() -> dict[int | str, dict[str, Any]]:
+    """401/403 OperationOutcomes every authenticated router can answer (router-level ``responses``)."""
+    return {
+        401: {"description": "Missing, invalid or expired bearer token", "content": _content(OUTCOME)},
+        403: {"description": "Role or scope does not allow this", "content": _content(OUTCOME)},
+    }
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
