@@ -57,7 +57,7 @@ def serve(database_url: str) -> Iterator[LiveServer]:
     settings = Settings(database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8)
     runtime = Runtime.create(settings, migrate=False)
     app = create_app(runtime)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
