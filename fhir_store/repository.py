@@ -67,8 +67,17 @@ class FhirStore:
         hooks: Sequence[StoreHook] = (),
         access_hooks: Sequence[AccessHook] = (),
         clock: Callable[[], int] = now_us,
+        *,
+        read_autocommit: bool = False,
     ) -> None:
         self.engine = engine
+        # Reads by id need no transaction when no access hook writes in it: on PostgreSQL that
+        # saves the BEGIN and COMMIT round trips of every read (SQLite keeps its own BEGIN).
+        self._reader = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if read_autocommit and engine.dialect.name != "sqlite"
+            else engine
+        )
         self.hooks = list(hooks)
         self.access_hooks = list(access_hooks)
         self.clock = clock
@@ -144,10 +153,15 @@ class FhirStore:
             for hook in self.access_hooks:
                 hook.on_access(conn, action, resources, context, query)
 
+    @contextmanager
+    def _read_connection(self) -> Iterator[Connection]:
+        with self._reader.begin() as conn:
+            yield conn
+
     def read(
         self, resource_type: str, resource_id: str, context: RequestContext | None = None
     ) -> StoredResource:
-        with self.engine.begin() as conn:
+        with self._read_connection() as conn:
             stored = load_current(conn, resource_type, resource_id)
             if stored is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
@@ -161,7 +175,7 @@ class FhirStore:
     def vread(
         self, resource_type: str, resource_id: str, version_id: int, context: RequestContext | None = None
     ) -> StoredResource:
-        with self.engine.begin() as conn:
+        with self._read_connection() as conn:
             row = conn.execute(
                 select(
                     resource_version.c.last_updated_us, resource_version.c.deleted, resource_version.c.content
@@ -323,7 +337,7 @@ class FhirStore:
 
     def everything(self, patient_id: str, context: RequestContext | None = None) -> list[StoredResource]:
         """Patient compartment subset we hold: the Patient, its Encounters and Appointments."""
-        with self.engine.begin() as conn:
+        with self._read_connection() as conn:
             patients = self.load_many(conn, "Patient", [patient_id])
             if not patients:
                 current = conn.execute(

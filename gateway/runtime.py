@@ -40,7 +40,9 @@ class Runtime:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         audit = AuditHook.from_settings(engine, settings)
-        store = FhirStore(engine, hooks=[audit], access_hooks=[audit])
+        store = FhirStore(
+            engine, hooks=[audit], access_hooks=[audit], read_autocommit=settings.audit_async_reads
+        )
         from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
