@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from common.errors import InvalidInput
 
@@ -62,8 +62,6 @@ def parse_fhir_instant_range(text: str, *, location: str | None = None) -> tuple
     if parts["tz"] and parts["tz"] != "Z":
         sign = 1 if parts["tz"][0] == "+" else -1
         hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][4:6])
-        from datetime import timezone
-
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
     try:
         start = datetime(
