@@ -131,6 +131,19 @@ async def _serve_http_only(settings: Settings, sock: socket.socket) -> None:
         runtime.close()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel sends SIGTERM to this worker if the main process dies, however it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def run(settings: Settings) -> None:
     """Start carebridge; with ``CAREBRIDGE_HTTP_WORKERS`` > 1, extra processes share the HTTP socket.
 
@@ -144,10 +157,15 @@ def run(settings: Settings) -> None:
         return
     upgrade(settings.database_url)
     sock = _bind_http_socket(settings)
+    # A SIGTERM that arrives before the event loop installs its handlers must still stop the
+    # workers: unwind to the ``finally`` below instead of dying with them orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     children: list[int] = []
     for _ in range(settings.http_workers - 1):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child process
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent()
             try:
                 asyncio.run(_serve_http_only(settings, sock))
             finally:
