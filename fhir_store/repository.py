@@ -287,7 +287,7 @@ class FhirStore:
             token = None
             if has_next:
                 all_ids = find_ids(conn, query, limit=SNAPSHOT_LIMIT, offset=0)
-                token = self._save_snapshot(conn, query.resource_type, all_ids)
+                token = self._save_snapshot(query.resource_type, all_ids)
                 total = len(all_ids) if len(all_ids) < SNAPSHOT_LIMIT else None
             elif query.offset == 0:
                 total = len(page_ids)
@@ -307,21 +307,26 @@ class FhirStore:
         unique_included = list({r.reference: r for r in included}.values())
         return SearchPage(matches, unique_included, total, query.offset, query.count, has_next, token)
 
-    def _save_snapshot(self, conn: Connection, resource_type: str, ids: list[str]) -> str:
-        """Freeze the id list of a multi-page result so later pages survive concurrent writes."""
+    def _save_snapshot(self, resource_type: str, ids: list[str]) -> str:
+        """Freeze the id list of a multi-page result so later pages survive concurrent writes.
+
+        Written in its own write transaction: upgrading the search's read transaction to a
+        writer fails at once on SQLite when another connection is writing.
+        """
         token = secrets.token_urlsafe(18)
         now = self.clock()
-        conn.execute(delete(search_snapshot).where(search_snapshot.c.created_us < now - SNAPSHOT_TTL_US))
-        conn.execute(
-            insert(search_snapshot).values(
-                token=token,
-                created_us=now,
-                res_type=resource_type,
-                query="",
-                ids=orjson.dumps(ids).decode(),
-                total=len(ids),
+        with writer(self.engine).begin() as conn:
+            conn.execute(delete(search_snapshot).where(search_snapshot.c.created_us < now - SNAPSHOT_TTL_US))
+            conn.execute(
+                insert(search_snapshot).values(
+                    token=token,
+                    created_us=now,
+                    res_type=resource_type,
+                    query="",
+                    ids=orjson.dumps(ids).decode(),
+                    total=len(ids),
+                )
             )
-        )
         return token
 
     def _snapshot(self, conn: Connection, query: SearchQuery) -> tuple[list[str], int]:
