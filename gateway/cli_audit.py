@@ -40,7 +40,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(None, **overrides)
 
 
-def _operator_context() -> RequestContext:
+def operator_context() -> RequestContext:
     """The CLI operator as the audit agent (OS account name: not patient data)."""
     try:
         user = getpass.getuser()
@@ -100,7 +100,7 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     hook = _hook(_settings(args))
     try:
-        export(hook, sys.stdout, args.format, flt, _operator_context())
+        export(hook, sys.stdout, args.format, flt, operator_context())
     finally:
         hook.close()
         hook.engine.dispose()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import backup as engine_backup
+from gateway.cli_audit import operator_context
 from gateway.settings import Settings
 
 
@@ -37,26 +38,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _key_file(args: argparse.Namespace) -> str:
     return str(args.key_file or os.environ.get(engine_backup.KEY_FILE_ENV) or engine_backup.DEFAULT_KEY_FILE)
-
-
-def _operator_context() -> Any:
-    """The operator running the command, as the audit agent (OS account name: not patient data)."""
-    import getpass
-    import uuid
-
-    from fhir_store.model import RequestContext
-
-    try:
-        user = getpass.getuser()
-    except Exception:
-        user = "unknown"
-    return RequestContext(
-        request_id=f"cli-{uuid.uuid4()}",
-        client_id=f"cli:{user}",
-        role="operator",
-        channel="internal",
-        source_address="localhost",
-    )
 
 
 def _audit_backup(settings: Settings, output: str) -> str | None:
@@ -78,7 +59,7 @@ def _audit_backup(settings: Settings, output: str) -> str | None:
     hook = AuditHook.from_settings(engine, settings)
     try:
         event = export_event(
-            _operator_context(), recorded_us=now_us(), query=f"carebridge backup --output {Path(output).name}"
+            operator_context(), recorded_us=now_us(), query=f"carebridge backup --output {Path(output).name}"
         )
         hook.append([event])
     finally:
