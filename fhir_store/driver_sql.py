@@ -1,0 +1,132 @@
+"""Statements run on the DB-API cursor underneath SQLAlchemy, for the write hot path.
+
+Why: an HL7 message or an audited request writes a dozen small rows.  Through
+SQLAlchemy Core each ``Connection.execute`` costs ~110 µs of Python before
+the driver is reached, and an ``executemany`` of 8 rows ~300 µs; the same
+work as one multi-row ``INSERT ... VALUES (...), (...)`` on the driver
+cursor costs ~55 µs (``bench/mllp_ingest.py``, docs/benchmarks.md).  So the
+few statements every write runs are rendered once per dialect and executed on
+the raw cursor of the caller's SQLAlchemy :class:`~sqlalchemy.Connection`:
+same connection, same transaction, nothing commits here.
+
+Everything else (migrations, searches, admin paths) stays on SQLAlchemy.
+Values must already be what the driver stores (``bytes`` for binary columns,
+``int`` microseconds for instants); result rows come back as plain tuples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Table
+
+#: rows per INSERT statement; keeps statement texts few (psycopg prepares repeated texts)
+CHUNK_ROWS = 64
+
+
+def _placeholder(dialect: str) -> str:
+    return "?" if dialect == "sqlite" else "%s"
+
+
+def cursor(conn: Connection) -> Any:
+    """A cursor on the DB-API connection that ``conn`` (and its transaction) uses."""
+    return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+class BulkInsert:
+    """``INSERT INTO table (columns) VALUES (...), (...)`` with rows given as tuples."""
+
+    def __init__(self, table: Table | str, columns: Sequence[str], *, suffix: str = "") -> None:
+        self.table = table if isinstance(table, str) else table.name
+        self.columns = tuple(columns)
+        self.suffix = suffix
+        self._sql: dict[tuple[str, int], str] = {}
+
+    def sql(self, dialect: str, rows: int) -> str:
+        key = (dialect, rows)
+        text = self._sql.get(key)
+        if text is None:
+            mark = _placeholder(dialect)
+            one = "(" + ", ".join([mark] * len(self.columns)) + ")"
+            text = (
+                f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
+                + ", ".join([one] * rows)
+                + (f" {self.suffix}" if self.suffix else "")
+            )
+            self._sql[key] = text
+        return text
+
+    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        dialect = conn.dialect.name
+        cur = cursor(conn)
+        try:
+            for start in range(0, len(rows), CHUNK_ROWS):
+                chunk = rows[start : start + CHUNK_ROWS]
+                params = [value for row in chunk for value in row]
+                cur.execute(self.sql(dialect, len(chunk)), params)
+        finally:
+            cur.close()
+
+
+class DriverQuery:
+    """A fixed statement with named parameters, rendered per dialect (``:name`` in the source text)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._rendered: dict[str, tuple[str, tuple[str, ...]]] = {}
+
+    def _render(self, dialect: str) -> tuple[str, tuple[str, ...]]:
+        rendered = self._rendered.get(dialect)
+        if rendered is None:
+            names: list[str] = []
+            out: list[str] = []
+            i = 0
+            text = self.text
+            while i < len(text):
+                if text.startswith("::", i):  # a PostgreSQL cast, not a parameter
+                    out.append("::")
+                    i += 2
+                elif text[i] == ":" and i + 1 < len(text) and (text[i + 1].isalpha() or text[i + 1] == "_"):
+                    j = i + 1
+                    while j < len(text) and (text[j].isalnum() or text[j] == "_"):
+                        j += 1
+                    names.append(text[i + 1 : j])
+                    out.append(_placeholder(dialect))
+                    i = j
+                else:
+                    out.append(text[i])
+                    i += 1
+            rendered = ("".join(out), tuple(names))
+            self._rendered[dialect] = rendered
+        return rendered
+
+    def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
+        sql, names = self._render(conn.dialect.name)
+        cur = cursor(conn)
+        cur.execute(sql, [params[name] for name in names])
+        return cur
+
+    def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        cur = self._run(conn, params)
+        try:
+            row = cur.fetchone()
+            return None if row is None else tuple(row)
+        finally:
+            cur.close()
+
+    def all(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        cur = self._run(conn, params)
+        try:
+            return [tuple(row) for row in cur.fetchall()]
+        finally:
+            cur.close()
+
+    def rowcount(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        cur = self._run(conn, params)
+        try:
+            return int(cur.rowcount)
+        finally:
+            cur.close()

@@ -1,0 +1,51 @@
+"""Driver-level statements run in the caller's transaction on both backends."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, select
+
+from fhir_store.database import make_engine
+from fhir_store.driver_sql import CHUNK_ROWS, BulkInsert, DriverQuery
+from fhir_store.schema import search_string
+
+_INSERT = BulkInsert(search_string, ("res_type", "res_id", "param", "norm", "exact"))
+_BY_ID = DriverQuery(
+    "SELECT param, exact FROM search_string WHERE res_type = :t AND res_id = :i ORDER BY param"
+)
+
+
+def _engine(database_url: str) -> Engine:
+    return make_engine(database_url, pool_size=2)
+
+
+def test_bulk_insert_spans_chunks_and_commits_with_the_transaction(database_url: str) -> None:
+    engine = _engine(database_url)
+    rows = [("Patient", "p1", f"name{n:03d}", "nguyen", "Nguyễn") for n in range(CHUNK_ROWS * 2 + 3)]
+    with engine.begin() as conn:
+        _INSERT.execute(conn, rows)
+        assert len(_BY_ID.all(conn, {"t": "Patient", "i": "p1"})) == len(rows)
+    with engine.connect() as conn:
+        stored = conn.execute(select(search_string.c.exact).where(search_string.c.res_id == "p1")).all()
+    assert len(stored) == len(rows) and {r[0] for r in stored} == {"Nguyễn"}
+    engine.dispose()
+
+
+def test_rollback_discards_driver_level_rows(database_url: str) -> None:
+    engine = _engine(database_url)
+    conn = engine.connect()
+    trans = conn.begin()
+    _INSERT.execute(conn, [("Patient", "p2", "name", "tran", "Trần")])
+    trans.rollback()
+    conn.close()
+    with engine.connect() as conn:
+        assert _BY_ID.first(conn, {"t": "Patient", "i": "p2"}) is None
+    engine.dispose()
+
+
+def test_query_renders_named_parameters_and_keeps_casts() -> None:
+    query = DriverQuery("SELECT a FROM t WHERE x = :x AND y::text = :y AND z = :x")
+    assert query._render("postgresql") == (
+        "SELECT a FROM t WHERE x = %s AND y::text = %s AND z = %s",
+        ("x", "y", "x"),
+    )
+    assert query._render("sqlite")[0] == "SELECT a FROM t WHERE x = ? AND y::text = ? AND z = ?"
