@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from gateway.backup import TamperedArchive, WrongKey, decrypt_stream, encrypt_stream
+from gateway.backup_archive import TamperedArchive, WrongKey, decrypt_stream, encrypt_stream
 
 KEY = bytes(range(32))
 HEADER = 29
