@@ -16,7 +16,8 @@ import re
 from datetime import datetime, timedelta, timezone
 
 from common.errors import CarebridgeError
-from mappers.hl7_message import EncodingChars, Header, peek_header
+from mappers.hl7_encoding import EncodingChars
+from mappers.hl7_message import Header, peek_header
 
 TABLE_0357 = {
     "0": "Message accepted",

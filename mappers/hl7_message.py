@@ -6,13 +6,12 @@ module does the minimum an ER7 reader must do and nothing more:
 
 * strips an optional UTF-8 BOM and accepts CR, LF or CRLF segment ends
   (HL7 v2.5 ch. 2.5.1 mandates CR; real feeds do not);
-* reads the delimiters from MSH-1/MSH-2 instead of assuming ``|^~\\&``;
-* reads MSH-18 (character set, HL7 table 0211) from the raw bytes first --
-  MSH itself is ASCII -- and decodes the whole message with it;
+* reads the delimiters (MSH-1/MSH-2) and the character set (MSH-18) from the
+  raw bytes first and decodes the whole message with it
+  (:mod:`mappers.hl7_encoding`);
 * keeps every segment (Z-segments too) but interprets none of them;
-* decodes escape sequences (``\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh..\\``, HL7 v2.5
-  ch. 2.7) lazily, when a value is read, so that an escaped delimiter never
-  splits a field.
+* decodes escape sequences lazily, when a value is read, so that an escaped
+  delimiter never splits a field.
 
 Field numbering follows the standard: ``seg.field(n)`` is ``SEG-n``; for MSH,
 MSH-1 is the field separator and MSH-2 the encoding characters.
@@ -25,53 +24,30 @@ import re
 from dataclasses import dataclass
 
 from common.errors import UnparseableMessage, UnsupportedVersion
+from mappers.hl7_encoding import CHARSETS, EncodingChars, codec_for, encoding_from, unescape
+
+# CHARSETS, EncodingChars and unescape stay importable from here for callers written before
+# mappers.hl7_encoding existed (gateway/mllp/client.py); new code imports them from there.
+__all__ = [
+    "CHARSETS",
+    "EncodingChars",
+    "Header",
+    "Hl7Message",
+    "Repetition",
+    "Segment",
+    "cx_authority",
+    "parse_message",
+    "patient_key",
+    "peek_header",
+    "primary_cx",
+    "unescape",
+]
 
 _BOM = b"\xef\xbb\xbf"
-
-#: HL7 table 0211 (MSH-18) → Python codec.  ``UNICODE`` alone is deprecated
-#: (it meant UCS-2 in v2.3) but every sender we know uses it for UTF-8.
-CHARSETS: dict[str, str] = {
-    "ASCII": "ascii",
-    "ISO IR6": "ascii",
-    "UNICODE UTF-8": "utf-8",
-    "UNICODE": "utf-8",
-    "UTF-8": "utf-8",
-    "ISO IR192": "utf-8",
-    "8859/1": "iso8859-1",
-    "ISO IR100": "iso8859-1",
-    "8859/2": "iso8859-2",
-    "8859/3": "iso8859-3",
-    "8859/4": "iso8859-4",
-    "8859/5": "iso8859-5",
-    "8859/6": "iso8859-6",
-    "8859/7": "iso8859-7",
-    "8859/8": "iso8859-8",
-    "8859/9": "iso8859-9",
-    "8859/15": "iso8859-15",
-    "GB 18030-2000": "gb18030",
-    "KS X 1001": "euc_kr",
-    "BIG-5": "big5",
-}
 
 _VERSION_RE = re.compile(r"2\.[3-8](\.\d+)*")
 _SEGMENT_NAME_RE = re.compile(r"[A-Z][A-Z0-9]{2}")
 _PATH_RE = re.compile(r"([A-Z][A-Z0-9]{2})-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?")
-
-
-@dataclass(frozen=True, slots=True)
-class EncodingChars:
-    """Delimiters read from MSH-1 and MSH-2 (HL7 v2.5 ch. 2.5.4)."""
-
-    field: str
-    component: str
-    repetition: str
-    escape: str
-    subcomponent: str
-    truncation: str = ""
-
-    @property
-    def msh2(self) -> str:
-        return self.component + self.repetition + self.escape + self.subcomponent + self.truncation
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,52 +71,6 @@ class Header:
     codec: str  # Python codec actually used to decode the message
     field_separator: str = "|"  # MSH-1
     encoding_characters: str = "^~\\&"  # MSH-2
-
-
-def unescape(value: str, enc: EncodingChars, codec: str = "utf-8") -> str:
-    """Decode HL7 escape sequences; unknown or unterminated sequences stay literal."""
-    esc = enc.escape
-    if not esc or esc not in value:
-        return value
-    out: list[str] = []
-    i = 0
-    n = len(value)
-    while i < n:
-        j = value.find(esc, i)
-        if j < 0:
-            out.append(value[i:])
-            break
-        out.append(value[i:j])
-        k = value.find(esc, j + 1)
-        if k < 0:
-            out.append(value[j:])
-            break
-        decoded = _decode_sequence(value[j + 1 : k], enc, codec)
-        out.append(value[j : k + 1] if decoded is None else decoded)
-        i = k + 1
-    return "".join(out)
-
-
-def _decode_sequence(seq: str, enc: EncodingChars, codec: str) -> str | None:
-    simple = {
-        "F": enc.field,
-        "S": enc.component,
-        "T": enc.subcomponent,
-        "R": enc.repetition,
-        "E": enc.escape,
-        "P": enc.truncation,
-        ".br": "\n",
-        "H": "",
-        "N": "",
-    }
-    if seq in simple:
-        return simple[seq]
-    if seq[:1] == "X" and len(seq) > 1 and len(seq) % 2 == 1:
-        try:
-            return bytes.fromhex(seq[1:]).decode(codec, errors="replace")
-        except (ValueError, LookupError):
-            return None
-    return None
 
 
 class Repetition:
@@ -310,35 +240,6 @@ def _header(msh: Segment, charset: str, codec: str, enc: EncodingChars) -> Heade
     )
 
 
-def _encoding_from(data: bytes) -> EncodingChars:
-    fs = data[3:4]
-    if not fs or fs in b"\r\n \t" or fs.isalnum() or fs[0] > 0x7E:
-        raise UnparseableMessage("invalid field separator in MSH-1", location="MSH-1")
-    end = data.find(fs, 4)
-    chars = data[4:end] if end >= 0 else b""
-    if not 4 <= len(chars) <= 5 or any(ch > 0x7E or ch <= 0x20 for ch in chars):
-        raise UnparseableMessage("invalid encoding characters in MSH-2", location="MSH-2")
-    text = chars.decode("ascii")
-    if any(ch.isalnum() for ch in text) or len(set(text + fs.decode())) != len(text) + 1:
-        raise UnparseableMessage("invalid encoding characters in MSH-2", location="MSH-2")
-    return EncodingChars(fs.decode(), text[0], text[1], text[2], text[3], text[4:])
-
-
-def _codec_for(msh_line: bytes, enc: EncodingChars, default_charset: str) -> tuple[str, str]:
-    parts = msh_line.split(enc.field.encode())
-    raw18 = parts[17] if len(parts) > 17 else b""
-    try:
-        label = raw18.decode("ascii").split(enc.repetition)[0].split(enc.component)[0].strip()
-    except UnicodeDecodeError:
-        raise UnparseableMessage("MSH-18 is not ASCII", location="MSH-18") from None
-    if not label:
-        return "", default_charset
-    codec = CHARSETS.get(label.upper())
-    if codec is None:
-        raise UnparseableMessage(f"unsupported character set {label!r}", location="MSH-18")
-    return label, codec
-
-
 def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
     """Tokenize one ER7 message (MLLP framing already removed).
 
@@ -371,13 +272,13 @@ def _tokenize(raw: bytes, default_charset: str) -> Hl7Message:
     data = data.lstrip(b"\r\n\t \x0b")
     if not data.startswith(b"MSH") or len(data) < 8:
         raise UnparseableMessage("message does not start with an MSH segment", location="MSH")
-    enc = _encoding_from(data)
+    enc = encoding_from(data)
     eol = len(data)
     for terminator in (b"\r", b"\n"):
         pos = data.find(terminator)
         if 0 <= pos < eol:
             eol = pos
-    charset, codec = _codec_for(data[:eol], enc, default_charset)
+    charset, codec = codec_for(data[:eol], enc, default_charset)
     if bom:
         codec = "utf-8"  # the BOM is proof of UTF-8 whatever MSH-18 claims
     try:

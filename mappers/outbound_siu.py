@@ -15,7 +15,7 @@ from typing import Any
 from common.identifiers import BASE
 from mappers.ack import escape
 from mappers.datatypes import fhir_to_dtm
-from mappers.hl7_message import EncodingChars
+from mappers.hl7_encoding import EncodingChars
 
 _ENC = EncodingChars("|", "^", "~", "\\", "&")
 _STATUS = {"proposed": "Pending", "pending": "Pending", "booked": "Booked", "waitlist": "Waitlist"}

@@ -24,7 +24,8 @@ from mappers.datatypes import (
     xpn_to_human_name,
     xtn_to_contact_point,
 )
-from mappers.hl7_message import EncodingChars, Repetition
+from mappers.hl7_encoding import EncodingChars
+from mappers.hl7_message import Repetition
 
 ENC = EncodingChars("|", "^", "~", "\\", "&")
 

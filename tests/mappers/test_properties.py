@@ -199,7 +199,7 @@ def test_ack_parses_back_with_python_hl7(
     inbound_id: str, ack_id: str, error: CarebridgeError | None, facility: str, version: str
 ) -> None:
     from mappers.ack import escape
-    from mappers.hl7_message import EncodingChars
+    from mappers.hl7_encoding import EncodingChars
 
     enc = EncodingChars("|", "^", "~", "\\", "&")
     fac = escape(facility, enc)

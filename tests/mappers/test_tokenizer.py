@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UnparseableMessage, UnsupportedVersion
-from mappers.hl7_message import parse_message, patient_key, peek_header, unescape
+from mappers.hl7_encoding import unescape
+from mappers.hl7_message import parse_message, patient_key, peek_header
 from tests.mappers.helpers import raw
 
 A04 = raw("adt_a04_register_outpatient.hl7")
