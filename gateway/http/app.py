@@ -19,7 +19,7 @@ from fhir_store.model import RequestContext
 from fhir_store.validation import SUPPORTED_TYPES
 from gateway import crm_http, privacy_http
 from gateway.auth import http_binding
-from gateway.http import audit_routes, bundle_routes, errors, fhir_routes, health
+from gateway.http import audit_routes, bundle_routes, errors, fhir_read_routes, fhir_write_routes, health
 from gateway.http.capability import SOFTWARE_VERSION
 from gateway.http.request_context import ContextProvider, RequestContextMiddleware
 from gateway.runtime import Runtime
@@ -80,7 +80,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(health.router)
     # before the generic /fhir/{type} routes: AuditEvent is read-only and not a store type
     app.include_router(audit_routes.router)
-    app.include_router(fhir_routes.router)
+    app.include_router(fhir_read_routes.router)
+    app.include_router(fhir_write_routes.router)
     app.include_router(bundle_routes.router)
     app.include_router(crm_http.router)
     app.include_router(crm_http.reid_router)

@@ -37,10 +37,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, NoReturn
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import urlencode
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Path, Request
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -58,8 +58,8 @@ from gateway.http import openapi_docs as doc
 from gateway.http.capability import declare_external
 from gateway.http.interactions import FHIR_ID
 from gateway.http.media import negotiate, require_form
-from gateway.http.request_context import rest_context
-from gateway.http.responses import fhir_base, fhir_response, read_body, runtime_of
+from gateway.http.responses import fhir_base, fhir_response, read_form_params, runtime_of
+from gateway.http.route_params import RestContext
 
 AUDIT_TYPE = "AuditEvent"
 #: Search parameters of ``GET /fhir/AuditEvent`` (https://hl7.org/fhir/R4/auditevent.html#search),
@@ -86,7 +86,6 @@ declare_external(
 )
 
 router = APIRouter(prefix=f"/fhir/{AUDIT_TYPE}", tags=["AuditEvent"])
-Context = Annotated[RequestContext, Depends(rest_context)]
 IdParam = Annotated[str, Path(alias="id", description="AuditEvent id")]
 Params = Sequence[tuple[str, str]]
 
@@ -268,7 +267,7 @@ _SEARCH_PARAMS_DOC = [
     responses=_SEARCH_DOC,
     openapi_extra=doc.extra(_SEARCH_PARAMS_DOC),
 )
-def search(request: Request, context: Context) -> Response:
+def search(request: Request, context: RestContext) -> Response:
     negotiate(request.headers, request.query_params)
     _authorize(context, "s")
     hook = _hook(request)
@@ -284,16 +283,11 @@ def search(request: Request, context: Context) -> Response:
     responses=_SEARCH_DOC,
     openapi_extra=doc.extra([doc.FORMAT], doc.FORM_BODY),
 )
-async def search_post(request: Request, context: Context) -> Response:
+async def search_post(request: Request, context: RestContext) -> Response:
     negotiate(request.headers, request.query_params)
     _authorize(context, "s")
     require_form(request.headers)
-    raw = await read_body(request)
-    try:
-        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise InvalidInput("the form body is not UTF-8", location="body") from None
-    params = [*request.query_params.multi_items(), *form]
+    params = await read_form_params(request)
     hook = _hook(request)
     body = await run_in_threadpool(
         audit_search_bundle, hook, context, fhir_base(request), params, urlencode(params)
@@ -310,17 +304,17 @@ def _refuse(what: str) -> NoReturn:
 
 
 @router.get("/_history", include_in_schema=False)
-def type_history(request: Request, context: Context) -> Response:
+def type_history(request: Request, context: RestContext) -> Response:
     _refuse("history-type")
 
 
 @router.get("/{id}/_history", include_in_schema=False)
-def instance_history(request: Request, resource_id: IdParam, context: Context) -> Response:
+def instance_history(request: Request, resource_id: IdParam, context: RestContext) -> Response:
     _refuse("history-instance")
 
 
 @router.get("/{id}/_history/{vid}", include_in_schema=False)
-def vread(request: Request, resource_id: IdParam, vid: str, context: Context) -> Response:
+def vread(request: Request, resource_id: IdParam, vid: str, context: RestContext) -> Response:
     _refuse("vread")
 
 
@@ -331,7 +325,7 @@ def vread(request: Request, resource_id: IdParam, vid: str, context: Context) ->
     responses=doc.responses({200: ("The AuditEvent", doc.RESOURCE)}, (404,)),
     openapi_extra=doc.extra([doc.FORMAT]),
 )
-def read(request: Request, resource_id: IdParam, context: Context) -> Response:
+def read(request: Request, resource_id: IdParam, context: RestContext) -> Response:
     negotiate(request.headers, request.query_params)
     _authorize(context, "r")
     if not FHIR_ID.match(resource_id):
@@ -340,12 +334,12 @@ def read(request: Request, resource_id: IdParam, context: Context) -> Response:
 
 
 @router.api_route("", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-def type_write(request: Request, context: Context) -> Response:
+def type_write(request: Request, context: RestContext) -> Response:
     kind = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}[request.method]
     _refuse(f"{kind} (conditional)" if request.method != "POST" else kind)
 
 
 @router.api_route("/{id}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-def instance_write(request: Request, resource_id: IdParam, context: Context) -> Response:
+def instance_write(request: Request, resource_id: IdParam, context: RestContext) -> Response:
     kind = {"POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}[request.method]
     _refuse(kind)

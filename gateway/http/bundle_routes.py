@@ -16,10 +16,10 @@ and the resource or an OperationOutcome according to ``Prefer: return``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -45,8 +45,8 @@ from gateway.http import openapi_docs as doc
 from gateway.http.capability import capability_statement, require
 from gateway.http.errors import error_outcome, outcome
 from gateway.http.media import negotiate, require_json
-from gateway.http.request_context import rest_context
 from gateway.http.responses import PreferReturn, fhir_base, fhir_response, prefer_return, read_body, store_of
+from gateway.http.route_params import RestContext
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
@@ -214,9 +214,7 @@ def process_batch(
     openapi_extra=doc.extra([doc.FORMAT, doc.PREFER], doc.body(doc.BUNDLE)),
 )
 @router.post("/", include_in_schema=False, response_class=Response)  # "[base]/" as many clients send it
-async def batch_or_transaction(
-    request: Request, context: Annotated[RequestContext, Depends(rest_context)]
-) -> Response:
+async def batch_or_transaction(request: Request, context: RestContext) -> Response:
     negotiate(request.headers, request.query_params)
     require_json(request.headers)
     bundle = fhir.parse_json(await read_body(request))

@@ -1,6 +1,6 @@
 """The FHIR interactions behind the routes, independent of HTTP framing.
 
-Routes (:mod:`gateway.http.fhir_routes`) and GET entries of batch/transaction
+Routes (:mod:`gateway.http.fhir_read_routes`) and GET entries of batch/transaction
 Bundles (:mod:`gateway.http.bundle_routes`) both call these, so a search inside
 a batch answers exactly like ``GET /fhir/Patient?...``.
 

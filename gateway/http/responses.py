@@ -1,4 +1,4 @@
-"""HTTP framing shared by the FHIR routes: base URL, bounded bodies, Prefer, resource headers.
+"""HTTP framing shared by the FHIR routes: base URL, bounded bodies and forms, Prefer, resource headers.
 
 - Base URL: ``settings.base_url`` when configured (behind a proxy), else the
   address the client used, so ``fullUrl``/``Location`` resolve for that client.
@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from common.errors import PayloadTooLarge
+from common.errors import InvalidInput, PayloadTooLarge
 from fhir_store.instants import http_date
 from fhir_store.model import StoredResource
 from fhir_store.repository import FhirStore
@@ -70,6 +71,20 @@ async def read_body(request: Request) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_form_params(request: Request) -> list[tuple[str, str]]:
+    """Query parameters plus a bounded ``x-www-form-urlencoded`` body: ``POST .../_search`` criteria.
+
+    FHIR lets a client move search criteria into the body (so they stay out of
+    URLs and access logs); both halves count, as if sent in the query.
+    """
+    raw = await read_body(request)
+    try:
+        form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise InvalidInput("the form body is not UTF-8", location="body") from None
+    return [*request.query_params.multi_items(), *form]
 
 
 def prefer_return(request: Request, default: PreferReturn = "representation") -> PreferReturn:
