@@ -21,7 +21,7 @@ from audit.export import search_audit
 from consent.pdp import load_consents
 from consent.rights import model as m
 from consent.rights.calendar import iso
-from consent.rights.deps import RightsDeps
+from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES
 from fhir_store.model import RequestContext
@@ -67,7 +67,7 @@ def handle_access(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
     store = deps.store
-    resources = store.everything(req.patient_id, context=replace_internal(context))
+    resources = store.everything(req.patient_id, context=internal_context(context))
     with store.engine.connect() as conn:
         consents = load_consents(conn, req.patient_id)
     consent_resources = [store.read("Consent", c.id).resource() for c in consents]
@@ -91,9 +91,3 @@ def handle_access(
         "legal_basis": [DECREE_DEADLINES, "Law 91/2025/QH15 (right of access)"],
     }
     return Outcome(status=m.COMPLETED, document=document)
-
-
-def replace_internal(context: RequestContext) -> RequestContext:
-    from dataclasses import replace
-
-    return replace(context, channel="internal", patient_ids=(), grants=())

@@ -19,6 +19,17 @@ from fhir_store.repository import FhirStore
 PRIVACY_PURPOSE = "http://terminology.hl7.org/CodeSystem/v3-ActReason|PATADMIN"
 
 
+def internal_context(context: RequestContext) -> RequestContext:
+    """The caller's identity for store reads and writes made by the workflow (not a FHIR REST call).
+
+    The privacy API already decided the caller may act on this request; the
+    workflow then reads the patient's whole record and writes its own Task, so
+    the token's patient-compartment confinement and scope grants are dropped
+    and the channel says ``internal`` in the audit trail.
+    """
+    return replace(context, channel="internal", patient_ids=(), grants=())
+
+
 @dataclass
 class RightsDeps:
     store: FhirStore

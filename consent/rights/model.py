@@ -49,6 +49,8 @@ DUE_DAYS: dict[str, int] = {
 }
 ERASURE_WITH_PROCESSOR_DAYS: Final = 30
 MAX_EXTENSION_DAYS: Final = 20
+#: Shortest reason accepted for filing, extending or closing (a reason is required, not a word).
+MIN_REASON_CHARS: Final = 5
 NEAR_DUE_WORKING_DAYS: Final = 2
 
 RECEIVED: Final = "received"

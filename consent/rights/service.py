@@ -12,28 +12,26 @@ commit together or not at all, so a refused step changes nothing.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select, update
 
 from audit.events import Target
 from common.errors import BusinessRuleViolation, InvalidInput, NotFound, VersionConflict
 from consent.rights import model as m
 from consent.rights.access import handle_access
 from consent.rights.calendar import WorkingCalendar, end_of_day_us, iso, local_date
-from consent.rights.deps import RightsDeps
+from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.erasure import handle_erasure
+from consent.rights.filing import file_request
 from consent.rights.others import handle_objection, handle_rectification, handle_restriction
 from consent.rights.outcome import Outcome
 from consent.rights.schema import privacy_receipt, privacy_request
-from fhir_store.model import Create, Operation, RequestContext, Update
-from fhir_store.writer import load_current
+from fhir_store.model import Operation, RequestContext, Update
 
 Handler = Callable[[RightsDeps, m.PrivacyRequest, RequestContext, dict[str, Any]], Outcome]
 HANDLERS: dict[str, Handler] = {
@@ -43,19 +41,6 @@ HANDLERS: dict[str, Handler] = {
     m.RESTRICTION: handle_restriction,
     m.OBJECTION: handle_objection,
 }
-MIN_REASON = 5
-
-
-def internal(context: RequestContext) -> RequestContext:
-    """The caller's identity for store writes made by the workflow (not a FHIR REST write)."""
-    return replace(context, channel="internal", patient_ids=(), grants=())
-
-
-def _has_crm_link(conn: Connection, patient_id: str) -> bool:
-    from crm_bridge.schema import crm_pseudonym  # the bridge's link table (issue #5)
-
-    row = conn.execute(select(crm_pseudonym.c.crm_id).where(crm_pseudonym.c.patient_id == patient_id)).first()
-    return row is not None
 
 
 class RightsService:
@@ -113,7 +98,7 @@ class RightsService:
             for r in rows
         ]
 
-    # -- filing ---------------------------------------------------------------------
+    # -- filing (consent.rights.filing) ----------------------------------------------
 
     def file(
         self,
@@ -125,88 +110,16 @@ class RightsService:
         reason: str,
         verification: str | None,
     ) -> m.PrivacyRequest:
-        if request_type not in m.REQUEST_TYPES:
-            raise InvalidInput(
-                f"unknown request type {request_type!r}; expected one of {list(m.REQUEST_TYPES)}",
-                location="type",
-            )
-        if len(reason.strip()) < MIN_REASON:
-            raise InvalidInput("a reason is required", location="reason")
-        engine = self.deps.store.engine
-        with engine.connect() as conn:
-            patient = load_current(conn, "Patient", patient_id)
-            if patient is None or patient.deleted:
-                raise NotFound("the patient is not known", location="patient")
-            processor = request_type == m.ERASURE and _has_crm_link(conn, patient_id)
-            self._refuse_duplicate(conn, patient_id, request_type)
-        now = self.now()
-        req = m.PrivacyRequest(
-            id=str(uuid.uuid4()),
+        request_id = file_request(
+            self.deps,
+            context,
             patient_id=patient_id,
-            type=request_type,
-            status=m.RECEIVED,
+            request_type=request_type,
             scope=scope,
-            reason=reason.strip(),
-            filed_by=context.client_id,
-            filed_role=context.role,
+            reason=reason,
             verification=verification,
-            processor_involved=processor,
-            created_us=now,
-            ack_due_us=self.calendar.working_days_due(now, m.ACK_WORKING_DAYS),
-            due_us=m.due_us(self.calendar, request_type, now, processor),
-            acknowledged_us=None,
-            extended_us=None,
-            extension_days=None,
-            extension_reason=None,
-            completed_us=None,
-            closed_us=None,
-            close_reason=None,
-            task_id=None,
-            response=None,
-            updated_us=now,
         )
-
-        def write(conn: Connection, results: list[Any]) -> None:
-            task_id = results[0].stored.id
-            values = {k: v for k, v in req.__dict__.items() if k not in ("scope", "response", "task_id")}
-            conn.execute(
-                insert(privacy_request).values(
-                    **values,
-                    scope=orjson.dumps(scope).decode(),
-                    response=None,
-                    task_id=task_id,
-                    open_key=f"{patient_id}|{request_type}",
-                )
-            )
-            self.deps.audit_in(
-                conn,
-                context,
-                "filed",
-                patient_id=patient_id,
-                request_id=req.id,
-                action="C",
-                detail=f"type={request_type}; role={context.role}",
-                targets=[Target("Task", task_id)],
-            )
-
-        try:
-            self.deps.store.transact([Create(m.task_resource(req))], internal(context), extra=write)
-        except IntegrityError:
-            with engine.connect() as conn:
-                self._refuse_duplicate(conn, patient_id, request_type)
-            raise
-        return self.get(req.id)
-
-    def _refuse_duplicate(self, conn: Connection, patient_id: str, request_type: str) -> None:
-        row = conn.execute(
-            select(privacy_request.c.id).where(privacy_request.c.open_key == f"{patient_id}|{request_type}")
-        ).first()
-        if row is not None:
-            raise VersionConflict(
-                f"an open {request_type} request already exists for this patient ({row[0]}); "
-                "follow it instead of filing a new one",
-                location="type",
-            )
+        return self.get(request_id)
 
     # -- steps ---------------------------------------------------------------------
 
@@ -261,7 +174,7 @@ class RightsService:
         task_ops: list[Operation] = []
         if req.task_id:
             task_ops.append(Update("Task", req.task_id, m.task_resource(new, business_status)))
-        self.deps.store.transact([*task_ops, *(ops or [])], internal(context), extra=write)
+        self.deps.store.transact([*task_ops, *(ops or [])], internal_context(context), extra=write)
         return self.get(req.id)
 
     def _open(self, request_id: str) -> m.PrivacyRequest:
@@ -290,7 +203,7 @@ class RightsService:
             )
         if not 1 <= days <= m.MAX_EXTENSION_DAYS:
             raise InvalidInput(f"days must be between 1 and {m.MAX_EXTENSION_DAYS}", location="days")
-        if len(reason.strip()) < MIN_REASON:
+        if len(reason.strip()) < m.MIN_REASON_CHARS:
             raise InvalidInput("an extension needs a reason", location="reason")
         now = self.now()
         new = replace(
@@ -337,7 +250,7 @@ class RightsService:
         req = self.get(request_id)
         if req.status in (m.CLOSED, m.REJECTED):
             raise BusinessRuleViolation(f"the request is already {req.status}", location="status")
-        if len(reason.strip()) < MIN_REASON:
+        if len(reason.strip()) < m.MIN_REASON_CHARS:
             raise InvalidInput("closing needs a reason", location="reason")
         if req.status == m.IN_PROGRESS and not rejected:
             raise BusinessRuleViolation(
