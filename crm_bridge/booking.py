@@ -17,22 +17,21 @@ The stored SIU^S12 is sealed (AES-GCM) because it carries the record number.
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from common.errors import InvalidInput, NotFound
 from consent.keys import KeyStore
 from crm_bridge.config import CrmSettings
-from crm_bridge.delivery import backoff_s
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
 from crm_bridge.schema import crm_his_outbox
-from fhir_store.database import is_sqlite
+from crm_bridge.worker_loop import WorkerLoop, backoff_s
+from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import Create, OperationResult, RequestContext, Update
 from fhir_store.repository import FhirStore
@@ -84,9 +83,14 @@ class Booking:
         self.build_siu = build_siu
         self.keys = keys
         self.settings = settings
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = WorkerLoop(
+            "crm-his-sender",
+            self.run_once,
+            idle_wait_s=lambda: self.settings.poll_interval_s * 4,
+            log=log,
+            failure_message="HIS booking round failed: %s",
+        )
+        self.wake = self._loop.wake  # set when a booking is queued
 
     # -- request ------------------------------------------------------------------
 
@@ -171,28 +175,12 @@ class Booking:
     # -- sender worker --------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None and self.settings.his_endpoint() is not None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="crm-his-sender", daemon=True)
-            self._thread.start()
+        """Start the sender thread, unless no HIS endpoint is configured (bookings then wait)."""
+        if self.settings.his_endpoint() is not None:
+            self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception as exc:
-                log.warning("HIS booking round failed: %s", type(exc).__name__)
-                busy = 0
-            if not busy:
-                self.wake.wait(self.settings.poll_interval_s * 4)
-                self.wake.clear()
+        self._loop.stop()
 
     def run_once(self) -> int:
         endpoint = self.settings.his_endpoint()
@@ -245,7 +233,7 @@ class Booking:
                 delay = backoff_s(
                     attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s
                 )
-                with self._writer().begin() as conn:
+                with writer(self.store.engine).begin() as conn:
                     conn.execute(
                         update(crm_his_outbox)
                         .where(crm_his_outbox.c.id == row_id)
@@ -262,10 +250,6 @@ class Booking:
             self._finish(
                 row_id, crm_id, appointment_id, "rejected", ack.code, ack.text or f"HIS answered {ack.code}"
             )
-
-    def _writer(self) -> Engine:
-        engine = self.store.engine
-        return engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
 
     def _finish(
         self, row_id: int, crm_id: str, appointment_id: str, outcome: str, code: str, reason: str

@@ -22,9 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import random
 import secrets
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,7 +36,8 @@ from sqlalchemy import Engine, insert, select, update
 from consent.keys import KeyStore
 from crm_bridge.config import CrmSettings
 from crm_bridge.schema import crm_dead_letter, crm_outbox, crm_subscription
-from fhir_store.database import is_sqlite
+from crm_bridge.worker_loop import WorkerLoop, backoff_s
+from fhir_store.database import writer
 from fhir_store.instants import now_us
 
 log = logging.getLogger("carebridge.crm.delivery")
@@ -64,12 +63,6 @@ def verify_signature(
         return False
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
     return hmac.compare_digest(expected, parts.get("v1", ""))
-
-
-def backoff_s(attempt: int, base: float, cap: float) -> float:
-    """Exponential backoff with 'equal jitter': uniform in [d/2, d], d = min(cap, base·2^(n-1))."""
-    delay = min(cap, base * 2 ** max(0, attempt - 1))
-    return random.uniform(delay / 2, delay)
 
 
 @dataclass(frozen=True)
@@ -104,10 +97,6 @@ def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: in
     ]
 
 
-def _writer(engine: Engine) -> Engine:
-    return engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
-
-
 class Subscriptions:
     """Webhook registrations (secret generated here, shown once, stored sealed)."""
 
@@ -121,7 +110,7 @@ class Subscriptions:
         sub_id = str(uuid.uuid4())
         secret = secrets.token_urlsafe(32)
         kid, sealed = self.keys.cipher.seal(secret.encode(), sub_id.encode())
-        with _writer(self.engine).begin() as conn:
+        with writer(self.engine).begin() as conn:
             if from_seq is None:  # start at the head: a new subscription gets new events
                 from_seq = 0
             conn.execute(
@@ -172,7 +161,7 @@ class Subscriptions:
         ]
 
     def deactivate(self, crm_id: str, sub_id: str) -> bool:
-        with _writer(self.engine).begin() as conn:
+        with writer(self.engine).begin() as conn:
             result = conn.execute(
                 update(crm_subscription)
                 .where(crm_subscription.c.id == sub_id, crm_subscription.c.crm_id == crm_id)
@@ -182,7 +171,7 @@ class Subscriptions:
 
     def redeliver(self, crm_id: str, sub_id: str, *, from_seq: int | None = None) -> int:
         """Requeue the dead letters (and optionally rewind the cursor to ``from_seq``)."""
-        with _writer(self.engine).begin() as conn:
+        with writer(self.engine).begin() as conn:
             owner = conn.execute(
                 select(crm_subscription.c.crm_id).where(crm_subscription.c.id == sub_id)
             ).scalar()
@@ -201,7 +190,7 @@ class Subscriptions:
 
 
 class Dispatcher:
-    """Background webhook sender (a thread; ``run_once`` for tests)."""
+    """Background webhook sender (a :class:`~crm_bridge.worker_loop.WorkerLoop`; ``run_once`` for tests)."""
 
     def __init__(
         self, engine: Engine, keys: KeyStore, settings: CrmSettings, *, clock: Callable[[], float] = time.time
@@ -210,9 +199,14 @@ class Dispatcher:
         self.keys = keys
         self.settings = settings
         self.clock = clock
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = WorkerLoop(
+            "crm-webhooks",
+            self.run_once,
+            idle_wait_s=lambda: self.settings.poll_interval_s,
+            log=log,
+            failure_message="webhook dispatch round failed: %s",
+        )
+        self.wake = self._loop.wake  # set by the outbox hook after a commit that wrote events
         self._http = httpx.Client(timeout=settings.webhook_timeout_s)
         self.delivered = 0
         self.dead_lettered = 0
@@ -225,35 +219,17 @@ class Dispatcher:
         self._saved_at: dict[str, float] = {}
 
     def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            if self._http.is_closed:
-                self._http = httpx.Client(timeout=self.settings.webhook_timeout_s)
-            self._thread = threading.Thread(target=self._run, name="crm-webhooks", daemon=True)
-            self._thread.start()
+        if self._http.is_closed:  # stopped before: a new client for the new thread
+            self._http = httpx.Client(timeout=self.settings.webhook_timeout_s)
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        self._loop.stop()
         for sub_id, (cursor, saved) in list(self._cursors.items()):
             if cursor != saved:
                 self._save(sub_id, cursor, 0, 0, None)
         self._cursors.clear()
         self._http.close()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception as exc:  # keep the worker alive; no payloads in logs
-                log.warning("webhook dispatch round failed: %s", type(exc).__name__)
-                busy = 0
-            if not busy:
-                self.wake.wait(self.settings.poll_interval_s)
-                self.wake.clear()
 
     def run_once(self) -> int:
         """One pass over active subscriptions; returns the number of events delivered."""
@@ -274,7 +250,7 @@ class Dispatcher:
             ).all()
         total = 0
         for sub in subs:
-            if self._stop.is_set():
+            if self._loop.stopping:
                 break
             secret = self.keys.cipher.open(str(sub[4]), bytes(sub[5]), str(sub[0]).encode())
             total += self._requeued(str(sub[0]), str(sub[1]), str(sub[2]), secret)
@@ -357,7 +333,7 @@ class Dispatcher:
         return delivered
 
     def _save(self, sub_id: str, cursor: int, attempts: int, next_us: int, error: str | None) -> None:
-        with _writer(self.engine).begin() as conn:
+        with writer(self.engine).begin() as conn:
             conn.execute(
                 update(crm_subscription)
                 .where(crm_subscription.c.id == sub_id)
@@ -369,7 +345,7 @@ class Dispatcher:
     def _dead_letter(self, sub_id: str, seq: int, attempts: int, error: str) -> None:
         log.warning("webhook event seq=%d dead-lettered for subscription %s (%s)", seq, sub_id, error)
         self.dead_lettered += 1
-        with _writer(self.engine).begin() as conn:
+        with writer(self.engine).begin() as conn:
             conn.execute(
                 insert(crm_dead_letter).values(
                     subscription_id=sub_id,
@@ -394,7 +370,7 @@ class Dispatcher:
                 e for e in read_feed(self.engine, self.keys, crm_id, int(seq) - 1, limit=1) if e.seq == seq
             ]
             error = self._post(url, secret, events[0]) if events else None
-            with _writer(self.engine).begin() as conn:
+            with writer(self.engine).begin() as conn:
                 conn.execute(
                     update(crm_dead_letter)
                     .where(crm_dead_letter.c.id == dead_id)
