@@ -19,6 +19,7 @@ from crm_bridge.booking import Booking, HisTransport, SiuBuilder
 from crm_bridge.config import CrmSettings, ProjectionConfig
 from crm_bridge.delivery import Dispatcher, Subscriptions
 from crm_bridge.outbox import CrmOutboxHook
+from crm_bridge.processors import CrmProcessors
 from fhir_store.repository import FhirStore
 
 
@@ -59,6 +60,10 @@ class CrmBridge:
         return cls(
             settings, config, keys, pdp, hook, intake, dispatcher, Subscriptions(engine, keys), booking
         )
+
+    def processors(self) -> CrmProcessors:
+        """This bridge as the processors the patient-rights workflow notifies on erasure."""
+        return CrmProcessors(self.keys, self.dispatcher.wake.set)
 
     def start(self) -> None:
         self.dispatcher.start()

@@ -48,7 +48,9 @@ class Runtime:
         crm = build_crm_bridge(engine, store, settings, audit)
         from consent.rights import build_rights  # patient-rights workflow + tombstone hook (issue #6)
 
-        privacy = build_rights(store, settings.extra, audit, crm)
+        privacy = build_rights(
+            store, settings.extra, audit, processors=crm.processors(), before_hook=crm.hook
+        )
         return cls(settings, engine, store, services={"audit": audit, "crm": crm, "privacy": privacy})
 
     def close(self) -> None:

@@ -5,8 +5,10 @@ Art. 14 (erasure reaches processors and states what is retained), Circular
 33/2025/TT-BYT and Circular 13/2025/TT-BYT (formerly 46/2018) (medical
 records retained under legal hold).  See docs/patient-rights.md.
 
-:func:`build_rights` wires the workflow into a runtime: the tombstone hook goes
-into the store's hook chain *before* the CRM outbox hook.
+:func:`build_rights` wires the workflow into a runtime (``gateway.runtime``): the
+tombstone hook goes into the store's hook chain *before* the CRM outbox hook, and
+the processors to notify on erasure are injected (:mod:`consent.rights.processors`),
+so this package never imports ``crm_bridge``.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from typing import Any
 
 from consent.rights.calendar import ManualClock, SystemClock, WorkingCalendar
 from consent.rights.deps import RightsDeps
+from consent.rights.processors import Processors
 from consent.rights.service import RightsService
 from consent.rights.tombstones import TombstoneHook, tombstone_file
+from fhir_store.model import StoreHook
 from fhir_store.repository import FhirStore
 
 __all__ = [
     "ManualClock",
+    "Processors",
     "RightsDeps",
     "RightsService",
     "SystemClock",
@@ -30,24 +35,28 @@ __all__ = [
 ]
 
 
-def _waker(crm: Any | None) -> Any | None:
-    wake = getattr(getattr(crm, "dispatcher", None), "wake", None)
-    return None if wake is None else wake.set
-
-
 def build_rights(
-    store: FhirStore, extra: dict[str, str], audit: Any | None, crm: Any | None
+    store: FhirStore,
+    extra: dict[str, str],
+    audit: Any | None,
+    *,
+    processors: Processors | None = None,
+    before_hook: StoreHook | None = None,
 ) -> RightsService:
-    """Create the service and hook the tombstone check into ``store`` (before the CRM outbox hook)."""
+    """Create the service and hook the tombstone check into ``store``.
+
+    ``processors`` is whoever received patients (the CRM bridge), notified on
+    erasure; ``before_hook`` is the hook the tombstone check must run before
+    (the CRM outbox hook, so an erased patient sent again by the HIS is
+    labelled restricted before anything decides to disclose it).
+    """
     hook = TombstoneHook(audit.writer if audit is not None else None)
-    crm_hook = getattr(crm, "hook", None)
-    index = store.hooks.index(crm_hook) if crm_hook in store.hooks else len(store.hooks)
+    index = store.hooks.index(before_hook) if before_hook in store.hooks else len(store.hooks)
     store.hooks.insert(index, hook)
     deps = RightsDeps(
         store=store,
         audit=audit,
-        keys=getattr(crm, "keys", None),
-        wake_dispatcher=_waker(crm),
+        processors=processors,
         tombstone_path=tombstone_file(extra),
     )
     return RightsService(deps)

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit.events import Target, build_event
-from consent.keys import KeyStore
 from consent.rights.calendar import Clock, SystemClock, WorkingCalendar
+from consent.rights.processors import Processors
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext
 from fhir_store.repository import FhirStore
@@ -34,8 +34,7 @@ def internal_context(context: RequestContext) -> RequestContext:
 class RightsDeps:
     store: FhirStore
     audit: Any | None = None  # audit.hooks.AuditHook (its ``writer`` appends in our transaction)
-    keys: KeyStore | None = None  # the CRM bridge's keys (None: no CRM bridge configured)
-    wake_dispatcher: Any | None = None  # callable waking the webhook dispatcher
+    processors: Processors | None = None  # who received patients (the CRM bridge); None: nobody
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar.load)
     clock: Clock = field(default_factory=SystemClock)
     tombstone_path: Path = Path("var/erasure-tombstones.jsonl")

@@ -3,9 +3,9 @@
 Why:
 
 * Law 91/2025/QH15 Art. 14 — erasure reaches processors: every CRM that
-  received the patient gets ``patient.erased`` (``crm_bridge.outbox.emit_patient_erased``)
-  and must confirm; the confirmation is recorded as a deletion receipt.  The
-  response says what cannot be erased and why.
+  received the patient is notified (:meth:`~consent.rights.processors.Processors.erase`,
+  ``patient.erased`` from the CRM bridge) and must confirm; the confirmation is
+  recorded as a deletion receipt.  The response says what cannot be erased and why.
 * Decree 356/2025/ND-CP Art. 5 — 20 days, 30 when a processor must act.
 * Circular 33/2025/TT-BYT and Circular 13/2025/TT-BYT (formerly 46/2018) —
   medical records (Patient, Encounter, Appointment from the HIS) are retained
@@ -28,7 +28,7 @@ import hashlib
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, insert
 
 from audit.events import Target
 from consent.pdp import load_consents
@@ -67,29 +67,6 @@ def _latest_clinical_date(resources: list[StoredResource], fallback: date) -> da
     return latest
 
 
-def _crm_links(conn: Connection, patient_id: str) -> list[str]:
-    from crm_bridge.schema import crm_pseudonym
-
-    rows = conn.execute(
-        select(crm_pseudonym.c.crm_id).where(crm_pseudonym.c.patient_id == patient_id).distinct()
-    ).all()
-    return sorted(str(r[0]) for r in rows)
-
-
-def _shred_booking_messages(conn: Connection, appointment_ids: list[str]) -> int:
-    """Answered SIU^S12 booking messages (they carry the MRN) are emptied: nothing left to decrypt."""
-    from crm_bridge.schema import crm_his_outbox
-
-    if not appointment_ids:
-        return 0
-    result = conn.execute(
-        update(crm_his_outbox)
-        .where(crm_his_outbox.c.appointment_id.in_(appointment_ids), crm_his_outbox.c.status != "pending")
-        .values(message=b"")
-    )
-    return int(result.rowcount or 0)
-
-
 def handle_erasure(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
@@ -98,7 +75,8 @@ def handle_erasure(
     now = deps.clock.now_us()
     with store.engine.connect() as conn:
         consents = [c for c in load_consents(conn, req.patient_id) if c.status == "active"]
-        crms = _crm_links(conn, req.patient_id) if deps.keys is not None else []
+        processors = deps.processors
+        crms = processors.linked(conn, req.patient_id) if processors is not None else []
     ops: list[Operation] = []
     consent_ops: list[Operation] = []
     for record in consents:
@@ -206,11 +184,9 @@ def handle_erasure(
     ]
 
     def in_transaction(conn: Connection) -> None:
-        if deps.keys is not None:
-            from crm_bridge.outbox import emit_patient_erased  # the bridge is optional: imported when used
-
-            subjects = {c: deps.keys.pseudonym(c, req.patient_id) for c in crms}
-            emit_patient_erased(conn, deps.keys, req.patient_id, retained=retained_note)
+        if processors is not None:
+            subjects = {c: processors.subject(c, req.patient_id) for c in crms}
+            processors.erase(conn, req.patient_id, appointment_ids=appointment_ids, retained=retained_note)
             for crm_id, subject in subjects.items():
                 conn.execute(
                     insert(privacy_receipt).values(
@@ -222,7 +198,6 @@ def handle_erasure(
                         note=None,
                     )
                 )
-            _shred_booking_messages(conn, appointment_ids)
         for stored in held:
             version = relabel(conn, stored.resource_type, stored.id, now_us())
             if version is not None:
@@ -250,8 +225,8 @@ def handle_erasure(
         append_to_file(
             deps.tombstone_path, [{**r, "subject_hash": r["subject_hash"]} for r in tombstone_rows]
         )
-        if deps.wake_dispatcher is not None:
-            deps.wake_dispatcher()
+        if processors is not None:
+            processors.wake()
 
     return Outcome(
         status=m.IN_PROGRESS if crms else m.COMPLETED,

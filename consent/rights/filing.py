@@ -27,13 +27,6 @@ from fhir_store.model import Create, RequestContext
 from fhir_store.writer import load_current
 
 
-def _has_crm_link(conn: Connection, patient_id: str) -> bool:
-    from crm_bridge.schema import crm_pseudonym  # the bridge's link table (issue #5)
-
-    row = conn.execute(select(crm_pseudonym.c.crm_id).where(crm_pseudonym.c.patient_id == patient_id)).first()
-    return row is not None
-
-
 def file_request(
     deps: RightsDeps,
     context: RequestContext,
@@ -58,7 +51,11 @@ def file_request(
         patient = load_current(conn, "Patient", patient_id)
         if patient is None or patient.deleted:
             raise NotFound("the patient is not known", location="patient")
-        processor = request_type == m.ERASURE and _has_crm_link(conn, patient_id)
+        processor = (
+            request_type == m.ERASURE
+            and deps.processors is not None
+            and bool(deps.processors.linked(conn, patient_id))
+        )
         _refuse_duplicate(conn, patient_id, request_type)
     now = deps.clock.now_us()
     req = m.PrivacyRequest(
