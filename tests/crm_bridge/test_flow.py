@@ -8,9 +8,11 @@ import httpx
 from sqlalchemy import select
 
 from audit.schema import audit_event
-from consent.purposes import APPOINTMENT_REMINDER, MARKETING, POST_VISIT_CARE, build_consent
+from consent.purposes import APPOINTMENT_REMINDER, MARKETING, POST_VISIT_CARE, PURPOSES, build_consent
 from crm_bridge.delivery import verify_signature
 from crm_bridge.outbox import rotate_pseudonyms
+from fhir_store.instants import now_us
+from fhir_store.model import RequestContext
 from tests.crm_bridge.conftest import (
     CRM_ID,
     CrmClient,
@@ -145,6 +147,62 @@ def test_withdrawal_suppresses_then_nothing_more(crm_live: LiveServer, crm: CrmC
         patched["id"] = pid
         assert http.put(f"/Patient/{pid}", json=patched).status_code == 200
     assert crm.feed(after[-1]["seq"]) == []
+
+
+def test_deleting_a_consent_withdraws_it_for_every_later_disclosure(
+    crm_live: LiveServer, crm: CrmClient, receiver: Receiver
+) -> None:
+    """``DELETE /fhir/Consent/{id}`` is a withdrawal: a deleted Consent permits nothing (deny by default)."""
+    secret = _subscribe(crm, receiver)
+    bridge = crm_live.runtime.services["crm"]
+    with his(crm_live) as http:
+        pid = _create(http, full_patient())
+        reminder = _consent(http, pid, APPOINTMENT_REMINDER)
+        post_visit = _consent(http, pid, POST_VISIT_CARE)
+        granted = crm.feed()
+        assert [e["type"] for e in granted] == ["consent.changed", "patient.upserted", "consent.changed"]
+
+        assert http.delete(f"/Consent/{reminder}").status_code == 204
+        _create(http, appointment(pid))  # a reminder purpose: no longer permitted
+        one_left = crm.feed(granted[-1]["seq"])
+        assert [e["type"] for e in one_left] == ["consent.changed"]
+        assert one_left[0]["data"] == {
+            "purposes": [POST_VISIT_CARE],
+            "granted": [],
+            "withdrawn": [APPOINTMENT_REMINDER],
+            "suppress": False,
+        }
+
+        assert http.delete(f"/Consent/{post_visit}").status_code == 204
+        none_left = crm.feed(one_left[-1]["seq"])
+        assert [e["type"] for e in none_left] == ["consent.changed"]
+        assert none_left[0]["data"] == {
+            "purposes": [],
+            "granted": [],
+            "withdrawn": [POST_VISIT_CARE],
+            "suppress": True,
+        }
+        # nothing about the patient reaches the CRM any more
+        _create(http, appointment(pid, start="2026-12-02T09:00:00+07:00"))
+        _create(http, encounter(pid))
+        patched = full_patient(telecom=[{"system": "phone", "value": "+84987654321"}])
+        patched["id"] = pid
+        assert http.put(f"/Patient/{pid}", json=patched).status_code == 200
+    assert crm.feed(none_left[-1]["seq"]) == []
+
+    # the decision point itself now denies every purpose for this patient
+    context = RequestContext("test-consent-deleted", client_id="test", role="system")
+    with crm_live.runtime.engine.connect() as conn:
+        session = bridge.pdp.session(conn, context, now_us())
+        assert not any(session.decide(pid, purpose, CRM_ID).permit for purpose in PURPOSES)
+
+    # the webhook receiver got exactly the feed: the suppression last, nothing after it
+    bridge.dispatcher.run_once()
+    delivered = receiver.events()
+    assert [e["id"] for e in delivered] == [e["id"] for e in granted + one_left + none_left]
+    assert delivered[-1]["data"]["suppress"] is True
+    for index, (_headers, body) in enumerate(receiver.received):
+        assert verify_signature(secret.encode(), body, receiver.signature(index))
 
 
 def test_marketing_needs_its_own_consent_and_opt_out_wins(crm_live: LiveServer, crm: CrmClient) -> None:
