@@ -21,13 +21,14 @@ Label values never carry patient data: message types are reduced to
 ``ADT^A04``-shaped codes (anything else becomes ``unknown``), CRM series are
 labelled by the CRM's OAuth client id and subscription id only.
 
-Webhook delivery latency needs a timing point inside the dispatcher
-(:mod:`crm_bridge.delivery`), which does not offer one yet: the histogram
-``carebridge_crm_webhook_delivery_seconds`` is exposed and fed through
-:meth:`OpsCollector.observe_webhook`, the documented hook for it.  Until the
-dispatcher calls it, ``carebridge_crm_webhook_oldest_pending_age_seconds``
-(how long the oldest undelivered event has waited) is the latency signal
-to alert on.
+Webhook delivery latency (``carebridge_crm_webhook_delivery_seconds``, one
+observation per POST attempt) is an event of the first kind: the dispatcher
+(:mod:`crm_bridge.delivery`) reports each attempt to the runtime's
+:class:`WebhookLatency`, which :class:`~gateway.runtime.Runtime` attaches when
+it is created, so attempts made before the first scrape are counted too.
+``carebridge_crm_webhook_oldest_pending_age_seconds`` (how long the oldest
+undelivered event has waited) is the signal for a receiver that stopped
+answering altogether.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
 log = get_logger("carebridge.metrics")
 
 SERVICE_KEY = "hl7_metrics"
+WEBHOOK_LATENCY_KEY = "webhook_latency"
 UNKNOWN = "unknown"
 _MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z0-9]{3}$")
 _HIS_OPEN = ("pending", "failed")  # booked/rejected rows are history; counting them would scan it all
@@ -111,6 +113,47 @@ def hl7_counters(runtime: Runtime) -> Hl7Counters:
     return counters
 
 
+class WebhookLatency:
+    """Webhook POST durations of one runtime's dispatcher, by outcome (ok = 2xx, error = anything else).
+
+    A histogram on a registry of its own, like :class:`Hl7Counters` one per
+    runtime: it must exist before the dispatcher's first delivery, which is
+    long before anyone scrapes ``/metrics``.
+    """
+
+    def __init__(self) -> None:
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._histogram = Histogram(
+            "carebridge_crm_webhook_delivery_seconds",
+            "Webhook POST duration per attempt, by outcome",
+            ("outcome",),
+            buckets=_WEBHOOK_BUCKETS,
+            registry=self._registry,
+        )
+
+    def observe(self, seconds: float, ok: bool) -> None:
+        """The dispatcher's ``on_delivery`` callback: one call per POST attempt."""
+        self._histogram.labels("ok" if ok else "error").observe(seconds)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._registry.collect()
+
+
+def webhook_latency(runtime: Runtime) -> WebhookLatency:
+    """The runtime's histogram, created and attached to its CRM dispatcher on first use.
+
+    ``Runtime.create`` calls this, so delivery is measured from the start.
+    """
+    latency = runtime.services.get(WEBHOOK_LATENCY_KEY)
+    if not isinstance(latency, WebhookLatency):
+        latency = WebhookLatency()
+        runtime.services[WEBHOOK_LATENCY_KEY] = latency
+        dispatcher = getattr(runtime.services.get("crm"), "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.on_delivery = latency.observe
+    return latency
+
+
 def _gauge(name: str, doc: str, value: float | None = None, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     if value is not None:
         return GaugeMetricFamily(name, doc, value=value)
@@ -126,29 +169,23 @@ class OpsCollector(Collector):
     tell "no backlog" from "could not look".
     """
 
-    def __init__(self, engine: Engine, counters: Hl7Counters, crm: Any | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        counters: Hl7Counters,
+        crm: Any | None = None,
+        webhook_latency: WebhookLatency | None = None,
+    ) -> None:
         self.engine = engine
         self.counters = counters
         self.crm = crm  # crm_bridge.bridge.CrmBridge when configured (reads its dispatcher's totals)
-        self._registry = CollectorRegistry(auto_describe=False)
-        self.webhook_latency = Histogram(
-            "carebridge_crm_webhook_delivery_seconds",
-            "Webhook POST duration per attempt (fed by OpsCollector.observe_webhook)",
-            ("outcome",),
-            buckets=_WEBHOOK_BUCKETS,
-            registry=self._registry,
-        )
-        dispatcher = getattr(crm, "dispatcher", None)
-        if dispatcher is not None:
-            dispatcher.on_delivery = lambda seconds, ok: self.observe_webhook(seconds, ok=ok)
+        self.webhook_latency = webhook_latency if webhook_latency is not None else WebhookLatency()
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> OpsCollector:
-        return cls(runtime.engine, hl7_counters(runtime), runtime.services.get("crm"))
-
-    def observe_webhook(self, seconds: float, *, ok: bool) -> None:
-        """Hook for the webhook dispatcher: one call per POST attempt."""
-        self.webhook_latency.labels("ok" if ok else "error").observe(seconds)
+        return cls(
+            runtime.engine, hl7_counters(runtime), runtime.services.get("crm"), webhook_latency(runtime)
+        )
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are stable but the DB is not queried at registration
@@ -156,7 +193,7 @@ class OpsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._hl7()
         yield from self._dispatcher()
-        yield from self._registry.collect()
+        yield from self.webhook_latency.collect()
         up = 1.0
         families: list[Metric] = []
         try:

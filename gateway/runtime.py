@@ -22,6 +22,7 @@ from fhir_store.database import make_engine
 from fhir_store.migrations import upgrade
 from fhir_store.repository import FhirStore
 from gateway.logging_setup import configure_logging, get_logger
+from gateway.metrics import webhook_latency
 from gateway.settings import Settings
 
 log = get_logger("carebridge.runtime")
@@ -51,7 +52,9 @@ class Runtime:
         privacy = build_rights(
             store, settings.extra, audit, processors=crm.processors(), before_hook=crm.hook
         )
-        return cls(settings, engine, store, services={"audit": audit, "crm": crm, "privacy": privacy})
+        runtime = cls(settings, engine, store, services={"audit": audit, "crm": crm, "privacy": privacy})
+        webhook_latency(runtime)  # measured from the first delivery, not from the first /metrics scrape
+        return runtime
 
     def close(self) -> None:
         if "crm" in self.services:
