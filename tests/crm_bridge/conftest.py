@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -23,13 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
+from consent.purposes import build_consent
 from crm_bridge.delivery import SIGNATURE_HEADER
-from gateway.http.app import create_app
-from gateway.runtime import Runtime
-from gateway.settings import Settings
-from tests.http.live import LiveServer
+from tests.http.live import LiveServer, serve
 
 CRM_ID = "crm-main"
 MRN_SYSTEM = "https://id.carebridge.vn/mrn/BVDK_HN"
@@ -122,28 +118,8 @@ def serve_crm(database_url: str, tmp: Path, **extra: str) -> Iterator[LiveServer
         "crm_webhook_max_attempts": "1000",
         **extra,
     }
-    settings = Settings(database_url=database_url, http_port=0, db_pool_size=8, extra=settings_extra)
-    runtime = Runtime.create(settings, migrate=False)
-    app = create_app(runtime)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    try:
-        live = LiveServer(f"http://127.0.0.1:{port}", runtime)
-        live.headers = live.auth("his_integration")
+    with serve(database_url, settings_extra) as live:
         yield live
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-        sock.close()
-        runtime.close()
 
 
 @pytest.fixture
@@ -254,6 +230,27 @@ def encounter(patient_id: str, status: str = "finished", **extra: Any) -> dict[s
     }
     body.update(extra)
     return body
+
+
+def counter_consent(
+    patient_id: str,
+    purpose: str,
+    *,
+    permit: bool = True,
+    date_time: str = "2026-11-20T08:00:00+07:00",
+    channel: str = "counter",
+) -> dict[str, Any]:
+    """A Consent for ``CRM_ID`` as a front desk records it (shown text and its version included)."""
+    return build_consent(
+        patient_id,
+        purpose,
+        permit=permit,
+        date_time=date_time,
+        channel=channel,
+        text_version="v3",
+        text_shown="Tôi đồng ý.",
+        recipient=CRM_ID,
+    )
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:

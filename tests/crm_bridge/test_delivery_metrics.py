@@ -6,8 +6,8 @@ import re
 
 import httpx
 
-from consent.purposes import APPOINTMENT_REMINDER, build_consent
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, Receiver, full_patient, his
+from consent.purposes import APPOINTMENT_REMINDER
+from tests.crm_bridge.conftest import CrmClient, Receiver, counter_consent, full_patient, his
 from tests.http.live import LiveServer
 
 _COUNT = re.compile(r'^carebridge_crm_webhook_delivery_seconds_count\{outcome="(ok|error)"\} (\S+)$', re.M)
@@ -25,17 +25,7 @@ def test_attempts_before_the_first_scrape_are_counted(
     assert crm.http.post("/subscriptions", json={"url": receiver.url}).status_code == 201
     with his(crm_live) as http:
         pid = http.post("/Patient", json=full_patient()).json()["id"]
-        consent = build_consent(
-            pid,
-            APPOINTMENT_REMINDER,
-            permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
-            channel="counter",
-            text_version="v3",
-            text_shown="Tôi đồng ý.",
-            recipient=CRM_ID,
-        )
-        assert http.post("/Consent", json=consent).status_code == 201
+        assert http.post("/Consent", json=counter_consent(pid, APPOINTMENT_REMINDER)).status_code == 201
     dispatcher = crm_live.runtime.services["crm"].dispatcher
     assert dispatcher.run_once() == 2  # consent.changed + patient.upserted, before any scrape
     receiver.status = 500

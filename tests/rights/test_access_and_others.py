@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import httpx
 
-from consent.purposes import APPOINTMENT_REMINDER, MARKETING, build_consent
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, appointment, full_patient
+from consent.purposes import APPOINTMENT_REMINDER, MARKETING
+from tests.crm_bridge.conftest import CRM_ID, CrmClient, appointment, counter_consent, full_patient
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, privacy
 
 
 def _consent(live: LiveServer, pid: str, purpose: str) -> str:
-    return create(
-        live,
-        build_consent(
-            pid,
-            purpose,
-            permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
-            channel="counter",
-            text_version="v3",
-            text_shown="Tôi đồng ý.",
-            recipient=CRM_ID,
-        ),
-    )
+    return create(live, counter_consent(pid, purpose))
 
 
 def test_access_export_and_disclosure_history(rights_live: LiveServer, rights_crm: CrmClient) -> None:

@@ -16,11 +16,11 @@ import httpx
 from sqlalchemy import select
 
 from audit.schema import audit_event
-from consent.purposes import APPOINTMENT_REMINDER, POST_VISIT_CARE, build_consent
+from consent.purposes import APPOINTMENT_REMINDER, POST_VISIT_CARE
 from consent.rights.tombstones import read_file
 from crm_bridge.schema import crm_pseudonym
 from gateway.ingest import Ingestor
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, Receiver, wait_for
+from tests.crm_bridge.conftest import CRM_ID, CrmClient, Receiver, counter_consent, wait_for
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, privacy
 
@@ -60,17 +60,7 @@ def test_erasure_end_to_end(
     assert len(patients) == 1
     pid = patients[0]["resource"]["id"]
     for purpose in (APPOINTMENT_REMINDER, POST_VISIT_CARE):
-        consent = build_consent(
-            pid,
-            purpose,
-            permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
-            channel="counter",
-            text_version="v3",
-            text_shown="Tôi đồng ý.",
-            recipient=CRM_ID,
-        )
-        create(live, consent)
+        create(live, counter_consent(pid, purpose))
     _ingest(live, "adt_a03_discharge_service_completed.hl7")
     # 2. the CRM received the patient
     dispatcher = live.runtime.services["crm"].dispatcher

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select
 
 from consent.pdp import load_consents
-from consent.purposes import APPOINTMENT_REMINDER, build_consent
+from consent.purposes import APPOINTMENT_REMINDER
 from consent.rights.schema import privacy_tombstone
 from consent.rights.tombstones import TOMBSTONE_FILE_ENV, append_to_file, subject_hashes
 from crm_bridge.schema import crm_pseudonym
 from gateway.backup import reapply_tombstones
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient
+from tests.crm_bridge.conftest import CrmClient, counter_consent, full_patient
 from tests.http.live import LiveServer
 from tests.rights.conftest import create
 
@@ -23,19 +23,7 @@ def test_reapply_after_restore(
     rights_live: LiveServer, rights_crm: CrmClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pid = create(rights_live, full_patient())
-    create(
-        rights_live,
-        build_consent(
-            pid,
-            APPOINTMENT_REMINDER,
-            permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
-            channel="counter",
-            text_version="v3",
-            text_shown="Tôi đồng ý.",
-            recipient=CRM_ID,
-        ),
-    )
+    create(rights_live, counter_consent(pid, APPOINTMENT_REMINDER))
     assert rights_crm.feed(), "the CRM received the patient (the state an old backup holds)"
     patient = httpx.get(f"{rights_live.fhir_url}/Patient/{pid}", headers=rights_live.headers).json()
     # the erasure happened after the backup: only the file outside the database knows it
