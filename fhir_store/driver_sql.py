@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 
 #: rows per INSERT statement; keeps statement texts few (psycopg prepares repeated texts)
 CHUNK_ROWS = 64
@@ -30,8 +31,35 @@ def _placeholder(dialect: str) -> str:
 
 
 def cursor(conn: Connection) -> Any:
-    """A cursor on the DB-API connection that ``conn`` (and its transaction) uses."""
+    """A cursor on the DB-API connection that ``conn`` (and its transaction) uses.
+
+    Begins ``conn``'s transaction first if nothing has (what SQLAlchemy's autobegin
+    would do on its first statement), so driver-level statements never run outside
+    the caller's transaction -- on SQLite that also issues the ``BEGIN IMMEDIATE``
+    of a write connection (fhir_store.database).
+    """
+    if not conn.in_transaction():
+        conn.begin()
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+
+def run(conn: Connection, cur: Any, sql: str, params: Sequence[Any]) -> None:
+    """Execute on the driver, raising SQLAlchemy's exception classes like ``Connection.execute``.
+
+    Callers (``FhirStore.transact``'s retry loop, the journal's duplicate check) catch
+    ``sqlalchemy.exc.IntegrityError`` / ``DBAPIError``; a lost connection is invalidated
+    so the pool does not hand it out again.
+    """
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        cur.execute(sql, params)
+    except dbapi.Error as exc:
+        disconnected = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cur)
+        if disconnected:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, params, exc, dbapi.Error, connection_invalidated=disconnected, dialect=conn.dialect
+        ) from exc
 
 
 class BulkInsert:
@@ -66,7 +94,7 @@ class BulkInsert:
             for start in range(0, len(rows), CHUNK_ROWS):
                 chunk = rows[start : start + CHUNK_ROWS]
                 params = [value for row in chunk for value in row]
-                cur.execute(self.sql(dialect, len(chunk)), params)
+                run(conn, cur, self.sql(dialect, len(chunk)), params)
         finally:
             cur.close()
 
@@ -106,7 +134,11 @@ class DriverQuery:
     def _run(self, conn: Connection, params: Mapping[str, Any]) -> Any:
         sql, names = self._render(conn.dialect.name)
         cur = cursor(conn)
-        cur.execute(sql, [params[name] for name in names])
+        try:
+            run(conn, cur, sql, [params[name] for name in names])
+        except BaseException:
+            cur.close()
+            raise
         return cur
 
     def first(self, conn: Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:

@@ -26,10 +26,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, update
 
 from fhir_store.database import is_sqlite
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 from fhir_store.schema import hl7_journal
 
@@ -98,6 +98,59 @@ def _clip(value: str, size: int) -> str:
     return value if len(value) <= size else value[:size]
 
 
+_INSERT = DriverQuery(
+    "INSERT INTO hl7_journal (received_us, peer, sending_application, sending_facility, control_id,"
+    " message_type, raw, status, ack_code, ack, error, processed_us, attempts)"
+    " VALUES (:received_us, :peer, :sending_application, :sending_facility, :control_id,"
+    " :message_type, :raw, :status, :ack_code, :ack, :error, :processed_us, :attempts)"
+    " ON CONFLICT (sending_application, sending_facility, control_id) DO NOTHING RETURNING id"
+)
+
+
+def insert_row(
+    conn: Connection,
+    *,
+    raw: bytes,
+    peer: str,
+    sending_application: str,
+    sending_facility: str,
+    control_id: str,
+    message_type: str,
+    status: str = RECEIVED,
+    ack_code: str | None = None,
+    ack: bytes | None = None,
+    error: str | None = None,
+) -> int | None:
+    """Insert one row in the caller's transaction; None if the sender+control id already exists.
+
+    An empty ``control_id`` is replaced by :func:`surrogate_control_id` (no dedup possible).
+    Rows inserted in a final status carry their ACK already.  The HL7 ingest writes
+    the row of an applied message in the store transaction that applies it (one commit:
+    the row and the message's effects become durable together, before the ACK leaves).
+    """
+    now = now_us()
+    final = status in FINAL_STATUSES
+    row = _INSERT.first(
+        conn,
+        {
+            "received_us": now,
+            "peer": _clip(peer, 100),
+            "sending_application": _clip(sending_application, 180),
+            "sending_facility": _clip(sending_facility, 180),
+            "control_id": _clip(control_id, 199) if control_id else surrogate_control_id(),
+            "message_type": _clip(message_type, 40),
+            "raw": raw,
+            "status": status,
+            "ack_code": ack_code,
+            "ack": ack,
+            "error": error,
+            "processed_us": now if final else None,
+            "attempts": 1 if final else 0,
+        },
+    )
+    return None if row is None else int(row[0])
+
+
 def insert_message(
     engine: Engine,
     *,
@@ -112,33 +165,21 @@ def insert_message(
     ack: bytes | None = None,
     error: str | None = None,
 ) -> int | None:
-    """Insert and COMMIT one row; return its id, or None if the sender+control id already exists.
-
-    An empty ``control_id`` is replaced by :func:`surrogate_control_id` (no dedup possible).
-    Rows inserted directly as ``rejected`` carry their final ACK already.
-    """
-    now = now_us()
-    values = {
-        "received_us": now,
-        "peer": _clip(peer, 100),
-        "sending_application": _clip(sending_application, 180),
-        "sending_facility": _clip(sending_facility, 180),
-        "control_id": _clip(control_id, 199) if control_id else surrogate_control_id(),
-        "message_type": _clip(message_type, 40),
-        "raw": raw,
-        "status": status,
-        "ack_code": ack_code,
-        "ack": ack,
-        "error": error,
-        "processed_us": now if status in FINAL_STATUSES else None,
-        "attempts": 1 if status in FINAL_STATUSES else 0,
-    }
-    try:
-        with _begin(engine) as conn, conn.begin():
-            result = conn.execute(insert(_j).values(**values).returning(_j.c.id))
-            return int(result.scalar_one())
-    except IntegrityError:
-        return None
+    """:func:`insert_row` in a transaction of its own, COMMITted before returning."""
+    with _begin(engine) as conn, conn.begin():
+        return insert_row(
+            conn,
+            raw=raw,
+            peer=peer,
+            sending_application=sending_application,
+            sending_facility=sending_facility,
+            control_id=control_id,
+            message_type=message_type,
+            status=status,
+            ack_code=ack_code,
+            ack=ack,
+            error=error,
+        )
 
 
 def find_duplicate(

@@ -93,15 +93,17 @@ class FhirStore:
     def transact(
         self,
         ops: list[Operation],
-        context: RequestContext,
+        context: RequestContext | Callable[[Connection], RequestContext],
         *,
         validate: bool = True,
         extra: Callable[[Connection, list[OperationResult]], None] | None = None,
     ) -> list[OperationResult]:
         """Apply ``ops`` atomically; retry on write races (unique or version conflicts).
 
-        ``extra`` runs in the same transaction after the writes (the HL7 journal
-        uses it to mark the message processed together with its effects).
+        ``context`` may be a function run first in each attempt's transaction that
+        returns the context: the HL7 ingest writes its journal row there, so the row
+        (whose id names the request) commits together with the message's effects.
+        ``extra`` runs in the same transaction after the writes (e.g. a journal status).
         """
         if validate:
             for op in ops:
@@ -114,10 +116,11 @@ class FhirStore:
         for _attempt in range(MAX_WRITE_ATTEMPTS):
             try:
                 with self.write_connection() as conn:
+                    acting = context(conn) if callable(context) else context
                     results, changes = apply_operations(conn, ops, self.clock(), optimistic_claims=optimistic)
                     if changes:
                         for hook in self.hooks:
-                            hook.on_changes(conn, changes, context)
+                            hook.on_changes(conn, changes, acting)
                     if extra is not None:
                         extra(conn, results)
                 return results

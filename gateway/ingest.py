@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -56,6 +56,7 @@ from fhir_store import journal
 from fhir_store.bundles import ReadEntry, bundle_operations
 from fhir_store.model import Operation, OperationResult, RequestContext
 from fhir_store.repository import FhirStore
+from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.settings import Settings
@@ -70,41 +71,14 @@ log = get_logger("carebridge.ingest")
 CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
 
 
+class _AlreadyJournaled(Exception):
+    """Raised inside the store transaction when the journal already holds this message."""
+
+
 class InternalError(CarebridgeError):
     """An unexpected failure, rendered without its details (they may quote patient data)."""
 
     hl7_error_code = "207"
-
-
-@dataclass(frozen=True)
-class SenderPolicy:
-    """Which MSH-3^MSH-4 each TLS client identity (certificate CN) may send as.
-
-    Parsed from ``"CN1=APP^FAC|APP2^*;CN2=*"``; ``*`` matches anything.  An
-    empty policy allows everyone; otherwise unknown identities are refused
-    (deny by default, ISO/IEC 27001 A.5.15).
-    """
-
-    allowed: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, text: str) -> SenderPolicy:
-        allowed: dict[str, tuple[tuple[str, str], ...]] = {}
-        for item in filter(None, (p.strip() for p in text.split(";"))):
-            identity, _, senders = item.partition("=")
-            pairs = []
-            for sender in filter(None, (s.strip() for s in senders.split("|"))):
-                app, _, fac = sender.partition("^")
-                pairs.append((app.strip() or "*", fac.strip() or "*"))
-            allowed[identity.strip()] = tuple(pairs)
-        return cls(allowed)
-
-    def permits(self, identity: str | None, application: str, facility: str) -> bool:
-        if not self.allowed:
-            return True
-        if identity is None or identity not in self.allowed:
-            return False
-        return any(a in ("*", application) and f in ("*", facility) for a, f in self.allowed[identity])
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,25 +105,6 @@ class Outcome:
     status: str
     duplicate: bool = False
     error: str | None = None
-
-
-def _peek_sender(raw: bytes) -> tuple[str, str]:
-    """MSH-3.1 and MSH-4.1 from the raw bytes (MSH is ASCII), to pick the default charset."""
-    start = raw.find(b"MSH")
-    if start < 0 or start > 8 or len(raw) < start + 8:
-        return "", ""
-    end = len(raw)
-    for terminator in (b"\r", b"\n"):
-        pos = raw.find(terminator, start)
-        if 0 <= pos < end:
-            end = pos
-    line = raw[start:end].decode("latin-1")
-    fs = line[3]
-    parts = line.split(fs)
-    comp = parts[1][:1] if len(parts) > 1 and parts[1] else "^"
-    app = parts[2].split(comp)[0] if len(parts) > 2 else ""
-    fac = parts[3].split(comp)[0] if len(parts) > 3 else ""
-    return app, fac
 
 
 def _new_ack_id() -> str:
@@ -223,7 +178,7 @@ class Ingestor:
 
     def prepare(self, raw: bytes, *, peer: str = "", identity: str | None = None) -> Inbound:
         """Tokenize, authorise and map (pure, no I/O): errors are carried, never raised."""
-        charset = self.default_charset(*_peek_sender(raw))
+        charset = self.default_charset(*peek_sender(raw))
         try:
             msg = parse_message(raw, default_charset=charset)
         except CarebridgeError as exc:
@@ -307,6 +262,9 @@ class Ingestor:
         mtype = f"{header.message_code}^{header.trigger_event}".strip("^") if header else ""
         if inbound.error is not None:
             return self._reject(inbound, inbound.error, app, fac, control_id, mtype, on_commit)
+        if not self._wanted(inbound, success=True)[0]:
+            return self._journal_and_apply(inbound, app, fac, control_id, mtype, on_commit)
+        # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
         journal_id = journal.insert_message(
             self.engine,
             raw=inbound.raw,
@@ -326,10 +284,77 @@ class Ingestor:
             log.info("hl7 resuming journaled message", journal_id=journal_id, control_id=control_id)
         elif self._crash_after_journal:
             os._exit(86)
-        commit, _ = self._wanted(inbound, success=True)
-        if commit and on_commit is not None:
+        if on_commit is not None:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
+
+    def _journal_and_apply(
+        self,
+        inbound: Inbound,
+        app: str,
+        fac: str,
+        control_id: str,
+        mtype: str,
+        on_commit: Callable[[bytes], None] | None,
+    ) -> Outcome:
+        """One transaction: the journal row (already ``processed``, with its AA) and the effects.
+
+        The raw bytes are still durable before any ACK leaves (commit-acknowledge): they
+        commit together with what they caused, in one commit instead of two.  If the
+        store refuses the message, that transaction rolls back and the row is written
+        ``failed``/``rejected`` with its AE/AR in a transaction of its own.  A duplicate
+        delivery is detected by the journal insert itself and nothing else is written.
+        """
+        assert inbound.mapping is not None
+        _, items = bundle_operations(inbound.mapping.bundle)
+        ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
+        ack = self._ack(inbound, "AA")
+        audit = self._audit()
+        journal_ids: list[int] = []
+
+        def journal_row(conn: Connection) -> RequestContext:
+            journal_id = journal.insert_row(
+                conn,
+                raw=inbound.raw,
+                peer=inbound.peer,
+                sending_application=app,
+                sending_facility=fac,
+                control_id=control_id,
+                message_type=mtype,
+                status=journal.PROCESSED,
+                ack_code="AA",
+                ack=ack,
+            )
+            if journal_id is None:
+                raise _AlreadyJournaled
+            journal_ids.append(journal_id)
+            return _message_context(inbound, journal_id)
+
+        def finish(conn: Connection, results: list[OperationResult]) -> None:
+            if audit is not None and all(r.message == "unchanged" for r in results):
+                # nothing changed, so the store hook wrote no import event
+                _record(audit, inbound, journal_ids[-1], "AA", conn=conn)
+
+        try:
+            self.store.transact(ops, journal_row, validate=self.validate_resources, extra=finish)
+        except _AlreadyJournaled:
+            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            if existing is None:  # pragma: no cover - the row cannot vanish
+                raise RuntimeError("journal conflict without a row") from None
+            if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
+                return self._duplicate(inbound, existing, on_commit)
+            log.info("hl7 resuming journaled message", journal_id=existing.id, control_id=control_id)
+            return self.apply(inbound, existing.id)
+        except CarebridgeError as exc:
+            return self._reject(inbound, exc, app, fac, control_id, mtype, on_commit)
+        except Exception as exc:
+            log.error("hl7 internal error", control_id=control_id, error_type=type(exc).__name__)
+            error = InternalError("internal error while applying the message")
+            return self._reject(inbound, error, app, fac, control_id, mtype, on_commit)
+        if self._crash_after_journal:
+            os._exit(86)
+        _, application = self._wanted(inbound, success=True)
+        return Outcome([ack] if application else [], "AA", journal_ids[-1], journal.PROCESSED)
 
     def apply(self, inbound: Inbound, journal_id: int) -> Outcome:
         """Map and store a journaled message; mark its row.  Also the replay path."""

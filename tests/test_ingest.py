@@ -9,7 +9,8 @@ import pytest
 from common.identifiers import mrn_system
 from fhir_store import journal
 from fhir_store.writer import find_identifier_owner
-from gateway.ingest import Ingestor, SenderPolicy
+from gateway.hl7_senders import SenderPolicy
+from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
 from gateway.settings import Settings

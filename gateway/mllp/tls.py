@@ -4,7 +4,7 @@ HL7 v2 has no authentication of its own: on an untrusted network the
 transport provides it.  With ``mllp_tls_cert``/``mllp_tls_key`` the listener
 speaks TLS ≥ 1.2; with ``mllp_tls_client_ca`` it also requires a client
 certificate signed by that CA, and the certificate's subject CN becomes the
-*sender identity*.  A :class:`~gateway.ingest.SenderPolicy` then limits which
+*sender identity*.  A :class:`~gateway.hl7_senders.SenderPolicy` then limits which
 MSH-3/MSH-4 each identity may claim (so one hospital cannot inject messages
 in another's name), configured as
 ``CAREBRIDGE_MLLP_ALLOWED_SENDERS="his-a.example=HIS_VN^BVDK_HN|HIS_VN^*;his-b=*"``.
@@ -16,7 +16,7 @@ import os
 import ssl
 from typing import Any
 
-from gateway.ingest import SenderPolicy
+from gateway.hl7_senders import SenderPolicy
 from gateway.settings import Settings
 
 ALLOWED_SENDERS_ENV = "CAREBRIDGE_MLLP_ALLOWED_SENDERS"

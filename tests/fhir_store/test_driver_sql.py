@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
 
 from fhir_store.database import make_engine
 from fhir_store.driver_sql import CHUNK_ROWS, BulkInsert, DriverQuery
-from fhir_store.schema import search_string
+from fhir_store.schema import identifier_claim, search_string
 
 _INSERT = BulkInsert(search_string, ("res_type", "res_id", "param", "norm", "exact"))
 _BY_ID = DriverQuery(
@@ -49,3 +51,12 @@ def test_query_renders_named_parameters_and_keeps_casts() -> None:
         ("x", "y", "x"),
     )
     assert query._render("sqlite")[0] == "SELECT a FROM t WHERE x = ? AND y::text = ? AND z = ?"
+
+
+def test_driver_errors_surface_as_sqlalchemy_exceptions(database_url: str) -> None:
+    """The store's retry loop catches sqlalchemy.exc.IntegrityError, whatever ran the statement."""
+    engine = _engine(database_url)
+    claims = BulkInsert(identifier_claim, ("res_type", "system", "value", "res_id"))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        claims.execute(conn, [("Patient", "urn:x", "1", "a"), ("Patient", "urn:x", "1", "b")])
+    engine.dispose()

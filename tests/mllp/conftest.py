@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 
 from fhir_store.writer import find_identifier_owner
-from gateway.ingest import Ingestor, SenderPolicy
+from gateway.hl7_senders import SenderPolicy
+from gateway.ingest import Ingestor
 from gateway.mllp.server import MllpServer
 from gateway.runtime import Runtime
 from gateway.settings import Settings

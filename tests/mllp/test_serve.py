@@ -87,10 +87,43 @@ def test_hl7_send_cli_without_listener_exits_1(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"{FIXTURES / 'adt_a28_add_person.hl7'} - - no answer")
 
 
-def test_crash_between_journal_commit_and_ack_loses_nothing(
+def test_crash_between_commit_and_ack_loses_nothing(
     serve: Callable[..., ServeProcess], database_url: str, engine: Engine
 ) -> None:
-    message = a04("CRASH1", "CRASH-1")
+    """Original mode: the journal row and the message's effects commit together, then the ACK.
+
+    Killed after that commit and before the ACK, the sender gets nothing and retries; the
+    retry is a duplicate delivery answered with the stored AA, and nothing is applied twice.
+    """
+    message = a04("CRASH0", "CRASH-0")
+    doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
+    with MllpClient("127.0.0.1", doomed.port, timeout=20) as client:
+        try:
+            answer = client.request(message)
+        except OSError:
+            answer = None
+    assert answer is None  # no ACK: the sender must retry
+    assert doomed.proc.wait(20) == 86
+    (row,) = [journal.load(engine, 1)]
+    assert row is not None and row.status == "processed" and row.raw == message
+    assert patient_versions(engine, "CRASH-0") == (1, "1")
+
+    restarted = serve(database_url)
+    with MllpClient("127.0.0.1", restarted.port, timeout=20) as client:
+        retry = client.request(message)
+        again = client.request(message)
+    assert retry is not None and parse_ack(retry).code == "AA" and retry == again == row.ack
+    assert patient_versions(engine, "CRASH-0") == (1, "1")
+    assert journal.count_by_status(engine) == {"processed": 1}
+    restarted.stop()
+
+
+def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
+    serve: Callable[..., ServeProcess], database_url: str, engine: Engine
+) -> None:
+    """Enhanced mode (MSH-15/16 = AL): the journal commits first, then CA, then the work and AA."""
+    enhanced = "|||AL|AL"
+    message = a04("CRASH1", "CRASH-1", extra=enhanced)
     doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
     with MllpClient("127.0.0.1", doomed.port, timeout=20) as client:
         try:
@@ -105,15 +138,16 @@ def test_crash_between_journal_commit_and_ack_loses_nothing(
 
     restarted = serve(database_url)
     with MllpClient("127.0.0.1", restarted.port, timeout=20) as client:
-        retry = client.request(message)
-        again = client.request(message)
-    assert retry is not None and parse_ack(retry).code == "AA" and retry == again
+        retry = client.exchange(message)
+        again = client.exchange(message)
+    assert retry is not None and retry.code == "AA" and again is not None and again.code == "AA"
+    assert retry.raw == again.raw  # the stored AA, sent again
     assert patient_versions(engine, "CRASH-1") == (1, "1")
     assert journal.count_by_status(engine) == {"processed": 1}
     restarted.stop()
 
     # Second crash, recovered by `carebridge hl7 replay` before the sender retries.
-    second = a04("CRASH2", "CRASH-2")
+    second = a04("CRASH2", "CRASH-2", extra=enhanced)
     doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
     with MllpClient("127.0.0.1", doomed.port, timeout=20) as client, contextlib.suppress(OSError):
         client.request(second)
@@ -125,8 +159,8 @@ def test_crash_between_journal_commit_and_ack_loses_nothing(
     assert result.stdout.splitlines() == [f"{entry.id} processed AA"]
     restarted = serve(database_url)
     with MllpClient("127.0.0.1", restarted.port, timeout=20) as client:
-        retry = client.request(second)
-    assert retry is not None and parse_ack(retry).code == "AA"
+        final = client.exchange(second)
+    assert final is not None and final.code == "AA"
     assert patient_versions(engine, "CRASH-2") == (1, "1")
     assert journal.count_by_status(engine) == {"processed": 2}
 
