@@ -69,7 +69,10 @@ class SealedDataError(KeyMaterialError, CarebridgeError):
 
 
 def _fresh() -> dict[str, Any]:
-    return {"content": KeyRing.fresh(CONTENT_PREFIX).to_json(), "blind": KeyRing.fresh(BLIND_PREFIX).to_json()}
+    return {
+        "content": KeyRing.fresh(CONTENT_PREFIX).to_json(),
+        "blind": KeyRing.fresh(BLIND_PREFIX).to_json(),
+    }
 
 
 class StoreKeys:
@@ -102,7 +105,11 @@ class StoreKeys:
         return ENV_KEYS if self.document.path is None else str(self.document.path)
 
     def _save(self) -> None:
-        self.document.data = {**self.document.data, "content": self.content.to_json(), "blind": self.blind.to_json()}
+        self.document.data = {
+            **self.document.data,
+            "content": self.content.to_json(),
+            "blind": self.blind.to_json(),
+        }
         self.document.save()
 
     def rotate_content(self) -> tuple[str, str]:

@@ -42,7 +42,9 @@ def lock_registry(conn: Connection) -> None:
 
 def registered(conn: Connection) -> dict[tuple[str, str], tuple[str, int | None]]:
     """``{(purpose, kid): (fingerprint, retired_us)}``."""
-    rows = conn.execute(select(store_key.c.purpose, store_key.c.kid, store_key.c.fingerprint, store_key.c.retired_us))
+    rows = conn.execute(
+        select(store_key.c.purpose, store_key.c.kid, store_key.c.fingerprint, store_key.c.retired_us)
+    )
     return {(str(r[0]), str(r[1])): (str(r[2]), r[3]) for r in rows}
 
 
@@ -53,7 +55,9 @@ def register(conn: Connection, purpose: str, kid: str, fingerprint: str) -> None
 
 
 def active_blind_kid(entries: Mapping[tuple[str, str], tuple[str, int | None]]) -> str | None:
-    active = [kid for (purpose, kid), (_, retired) in entries.items() if purpose == "blind" and retired is None]
+    active = [
+        kid for (purpose, kid), (_, retired) in entries.items() if purpose == "blind" and retired is None
+    ]
     return active[0] if active else None
 
 

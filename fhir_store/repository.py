@@ -1,7 +1,9 @@
 """The FHIR store facade: the one entry point for reads, searches and writes.
 
 REST and HL7 both call :meth:`FhirStore.transact`; hooks (audit, outbox)
-registered at construction run inside the same database transaction.
+registered at construction run inside the same database transaction.  The
+``cipher`` (``fhir_store.content_cipher``) seals what is written and opens what
+is read: every :class:`StoredResource` leaving the store carries plaintext.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import Forbidden, Gone, InvalidInput, NotFound, VersionConflict
+from fhir_store.blind_index import blind_query
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import (
@@ -68,9 +72,11 @@ class FhirStore:
         access_hooks: Sequence[AccessHook] = (),
         clock: Callable[[], int] = now_us,
         *,
+        cipher: StoreCipher,
         read_autocommit: bool = False,
     ) -> None:
         self.engine = engine
+        self.cipher = cipher
         # Reads by id need no transaction when no access hook writes in it: on PostgreSQL that
         # saves the BEGIN and COMMIT round trips of every read (SQLite keeps its own BEGIN).
         self._reader = (
@@ -117,7 +123,9 @@ class FhirStore:
             try:
                 with self.write_connection() as conn:
                     acting = context(conn) if callable(context) else context
-                    results, changes = apply_operations(conn, ops, self.clock(), optimistic_claims=optimistic)
+                    results, changes = apply_operations(
+                        conn, ops, self.clock(), cipher=self.cipher, optimistic_claims=optimistic
+                    )
                     if changes:
                         for hook in self.hooks:
                             hook.on_changes(conn, changes, acting)
@@ -165,7 +173,7 @@ class FhirStore:
         self, resource_type: str, resource_id: str, context: RequestContext | None = None
     ) -> StoredResource:
         with self._read_connection() as conn:
-            stored = load_current(conn, resource_type, resource_id)
+            stored = load_current(conn, resource_type, resource_id, self.cipher)
             if stored is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
             if stored.deleted:
@@ -190,7 +198,8 @@ class FhirStore:
             ).first()
             if row is None:
                 raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
-            stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), row[2])
+            content = self._open(resource_type, resource_id, version_id, row[2])
+            stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), content)
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
             if context is not None and context.patient_ids:
@@ -234,7 +243,11 @@ class FhirStore:
             if resource_id is not None and not rows and before_seq is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
             entries = [
-                (StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), r[6]), str(r[7]), int(r[0]))
+                (
+                    StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), self._open(r[1], r[2], r[3], r[6])),
+                    str(r[7]),
+                    int(r[0]),
+                )
                 for r in rows[:count]
             ]
             if context is not None and context.patient_ids:
@@ -251,12 +264,24 @@ class FhirStore:
         if not ids:
             return []
         rows = conn.execute(_LOAD_MANY, {"t": resource_type, "ids": list(ids)}).all()
-        by_id = {str(r[0]): StoredResource(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
+        by_id = {
+            str(r[0]): StoredResource(
+                resource_type, str(r[0]), r[1], r[2], False, self._open(resource_type, str(r[0]), r[1], r[3])
+            )
+            for r in rows
+        }
         return [by_id[i] for i in ids if i in by_id]
+
+    def _open(self, resource_type: str, resource_id: str, version: int, stored: bytes | None) -> bytes | None:
+        """Plaintext of a stored ``content`` column (None for a deletion)."""
+        return (
+            None if stored is None else self.cipher.open_resource(resource_type, resource_id, version, stored)
+        )
 
     def search(
         self, query: SearchQuery, context: RequestContext | None = None, query_text: str | None = None
     ) -> SearchPage:
+        query = blind_query(query, self.cipher.blind)  # identifier/telecom values are indexed as keyed hashes
         confined = context is not None and bool(context.patient_ids)
         if confined:
             assert context is not None

@@ -99,7 +99,11 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         key = engine_backup.load_key(_key_file(args))
         info = engine_backup.restore(
-            settings.database_url, args.input, key, audit_key_file=settings.audit_key_file
+            settings.database_url,
+            args.input,
+            key,
+            audit_key_file=settings.audit_key_file,
+            store_key_file=settings.store_key_file,
         )
     except engine_backup.BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)

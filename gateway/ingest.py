@@ -273,9 +273,10 @@ class Ingestor:
             sending_facility=fac,
             control_id=control_id,
             message_type=mtype,
+            cipher=self.store.cipher,
         )
         if journal_id is None:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
             if existing is None:  # pragma: no cover - the row cannot vanish
                 raise RuntimeError("journal conflict without a row")
             if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
@@ -321,6 +322,7 @@ class Ingestor:
                 sending_facility=fac,
                 control_id=control_id,
                 message_type=mtype,
+                cipher=self.store.cipher,
                 status=journal.PROCESSED,
                 ack_code="AA",
                 ack=ack,
@@ -338,7 +340,7 @@ class Ingestor:
         try:
             self.store.transact(ops, journal_row, validate=self.validate_resources, extra=finish)
         except _AlreadyJournaled:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
             if existing is None:  # pragma: no cover - the row cannot vanish
                 raise RuntimeError("journal conflict without a row") from None
             if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
@@ -413,13 +415,14 @@ class Ingestor:
             sending_facility=fac,
             control_id=control_id,
             message_type=mtype,
+            cipher=self.store.cipher,
             status=journal.REJECTED if code == "AR" else journal.FAILED,
             ack_code=code,
             ack=ack,
             error=str(error),
         )
         if journal_id is None:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id)
+            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
             if existing is not None and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
         self._record(inbound, journal_id, code)
@@ -476,7 +479,7 @@ class Ingestor:
 
     def replay(self, journal_id: int) -> Outcome:
         """Re-run one journaled message through the current mappers and update its row."""
-        entry = journal.load(self.engine, journal_id)
+        entry = journal.load(self.engine, journal_id, self.store.cipher)
         if entry is None:
             raise KeyError(journal_id)
         inbound = self.prepare(entry.raw, peer=entry.peer)

@@ -39,7 +39,7 @@ def build_rights(
     store: FhirStore, extra: dict[str, str], audit: Any | None, crm: Any | None
 ) -> RightsService:
     """Create the service and hook the tombstone check into ``store`` (before the CRM outbox hook)."""
-    hook = TombstoneHook(audit.writer if audit is not None else None)
+    hook = TombstoneHook(audit.writer if audit is not None else None, cipher=store.cipher)
     crm_hook = getattr(crm, "hook", None)
     index = store.hooks.index(crm_hook) if crm_hook in store.hooks else len(store.hooks)
     store.hooks.insert(index, hook)

@@ -97,7 +97,7 @@ def handle_erasure(
     held = store.everything(req.patient_id)
     now = deps.clock.now_us()
     with store.engine.connect() as conn:
-        consents = [c for c in load_consents(conn, req.patient_id) if c.status == "active"]
+        consents = [c for c in load_consents(conn, req.patient_id, store.cipher) if c.status == "active"]
         crms = _crm_links(conn, req.patient_id) if deps.keys is not None else []
     ops: list[Operation] = []
     consent_ops: list[Operation] = []
@@ -224,7 +224,7 @@ def handle_erasure(
                 )
             _shred_booking_messages(conn, appointment_ids)
         for stored in held:
-            version = relabel(conn, stored.resource_type, stored.id, now_us())
+            version = relabel(conn, stored.resource_type, stored.id, now_us(), cipher=deps.store.cipher)
             if version is not None:
                 deps.audit_in(
                     conn,

@@ -134,7 +134,7 @@ class RightsService:
             raise InvalidInput("a reason is required", location="reason")
         engine = self.deps.store.engine
         with engine.connect() as conn:
-            patient = load_current(conn, "Patient", patient_id)
+            patient = load_current(conn, "Patient", patient_id, self.deps.store.cipher)
             if patient is None or patient.deleted:
                 raise NotFound("the patient is not known", location="patient")
             processor = request_type == m.ERASURE and _has_crm_link(conn, patient_id)

@@ -76,7 +76,9 @@ class RunningServer:
 
     def owner(self, resource_type: str, system: str, value: str) -> dict[str, Any] | None:
         with self.runtime.engine.connect() as conn:
-            res_id = find_identifier_owner(conn, resource_type, system, value)
+            res_id = find_identifier_owner(
+                conn, resource_type, system, self.runtime.store.cipher.blind(value)
+            )
         return None if res_id is None else self.runtime.store.read(resource_type, res_id).resource()
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
