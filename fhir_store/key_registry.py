@@ -48,7 +48,7 @@ def registered(conn: Connection) -> dict[tuple[str, str], tuple[str, int | None]
     return {(str(r[0]), str(r[1])): (str(r[2]), r[3]) for r in rows}
 
 
-def register(conn: Connection, purpose: str, kid: str, fingerprint: str) -> None:
+def register_key(conn: Connection, purpose: str, kid: str, fingerprint: str) -> None:
     conn.execute(
         insert(store_key).values(purpose=purpose, kid=kid, fingerprint=fingerprint, registered_us=now_us())
     )
@@ -86,12 +86,12 @@ def _ensure(conn: Connection, keys: StoreKeys) -> str:
     held = keys.fingerprints()
     current = ("content", keys.content.current)
     if current not in entries:
-        register(conn, *current, held[current])
+        register_key(conn, *current, held[current])
     blind_kid = active_blind_kid(entries)
     if blind_kid is None:
         blind_kid = keys.blind.current
         if ("blind", blind_kid) not in entries:
-            register(conn, "blind", blind_kid, held[("blind", blind_kid)])
+            register_key(conn, "blind", blind_kid, held[("blind", blind_kid)])
         else:  # a retired key made current again by hand: use it, once the index is rebuilt
             conn.execute(
                 update(store_key)
@@ -142,7 +142,7 @@ def rotate_blind_key(conn: Connection, cipher: StoreCipher) -> tuple[str, str, i
         .where(store_key.c.purpose == "blind", store_key.c.kid == old)
         .values(retired_us=now_us())
     )
-    register(conn, "blind", new, cipher.keys.fingerprints()[("blind", new)])
+    register_key(conn, "blind", new, cipher.keys.fingerprints()[("blind", new)])
     cipher.blind_kid = new
     cipher._install()
     return old, new, count
