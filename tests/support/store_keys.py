@@ -7,11 +7,16 @@ database opens the same keys (a different file would be refused as a mismatch).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import Engine
 
-from fhir_store.content_cipher import StoreCipher, default_key_file
+from fhir_store.content_cipher import DEFAULT_KEY_FILE, StoreCipher
 from fhir_store.key_registry import open_cipher
+
+KEY_FILE = str(Path(__file__).resolve().parents[2] / DEFAULT_KEY_FILE)
+"""Absolute, so ``carebridge serve`` subprocesses started in a temporary directory share it."""
 
 
 def cipher_for(engine: Engine) -> StoreCipher:
-    return open_cipher(engine, default_key_file())
+    return open_cipher(engine, KEY_FILE)
