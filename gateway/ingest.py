@@ -55,7 +55,7 @@ from common.errors import CarebridgeError, Forbidden, UnparseableMessage
 from fhir_store import journal
 from fhir_store.bundles import ReadEntry, bundle_operations
 from fhir_store.model import Operation, OperationResult, RequestContext
-from fhir_store.repository import FhirStore
+from fhir_store.repository import FhirStore, WriteUnit
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
@@ -71,7 +71,7 @@ log = get_logger("carebridge.ingest")
 CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
 
 
-class _AlreadyJournaled(Exception):
+class AlreadyJournaled(Exception):
     """Raised inside the store transaction when the journal already holds this message."""
 
 
@@ -96,6 +96,15 @@ class Inbound:
 
 
 @dataclass(frozen=True, slots=True)
+class JournaledWrite:
+    """A one-phase message's store work, its AA, and (once run) its journal row id."""
+
+    unit: WriteUnit
+    ack: bytes
+    journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What to send back, in order, and what happened."""
 
@@ -105,6 +114,10 @@ class Outcome:
     status: str
     duplicate: bool = False
     error: str | None = None
+
+
+def _message_type(header: Header) -> str:
+    return f"{header.message_code}^{header.trigger_event}".strip("^")
 
 
 def _new_ack_id() -> str:
@@ -133,7 +146,7 @@ def _record(
 ) -> None:
     header = inbound.header
     control_id = (header.control_id.strip() if header else "") or "unknown"
-    message_type = f"{header.message_code}^{header.trigger_event}".strip("^") if header else ""
+    message_type = _message_type(header) if header else ""
     audit.record_message(
         _message_context(inbound, journal_id),
         control_id=control_id[:64],
@@ -259,10 +272,10 @@ class Ingestor:
         app = header.sending_application if header else ""
         fac = header.sending_facility if header else ""
         control_id = header.control_id.strip() if header else ""
-        mtype = f"{header.message_code}^{header.trigger_event}".strip("^") if header else ""
+        mtype = _message_type(header) if header else ""
         if inbound.error is not None:
             return self._reject(inbound, inbound.error, app, fac, control_id, mtype, on_commit)
-        if not self._wanted(inbound, success=True)[0]:
+        if self.one_phase(inbound):
             return self._journal_and_apply(inbound, app, fac, control_id, mtype, on_commit)
         # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
         journal_id = journal.insert_message(
@@ -289,24 +302,21 @@ class Ingestor:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
 
-    def _journal_and_apply(
-        self,
-        inbound: Inbound,
-        app: str,
-        fac: str,
-        control_id: str,
-        mtype: str,
-        on_commit: Callable[[bytes], None] | None,
-    ) -> Outcome:
-        """One transaction: the journal row (already ``processed``, with its AA) and the effects.
+    def one_phase(self, inbound: Inbound) -> bool:
+        """Whether the message is applied in the transaction that journals it (no commit ACK)."""
+        return inbound.error is None and inbound.mapping is not None and not self._wanted(inbound, True)[0]
 
-        The raw bytes are still durable before any ACK leaves (commit-acknowledge): they
-        commit together with what they caused, in one commit instead of two.  If the
-        store refuses the message, that transaction rolls back and the row is written
-        ``failed``/``rejected`` with its AE/AR in a transaction of its own.  A duplicate
-        delivery is detected by the journal insert itself and nothing else is written.
+    def write_unit(self, inbound: Inbound) -> JournaledWrite:
+        """The store work of a one-phase message: its journal row first, then its operations.
+
+        The row is inserted already ``processed`` with the AA it will send, in the
+        store transaction that applies the message: the raw bytes are still durable
+        before any ACK leaves (commit-acknowledge), together with what they caused, in
+        one commit instead of two.  The journal's unique sender+MSH-10 key turns a
+        duplicate delivery into :class:`AlreadyJournaled` before anything is applied.
         """
-        assert inbound.mapping is not None
+        assert inbound.mapping is not None and inbound.header is not None
+        header = inbound.header
         _, items = bundle_operations(inbound.mapping.bundle)
         ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
         ack = self._ack(inbound, "AA")
@@ -318,17 +328,17 @@ class Ingestor:
                 conn,
                 raw=inbound.raw,
                 peer=inbound.peer,
-                sending_application=app,
-                sending_facility=fac,
-                control_id=control_id,
-                message_type=mtype,
+                sending_application=header.sending_application,
+                sending_facility=header.sending_facility,
+                control_id=header.control_id.strip(),
+                message_type=_message_type(header),
                 cipher=self.store.cipher,
                 status=journal.PROCESSED,
                 ack_code="AA",
                 ack=ack,
             )
             if journal_id is None:
-                raise _AlreadyJournaled
+                raise AlreadyJournaled
             journal_ids.append(journal_id)
             return _message_context(inbound, journal_id)
 
@@ -337,9 +347,34 @@ class Ingestor:
                 # nothing changed, so the store hook wrote no import event
                 _record(audit, inbound, journal_ids[-1], "AA", conn=conn)
 
+        return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids)
+
+    def applied(self, inbound: Inbound, write: JournaledWrite) -> Outcome:
+        """The outcome of a committed one-phase write (the test crash hook fires here)."""
+        if self._crash_after_journal:
+            os._exit(86)
+        _, application = self._wanted(inbound, success=True)
+        return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], journal.PROCESSED)
+
+    def _journal_and_apply(
+        self,
+        inbound: Inbound,
+        app: str,
+        fac: str,
+        control_id: str,
+        mtype: str,
+        on_commit: Callable[[bytes], None] | None,
+    ) -> Outcome:
+        """One transaction for the journal row and the effects (:meth:`write_unit`).
+
+        If the store refuses the message, that transaction rolls back and the row is
+        written ``failed``/``rejected`` with its AE/AR in a transaction of its own.
+        """
+        write = self.write_unit(inbound)
+        unit = write.unit
         try:
-            self.store.transact(ops, journal_row, validate=self.validate_resources, extra=finish)
-        except _AlreadyJournaled:
+            self.store.transact(unit.ops, unit.context, validate=self.validate_resources, extra=unit.extra)
+        except AlreadyJournaled:
             existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
             if existing is None:  # pragma: no cover - the row cannot vanish
                 raise RuntimeError("journal conflict without a row") from None
@@ -353,10 +388,7 @@ class Ingestor:
             log.error("hl7 internal error", control_id=control_id, error_type=type(exc).__name__)
             error = InternalError("internal error while applying the message")
             return self._reject(inbound, error, app, fac, control_id, mtype, on_commit)
-        if self._crash_after_journal:
-            os._exit(86)
-        _, application = self._wanted(inbound, success=True)
-        return Outcome([ack] if application else [], "AA", journal_ids[-1], journal.PROCESSED)
+        return self.applied(inbound, write)
 
     def apply(self, inbound: Inbound, journal_id: int) -> Outcome:
         """Map and store a journaled message; mark its row.  Also the replay path."""

@@ -35,6 +35,8 @@ class Settings:
     hl7_sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
     hl7_strict: bool = False
     hl7_validate_resources: bool = False  # re-validate mapped resources (always on in strict mode)
+    hl7_ingest_lanes: int = 2  # MLLP writer threads; one patient's messages always use the same lane
+    hl7_group_max: int = 32  # messages waiting in a lane that share one transaction (group commit)
     db_pool_size: int = 16
     # audit (audit/): Ed25519 key file (created 0600 on first use), checkpoint interval,
     # and whether access events are buffered and appended in batches (see audit/hooks.py)

@@ -30,12 +30,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from audit.events import Target, build_event
 from audit.hooks import patient_refs
 from consent.rights.schema import privacy_tombstone
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext, ResourceChange
 from fhir_store.writer import load_current, write_version
@@ -126,13 +127,22 @@ def orjson_dumps(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+# Checked for every HL7 message and REST write: on the driver cursor (fhir_store.driver_sql).
+_TOMBSTONED: dict[int, DriverQuery] = {}
+
+
 def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     wanted = sorted(set(hashes))
     if not wanted:
         return set()
-    rows = conn.execute(
-        select(privacy_tombstone.c.subject_hash).where(privacy_tombstone.c.subject_hash.in_(wanted))
-    ).all()
+    query = _TOMBSTONED.get(len(wanted))
+    if query is None:  # one statement text per list length (a message has a handful of identifiers)
+        marks = ", ".join(f":h{n}" for n in range(len(wanted)))
+        query = DriverQuery(
+            f"SELECT subject_hash FROM {privacy_tombstone.name} WHERE subject_hash IN ({marks})"
+        )
+        _TOMBSTONED[len(wanted)] = query
+    rows = query.all(conn, {f"h{n}": value for n, value in enumerate(wanted)})
     return {str(r[0]) for r in rows}
 
 

@@ -10,12 +10,13 @@ calls, ACK frames out.  What it guarantees on its own:
 * isolation: every connection is its own task and every failure is caught at
   the connection or message boundary, so a broken frame, a TLS error or a
   database outage never stops the listener or other connections;
-* order: a connection's messages are processed one after another, and a
-  per-patient-key lock (FIFO, taken in arrival order on the event loop) keeps
-  messages about one patient in arrival order across connections;
-* concurrency: database work runs in a thread pool sized like the DB
-  connection pool, so connections proceed in parallel while the loop only
-  parses and frames.
+* order: a connection's messages are processed one after another, and every
+  message about one patient goes to the same writer lane (a FIFO thread,
+  :mod:`gateway.mllp.lanes`), so they are applied in arrival order across
+  connections;
+* throughput: the loop only frames, parses and maps; lanes apply what is
+  waiting in one transaction when they can (group commit,
+  :mod:`gateway.ingest_group`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -33,6 +33,7 @@ from gateway.ingest import Inbound, Ingestor, InternalError
 from gateway.logging_setup import get_logger
 from gateway.metrics import UNKNOWN, hl7_counters, message_type_label
 from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame
+from gateway.mllp.lanes import IngestLanes
 from gateway.mllp.tls import peer_identity, sender_policy, server_context
 from mappers.ack import build_fallback_ack
 
@@ -42,33 +43,6 @@ if TYPE_CHECKING:
 log = get_logger("carebridge.mllp")
 
 READ_SIZE = 64 * 1024
-
-
-class KeyedLocks:
-    """asyncio locks created on demand per key and dropped when nobody holds or waits for them."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str | None) -> AsyncIterator[None]:
-        if key is None:
-            yield
-            return
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 class MllpServer:
@@ -91,10 +65,8 @@ class MllpServer:
         self.ssl_context = ssl_context if ssl_context is not None else server_context(settings)
         self.max_message_bytes = settings.mllp_max_message_bytes
         self.idle_timeout = settings.mllp_idle_timeout_s
-        self.locks = KeyedLocks()
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(4, settings.db_pool_size), thread_name_prefix="mllp-db"
-        )
+        self._lanes: IngestLanes | None = None
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mllp-db")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -103,6 +75,9 @@ class MllpServer:
         return len(self._connections)
 
     async def start(self) -> None:
+        self._lanes = IngestLanes(
+            self.ingestor, lanes=self.settings.hl7_ingest_lanes, group_max=self.settings.hl7_group_max
+        )
         if self.ssl_context is not None:
             self._server = await asyncio.start_server(
                 self._on_client, self.host, self.port, ssl=self.ssl_context, ssl_handshake_timeout=15.0
@@ -124,6 +99,8 @@ class MllpServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
+        if self._lanes is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._lanes.stop)
         self._executor.shutdown(wait=True, cancel_futures=False)
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -168,14 +145,12 @@ class MllpServer:
         loop = asyncio.get_running_loop()
         inbound = self.ingestor.prepare(payload, peer=peer, identity=identity)
 
-        def on_commit(ack: bytes) -> None:  # called in the worker thread
+        def on_commit(ack: bytes) -> None:  # called in the lane thread
             loop.call_soon_threadsafe(writer.write, frame(ack))
 
         try:
-            async with self.locks.hold(inbound.patient_key):
-                outcome = await loop.run_in_executor(
-                    self._executor, lambda: self.ingestor.process(inbound, on_commit=on_commit)
-                )
+            assert self._lanes is not None, "start() first"
+            outcome = await self._lanes.submit(inbound, on_commit)
             acks = outcome.acks
         except Exception as exc:  # journal unavailable: nothing committed, the sender must retry
             log.error("mllp message failed", peer=peer, error_type=type(exc).__name__)
