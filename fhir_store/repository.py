@@ -248,8 +248,7 @@ class FhirStore:
             ).first()
             if row is None:
                 raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
-            content = self._open(resource_type, resource_id, version_id, row[2])
-            stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), content)
+            stored = self._stored(resource_type, resource_id, version_id, row[0], row[1], row[2])
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
             if context is not None and context.patient_ids:
@@ -292,14 +291,7 @@ class FhirStore:
             rows = conn.execute(stmt).all()
             if resource_id is not None and not rows and before_seq is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
-            entries = [
-                (
-                    StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), self._open(r[1], r[2], r[3], r[6])),
-                    str(r[7]),
-                    int(r[0]),
-                )
-                for r in rows[:count]
-            ]
+            entries = [(self._stored(*r[1:7]), str(r[7]), int(r[0])) for r in rows[:count]]
             if context is not None and context.patient_ids:
                 if resource_id is None:
                     raise Forbidden("type and system history are not available in a patient context")
@@ -314,19 +306,15 @@ class FhirStore:
         if not ids:
             return []
         rows = conn.execute(_LOAD_MANY, {"t": resource_type, "ids": list(ids)}).all()
-        by_id = {
-            str(r[0]): StoredResource(
-                resource_type, str(r[0]), r[1], r[2], False, self._open(resource_type, str(r[0]), r[1], r[3])
-            )
-            for r in rows
-        }
+        by_id = {str(r[0]): self._stored(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
-    def _open(self, resource_type: str, resource_id: str, version: int, stored: bytes | None) -> bytes | None:
-        """Plaintext of a stored ``content`` column (None for a deletion)."""
-        return (
-            None if stored is None else self.cipher.open_resource(resource_type, resource_id, version, stored)
-        )
+    def _stored(
+        self, kind: str, res_id: str, version: int, updated: int, deleted: bool, content: bytes | None
+    ) -> StoredResource:
+        """A row as served: ``content`` opened (sealed at rest; None for a deletion)."""
+        opened = None if content is None else self.cipher.open_resource(kind, res_id, version, content)
+        return StoredResource(kind, res_id, version, updated, bool(deleted), opened)
 
     def search(
         self, query: SearchQuery, context: RequestContext | None = None, query_text: str | None = None
