@@ -188,17 +188,18 @@ class StoreCipher:
         _kid, blob = aead.seal(plaintext, header + context)
         return header + blob
 
-    def _open(self, stored: bytes, context: bytes, what: str) -> bytes:
-        kid = envelope_kid(stored)
-        if kid is None:
-            raise SealedDataError(f"{what} is neither sealed nor legacy plaintext")
-        blob = stored[len(MAGIC) + 1 + len(kid) :]
+    def _open(self, stored: bytes, context: bytes) -> bytes:
+        """Open an envelope (hot path of every read: no work beyond parsing and decrypting)."""
+        if not stored.startswith(MAGIC):
+            raise KeyMaterialError("neither sealed nor legacy plaintext")
+        end = len(MAGIC) + 1 + stored[len(MAGIC)]
+        kid = stored[len(MAGIC) + 1 : end].decode("ascii", "replace")
         if kid not in self.keys.content.keys and self.keys.refresh(0):
             self._install()  # rotated (and rewrapped) by another process since we loaded the keys
         try:
-            return self._aead.open(kid, blob, _header(kid) + context)
+            return self._aead.open(kid, stored[end:], stored[:end] + context)  # AAD: header + row
         except KeyMaterialError as exc:
-            raise SealedDataError(f"{what} cannot be decrypted under key {kid!r}: {exc}") from None
+            raise KeyMaterialError(f"cannot be decrypted under key {kid!r}: {exc}") from None
 
     # -- resources --------------------------------------------------------------
 
@@ -209,8 +210,10 @@ class StoreCipher:
         """The served JSON bytes; legacy plaintext rows (``{...}``) are returned as they are."""
         if stored[:1] == b"{":
             return stored
-        what = f"{resource_type}/{resource_id} version {version}"
-        return self._open(stored, _RESOURCE_AAD + f"{resource_type}/{resource_id}/{version}".encode(), what)
+        try:
+            return self._open(stored, _RESOURCE_AAD + f"{resource_type}/{resource_id}/{version}".encode())
+        except KeyMaterialError as exc:
+            raise SealedDataError(f"{resource_type}/{resource_id} version {version}: {exc}") from None
 
     # -- HL7 journal ------------------------------------------------------------
 
@@ -225,8 +228,10 @@ class StoreCipher:
         """The raw message bytes; rows journaled before encryption are returned as they are."""
         if not stored.startswith(MAGIC):
             return stored
-        what = f"HL7 journal message {control_id or '(no control id)'}"
-        return self._open(stored, self._journal_aad(application, facility, control_id), what)
+        try:
+            return self._open(stored, self._journal_aad(application, facility, control_id))
+        except KeyMaterialError as exc:
+            raise SealedDataError(f"HL7 journal message {control_id or '(no control id)'}: {exc}") from None
 
     # -- blind index ------------------------------------------------------------
 
