@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete, select, text, update
 
 from common.errors import InvalidInput
 from common.keyring import KeyMaterialError
+from fhir_store import journal
 from fhir_store.blind_index import reindex
 from fhir_store.content_cipher import ENV_KEYS, MAGIC, SealedDataError, StoreKeys, envelope_kid
 from fhir_store.database import make_engine, writer
@@ -22,7 +23,14 @@ from fhir_store.key_registry import open_cipher, rotate_blind_key
 from fhir_store.model import Create, RequestContext, StoredResource, Update
 from fhir_store.repository import FhirStore
 from fhir_store.rewrap import keys_in_use, rewrap
-from fhir_store.schema import identifier_claim, resource_current, resource_version, search_token, store_key
+from fhir_store.schema import (
+    hl7_journal,
+    identifier_claim,
+    resource_current,
+    resource_version,
+    search_token,
+    store_key,
+)
 from fhir_store.search import parse_query
 from tests.fhir_store.conftest import MRN, patient
 
@@ -230,3 +238,71 @@ def test_blind_key_rotation_rebuilds_the_index(
     with writer(engine).begin() as conn:  # `carebridge store reindex` without rotation: same result
         assert reindex(conn, restarted.cipher.open_resource, restarted.cipher.blind) == 1
     assert ids(restarted, ("identifier", f"{CCCD}|079085001234")) == {pid}
+
+
+def test_journal_raw_is_sealed_bound_to_its_sender_and_legacy_rows_open(
+    keyed: FhirStore, engine: Engine
+) -> None:
+    pid_segment = b"PID|1||BN1^^^BVDK_HN^MR~079085001234^^^BCA^NI||Nguyen^An||19850312|M|||||0912345678\r"
+
+    def journal_row(control_id: str) -> int:
+        row_id = journal.insert_message(
+            engine,
+            raw=b"MSH|^~\\&|HIS_VN|BVDK_HN|GW|CRM|20261120||ADT^A04|"
+            + control_id.encode()
+            + b"|P|2.5\r"
+            + pid_segment,
+            peer="10.0.0.1",
+            sending_application="HIS_VN",
+            sending_facility="BVDK_HN",
+            control_id=control_id,
+            message_type="ADT^A04",
+            cipher=keyed.cipher,
+        )
+        assert row_id is not None
+        return row_id
+
+    first, second, legacy = journal_row("J1"), journal_row("J2"), journal_row("J3")
+    assert journal_row_raw(engine, first).startswith(MAGIC) and b"079085001234" not in journal_row_raw(
+        engine, first
+    )
+    entry = journal.load(engine, first, keyed.cipher)
+    assert entry is not None and pid_segment in entry.raw
+    # duplicate detection still works on the clear sender + control id
+    assert (
+        journal.insert_message(
+            engine,
+            raw=b"x",
+            peer="",
+            sending_application="HIS_VN",
+            sending_facility="BVDK_HN",
+            control_id="J1",
+            message_type="",
+            cipher=keyed.cipher,
+        )
+        is None
+    )
+    found = journal.find_duplicate(engine, "HIS_VN", "BVDK_HN", "J1", keyed.cipher)
+    assert found is not None and found.raw == entry.raw
+    with writer(engine).begin() as conn:  # ciphertext of J1 pasted onto J2's row
+        conn.execute(
+            update(hl7_journal).where(hl7_journal.c.id == second).values(raw=journal_row_raw(engine, first))
+        )
+        conn.execute(
+            update(hl7_journal).where(hl7_journal.c.id == legacy).values(raw=b"MSH|legacy\r" + pid_segment)
+        )
+    with pytest.raises(SealedDataError, match="HL7 journal message J2"):
+        journal.load(engine, second, keyed.cipher)
+    old = journal.load(engine, legacy, keyed.cipher)  # journaled before encryption: plaintext, readable
+    assert old is not None and old.raw == b"MSH|legacy\r" + pid_segment
+    with writer(engine).begin() as conn:
+        conn.execute(delete(hl7_journal).where(hl7_journal.c.id == second))
+    assert rewrap(engine, keyed.cipher).rewritten["hl7_journal"] == 1
+    assert keys_in_use(engine)["hl7_journal"] == {"c1": 2}
+    reread = journal.load(engine, legacy, keyed.cipher)
+    assert reread is not None and reread.raw == old.raw
+
+
+def journal_row_raw(engine: Engine, row_id: int) -> bytes:
+    with engine.connect() as conn:
+        return bytes(conn.execute(select(hl7_journal.c.raw).where(hl7_journal.c.id == row_id)).scalar_one())
