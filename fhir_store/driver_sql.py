@@ -4,7 +4,8 @@ Why: an HL7 message or an audited request writes a dozen small rows.  Through
 SQLAlchemy Core each ``Connection.execute`` costs ~110 µs of Python before
 the driver is reached, and an ``executemany`` of 8 rows ~300 µs; the same
 work as one multi-row ``INSERT ... VALUES (...), (...)`` on the driver
-cursor costs ~55 µs (``bench/mllp_ingest.py``, docs/benchmarks.md).  So the
+cursor costs ~55 µs, and an ``unnest`` of arrays less again for more rows
+(``bench/mllp_ingest.py``, docs/benchmarks.md).  So the
 few statements every write runs are rendered once per dialect and executed on
 the raw cursor of the caller's SQLAlchemy :class:`~sqlalchemy.Connection`:
 same connection, same transaction, nothing commits here.
@@ -21,9 +22,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.exc import DBAPIError
-
-#: rows per INSERT statement; keeps statement texts few (psycopg prepares repeated texts)
-CHUNK_ROWS = 64
 
 
 def _placeholder(dialect: str) -> str:
@@ -43,7 +41,7 @@ def cursor(conn: Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def run(conn: Connection, cur: Any, sql: str, params: Sequence[Any]) -> None:
+def run(conn: Connection, cur: Any, sql: str, params: Sequence[Any], *, many: bool = False) -> None:
     """Execute on the driver, raising SQLAlchemy's exception classes like ``Connection.execute``.
 
     Callers (``FhirStore.transact``'s retry loop, the journal's duplicate check) catch
@@ -52,7 +50,10 @@ def run(conn: Connection, cur: Any, sql: str, params: Sequence[Any]) -> None:
     """
     dbapi = conn.dialect.loaded_dbapi
     try:
-        cur.execute(sql, params)
+        if many:
+            cur.executemany(sql, params)
+        else:
+            cur.execute(sql, params)
     except dbapi.Error as exc:
         disconnected = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cur)
         if disconnected:
@@ -62,39 +63,48 @@ def run(conn: Connection, cur: Any, sql: str, params: Sequence[Any]) -> None:
         ) from exc
 
 
+def _array_type(column: Any) -> str:
+    """The PostgreSQL array element type for a column (used to cast ``unnest`` parameters)."""
+    kind = type(column.type).__name__
+    if kind in ("BigInteger",) or "BIGINT" in str(column.type).upper():
+        return "bigint"
+    if kind in ("Integer", "SmallInteger"):
+        return "integer"
+    if kind == "Boolean":
+        return "boolean"
+    if kind == "LargeBinary":
+        return "bytea"
+    return "text"
+
+
 class BulkInsert:
-    """``INSERT INTO table (columns) VALUES (...), (...)`` with rows given as tuples."""
+    """Insert many rows (tuples in ``columns`` order) with one statement whose text never varies.
 
-    def __init__(self, table: Table | str, columns: Sequence[str], *, suffix: str = "") -> None:
-        self.table = table if isinstance(table, str) else table.name
+    PostgreSQL: ``INSERT ... SELECT * FROM unnest(%s::text[], %s::bigint[], ...)`` -- one
+    array parameter per column, so the statement is prepared once whatever the row
+    count (a multi-row ``VALUES`` list would be a new statement text, parsed and
+    prepared again, for every row count).  SQLite: the driver's C ``executemany``.
+    """
+
+    def __init__(self, table: Table, columns: Sequence[str], *, suffix: str = "") -> None:
+        self.table = table.name
         self.columns = tuple(columns)
-        self.suffix = suffix
-        self._sql: dict[tuple[str, int], str] = {}
-
-    def sql(self, dialect: str, rows: int) -> str:
-        key = (dialect, rows)
-        text = self._sql.get(key)
-        if text is None:
-            mark = _placeholder(dialect)
-            one = "(" + ", ".join([mark] * len(self.columns)) + ")"
-            text = (
-                f"INSERT INTO {self.table} ({', '.join(self.columns)}) VALUES "
-                + ", ".join([one] * rows)
-                + (f" {self.suffix}" if self.suffix else "")
-            )
-            self._sql[key] = text
-        return text
+        tail = f" {suffix}" if suffix else ""
+        names = ", ".join(self.columns)
+        casts = ", ".join(f"%s::{_array_type(table.c[name])}[]" for name in self.columns)
+        self.postgresql = f"INSERT INTO {self.table} ({names}) SELECT * FROM unnest({casts}){tail}"
+        marks = ", ".join("?" for _ in self.columns)
+        self.sqlite = f"INSERT INTO {self.table} ({names}) VALUES ({marks}){tail}"
 
     def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
         if not rows:
             return
-        dialect = conn.dialect.name
         cur = cursor(conn)
         try:
-            for start in range(0, len(rows), CHUNK_ROWS):
-                chunk = rows[start : start + CHUNK_ROWS]
-                params = [value for row in chunk for value in row]
-                run(conn, cur, self.sql(dialect, len(chunk)), params)
+            if conn.dialect.name == "sqlite":
+                run(conn, cur, self.sqlite, rows, many=True)
+            else:
+                run(conn, cur, self.postgresql, [list(column) for column in zip(*rows, strict=True)])
         finally:
             cur.close()
 

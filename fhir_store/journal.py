@@ -10,9 +10,12 @@ is answered with the very bytes sent the first time.
 
 Row lifecycle (``status``)::
 
-    received --(store transaction, same commit)--> processed   (ack AA)
-             \\--(mapping / store error)-----------> failed      (ack AE)
-    rejected (written in one step: unparseable, unsupported, not allowed; ack AR)
+    processed  inserted in the store transaction that applies the message (ack AA)
+    failed     written in one step when the message cannot be applied (ack AE)
+    rejected   written in one step: unparseable, unsupported, not allowed (ack AR)
+    received --(store transaction)--> processed | failed
+               only when the sender asked for an enhanced-mode commit ACK, which
+               must follow the journal commit and precede the work
 
 A row left ``received`` means the process died between the journal commit and
 the end of processing: the sender's retry or ``carebridge hl7 replay``

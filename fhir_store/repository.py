@@ -8,17 +8,15 @@ is read: every :class:`StoredResource` leaving the store carries plaintext.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-import orjson
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from common.errors import Forbidden, Gone, InvalidInput, NotFound, VersionConflict
+from common.errors import Forbidden, Gone, NotFound, VersionConflict
 from fhir_store.blind_index import blind_query
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
 from fhir_store.content_cipher import StoreCipher
@@ -32,8 +30,9 @@ from fhir_store.model import (
     StoredResource,
     StoreHook,
 )
-from fhir_store.schema import resource_current, resource_version, search_snapshot
+from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
+from fhir_store.search_snapshots import SNAPSHOT_LIMIT, load_snapshot, save_snapshot
 from fhir_store.transaction import apply_operations, identifier_lookup
 from fhir_store.validation import validate_resource
 from fhir_store.writer import load_current
@@ -61,10 +60,6 @@ class WriteUnit:
     ops: list[Operation]
     context: ContextSource
     extra: Callable[[Connection, list[OperationResult]], None] | None = None
-
-
-SNAPSHOT_LIMIT = 10_000
-SNAPSHOT_TTL_US = 3600 * 1_000_000
 
 
 @dataclass
@@ -339,7 +334,7 @@ class FhirStore:
         if query.summary == "count":
             return SearchPage([], total=count_matches(conn, query), count=0)
         if query.page_token:
-            ids, total = self._snapshot(conn, query)
+            ids, total = load_snapshot(conn, query)
             page_ids = ids[query.offset : query.offset + query.count]
             has_next = query.offset + query.count < len(ids)
             token: str | None = query.page_token
@@ -353,7 +348,7 @@ class FhirStore:
             token = None
             if has_next:
                 all_ids = find_ids(conn, query, limit=SNAPSHOT_LIMIT, offset=0)
-                token = self._save_snapshot(query.resource_type, all_ids)
+                token = save_snapshot(self.engine, query.resource_type, all_ids, self.clock())
                 total = len(all_ids) if len(all_ids) < SNAPSHOT_LIMIT else None
             elif query.offset == 0:
                 total = len(page_ids)
@@ -372,39 +367,6 @@ class FhirStore:
             included += self.load_many(conn, source_type, source_ids)
         unique_included = list({r.reference: r for r in included}.values())
         return SearchPage(matches, unique_included, total, query.offset, query.count, has_next, token)
-
-    def _save_snapshot(self, resource_type: str, ids: list[str]) -> str:
-        """Freeze the id list of a multi-page result so later pages survive concurrent writes.
-
-        Written in its own write transaction: upgrading the search's read transaction to a
-        writer fails at once on SQLite when another connection is writing.
-        """
-        token = secrets.token_urlsafe(18)
-        now = self.clock()
-        with writer(self.engine).begin() as conn:
-            conn.execute(delete(search_snapshot).where(search_snapshot.c.created_us < now - SNAPSHOT_TTL_US))
-            conn.execute(
-                insert(search_snapshot).values(
-                    token=token,
-                    created_us=now,
-                    res_type=resource_type,
-                    query="",
-                    ids=orjson.dumps(ids).decode(),
-                    total=len(ids),
-                )
-            )
-        return token
-
-    def _snapshot(self, conn: Connection, query: SearchQuery) -> tuple[list[str], int]:
-        row = conn.execute(
-            select(search_snapshot.c.ids, search_snapshot.c.total, search_snapshot.c.res_type).where(
-                search_snapshot.c.token == query.page_token
-            )
-        ).first()
-        if row is None or row[2] != query.resource_type:
-            raise InvalidInput("the paging link has expired; run the search again", location="_page")
-        ids: list[str] = orjson.loads(row[0])
-        return ids, int(row[1])
 
     def everything(self, patient_id: str, context: RequestContext | None = None) -> list[StoredResource]:
         """Patient compartment subset we hold: the Patient, its Encounters and Appointments."""

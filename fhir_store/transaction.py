@@ -13,7 +13,6 @@ before they are looked up, content is opened and sealed by the writer.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -152,34 +151,28 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: Stor
     return _Planned(op, "Patient", None, None, None)
 
 
-def _rewrite_references(node: Any, url_map: dict[str, str]) -> Any:
+def _rewrite_references(node: Any, url_map: dict[str, str], unresolved: list[str] | None = None) -> Any:
+    """A deep copy of ``node`` with references found in ``url_map`` replaced.
+
+    One walk does all three jobs a write needs: the copy (the caller's resource
+    stays untouched), the rewrite, and -- when ``unresolved`` is given -- noting
+    ``urn:uuid:`` references that no entry of the Bundle defines.
+    """
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and value in url_map:
-                out[key] = url_map[value]
+            if key == "reference" and isinstance(value, str):
+                if value in url_map:
+                    value = url_map[value]
+                elif unresolved is not None and value.startswith("urn:uuid:"):
+                    unresolved.append(value)
+                out[key] = value
             else:
-                out[key] = _rewrite_references(value, url_map)
+                out[key] = _rewrite_references(value, url_map, unresolved)
         return out
     if isinstance(node, list):
-        return [_rewrite_references(item, url_map) for item in node]
+        return [_rewrite_references(item, url_map, unresolved) for item in node]
     return node
-
-
-def _unresolved_urn(node: Any) -> str | None:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and value.startswith("urn:uuid:"):
-                return value
-            found = _unresolved_urn(value)
-            if found:
-                return found
-    elif isinstance(node, list):
-        for item in node:
-            found = _unresolved_urn(item)
-            if found:
-                return found
-    return None
 
 
 def _without_meta(resource: dict[str, Any]) -> bytes:
@@ -222,13 +215,12 @@ def apply_operations(
             continue
         resource = None
         if plan.resource is not None:
-            resource = (
-                _rewrite_references(plan.resource, url_map) if url_map else copy.deepcopy(plan.resource)
-            )
-            urn = _unresolved_urn(resource)
-            if urn is not None:
+            unresolved: list[str] = []
+            resource = _rewrite_references(plan.resource, url_map, unresolved)
+            if unresolved:
                 raise InvalidInput(
-                    f"reference {urn} does not match any fullUrl in the Bundle", location="reference"
+                    f"reference {unresolved[0]} does not match any fullUrl in the Bundle",
+                    location="reference",
                 )
             prev = plan.previous
             if (

@@ -73,7 +73,7 @@ _FLUSH_ORDER = (CURRENT_ROWS, VERSION_ROWS, CLAIM_ROWS, TOKEN_ROWS, STRING_ROWS,
 
 @dataclass
 class PendingRows:
-    """Insert-only rows of one transaction, sent as one multi-row INSERT per table at the end.
+    """Insert-only rows of one transaction, sent as one bulk INSERT per table at the end.
 
     Every statement is a database round trip; a mapped HL7 message writes two
     resources whose current, version, index and claim rows can go out together.

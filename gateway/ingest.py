@@ -7,46 +7,37 @@ listener, ``carebridge hl7 replay`` and the tests share one path.
 Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
 
 1. :meth:`Ingestor.prepare` (pure, no I/O): tokenize with the sender's default
-   charset, check the TLS sender allow-list, map to a FHIR transaction
-   Bundle (mappers are pure, so this needs no database) and compute the
-   patient key used for ordering.  Errors are carried, not raised.
-2. Journal: the raw bytes are committed to ``hl7_journal``: status
-   ``received``, or directly ``failed`` (AE) / ``rejected`` (AR) together
-   with the ACK when step 1 already found the message unusable.  A unique
-   (MSH-3, MSH-4, MSH-10) makes a duplicate delivery visible: its *stored*
-   ACK is returned and nothing is written.  A duplicate of a ``received`` row
-   (the process died before finishing it) is completed now instead.
-3. Apply: one ``FhirStore.transact`` whose ``extra`` marks the row
-   ``processed`` with the AA it will send -- resources, audit/outbox hook rows
-   and the journal status commit together.  A store error marks the row
-   ``failed``/``rejected`` with the error text; anything unexpected becomes
-   AE 207 (HL7 table 0357) and the caller carries on.
+   charset, check the TLS sender allow-list, map to a FHIR transaction Bundle
+   and compute the patient key used for ordering.  Errors are carried.
+2. A message refused by step 1 is journaled ``failed`` (AE) / ``rejected``
+   (AR) together with its ACK, and answered.
+3. Otherwise (no commit ACK wanted, the usual case) one store transaction
+   holds the journal row -- inserted ``processed`` with the AA it will send --
+   and the message's resources, audit and outbox rows (:meth:`write_unit`):
+   the raw bytes are durable before the ACK leaves, with one commit.  A
+   unique (MSH-3, MSH-4, MSH-10) makes a duplicate delivery visible: its
+   *stored* ACK is returned and nothing is written.  A store error rolls it
+   all back and the row is journaled ``failed``/``rejected`` with its AE/AR;
+   anything unexpected becomes AE 207 (HL7 table 0357).
+4. When MSH-15 asks for a commit ACK, the row is committed ``received`` first,
+   the CA is sent, then the message is applied and the row marked in that
+   transaction (:meth:`apply`, also the replay path).  A ``received`` row left
+   by a crash is completed by the sender's retry or ``carebridge hl7 replay``.
 
 Audit (IHE BALP import, DICOM 110107): every message leaves an AuditEvent
 whose agent is the sender (TLS identity or MSH-3) and whose job entity is the
 control id -- never patient data.  An applied message that changed resources
-is already recorded by the store's audit hook (one import event per changed
-resource, request id ``hl7-<journal id>``, same transaction), so it gets no
-second event; an AA that changed nothing (identical A08) gets one message event
-in its transaction; refused AE/AR messages and duplicate deliveries, which
-never reach the store, get one in a transaction of their own right after the
-journal write.
-
-ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
-mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
-after the journal commit if MSH-15 asks for it, the application ACK only if
-MSH-16 asks for it.  Without ``hl7_strict`` every message gets its
-application ACK (many HIS fill MSH-15/16 with ``AL``/``NE`` from a template
-yet wait for AA/AE), preceded by a CA only when MSH-15 *and* MSH-16 both ask
-for acknowledgments, so a sender never receives an answer it does not read.
+is recorded by the store's audit hook (one import event per changed resource,
+request id ``hl7-<journal id>``, same transaction); an AA that changed
+nothing (identical A08) gets one message event in its transaction; refused
+messages and duplicate deliveries get one right after their journal write.
+ACK modes: see :mod:`gateway.ingest_model`.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
@@ -57,103 +48,26 @@ from fhir_store.bundles import ReadEntry, bundle_operations
 from fhir_store.model import Operation, OperationResult, RequestContext
 from fhir_store.repository import FhirStore, WriteUnit
 from gateway.hl7_senders import SenderPolicy, peek_sender
+from gateway.ingest_model import (
+    CRASH_HOOK_ENV,
+    AlreadyJournaled,
+    Inbound,
+    InternalError,
+    JournaledWrite,
+    Outcome,
+    acks_wanted,
+    journal_fields,
+    message_context,
+    record,
+    render_ack,
+)
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.settings import Settings
-from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
-from mappers.hl7_message import Header, Hl7Message, parse_message, patient_key, peek_header
-from mappers.result import MappingResult
+from mappers.hl7_message import parse_message, patient_key, peek_header
 from mappers.router import map_message
 
 log = get_logger("carebridge.ingest")
-
-#: Test-only hook: when set, the process dies (``os._exit``) right after the first journal commit.
-CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
-
-
-class AlreadyJournaled(Exception):
-    """Raised inside the store transaction when the journal already holds this message."""
-
-
-class InternalError(CarebridgeError):
-    """An unexpected failure, rendered without its details (they may quote patient data)."""
-
-    hl7_error_code = "207"
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """One received message after :meth:`Ingestor.prepare`."""
-
-    raw: bytes
-    peer: str
-    identity: str | None
-    message: Hl7Message | None
-    header: Header | None  # also set for some unparseable messages (to address the AR)
-    error: CarebridgeError | None  # set → journaled as failed/rejected, never applied
-    patient_key: str | None
-    mapping: MappingResult | None  # the FHIR transaction Bundle (mappers are pure: done up front)
-
-
-@dataclass(frozen=True, slots=True)
-class JournaledWrite:
-    """A one-phase message's store work, its AA, and (once run) its journal row id."""
-
-    unit: WriteUnit
-    ack: bytes
-    journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What to send back, in order, and what happened."""
-
-    acks: list[bytes]
-    ack_code: str  # application-level outcome AA/AE/AR
-    journal_id: int | None
-    status: str
-    duplicate: bool = False
-    error: str | None = None
-
-
-def _message_type(header: Header) -> str:
-    return f"{header.message_code}^{header.trigger_event}".strip("^")
-
-
-def _new_ack_id() -> str:
-    return uuid.uuid4().hex[:20]
-
-
-def _message_context(inbound: Inbound, journal_id: int | None) -> RequestContext:
-    """The sender as audit agent: TLS identity, else MSH-3 (never anything from PID)."""
-    header = inbound.header
-    return RequestContext(
-        request_id=f"hl7-{journal_id}" if journal_id is not None else f"hl7-{uuid.uuid4().hex}",
-        client_id=inbound.identity or (header.sending_application if header else "") or "hl7",
-        role="hl7-sender",
-        channel="hl7",
-        source_address=inbound.peer or None,
-    )
-
-
-def _record(
-    audit: AuditHook,
-    inbound: Inbound,
-    journal_id: int | None,
-    ack_code: str,
-    *,
-    conn: Connection | None = None,
-) -> None:
-    header = inbound.header
-    control_id = (header.control_id.strip() if header else "") or "unknown"
-    message_type = _message_type(header) if header else ""
-    audit.record_message(
-        _message_context(inbound, journal_id),
-        control_id=control_id[:64],
-        message_type=message_type or "unknown",
-        ack_code=ack_code,
-        conn=conn,
-    )
 
 
 class Ingestor:
@@ -222,26 +136,10 @@ class Ingestor:
     # -- ACK rendering ---------------------------------------------------------------------
 
     def _ack(self, inbound: Inbound, code: str, error: CarebridgeError | None = None) -> bytes:
-        if inbound.message is None and inbound.header is None:
-            return build_fallback_ack(
-                inbound.raw, error or UnparseableMessage("?"), control_id=_new_ack_id(), ack_code=code
-            )
-        header = inbound.header
-        assert header is not None
-        if self.strict:
-            try:
-                return build_ack_hl7apy(header, ack_code=code, error=error, control_id=_new_ack_id())
-            except Exception:  # hl7apy refuses some odd inputs; the fast builder never does
-                pass
-        return build_ack(header, ack_code=code, error=error, control_id=_new_ack_id())
+        return render_ack(inbound, code, error, strict=self.strict)
 
     def _wanted(self, inbound: Inbound, success: bool) -> tuple[bool, bool]:
-        if inbound.header is None:
-            return False, True
-        commit, application = acks_to_send(inbound.header, success=success)
-        if self.strict:
-            return commit, application
-        return commit and application, True
+        return acks_wanted(inbound, success, strict=self.strict)
 
     # -- steps 2 and 3 ---------------------------------------------------------------------
 
@@ -268,39 +166,37 @@ class Ingestor:
         return outcome
 
     def _process(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:
-        header = inbound.header
-        app = header.sending_application if header else ""
-        fac = header.sending_facility if header else ""
-        control_id = header.control_id.strip() if header else ""
-        mtype = _message_type(header) if header else ""
         if inbound.error is not None:
-            return self._reject(inbound, inbound.error, app, fac, control_id, mtype, on_commit)
+            return self._reject(inbound, inbound.error, on_commit)
         if self.one_phase(inbound):
-            return self._journal_and_apply(inbound, app, fac, control_id, mtype, on_commit)
+            return self._journal_and_apply(inbound, on_commit)
         # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
-        journal_id = journal.insert_message(
-            self.engine,
-            raw=inbound.raw,
-            peer=inbound.peer,
-            sending_application=app,
-            sending_facility=fac,
-            control_id=control_id,
-            message_type=mtype,
-            cipher=self.store.cipher,
-        )
+        journal_id = journal.insert_message(self.engine, **journal_fields(inbound), cipher=self.store.cipher)
         if journal_id is None:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
-            if existing is None:  # pragma: no cover - the row cannot vanish
-                raise RuntimeError("journal conflict without a row")
+            existing = self._existing(inbound)
             if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
             journal_id = existing.id  # a crash left it 'received': finish it now
-            log.info("hl7 resuming journaled message", journal_id=journal_id, control_id=control_id)
+            log.info("hl7 resuming journaled message", journal_id=journal_id)
         elif self._crash_after_journal:
             os._exit(86)
         if on_commit is not None:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
+
+    def _existing(self, inbound: Inbound) -> journal.JournalEntry:
+        """The journal row a duplicate delivery collided with."""
+        fields = journal_fields(inbound)
+        existing = journal.find_duplicate(
+            self.engine,
+            fields["sending_application"],
+            fields["sending_facility"],
+            fields["control_id"],
+            self.store.cipher,
+        )
+        if existing is None:  # pragma: no cover - the row cannot vanish
+            raise RuntimeError("journal conflict without a row")
+        return existing
 
     def one_phase(self, inbound: Inbound) -> bool:
         """Whether the message is applied in the transaction that journals it (no commit ACK)."""
@@ -315,37 +211,28 @@ class Ingestor:
         one commit instead of two.  The journal's unique sender+MSH-10 key turns a
         duplicate delivery into :class:`AlreadyJournaled` before anything is applied.
         """
-        assert inbound.mapping is not None and inbound.header is not None
-        header = inbound.header
+        assert inbound.mapping is not None
         _, items = bundle_operations(inbound.mapping.bundle)
         ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
         ack = self._ack(inbound, "AA")
         audit = self._audit()
         journal_ids: list[int] = []
 
+        fields = journal_fields(inbound)
+
         def journal_row(conn: Connection) -> RequestContext:
             journal_id = journal.insert_row(
-                conn,
-                raw=inbound.raw,
-                peer=inbound.peer,
-                sending_application=header.sending_application,
-                sending_facility=header.sending_facility,
-                control_id=header.control_id.strip(),
-                message_type=_message_type(header),
-                cipher=self.store.cipher,
-                status=journal.PROCESSED,
-                ack_code="AA",
-                ack=ack,
+                conn, **fields, status=journal.PROCESSED, ack_code="AA", ack=ack, cipher=self.store.cipher
             )
             if journal_id is None:
                 raise AlreadyJournaled
             journal_ids.append(journal_id)
-            return _message_context(inbound, journal_id)
+            return message_context(inbound, journal_id)
 
         def finish(conn: Connection, results: list[OperationResult]) -> None:
             if audit is not None and all(r.message == "unchanged" for r in results):
                 # nothing changed, so the store hook wrote no import event
-                _record(audit, inbound, journal_ids[-1], "AA", conn=conn)
+                record(audit, inbound, journal_ids[-1], "AA", conn=conn)
 
         return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids)
 
@@ -356,15 +243,7 @@ class Ingestor:
         _, application = self._wanted(inbound, success=True)
         return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], journal.PROCESSED)
 
-    def _journal_and_apply(
-        self,
-        inbound: Inbound,
-        app: str,
-        fac: str,
-        control_id: str,
-        mtype: str,
-        on_commit: Callable[[bytes], None] | None,
-    ) -> Outcome:
+    def _journal_and_apply(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:
         """One transaction for the journal row and the effects (:meth:`write_unit`).
 
         If the store refuses the message, that transaction rolls back and the row is
@@ -375,19 +254,18 @@ class Ingestor:
         try:
             self.store.transact(unit.ops, unit.context, validate=self.validate_resources, extra=unit.extra)
         except AlreadyJournaled:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
-            if existing is None:  # pragma: no cover - the row cannot vanish
-                raise RuntimeError("journal conflict without a row") from None
+            existing = self._existing(inbound)
             if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
-            log.info("hl7 resuming journaled message", journal_id=existing.id, control_id=control_id)
+            log.info("hl7 resuming journaled message", journal_id=existing.id)
             return self.apply(inbound, existing.id)
         except CarebridgeError as exc:
-            return self._reject(inbound, exc, app, fac, control_id, mtype, on_commit)
+            return self._reject(inbound, exc, on_commit)
         except Exception as exc:
-            log.error("hl7 internal error", control_id=control_id, error_type=type(exc).__name__)
-            error = InternalError("internal error while applying the message")
-            return self._reject(inbound, error, app, fac, control_id, mtype, on_commit)
+            log.error("hl7 internal error", error_type=type(exc).__name__)
+            return self._reject(
+                inbound, InternalError("internal error while applying the message"), on_commit
+            )
         return self.applied(inbound, write)
 
     def apply(self, inbound: Inbound, journal_id: int) -> Outcome:
@@ -397,14 +275,14 @@ class Ingestor:
             _, items = bundle_operations(inbound.mapping.bundle)
             ops: list[Operation] = [op for op in items if not isinstance(op, ReadEntry)]
             ack = self._ack(inbound, "AA")
-            context = _message_context(inbound, journal_id)
+            context = message_context(inbound, journal_id)
             audit = self._audit()
 
             def finish(conn: Connection, results: list[OperationResult]) -> None:
                 journal.mark_processed(conn, journal_id, "AA", ack)
                 if audit is not None and all(r.message == "unchanged" for r in results):
                     # nothing changed, so the store hook wrote no import event
-                    _record(audit, inbound, journal_id, "AA", conn=conn)
+                    record(audit, inbound, journal_id, "AA", conn=conn)
 
             self.store.transact(ops, context, validate=self.validate_resources, extra=finish)
         except CarebridgeError as exc:
@@ -428,34 +306,23 @@ class Ingestor:
         return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
 
     def _reject(
-        self,
-        inbound: Inbound,
-        error: CarebridgeError,
-        app: str,
-        fac: str,
-        control_id: str,
-        mtype: str,
-        on_commit: Callable[[bytes], None] | None,
+        self, inbound: Inbound, error: CarebridgeError, on_commit: Callable[[bytes], None] | None
     ) -> Outcome:
         code = "AR" if error.hl7_ack == "AR" else "AE"
         ack = self._ack(inbound, code, error)
+        status = journal.REJECTED if code == "AR" else journal.FAILED
         journal_id = journal.insert_message(
             self.engine,
-            raw=inbound.raw,
-            peer=inbound.peer,
-            sending_application=app,
-            sending_facility=fac,
-            control_id=control_id,
-            message_type=mtype,
-            cipher=self.store.cipher,
-            status=journal.REJECTED if code == "AR" else journal.FAILED,
+            **journal_fields(inbound),
+            status=status,
             ack_code=code,
             ack=ack,
             error=str(error),
+            cipher=self.store.cipher,
         )
         if journal_id is None:
-            existing = journal.find_duplicate(self.engine, app, fac, control_id, self.store.cipher)
-            if existing is not None and existing.ack is not None:
+            existing = self._existing(inbound)
+            if existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
         self._record(inbound, journal_id, code)
         log.info(
@@ -466,7 +333,6 @@ class Ingestor:
         application = self._wanted(inbound, success=False)[1]
         if commit and on_commit is not None:
             on_commit(self._ack(inbound, "CR", error) if code == "AR" else self._ack(inbound, "CA"))
-        status = journal.REJECTED if code == "AR" else journal.FAILED
         return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
 
     def _duplicate(
@@ -503,7 +369,7 @@ class Ingestor:
         if audit is None:
             return
         try:
-            _record(audit, inbound, journal_id, ack_code)
+            record(audit, inbound, journal_id, ack_code)
         except Exception as exc:  # the ACK must still go out; the journal row has the message
             log.error("hl7 audit event not written", journal_id=journal_id, error_type=type(exc).__name__)
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from gateway.ingest import Inbound, Ingestor, JournaledWrite, Outcome
+from gateway.ingest import Ingestor
+from gateway.ingest_model import Inbound, JournaledWrite, Outcome
 from gateway.logging_setup import get_logger
 from gateway.metrics import message_type_label
 

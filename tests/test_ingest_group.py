@@ -13,8 +13,9 @@ from audit.schema import audit_event
 from common.identifiers import mrn_system
 from fhir_store import journal
 from fhir_store.writer import find_identifier_owner
-from gateway.ingest import Inbound, Ingestor, Outcome
+from gateway.ingest import Ingestor
 from gateway.ingest_group import process_group
+from gateway.ingest_model import Inbound, Outcome
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
 from gateway.settings import Settings

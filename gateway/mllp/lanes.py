@@ -23,8 +23,9 @@ import threading
 import zlib
 from dataclasses import dataclass
 
-from gateway.ingest import Inbound, Ingestor, Outcome
+from gateway.ingest import Ingestor
 from gateway.ingest_group import OnCommit, process_group
+from gateway.ingest_model import Inbound, Outcome
 from gateway.logging_setup import get_logger
 
 log = get_logger("carebridge.mllp")

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from common.errors import PayloadTooLarge
 from fhir_store import journal
-from gateway.ingest import Inbound, Ingestor, InternalError
+from gateway.ingest import Ingestor
+from gateway.ingest_model import Inbound, InternalError
 from gateway.logging_setup import get_logger
 from gateway.metrics import UNKNOWN, hl7_counters, message_type_label
 from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame

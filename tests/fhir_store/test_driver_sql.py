@@ -7,8 +7,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from fhir_store.database import make_engine
-from fhir_store.driver_sql import CHUNK_ROWS, BulkInsert, DriverQuery
-from fhir_store.schema import identifier_claim, search_string
+from fhir_store.driver_sql import BulkInsert, DriverQuery
+from fhir_store.schema import identifier_claim, resource_version, search_string
 
 _INSERT = BulkInsert(search_string, ("res_type", "res_id", "param", "norm", "exact"))
 _BY_ID = DriverQuery(
@@ -22,7 +22,7 @@ def _engine(database_url: str) -> Engine:
 
 def test_bulk_insert_spans_chunks_and_commits_with_the_transaction(database_url: str) -> None:
     engine = _engine(database_url)
-    rows = [("Patient", "p1", f"name{n:03d}", "nguyen", "Nguyễn") for n in range(CHUNK_ROWS * 2 + 3)]
+    rows = [("Patient", "p1", f"name{n:03d}", "nguyen", "Nguyễn") for n in range(131)]
     with engine.begin() as conn:
         _INSERT.execute(conn, rows)
         assert len(_BY_ID.all(conn, {"t": "Patient", "i": "p1"})) == len(rows)
@@ -41,6 +41,33 @@ def test_rollback_discards_driver_level_rows(database_url: str) -> None:
     conn.close()
     with engine.connect() as conn:
         assert _BY_ID.first(conn, {"t": "Patient", "i": "p2"}) is None
+    engine.dispose()
+
+
+def test_bulk_insert_types_every_column_kind(database_url: str) -> None:
+    """Integers, booleans, bytes and NULLs survive the array (PostgreSQL) and executemany (SQLite) paths."""
+    engine = _engine(database_url)
+    versions = BulkInsert(
+        resource_version, ("res_type", "res_id", "version", "last_updated_us", "deleted", "method", "content")
+    )
+    rows = [
+        ("Patient", "v1", 1, 1_790_000_000_000_001, False, "POST", b'{"a":"\xc3\xa9"}'),
+        ("Patient", "v1", 2, 1_790_000_000_000_002, True, "DELETE", None),
+    ]
+    with engine.begin() as conn:
+        versions.execute(conn, rows)
+    with engine.connect() as conn:
+        stored = conn.execute(
+            select(
+                resource_version.c.version,
+                resource_version.c.last_updated_us,
+                resource_version.c.deleted,
+                resource_version.c.content,
+            )
+            .where(resource_version.c.res_id == "v1")
+            .order_by(resource_version.c.version)
+        ).all()
+    assert [tuple(r) for r in stored] == [(1, rows[0][3], False, rows[0][6]), (2, rows[1][3], True, None)]
     engine.dispose()
 
 

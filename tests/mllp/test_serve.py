@@ -16,7 +16,7 @@ from fhir_store import journal
 from fhir_store.database import make_engine
 from fhir_store.repository import FhirStore
 from fhir_store.writer import find_identifier_owner
-from gateway.ingest import CRASH_HOOK_ENV
+from gateway.ingest_model import CRASH_HOOK_ENV
 from gateway.mllp.client import MllpClient, parse_ack
 from tests.mllp.conftest import BAD, CAREBRIDGE, FIXTURES, GOOD_ORDER, ServeProcess, a04, sample
 from tests.support.store_keys import cipher_for

@@ -1,0 +1,156 @@
+"""What the HL7 ingest passes around: a prepared message, its outcome, and how it is answered.
+
+Split from :mod:`gateway.ingest` so the listener, the group commit and the
+replay CLI share these types without the service itself.
+
+ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
+mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
+after the journal commit if MSH-15 asks for it, the application ACK only if
+MSH-16 asks for it.  Without ``hl7_strict`` every message gets its
+application ACK (many HIS fill MSH-15/16 with ``AL``/``NE`` from a template
+yet wait for AA/AE), preceded by a CA only when MSH-15 *and* MSH-16 both ask
+for acknowledgments, so a sender never receives an answer it does not read.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from audit.hooks import AuditHook
+from common.errors import CarebridgeError, UnparseableMessage
+from fhir_store.model import RequestContext
+from fhir_store.repository import WriteUnit
+from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
+from mappers.hl7_message import Header, Hl7Message
+from mappers.result import MappingResult
+
+#: Test-only hook: when set, the process dies (``os._exit``) right after the first journal commit.
+CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
+
+
+class AlreadyJournaled(Exception):
+    """Raised inside the store transaction when the journal already holds this message."""
+
+
+class InternalError(CarebridgeError):
+    """An unexpected failure, rendered without its details (they may quote patient data)."""
+
+    hl7_error_code = "207"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One received message after :meth:`Ingestor.prepare`."""
+
+    raw: bytes
+    peer: str
+    identity: str | None
+    message: Hl7Message | None
+    header: Header | None  # also set for some unparseable messages (to address the AR)
+    error: CarebridgeError | None  # set → journaled as failed/rejected, never applied
+    patient_key: str | None
+    mapping: MappingResult | None  # the FHIR transaction Bundle (mappers are pure: done up front)
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledWrite:
+    """A one-phase message's store work, its AA, and (once run) its journal row id."""
+
+    unit: WriteUnit
+    ack: bytes
+    journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to send back, in order, and what happened."""
+
+    acks: list[bytes]
+    ack_code: str  # application-level outcome AA/AE/AR
+    journal_id: int | None
+    status: str
+    duplicate: bool = False
+    error: str | None = None
+
+
+def message_type(header: Header) -> str:
+    return f"{header.message_code}^{header.trigger_event}".strip("^")
+
+
+def journal_fields(inbound: Inbound) -> dict[str, Any]:
+    """The journal columns that describe the message (fhir_store.journal.insert_row keywords)."""
+    header = inbound.header
+    return {
+        "raw": inbound.raw,
+        "peer": inbound.peer,
+        "sending_application": header.sending_application if header else "",
+        "sending_facility": header.sending_facility if header else "",
+        "control_id": header.control_id.strip() if header else "",
+        "message_type": message_type(header) if header else "",
+    }
+
+
+def new_ack_id() -> str:
+    return uuid.uuid4().hex[:20]
+
+
+def message_context(inbound: Inbound, journal_id: int | None) -> RequestContext:
+    """The sender as audit agent: TLS identity, else MSH-3 (never anything from PID)."""
+    header = inbound.header
+    return RequestContext(
+        request_id=f"hl7-{journal_id}" if journal_id is not None else f"hl7-{uuid.uuid4().hex}",
+        client_id=inbound.identity or (header.sending_application if header else "") or "hl7",
+        role="hl7-sender",
+        channel="hl7",
+        source_address=inbound.peer or None,
+    )
+
+
+def record(
+    audit: AuditHook,
+    inbound: Inbound,
+    journal_id: int | None,
+    ack_code: str,
+    *,
+    conn: Connection | None = None,
+) -> None:
+    header = inbound.header
+    control_id = (header.control_id.strip() if header else "") or "unknown"
+    kind = message_type(header) if header else ""
+    audit.record_message(
+        message_context(inbound, journal_id),
+        control_id=control_id[:64],
+        message_type=kind or "unknown",
+        ack_code=ack_code,
+        conn=conn,
+    )
+
+
+def render_ack(inbound: Inbound, code: str, error: CarebridgeError | None = None, *, strict: bool) -> bytes:
+    """The ACK bytes: hl7apy in strict mode (falling back to the fast builder), else the fast builder."""
+    if inbound.message is None and inbound.header is None:
+        return build_fallback_ack(
+            inbound.raw, error or UnparseableMessage("?"), control_id=new_ack_id(), ack_code=code
+        )
+    header = inbound.header
+    assert header is not None
+    if strict:
+        try:
+            return build_ack_hl7apy(header, ack_code=code, error=error, control_id=new_ack_id())
+        except Exception:  # hl7apy refuses some odd inputs; the fast builder never does
+            pass
+    return build_ack(header, ack_code=code, error=error, control_id=new_ack_id())
+
+
+def acks_wanted(inbound: Inbound, success: bool, *, strict: bool) -> tuple[bool, bool]:
+    """(commit ACK, application ACK) to send; see the ACK modes in gateway.ingest."""
+    if inbound.header is None:
+        return False, True
+    commit, application = acks_to_send(inbound.header, success=success)
+    if strict:
+        return commit, application
+    return commit and application, True
