@@ -124,7 +124,9 @@ def reindex(
             return done
         tokens: list[dict[str, Any]] = []
         claims: list[dict[str, Any]] = []
+        by_type: dict[str, list[str]] = {}
         for res_type, res_id, version, content in rows:
+            by_type.setdefault(res_type, []).append(res_id)
             if content is None:
                 continue
             resource = orjson.loads(open_content(res_type, res_id, version, bytes(content)))
@@ -136,18 +138,16 @@ def reindex(
                 if p in params
             ]
             claims += [{**key, "system": s, "value": v} for s, v in claimed_identifiers(resource, blind)]
+        for res_type, res_ids in by_type.items():
+            st, ic = search_token, identifier_claim
             conn.execute(
-                delete(search_token).where(
-                    search_token.c.res_type == res_type,
-                    search_token.c.res_id == res_id,
-                    search_token.c.param.in_(params),
+                delete(st).where(
+                    st.c.res_type == res_type,
+                    st.c.res_id.in_(res_ids),
+                    st.c.param.in_(_blinded_params(res_type)),
                 )
             )
-            conn.execute(
-                delete(identifier_claim).where(
-                    identifier_claim.c.res_type == res_type, identifier_claim.c.res_id == res_id
-                )
-            )
+            conn.execute(delete(ic).where(ic.c.res_type == res_type, ic.c.res_id.in_(res_ids)))
         if tokens:
             conn.execute(insert(search_token), tokens)
         if claims:

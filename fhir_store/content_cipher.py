@@ -40,7 +40,6 @@ file calls current.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -172,6 +171,11 @@ class StoreCipher:
         self._blind_key = self.keys.blind.keys[self.blind_kid]
         self._blind_prefix = f"{self.blind_kid}."
 
+    def use_blind_key(self, kid: str) -> None:
+        """Blind with ``kid`` from now on (after the index was rebuilt under it)."""
+        self.blind_kid = kid
+        self._install()
+
     @property
     def content_kid(self) -> str:
         return self.keys.content.current
@@ -239,8 +243,3 @@ class StoreCipher:
         """``<kid>.<base64url HMAC-SHA256>`` of a searchable direct identifier or contact value."""
         digest = hmac_sha256(self._blind_key, _BLIND_DOMAIN + value.encode())
         return self._blind_prefix + base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-
-def default_key_file() -> str:
-    """``CAREBRIDGE_STORE_KEY_FILE`` or ``var/store-keys.json`` (for tools without ``Settings``)."""
-    return os.environ.get("CAREBRIDGE_STORE_KEY_FILE") or DEFAULT_KEY_FILE

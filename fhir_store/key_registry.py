@@ -143,6 +143,5 @@ def rotate_blind_key(conn: Connection, cipher: StoreCipher) -> tuple[str, str, i
         .values(retired_us=now_us())
     )
     register_key(conn, "blind", new, cipher.keys.fingerprints()[("blind", new)])
-    cipher.blind_kid = new
-    cipher._install()
+    cipher.use_blind_key(new)
     return old, new, count
