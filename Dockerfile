@@ -24,7 +24,7 @@ RUN pip install /tmp/carebridge-src \
  && chown carebridge:carebridge /app/var
 WORKDIR /app
 
-# var/ holds the keys (audit signing key, backup key) and, with SQLite, the database: mount a volume.
+# var/ holds the keys (audit signing key, backup key, store encryption keys) and, with SQLite, the database: mount a volume.
 VOLUME ["/app/var"]
 USER carebridge
 EXPOSE 8080 2575

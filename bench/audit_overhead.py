@@ -37,6 +37,7 @@ from audit.checkpoints import AuditKeys
 from audit.hooks import AuditHook
 from bench.fhir_load import synthetic_patient
 from fhir_store.database import make_engine
+from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
 from fhir_store.model import Create, RequestContext
 from fhir_store.repository import FhirStore
@@ -71,7 +72,11 @@ def run_backend(
     engine = make_engine(url, pool_size=max(4, threads * 2))
     keys = AuditKeys.load_or_create(str(Path(tempfile.mkdtemp()) / "audit.pem"))
     hook = AuditHook(engine, keys)
-    stores = {"off": FhirStore(engine), "on": FhirStore(engine, hooks=[hook], access_hooks=[hook])}
+    cipher = open_cipher(engine, str(Path(tempfile.mkdtemp()) / "store-keys.json"))
+    stores = {
+        "off": FhirStore(engine, cipher=cipher),
+        "on": FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher),
+    }
     ids = [
         r.stored.id
         for i in range(seed)

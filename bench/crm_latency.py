@@ -108,7 +108,11 @@ def run(database_url: str, workdir: Path, n: int, rate: float, connections: int)
         "crm_poll_interval_s": "0.02",
     }
     settings = Settings(
-        database_url=database_url, db_pool_size=16, audit_key_file=str(workdir / "audit.pem"), extra=extra
+        database_url=database_url,
+        db_pool_size=16,
+        audit_key_file=str(workdir / "audit.pem"),
+        store_key_file=str(workdir / "store-keys.json"),
+        extra=extra,
     )
     upgrade(database_url)
     runtime = Runtime.create(settings, migrate=False)
@@ -131,12 +135,13 @@ def run(database_url: str, workdir: Path, n: int, rate: float, connections: int)
 
         from fhir_store.schema import identifier_claim
 
+        blinded = {runtime.store.cipher.blind(m): m for m in mrns}  # claims hold keyed hashes
         rows = conn.execute(
             select(identifier_claim.c.value, identifier_claim.c.res_id).where(
-                identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(mrns)
+                identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(list(blinded))
             )
         ).all()
-    ids = {str(v): str(r) for v, r in rows}
+    ids = {blinded[str(v)]: str(r) for v, r in rows}
     for mrn in mrns:
         pid = ids[mrn]
         consent = build_consent(

@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.loadgen import LoadResult, run_load, summarize
 from fhir_store.database import make_engine
+from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
 from fhir_store.model import Create, RequestContext
 from fhir_store.repository import FhirStore
@@ -38,6 +39,8 @@ FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Võ", "Đ�
 MIDDLES = ["Văn", "Thị", "Minh", "Ngọc", "Quốc", "Thu"]
 GIVENS = ["An", "Bình", "Châu", "Dũng", "Hà", "Hùng", "Lan", "Mai", "Nam", "Trang"]
 ROOT = Path(__file__).resolve().parent.parent
+# the seeding process and the `carebridge serve` subprocess must use the same store keys
+STORE_KEY_FILE = os.environ.get("CAREBRIDGE_STORE_KEY_FILE") or str(ROOT / "var" / "store-keys.json")
 
 
 def synthetic_patient(i: int, prefix: str = "P") -> dict[str, Any]:
@@ -60,7 +63,8 @@ def synthetic_patient(i: int, prefix: str = "P") -> dict[str, Any]:
 
 def seed(database_url: str, count: int) -> list[str]:
     """Create ``count`` patients; return the ids of those that also have an encounter."""
-    store = FhirStore(make_engine(database_url, pool_size=2))
+    engine = make_engine(database_url, pool_size=2)
+    store = FhirStore(engine, cipher=open_cipher(engine, STORE_KEY_FILE))
     ctx = RequestContext("bench-seed")
     with_visits: list[str] = []
     batch = 500
@@ -117,7 +121,12 @@ def free_port() -> int:
 
 
 def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING", "CAREBRIDGE_HTTP_WORKERS": str(workers)}
+    env = {
+        **os.environ,
+        "CAREBRIDGE_LOG_LEVEL": "WARNING",
+        "CAREBRIDGE_HTTP_WORKERS": str(workers),
+        "CAREBRIDGE_STORE_KEY_FILE": STORE_KEY_FILE,
+    }
     proc = subprocess.Popen(
         [
             str(ROOT / ".venv/bin/carebridge"),

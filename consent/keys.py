@@ -26,76 +26,15 @@ database dump alone reveals neither pseudonym links nor contact data::
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
-import json
-import os
-import secrets
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, hmac_sha256
 
 ENV_KEYS = "CAREBRIDGE_CRM_KEYS"
-_NONCE = 12
 
-
-class KeyMaterialError(Exception):
-    """A key id is unknown or a ciphertext does not authenticate."""
-
-
-@dataclass
-class KeyRing:
-    """Named 32-byte keys and the id of the one used for new material."""
-
-    current: str
-    keys: dict[str, bytes] = field(default_factory=dict)
-
-    @classmethod
-    def fresh(cls, prefix: str) -> KeyRing:
-        kid = f"{prefix}1"
-        return cls(kid, {kid: secrets.token_bytes(32)})
-
-    def rotate(self, prefix: str) -> str:
-        n = 1 + max((int(k[len(prefix) :]) for k in self.keys if k[len(prefix) :].isdigit()), default=0)
-        kid = f"{prefix}{n}"
-        self.keys[kid] = secrets.token_bytes(32)
-        self.current = kid
-        return kid
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "current": self.current,
-            "keys": {k: base64.b64encode(v).decode() for k, v in self.keys.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> KeyRing:
-        return cls(str(data["current"]), {k: base64.b64decode(v) for k, v in data["keys"].items()})
-
-
-class FieldCipher:
-    """AES-256-GCM sealing: ``kid`` is returned beside the blob; ``aad`` binds it to its row."""
-
-    def __init__(self, ring: KeyRing) -> None:
-        self.ring = ring
-
-    def seal(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
-        nonce = secrets.token_bytes(_NONCE)
-        kid = self.ring.current
-        return kid, nonce + AESGCM(self.ring.keys[kid]).encrypt(nonce, plaintext, aad)
-
-    def open(self, kid: str, blob: bytes, aad: bytes) -> bytes:
-        key = self.ring.keys.get(kid)
-        if key is None:
-            raise KeyMaterialError(f"field key {kid!r} is not available")
-        try:
-            return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
-        except InvalidTag:
-            raise KeyMaterialError("ciphertext does not authenticate") from None
+__all__ = ["ENV_KEYS", "KeyMaterialError", "KeyRing", "KeyStore", "pseudonym_with"]
 
 
 def _b32(digest: bytes) -> str:
@@ -103,7 +42,7 @@ def _b32(digest: bytes) -> str:
 
 
 def pseudonym_with(key: bytes, kid: str, patient_id: str) -> str:
-    digest = hmac.new(key, f"Patient/{patient_id}".encode(), hashlib.sha256).digest()
+    digest = hmac_sha256(key, f"Patient/{patient_id}".encode())
     return f"{kid}.{_b32(digest)}"
 
 
@@ -114,33 +53,20 @@ class KeyStore:
         self.path = path
         self.field = field_ring
         self.rings = pseudonym
-        self.cipher = FieldCipher(field_ring)
+        self.cipher = AeadCipher(field_ring)
         self._lock = threading.RLock()
 
     @classmethod
     def load_or_create(cls, path: str | None, environ: dict[str, str] | None = None) -> KeyStore:
-        env = os.environ if environ is None else environ
-        if env.get(ENV_KEYS):
-            data = json.loads(env[ENV_KEYS])
-            return cls(None, KeyRing.from_json(data["field"]), _rings(data))
-        file = Path(path) if path else None
-        if file is not None and file.exists():
-            data = json.loads(file.read_text())
-            return cls(file, KeyRing.from_json(data["field"]), _rings(data))
-        store = cls(file, KeyRing.fresh("f"), {})
-        store.save()
-        return store
+        document = KeyFile.load_or_create(path, ENV_KEYS, _fresh, environ)
+        data = document.data
+        return cls(document.path, KeyRing.from_json(data["field"]), _rings(data))
 
     def save(self) -> None:
         if self.path is None:
             return
         data = {"field": self.field.to_json(), "pseudonym": {k: v.to_json() for k, v in self.rings.items()}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, self.path)
+        KeyFile(self.path, data).save()
 
     def ring_for(self, crm_id: str) -> KeyRing:
         ring = self.rings.get(crm_id)
@@ -173,6 +99,10 @@ class KeyStore:
             new = self.field.rotate("f")
             self.save()
             return old, new
+
+
+def _fresh() -> dict[str, Any]:
+    return {"field": KeyRing.fresh("f").to_json(), "pseudonym": {}}
 
 
 def _rings(data: dict[str, Any]) -> dict[str, KeyRing]:

@@ -34,6 +34,7 @@ from consent.purposes import (
     consent_recipients,
     security_labels,
 )
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.model import RequestContext
 from fhir_store.schema import resource_current, search_reference
@@ -101,8 +102,11 @@ def _record(res_id: str, updated_us: int, resource: dict[str, Any]) -> ConsentRe
     )
 
 
-def load_consents(conn: Connection, patient_id: str) -> list[ConsentRecord]:
-    """The patient's current Consents, read on ``conn`` (sees this transaction's writes)."""
+def load_consents(conn: Connection, patient_id: str, cipher: StoreCipher) -> list[ConsentRecord]:
+    """The patient's current Consents, read on ``conn`` (sees this transaction's writes).
+
+    Content is sealed at rest: ``cipher`` (the store's) opens it.
+    """
     ids = select(search_reference.c.res_id).where(
         search_reference.c.res_type == "Consent",
         search_reference.c.param == "patient",
@@ -111,14 +115,23 @@ def load_consents(conn: Connection, patient_id: str) -> list[ConsentRecord]:
     )
     rows = conn.execute(
         select(
-            resource_current.c.res_id, resource_current.c.last_updated_us, resource_current.c.content
+            resource_current.c.res_id,
+            resource_current.c.last_updated_us,
+            resource_current.c.version,
+            resource_current.c.content,
         ).where(
             resource_current.c.res_type == "Consent",
             resource_current.c.res_id.in_(ids),
             resource_current.c.deleted.is_(False),
         )
     ).all()
-    return [_record(str(r[0]), int(r[1]), orjson.loads(r[2])) for r in rows if r[2] is not None]
+    return [
+        _record(
+            str(r[0]), int(r[1]), orjson.loads(cipher.open_resource("Consent", str(r[0]), r[2], bytes(r[3])))
+        )
+        for r in rows
+        if r[3] is not None
+    ]
 
 
 def decide(
@@ -157,8 +170,9 @@ def decide(
 class PolicyDecisionPoint:
     """Loads consents per patient (cached for one transaction) and audits every decision."""
 
-    def __init__(self, auditor: DecisionAuditor | None = None) -> None:
+    def __init__(self, auditor: DecisionAuditor | None = None, *, cipher: StoreCipher) -> None:
         self.auditor = auditor
+        self.cipher = cipher  # the store's: consents are read straight from its tables
 
     def session(self, conn: Connection, context: RequestContext, at_us: int) -> DecisionSession:
         return DecisionSession(self, conn, context, at_us)
@@ -179,7 +193,7 @@ class DecisionSession:
 
     def consents(self, patient_id: str) -> list[ConsentRecord]:
         if patient_id not in self._consents:
-            self._consents[patient_id] = load_consents(self.conn, patient_id)
+            self._consents[patient_id] = load_consents(self.conn, patient_id, self.pdp.cipher)
         return self._consents[patient_id]
 
     def decide(

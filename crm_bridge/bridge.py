@@ -50,7 +50,7 @@ class CrmBridge:
     ) -> CrmBridge:
         config = config if config is not None else ProjectionConfig.load(settings.projection_file)
         keys = keys if keys is not None else KeyStore.load_or_create(settings.key_file)
-        pdp = PolicyDecisionPoint(auditor)
+        pdp = PolicyDecisionPoint(auditor, cipher=store.cipher)
         dispatcher = Dispatcher(engine, keys, settings)
         hook = CrmOutboxHook(config, keys, pdp, notify=dispatcher.wake.set)
         intake = ConsentIntakeHook()

@@ -42,9 +42,10 @@ from consent.purposes import (
 from crm_bridge.config import CrmClient, ProjectionConfig
 from crm_bridge.projection import project_appointment, project_encounter, project_patient
 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import format_instant, now_us
 from fhir_store.model import RequestContext, ResourceChange
-from fhir_store.schema import resource_current
+from fhir_store.writer import load_current
 
 log = logging.getLogger("carebridge.crm")
 _OUTBOX_LOCK = 0x43524D31  # pg_advisory_xact_lock key ("CRM1")
@@ -200,7 +201,7 @@ class CrmOutboxHook:
             if patient_id is None:
                 continue
             if patient_id not in patients:
-                patients[patient_id] = _load_patient(conn, patient_id)
+                patients[patient_id] = _load_patient(conn, patient_id, self.pdp.cipher)
             patient = patients[patient_id]
             if patient is None:
                 continue
@@ -320,18 +321,12 @@ class CrmOutboxHook:
         return [PendingEvent(client.crm_id, kind, patient_id, pseudonym, data)]
 
 
-def _load_patient(conn: Connection, patient_id: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(resource_current.c.content).where(
-            resource_current.c.res_type == "Patient",
-            resource_current.c.res_id == patient_id,
-            resource_current.c.deleted.is_(False),
-        )
-    ).first()
-    if row is None or row[0] is None:
+def _load_patient(conn: Connection, patient_id: str, cipher: StoreCipher) -> dict[str, Any] | None:
+    """The current Patient, read through the store (its content is sealed at rest)."""
+    stored = load_current(conn, "Patient", patient_id, cipher)
+    if stored is None or stored.deleted or stored.content is None:
         return None
-    loaded: dict[str, Any] = orjson.loads(row[0])
-    return loaded
+    return stored.resource()
 
 
 def emit_patient_erased(

@@ -21,16 +21,22 @@ A row left ``received`` means the process died between the journal commit and
 the end of processing: the sender's retry or ``carebridge hl7 replay``
 completes it.  This module only reads and writes rows; it knows nothing of
 HL7 parsing.
+
+``raw`` holds the PID segment (CCCD, BHYT, phone): it is sealed with the
+store's :class:`~fhir_store.content_cipher.StoreCipher`, bound to sender and
+control id (the duplicate-detection key, kept in clear), and opened by every
+reader here; rows journaled before encryption stay readable.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, update
 
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import is_sqlite
 from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
@@ -93,8 +99,12 @@ def _begin(engine: Engine) -> Connection:
     return engine.connect()
 
 
-def _entry(row: Sequence[object]) -> JournalEntry:
-    return JournalEntry(*row)  # type: ignore[arg-type]
+def _entry(row: Sequence[object], cipher: StoreCipher) -> JournalEntry:
+    entry = JournalEntry(*row)  # type: ignore[arg-type]
+    raw = cipher.open_journal(
+        entry.sending_application, entry.sending_facility, entry.control_id, bytes(entry.raw)
+    )
+    return replace(entry, raw=raw)
 
 
 def _clip(value: str, size: int) -> str:
@@ -123,6 +133,7 @@ def insert_row(
     ack_code: str | None = None,
     ack: bytes | None = None,
     error: str | None = None,
+    cipher: StoreCipher,
 ) -> int | None:
     """Insert one row in the caller's transaction; None if the sender+control id already exists.
 
@@ -133,16 +144,18 @@ def insert_row(
     """
     now = now_us()
     final = status in FINAL_STATUSES
+    app, fac = _clip(sending_application, 180), _clip(sending_facility, 180)
+    control = _clip(control_id, 199) if control_id else surrogate_control_id()
     row = _INSERT.first(
         conn,
         {
             "received_us": now,
             "peer": _clip(peer, 100),
-            "sending_application": _clip(sending_application, 180),
-            "sending_facility": _clip(sending_facility, 180),
-            "control_id": _clip(control_id, 199) if control_id else surrogate_control_id(),
+            "sending_application": app,
+            "sending_facility": fac,
+            "control_id": control,
             "message_type": _clip(message_type, 40),
-            "raw": raw,
+            "raw": cipher.seal_journal(app, fac, control, raw),
             "status": status,
             "ack_code": ack_code,
             "ack": ack,
@@ -167,6 +180,7 @@ def insert_message(
     ack_code: str | None = None,
     ack: bytes | None = None,
     error: str | None = None,
+    cipher: StoreCipher,
 ) -> int | None:
     """:func:`insert_row` in a transaction of its own, COMMITted before returning."""
     with _begin(engine) as conn, conn.begin():
@@ -182,11 +196,12 @@ def insert_message(
             ack_code=ack_code,
             ack=ack,
             error=error,
+            cipher=cipher,
         )
 
 
 def find_duplicate(
-    engine: Engine, sending_application: str, sending_facility: str, control_id: str
+    engine: Engine, sending_application: str, sending_facility: str, control_id: str, cipher: StoreCipher
 ) -> JournalEntry | None:
     """The earlier row for the same sender and MSH-10, if any."""
     stmt = select(*_COLUMNS).where(
@@ -196,13 +211,13 @@ def find_duplicate(
     )
     with engine.connect() as conn:
         row = conn.execute(stmt).first()
-    return None if row is None else _entry(row)
+    return None if row is None else _entry(row, cipher)
 
 
-def load(engine: Engine, journal_id: int) -> JournalEntry | None:
+def load(engine: Engine, journal_id: int, cipher: StoreCipher) -> JournalEntry | None:
     with engine.connect() as conn:
         row = conn.execute(select(*_COLUMNS).where(_j.c.id == journal_id)).first()
-    return None if row is None else _entry(row)
+    return None if row is None else _entry(row, cipher)
 
 
 def mark_processed(conn: Connection, journal_id: int, ack_code: str, ack: bytes) -> None:

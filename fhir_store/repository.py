@@ -1,7 +1,9 @@
 """The FHIR store facade: the one entry point for reads, searches and writes.
 
 REST and HL7 both call :meth:`FhirStore.transact`; hooks (audit, outbox)
-registered at construction run inside the same database transaction.
+registered at construction run inside the same database transaction.  The
+``cipher`` (``fhir_store.content_cipher``) seals what is written and opens what
+is read: every :class:`StoredResource` leaving the store carries plaintext.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import Forbidden, Gone, NotFound, VersionConflict
+from fhir_store.blind_index import blind_query
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import (
@@ -77,9 +81,11 @@ class FhirStore:
         access_hooks: Sequence[AccessHook] = (),
         clock: Callable[[], int] = now_us,
         *,
+        cipher: StoreCipher,
         read_autocommit: bool = False,
     ) -> None:
         self.engine = engine
+        self.cipher = cipher
         # Reads by id need no transaction when no access hook writes in it: on PostgreSQL that
         # saves the BEGIN and COMMIT round trips of every read (SQLite keeps its own BEGIN).
         self._reader = (
@@ -126,7 +132,9 @@ class FhirStore:
             try:
                 with self.write_connection() as conn:
                     acting = context(conn) if callable(context) else context
-                    results, changes = apply_operations(conn, ops, self.clock(), optimistic_claims=optimistic)
+                    results, changes = apply_operations(
+                        conn, ops, self.clock(), cipher=self.cipher, optimistic_claims=optimistic
+                    )
                     if changes:
                         for hook in self.hooks:
                             hook.on_changes(conn, changes, acting)
@@ -176,7 +184,9 @@ class FhirStore:
         with self.write_connection() as conn:
             for unit in units:
                 acting = unit.context(conn) if callable(unit.context) else unit.context
-                results, changes = apply_operations(conn, unit.ops, self.clock(), optimistic_claims=True)
+                results, changes = apply_operations(
+                    conn, unit.ops, self.clock(), cipher=self.cipher, optimistic_claims=True
+                )
                 if changes:
                     for hook in self.hooks:
                         hook.on_changes(conn, changes, acting)
@@ -208,7 +218,7 @@ class FhirStore:
         self, resource_type: str, resource_id: str, context: RequestContext | None = None
     ) -> StoredResource:
         with self._read_connection() as conn:
-            stored = load_current(conn, resource_type, resource_id)
+            stored = load_current(conn, resource_type, resource_id, self.cipher)
             if stored is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
             if stored.deleted:
@@ -233,7 +243,7 @@ class FhirStore:
             ).first()
             if row is None:
                 raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
-            stored = StoredResource(resource_type, resource_id, version_id, row[0], bool(row[1]), row[2])
+            stored = self._stored(resource_type, resource_id, version_id, row[0], row[1], row[2])
             if stored.deleted:
                 raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
             if context is not None and context.patient_ids:
@@ -276,10 +286,7 @@ class FhirStore:
             rows = conn.execute(stmt).all()
             if resource_id is not None and not rows and before_seq is None:
                 raise NotFound(f"{resource_type}/{resource_id} is not known")
-            entries = [
-                (StoredResource(r[1], r[2], r[3], r[4], bool(r[5]), r[6]), str(r[7]), int(r[0]))
-                for r in rows[:count]
-            ]
+            entries = [(self._stored(*r[1:7]), str(r[7]), int(r[0])) for r in rows[:count]]
             if context is not None and context.patient_ids:
                 if resource_id is None:
                     raise Forbidden("type and system history are not available in a patient context")
@@ -294,12 +301,20 @@ class FhirStore:
         if not ids:
             return []
         rows = conn.execute(_LOAD_MANY, {"t": resource_type, "ids": list(ids)}).all()
-        by_id = {str(r[0]): StoredResource(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
+        by_id = {str(r[0]): self._stored(resource_type, str(r[0]), r[1], r[2], False, r[3]) for r in rows}
         return [by_id[i] for i in ids if i in by_id]
+
+    def _stored(
+        self, kind: str, res_id: str, version: int, updated: int, deleted: bool, content: bytes | None
+    ) -> StoredResource:
+        """A row as served: ``content`` opened (sealed at rest; None for a deletion)."""
+        opened = None if content is None else self.cipher.open_resource(kind, res_id, version, content)
+        return StoredResource(kind, res_id, version, updated, bool(deleted), opened)
 
     def search(
         self, query: SearchQuery, context: RequestContext | None = None, query_text: str | None = None
     ) -> SearchPage:
+        query = blind_query(query, self.cipher.blind)  # identifier/telecom values are indexed as keyed hashes
         confined = context is not None and bool(context.patient_ids)
         if confined:
             assert context is not None

@@ -175,4 +175,19 @@ hl7_journal_dedup = Index(
     unique=True,
 )
 
+# Keys the store's rows are sealed/blinded under (fingerprints only, never key material): a
+# process refuses to start with a key file that does not match, instead of making rows
+# unreadable or creating duplicate patients through an index it cannot see (key_registry.py).
+store_key = Table(
+    "store_key",
+    metadata,
+    Column("purpose", String(16), nullable=False),  # content | blind
+    Column("kid", String(32), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("registered_us", BigInteger, nullable=False),
+    # content: no row is sealed under it any more; blind: the index no longer uses it
+    Column("retired_us", BigInteger, nullable=True),
+    PrimaryKeyConstraint("purpose", "kid"),
+)
+
 INDEX_TABLES = (search_token, search_string, search_date, search_reference)

@@ -6,6 +6,12 @@ date prefixes ``eq ne lt gt le ge``, reference ``[Type/]id``, ``:missing`` on
 every parameter, ``_id``, ``_lastUpdated``, comma = OR, repeated parameter =
 AND.  Unknown parameters are refused with 400 (strict handling) rather than
 silently ignored, so a typo never returns the whole table.
+
+Identifier, phone, e-mail and telecom values are indexed as keyed hashes
+(``fhir_store.content_cipher``): the store blinds a parsed query
+(``fhir_store.blind_index.blind_query``) before it is compiled here, and
+modifiers other than ``:missing`` on those parameters are refused with 400
+(a hash cannot be searched by substring, and a silent exact match would be wrong).
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ class SearchQuery:
     summary: str | None = None
     total: str | None = None
     elements: list[str] | None = None
+    # True once the values of blinded parameters were replaced by their keyed hashes
+    blinded: bool = False
 
 
 def parse_criteria(resource_type: str, criteria: str) -> SearchQuery:
@@ -125,6 +133,12 @@ def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> Search
         elif name in ("_id", "_lastUpdated") or name in spec.params:
             if modifier and modifier not in ("missing", "exact", "contains", "Patient"):
                 raise InvalidInput(f"unsupported modifier ':{modifier}'", location=raw_name)
+            if modifier and modifier != "missing" and name in spec.params and spec.params[name].blinded:
+                raise InvalidInput(
+                    f"'{name}' values are encrypted at rest and searchable by exact value only: "
+                    f"modifier ':{modifier}' is not supported",
+                    location=raw_name,
+                )
             query.filters.append(Filter(name, modifier or None, tuple(value.split(","))))
         else:
             raise InvalidInput(f"unknown search parameter '{name}' for {resource_type}", location=name)
@@ -155,23 +169,16 @@ def _date_condition(
 
 
 def _token_condition(value: str, param: SearchParam) -> ColumnElement[bool]:
-    if "|" in value:
+    """Contact points arrive here as bare blinded codes (``blind_query`` dropped ``system|``)."""
+    if "|" in value and not param.contact_point:
         system, _, code = value.partition("|")
-        if param.contact_point:
-            return search_token.c.code == code
         if not code:
             return search_token.c.system == system
         return and_(search_token.c.system == system, search_token.c.code == code)
-    if param.contact_point and param.name == "phone":
-        # Phones are stored in E.164; accept the local 0-prefixed form as well.
-        digits = "".join(ch for ch in value if ch.isdigit() or ch == "+")
-        if digits.startswith("0"):
-            digits = "+84" + digits[1:]
-        return search_token.c.code.in_({value, digits})
     return search_token.c.code == value
 
 
-def _param_condition(resource_type: str, flt: Filter) -> ColumnElement[bool]:
+def _param_condition(resource_type: str, flt: Filter, blinded: bool) -> ColumnElement[bool]:
     res_id = resource_current.c.res_id
     if flt.param == "_id":
         return res_id.in_(flt.values)
@@ -179,6 +186,9 @@ def _param_condition(resource_type: str, flt: Filter) -> ColumnElement[bool]:
         col = resource_current.c.last_updated_us
         return or_(*(_date_condition(col, col, v, "_lastUpdated") for v in flt.values))
     param = SEARCH_SPECS[resource_type].params[flt.param]
+    if param.blinded and flt.modifier != "missing" and not blinded:
+        # A clear value can never match a blinded index row: failing loudly beats "no results".
+        raise RuntimeError(f"search on {flt.param} without blind_query (a store bug)")
     table = {
         "token": search_token,
         "string": search_string,
@@ -219,7 +229,7 @@ def _param_condition(resource_type: str, flt: Filter) -> ColumnElement[bool]:
 
 def _base_select(query: SearchQuery) -> Select[tuple[str]]:
     conditions = [resource_current.c.res_type == query.resource_type, resource_current.c.deleted.is_(False)]
-    conditions += [_param_condition(query.resource_type, f) for f in query.filters]
+    conditions += [_param_condition(query.resource_type, f, query.blinded) for f in query.filters]
     return select(resource_current.c.res_id).where(*conditions)
 
 

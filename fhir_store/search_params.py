@@ -11,7 +11,7 @@ dotted element paths (a tiny subset of FHIRPath) with an optional filter on
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +31,16 @@ class SearchParam:
     telecom_systems: tuple[str, ...] = ()
     contact_point: bool = False
     documentation: str = ""
+
+    @property
+    def blinded(self) -> bool:
+        """Values indexed as keyed hashes (business identifiers, phone, e-mail): exact match only.
+
+        Decided by kind, not declared per parameter, so a package registering a
+        new resource type cannot forget it (the claim table blinds every
+        identifier, and ``identifier=`` lookups must blind the same way).
+        """
+        return self.contact_point or self.name == "identifier"
 
 
 @dataclass(frozen=True)
@@ -178,8 +188,13 @@ def _reference_of(value: Any) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
-def extract_index_rows(resource: dict[str, Any]) -> IndexRows:
-    """Compute the search-index rows of one resource version."""
+def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) -> IndexRows:
+    """Compute the search-index rows of one resource version.
+
+    ``blind`` (``StoreCipher.blind``) turns the codes of blinded parameters
+    into keyed hashes: identifier and contact values never reach the index in
+    clear; systems stay in clear.
+    """
     rows = IndexRows([], [], [], [])
     spec = SEARCH_SPECS.get(resource.get("resourceType", ""))
     if spec is None:
@@ -189,7 +204,8 @@ def extract_index_rows(resource: dict[str, Any]) -> IndexRows:
             for value in values_at(resource, path):
                 if param.kind == "token":
                     for system, code in _tokens_of(param, value):
-                        rows.tokens.append((param.name, system[:255], code[:255]))
+                        code = blind(code) if param.blinded else code[:255]
+                        rows.tokens.append((param.name, system[:255], code))
                 elif param.kind == "string" and isinstance(value, str) and value.strip():
                     rows.strings.append((param.name, normalize_text(value)[:255], value[:255]))
                 elif param.kind == "date":

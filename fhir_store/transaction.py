@@ -5,6 +5,10 @@ entries are resolved first, ``urn:uuid:`` full URLs are mapped to the ids they
 resolve to and every reference is rewritten, then writes run in the order
 DELETE, POST, PUT (and our Patient merge last).  Any failure raises and the
 caller rolls the whole database transaction back.
+
+The store's :class:`~fhir_store.content_cipher.StoreCipher` is passed down to
+every read and write: conditional criteria and merge identifiers are blinded
+before they are looked up, content is opened and sealed by the writer.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import orjson
 from sqlalchemy import Connection
 
 from common.errors import BusinessRuleViolation, InvalidInput, MultipleMatches, NotFound, PreconditionFailed
+from fhir_store.blind_index import blind_query
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import (
     ChangeAction,
     ConditionalDelete,
@@ -45,7 +51,10 @@ class _Planned:
 
 
 def identifier_lookup(conn: Connection, query: SearchQuery) -> list[str] | None:
-    """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``."""
+    """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``.
+
+    ``query`` must be blinded (:func:`~fhir_store.blind_index.blind_query`): claims hold keyed hashes.
+    """
     if len(query.filters) != 1 or query.offset or query.sort:
         return None
     only = query.filters[0]
@@ -58,9 +67,9 @@ def identifier_lookup(conn: Connection, query: SearchQuery) -> list[str] | None:
     return [] if owner is None else [owner]
 
 
-def match_criteria(conn: Connection, resource_type: str, criteria: str) -> list[str]:
+def match_criteria(conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher) -> list[str]:
     """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table."""
-    query = parse_criteria(resource_type, criteria)
+    query = blind_query(parse_criteria(resource_type, criteria), cipher.blind)
     owned = identifier_lookup(conn, query)
     if owned is not None:
         return owned
@@ -69,8 +78,8 @@ def match_criteria(conn: Connection, resource_type: str, criteria: str) -> list[
     return find_ids(conn, query, limit=2)
 
 
-def _single(conn: Connection, resource_type: str, criteria: str) -> str | None:
-    ids = match_criteria(conn, resource_type, criteria)
+def _single(conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher) -> str | None:
+    ids = match_criteria(conn, resource_type, criteria, cipher)
     if len(ids) > 1:
         raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
     return ids[0] if ids else None
@@ -86,15 +95,15 @@ def _if_match_version(if_match: str) -> int:
         raise PreconditionFailed(f"If-Match '{if_match}' is not a version ETag", location="If-Match") from exc
 
 
-def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
+def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: StoreCipher) -> _Planned:
     if isinstance(op, Create):
         resource_type = str(op.resource.get("resourceType"))
         target: str | None = str(uuid.uuid4())
         previous = None
         if op.if_none_exist:
-            existing = _single(conn, resource_type, op.if_none_exist)
+            existing = _single(conn, resource_type, op.if_none_exist, cipher)
             if existing is not None:
-                target, previous = None, load_current(conn, resource_type, existing)
+                target, previous = None, load_current(conn, resource_type, existing, cipher)
                 if op.full_url:
                     url_map[op.full_url] = f"{resource_type}/{existing}"
         if op.full_url and target is not None:
@@ -112,7 +121,7 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
             if op.resource.get("id") not in (None, op.id):
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
-            found = _single(conn, resource_type, op.criteria)
+            found = _single(conn, resource_type, op.criteria, cipher)
             body_id = op.resource.get("id")
             if found is not None and body_id not in (None, found):
                 raise InvalidInput(
@@ -120,7 +129,9 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
                 )
             target_id = found or str(body_id or uuid.uuid4())
         fresh = isinstance(op, ConditionalUpdate) and found is None and body_id is None
-        previous = None if fresh else load_current(conn, resource_type, target_id)  # a new uuid has no row
+        previous = (
+            None if fresh else load_current(conn, resource_type, target_id, cipher)
+        )  # a new uuid has no row
         if isinstance(op, Update) and op.if_match is not None:
             wanted = _if_match_version(op.if_match)
             if previous is None or previous.version_id != wanted:
@@ -132,8 +143,8 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str]) -> _Planned:
             url_map[op.full_url] = f"{resource_type}/{target_id}"
         return _Planned(op, resource_type, target_id, previous, op.resource)
     if isinstance(op, Delete | ConditionalDelete):
-        found = op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria)
-        previous = None if found is None else load_current(conn, op.resource_type, found)
+        found = op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria, cipher)
+        previous = None if found is None else load_current(conn, op.resource_type, found, cipher)
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
         return _Planned(op, op.resource_type, found, previous, None)
@@ -181,10 +192,15 @@ _ORDER = {Delete: 0, ConditionalDelete: 0, Create: 1, Update: 2, ConditionalUpda
 
 
 def apply_operations(
-    conn: Connection, ops: list[Operation], now_us: int, *, optimistic_claims: bool = False
+    conn: Connection,
+    ops: list[Operation],
+    now_us: int,
+    *,
+    cipher: StoreCipher,
+    optimistic_claims: bool = False,
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
     url_map: dict[str, str] = {}
-    plans = [_plan(conn, op, url_map) for op in ops]
+    plans = [_plan(conn, op, url_map, cipher) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
     pending = PendingRows(check_claims=not optimistic_claims)
@@ -192,7 +208,7 @@ def apply_operations(
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
             pending.flush(conn)  # the merge reads and rewrites what this transaction wrote
-            results[index] = _merge(conn, plan.op, now_us, changes)
+            results[index] = _merge(conn, plan.op, now_us, changes, cipher)
             continue
         if plan.target_id is None:
             results[index] = OperationResult(plan.status_if_noop, plan.previous)
@@ -215,7 +231,7 @@ def apply_operations(
                 results[index] = OperationResult(200, prev, "unchanged")
                 continue
         stored = write_version(
-            conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us, pending
+            conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us, pending, cipher=cipher
         )
         existed = plan.previous is not None and not plan.previous.deleted
         action: ChangeAction = "delete" if resource is None else ("update" if existed else "create")
@@ -236,18 +252,21 @@ def apply_operations(
 
 
 def _merge(
-    conn: Connection, op: MergePatients, now_us: int, changes: list[ResourceChange]
+    conn: Connection, op: MergePatients, now_us: int, changes: list[ResourceChange], cipher: StoreCipher
 ) -> OperationResult:
-    target_id = find_identifier_owner(conn, "Patient", *op.target_identifier)
+    target_system, target_value = op.target_identifier
+    target_id = find_identifier_owner(conn, "Patient", target_system, cipher.blind(target_value))
     if target_id is None:
         raise NotFound(f"surviving patient {op.target_identifier[1]} is unknown", location="PID-3")
-    target = load_current(conn, "Patient", target_id)
+    target = load_current(conn, "Patient", target_id, cipher)
     if target is None or target.deleted:
         raise NotFound("surviving patient was deleted", location="PID-3")
-    source_id = find_identifier_owner(conn, "Patient", *op.source_identifier)
+    source_id = find_identifier_owner(
+        conn, "Patient", op.source_identifier[0], cipher.blind(op.source_identifier[1])
+    )
     if source_id == target_id:
         raise BusinessRuleViolation("a patient cannot be merged into itself", location="MRG-1")
-    source = None if source_id is None else load_current(conn, "Patient", source_id)
+    source = None if source_id is None else load_current(conn, "Patient", source_id, cipher)
     if source_id is None:
         # The duplicate never reached us: record its identifier as a retired record so
         # later messages quoting it resolve to the survivor.
@@ -274,11 +293,13 @@ def _merge(
     old_ref, new_ref = f"Patient/{source_id}", f"Patient/{target_id}"
     for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
         for res_id in referencing_ids(conn, res_type, param, "Patient", [source_id]):
-            current = load_current(conn, res_type, res_id)
+            current = load_current(conn, res_type, res_id, cipher)
             if current is not None and not current.deleted:
                 ops.append(
                     Update(res_type, res_id, _rewrite_references(current.resource(), {old_ref: new_ref}))
                 )
-    _, merge_changes = apply_operations(conn, ops, now_us)
+    _, merge_changes = apply_operations(conn, ops, now_us, cipher=cipher)
     changes.extend(merge_changes)
-    return OperationResult(200, load_current(conn, "Patient", target_id), f"merged Patient/{source_id}")
+    return OperationResult(
+        200, load_current(conn, "Patient", target_id, cipher), f"merged Patient/{source_id}"
+    )

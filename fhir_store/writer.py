@@ -1,7 +1,9 @@
 """Persisting one resource version: version row, current row, index rows, identifier claims.
 
 All functions take an open :class:`Connection` inside the caller's transaction;
-nothing here commits.
+nothing here commits.  Content is sealed and opened with the store's
+:class:`~fhir_store.content_cipher.StoreCipher`, and identifier values are
+claimed and indexed as its keyed hashes (``fhir_store.blind_index``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import orjson
 from sqlalchemy import Connection, bindparam, select
 
 from common.errors import VersionConflict
+from fhir_store.blind_index import claimed_identifiers
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import BulkInsert, DriverQuery
 from fhir_store.instants import format_instant
 from fhir_store.model import StoredResource
@@ -99,23 +103,20 @@ class PendingRows:
         self.claims.clear()
 
 
-def load_current(conn: Connection, resource_type: str, resource_id: str) -> StoredResource | None:
+def load_current(
+    conn: Connection, resource_type: str, resource_id: str, cipher: StoreCipher
+) -> StoredResource | None:
     row = _LOAD_CURRENT.first(conn, {"t": resource_type, "i": resource_id})
     if row is None:
         return None
     content = row[3] if row[3] is None or isinstance(row[3], bytes) else bytes(row[3])
+    if content is not None:
+        content = cipher.open_resource(resource_type, resource_id, row[0], content)
     return StoredResource(resource_type, resource_id, row[0], row[1], bool(row[2]), content)
 
 
-def _identifiers(resource: dict[str, Any]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for ident in resource.get("identifier") or []:
-        if isinstance(ident, dict) and ident.get("value"):
-            found.add((str(ident.get("system", ""))[:255], str(ident["value"])[:255]))
-    return found
-
-
 def find_identifier_owner(conn: Connection, resource_type: str, system: str, value: str) -> str | None:
+    """Owner of a claim; ``value`` is the blinded value (``StoreCipher.blind``), as stored."""
     row = _CLAIM_OWNER.first(conn, {"t": resource_type, "s": system, "v": value})
     return None if row is None else str(row[0])
 
@@ -153,8 +154,8 @@ def _sync_claims(
     ]
     for system, value, owner in owners:
         if (system, value) in to_add and owner != resource_id:
-            raise VersionConflict(
-                f"identifier {system}|{value} already belongs to {resource_type}/{owner}",
+            raise VersionConflict(  # the value is not named: it is a direct identifier (and blinded here)
+                f"an identifier of system {system} already belongs to {resource_type}/{owner}",
                 location=f"{resource_type}.identifier",
             )
     batch.claims.update({(resource_type, s, v): resource_id for s, v in to_add})
@@ -169,13 +170,14 @@ def _rewrite_index(
     *,
     is_new: bool,
     batch: PendingRows,
+    cipher: StoreCipher,
 ) -> None:
     if not is_new:  # a brand-new resource has no index rows to remove
         for statement in _INDEX_CLEAR:
             statement.rowcount(conn, {"t": resource_type, "i": resource_id})
     if resource is None:
         return
-    rows = extract_index_rows(resource)
+    rows = extract_index_rows(resource, cipher.blind)
     t, i = resource_type, resource_id
     batch.add(TOKEN_ROWS, [(t, i, *row) for row in rows.tokens])
     batch.add(STRING_ROWS, [(t, i, *row) for row in rows.strings])
@@ -191,11 +193,14 @@ def write_version(
     previous: StoredResource | None,
     now_us: int,
     pending: PendingRows | None = None,
+    *,
+    cipher: StoreCipher,
 ) -> StoredResource:
     """Write a new version (``resource`` None means delete) and return it as stored.
 
     With ``pending``, insert-only rows are queued for the caller to flush once per
-    transaction; without it they are written before returning.
+    transaction; without it they are written before returning.  Rows get the
+    sealed content; the returned version carries the plaintext (served bytes).
     """
     batch = pending if pending is not None else PendingRows()
     if (resource_type, resource_id) in batch.touched:
@@ -212,10 +217,11 @@ def write_version(
         body["id"] = resource_id
         body["meta"] = meta
         content = orjson.dumps(body)
+    sealed = None if content is None else cipher.seal_resource(resource_type, resource_id, version, content)
     deleted = resource is None
-    batch.add(VERSION_ROWS, [(resource_type, resource_id, version, now_us, deleted, method, content)])
+    batch.add(VERSION_ROWS, [(resource_type, resource_id, version, now_us, deleted, method, sealed)])
     if previous is None:
-        batch.add(CURRENT_ROWS, [(resource_type, resource_id, version, now_us, deleted, content)])
+        batch.add(CURRENT_ROWS, [(resource_type, resource_id, version, now_us, deleted, sealed)])
     else:
         changed = _UPDATE_CURRENT.rowcount(
             conn,
@@ -226,14 +232,14 @@ def write_version(
                 "new_version": version,
                 "now": now_us,
                 "deleted": deleted,
-                "content": content,
+                "content": sealed,
             },
         )
         if changed != 1:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
     is_new = previous is None
-    _rewrite_index(conn, resource_type, resource_id, resource, is_new=is_new, batch=batch)
-    wanted = set() if resource is None else _identifiers(resource)
+    _rewrite_index(conn, resource_type, resource_id, resource, is_new=is_new, batch=batch, cipher=cipher)
+    wanted = set() if resource is None else set(claimed_identifiers(resource, cipher.blind))
     _sync_claims(conn, resource_type, resource_id, wanted, is_new=is_new, batch=batch)
     if pending is None:
         batch.flush(conn)

@@ -32,6 +32,8 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from audit.verify import VerifyResult
+from common.keyring import KeyMaterialError
+from fhir_store.content_cipher import StoreCipher
 from gateway.backup_archive import (
     DEFAULT_KEY_FILE,
     KEY_FILE_ENV,
@@ -131,7 +133,7 @@ def backup(database_url: str, output: str | os.PathLike[str], key: bytes) -> Bac
     return BackupInfo(backend, out, size, out.stat().st_size, key_id(key))
 
 
-def reapply_tombstones(engine: Engine) -> int:
+def reapply_tombstones(engine: Engine, cipher: StoreCipher) -> int:
     """Re-apply erasures recorded after the backup was taken; returns how many were applied.
 
     Why (Law 91/2025/QH15 Art. 14, Decree 356/2025/ND-CP Art. 5): restoring an
@@ -144,7 +146,7 @@ def reapply_tombstones(engine: Engine) -> int:
     """
     from consent.rights.restore import reapply
 
-    return reapply(engine)
+    return reapply(engine, cipher)
 
 
 def restore(
@@ -153,17 +155,21 @@ def restore(
     key: bytes,
     *,
     audit_key_file: str | os.PathLike[str] | None,
+    store_key_file: str,
 ) -> RestoreInfo:
     """Restore ``archive`` into ``database_url``, migrate, re-apply tombstones, verify the audit chain.
 
     Stop carebridge first: a running process keeps its own view of the audit
     chain head.  Raises :class:`WrongKey`/:class:`TamperedArchive` before the
     target is touched, :class:`AuditChainBroken` after loading if the restored
-    chain does not verify.
+    chain does not verify.  The archive holds resource content and HL7 messages
+    still sealed under the store keys (``store_key_file``, backed up separately):
+    a restored database whose keys that file does not hold is reported as an error.
     """
     from audit.checkpoints import AuditKeys
     from audit.verify import verify_engine
     from fhir_store.database import make_engine
+    from fhir_store.key_registry import open_cipher
     from fhir_store.migrations import current_revision, upgrade
 
     backend = backend_of(database_url)
@@ -188,7 +194,11 @@ def restore(
     upgrade(database_url)
     engine = make_engine(database_url, pool_size=1)
     try:
-        tombstones = reapply_tombstones(engine)
+        try:
+            cipher = open_cipher(engine, store_key_file)
+        except KeyMaterialError as exc:
+            raise BackupError(f"restored, but the store keys do not match: {exc}") from None
+        tombstones = reapply_tombstones(engine, cipher)
         result = verify_engine(engine, keys)
         revision = current_revision(engine)
     finally:

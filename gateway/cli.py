@@ -1,7 +1,7 @@
 """The ``carebridge`` command line (contract: DESIGN.md §2).
 
 Sub-commands: ``serve``, ``hl7 send|replay``, ``clients add|list``,
-``audit verify|export``.  Every command accepts ``--database-url``
+``audit verify|export``, ``store status|rotate-key|rewrap|reindex``, and more.  Every command accepts ``--database-url``
 (default: ``CAREBRIDGE_DATABASE_URL``, else ``sqlite:///var/carebridge.db``).
 """
 
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops
+from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_store
 from gateway.settings import Settings
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_clients.register(commands, _add_database_url)
     cli_crm.register(commands, _add_database_url)
     cli_ops.register(commands, _add_database_url)
+    cli_store.register(commands, _add_database_url)
     return parser
 
 

@@ -55,6 +55,30 @@ def operator_context() -> RequestContext:
     )
 
 
+def append_operator_event(
+    settings: Settings, event_for: Callable[[RequestContext, int], dict[str, Any]], what: str
+) -> str | None:
+    """Append one AuditEvent for an operator command; returns a warning instead when that is impossible.
+
+    Without the audit key file we do not create one: a fresh key would sign
+    this event under a key the earlier events do not match.  ``event_for``
+    gets the operator context and the recording instant.
+    """
+    from fhir_store.instants import now_us
+
+    if not Path(settings.audit_key_file).exists():
+        return f"{what} not recorded in the audit trail: no audit key file at {settings.audit_key_file}"
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url, pool_size=1)
+    hook = AuditHook.from_settings(engine, settings)
+    try:
+        hook.append([event_for(operator_context(), now_us())])
+    finally:
+        hook.close()
+        engine.dispose()
+    return None
+
+
 def _verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     trusted: list[VerifyKey] = []

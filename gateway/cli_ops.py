@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway import backup as engine_backup
-from gateway.cli_audit import operator_context
+from gateway.cli_audit import append_operator_event
 from gateway.settings import Settings
 
 
@@ -41,31 +41,13 @@ def _key_file(args: argparse.Namespace) -> str:
 
 
 def _audit_backup(settings: Settings, output: str) -> str | None:
-    """Append the backup's own AuditEvent; returns a warning instead when that is impossible.
-
-    Without the audit key file we do not create one: a fresh key would sign
-    this event under a key the earlier events do not match.
-    """
+    """Append the backup's own AuditEvent; returns a warning instead when that is impossible."""
     from audit.events import export_event
-    from audit.hooks import AuditHook
-    from fhir_store.database import make_engine
-    from fhir_store.instants import now_us
-    from fhir_store.migrations import upgrade
 
-    if not Path(settings.audit_key_file).exists():
-        return f"backup not recorded in the audit trail: no audit key file at {settings.audit_key_file}"
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url, pool_size=1)
-    hook = AuditHook.from_settings(engine, settings)
-    try:
-        event = export_event(
-            operator_context(), recorded_us=now_us(), query=f"carebridge backup --output {Path(output).name}"
-        )
-        hook.append([event])
-    finally:
-        hook.close()
-        engine.dispose()
-    return None
+    query = f"carebridge backup --output {Path(output).name}"
+    return append_operator_event(
+        settings, lambda context, now: export_event(context, recorded_us=now, query=query), "backup"
+    )
 
 
 def _backup(args: argparse.Namespace) -> int:
@@ -99,7 +81,11 @@ def _restore(args: argparse.Namespace) -> int:
     try:
         key = engine_backup.load_key(_key_file(args))
         info = engine_backup.restore(
-            settings.database_url, args.input, key, audit_key_file=settings.audit_key_file
+            settings.database_url,
+            args.input,
+            key,
+            audit_key_file=settings.audit_key_file,
+            store_key_file=settings.store_key_file,
         )
     except engine_backup.BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)

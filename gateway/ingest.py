@@ -171,7 +171,7 @@ class Ingestor:
         if self.one_phase(inbound):
             return self._journal_and_apply(inbound, on_commit)
         # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
-        journal_id = journal.insert_message(self.engine, **journal_fields(inbound))
+        journal_id = journal.insert_message(self.engine, **journal_fields(inbound), cipher=self.store.cipher)
         if journal_id is None:
             existing = self._existing(inbound)
             if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
@@ -188,7 +188,11 @@ class Ingestor:
         """The journal row a duplicate delivery collided with."""
         fields = journal_fields(inbound)
         existing = journal.find_duplicate(
-            self.engine, fields["sending_application"], fields["sending_facility"], fields["control_id"]
+            self.engine,
+            fields["sending_application"],
+            fields["sending_facility"],
+            fields["control_id"],
+            self.store.cipher,
         )
         if existing is None:  # pragma: no cover - the row cannot vanish
             raise RuntimeError("journal conflict without a row")
@@ -217,7 +221,9 @@ class Ingestor:
         fields = journal_fields(inbound)
 
         def journal_row(conn: Connection) -> RequestContext:
-            journal_id = journal.insert_row(conn, **fields, status=journal.PROCESSED, ack_code="AA", ack=ack)
+            journal_id = journal.insert_row(
+                conn, **fields, status=journal.PROCESSED, ack_code="AA", ack=ack, cipher=self.store.cipher
+            )
             if journal_id is None:
                 raise AlreadyJournaled
             journal_ids.append(journal_id)
@@ -306,7 +312,13 @@ class Ingestor:
         ack = self._ack(inbound, code, error)
         status = journal.REJECTED if code == "AR" else journal.FAILED
         journal_id = journal.insert_message(
-            self.engine, **journal_fields(inbound), status=status, ack_code=code, ack=ack, error=str(error)
+            self.engine,
+            **journal_fields(inbound),
+            status=status,
+            ack_code=code,
+            ack=ack,
+            error=str(error),
+            cipher=self.store.cipher,
         )
         if journal_id is None:
             existing = self._existing(inbound)
@@ -365,7 +377,7 @@ class Ingestor:
 
     def replay(self, journal_id: int) -> Outcome:
         """Re-run one journaled message through the current mappers and update its row."""
-        entry = journal.load(self.engine, journal_id)
+        entry = journal.load(self.engine, journal_id, self.store.cipher)
         if entry is None:
             raise KeyError(journal_id)
         inbound = self.prepare(entry.raw, peer=entry.peer)

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from audit.hooks import AuditHook
 from fhir_store.database import make_engine
+from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
 from fhir_store.repository import FhirStore
 from gateway.logging_setup import configure_logging, get_logger
@@ -40,9 +41,15 @@ class Runtime:
         if migrate:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        register_resource_types()
+        cipher = open_cipher(engine, settings.store_key_file)  # refuses a key file that does not match
         audit = AuditHook.from_settings(engine, settings)
         store = FhirStore(
-            engine, hooks=[audit], access_hooks=[audit], read_autocommit=settings.audit_async_reads
+            engine,
+            hooks=[audit],
+            access_hooks=[audit],
+            cipher=cipher,
+            read_autocommit=settings.audit_async_reads,
         )
         from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
@@ -62,6 +69,26 @@ class Runtime:
         if isinstance(self.services.get("audit"), AuditHook):
             self.services["audit"].close()
         self.engine.dispose()
+
+
+def register_resource_types() -> None:
+    """Import the packages that add search parameters (Consent, Task) before the store keys open.
+
+    A first start on a database written before blind indexes rebuilds the index
+    from these declarations (``fhir_store.key_registry``): they must all be known.
+    """
+    import consent.purposes
+    import consent.rights.model  # noqa: F401
+
+
+def prepare_keys(settings: Settings) -> None:
+    """Create (new database) or check the store key file once, in this process."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        register_resource_types()
+        open_cipher(engine, settings.store_key_file)
+    finally:
+        engine.dispose()
 
 
 async def serve_forever(
@@ -161,6 +188,7 @@ def run(settings: Settings) -> None:
         asyncio.run(serve_forever(settings))
         return
     upgrade(settings.database_url)
+    prepare_keys(settings)  # before forking: workers must not race to create the store key file
     sock = _bind_http_socket(settings)
     # A SIGTERM that arrives before the event loop installs its handlers must still stop the
     # workers: unwind to the ``finally`` below instead of dying with them orphaned.

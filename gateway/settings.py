@@ -43,6 +43,9 @@ class Settings:
     audit_key_file: str = "var/audit-signing-key.pem"
     audit_checkpoint_every: int = 1000
     audit_async_reads: bool = True
+    # encryption at rest of the FHIR store (fhir_store/content_cipher.py): JSON key file created
+    # 0600 on first use; the environment variable CAREBRIDGE_STORE_KEYS (same JSON) overrides it
+    store_key_file: str = "var/store-keys.json"
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod

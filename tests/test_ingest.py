@@ -48,6 +48,7 @@ def test_received_row_is_finished_by_the_retry(runtime: Runtime) -> None:
         sending_facility="PK_CU",
         control_id="R1",
         message_type="ADT^A04",
+        cipher=runtime.store.cipher,
     )  # as if the process died right after this commit
     outcome = ingestor.handle(raw)
     assert (outcome.journal_id, outcome.status, outcome.duplicate) == (journal_id, "processed", False)
@@ -73,7 +74,7 @@ def test_unexpected_exception_gives_ae_207_and_a_failed_row(
     monkeypatch.undo()
     replayed = Ingestor(runtime.store, runtime.settings).replay(outcome.journal_id or 0)
     assert (replayed.status, replayed.ack_code) == ("processed", "AA")
-    entry = journal.load(runtime.engine, outcome.journal_id or 0)
+    entry = journal.load(runtime.engine, outcome.journal_id or 0, runtime.store.cipher)
     assert entry is not None and entry.attempts == 2 and entry.error is None
 
 
@@ -84,7 +85,7 @@ def test_per_sender_default_charset(runtime: Runtime) -> None:
     configured = Ingestor(runtime.store, Settings(hl7_sender_charsets="HIS_OLD^PK_CU=latin-1"))
     assert configured.handle(a04("C2", "C-2", name=latin1_name)).ack_code == "AA"
     with runtime.engine.connect() as conn:
-        owner = find_identifier_owner(conn, "Patient", mrn_system("PK_CU"), "C-2")
+        owner = find_identifier_owner(conn, "Patient", mrn_system("PK_CU"), runtime.store.cipher.blind("C-2"))
     assert owner is not None
     assert runtime.store.read("Patient", owner).resource()["name"][0]["text"] == "Lê Hà"
 

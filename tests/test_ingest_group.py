@@ -50,7 +50,7 @@ def run(ingestor: Ingestor, messages: list[bytes]) -> list[Outcome]:
 
 def owner(runtime: Runtime, mrn: str) -> dict[str, Any] | None:
     with runtime.engine.connect() as conn:
-        res_id = find_identifier_owner(conn, "Patient", mrn_system("PK_CU"), mrn)
+        res_id = find_identifier_owner(conn, "Patient", mrn_system("PK_CU"), runtime.store.cipher.blind(mrn))
     return None if res_id is None else runtime.store.read("Patient", res_id).resource()
 
 

@@ -50,7 +50,7 @@ def build_rights(
     (the CRM outbox hook, so an erased patient sent again by the HIS is
     labelled restricted before anything decides to disclose it).
     """
-    hook = TombstoneHook(audit.writer if audit is not None else None)
+    hook = TombstoneHook(audit.writer if audit is not None else None, cipher=store.cipher)
     index = store.hooks.index(before_hook) if before_hook in store.hooks else len(store.hooks)
     store.hooks.insert(index, hook)
     deps = RightsDeps(

@@ -69,7 +69,7 @@ def handle_access(
     store = deps.store
     resources = store.everything(req.patient_id, context=internal_context(context))
     with store.engine.connect() as conn:
-        consents = load_consents(conn, req.patient_id)
+        consents = load_consents(conn, req.patient_id, store.cipher)
     consent_resources = [store.read("Consent", c.id).resource() for c in consents]
     entries = [{"fullUrl": s.reference, "resource": s.resource()} for s in resources]
     entries += [{"fullUrl": f"Consent/{c['id']}", "resource": c} for c in consent_resources]

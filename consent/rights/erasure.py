@@ -74,7 +74,7 @@ def handle_erasure(
     held = store.everything(req.patient_id)
     now = deps.clock.now_us()
     with store.engine.connect() as conn:
-        consents = [c for c in load_consents(conn, req.patient_id) if c.status == "active"]
+        consents = [c for c in load_consents(conn, req.patient_id, store.cipher) if c.status == "active"]
         processors = deps.processors
         crms = processors.linked(conn, req.patient_id) if processors is not None else []
     ops: list[Operation] = []
@@ -199,7 +199,7 @@ def handle_erasure(
                     )
                 )
         for stored in held:
-            version = relabel(conn, stored.resource_type, stored.id, now_us())
+            version = relabel(conn, stored.resource_type, stored.id, now_us(), cipher=deps.store.cipher)
             if version is not None:
                 deps.audit_in(
                     conn,

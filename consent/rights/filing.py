@@ -48,7 +48,7 @@ def file_request(
         raise InvalidInput("a reason is required", location="reason")
     engine = deps.store.engine
     with engine.connect() as conn:
-        patient = load_current(conn, "Patient", patient_id)
+        patient = load_current(conn, "Patient", patient_id, deps.store.cipher)
         if patient is None or patient.deleted:
             raise NotFound("the patient is not known", location="patient")
         processor = (

@@ -71,7 +71,7 @@ def handle_restriction(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
     def in_transaction(conn: Connection) -> None:
-        version = relabel(conn, "Patient", req.patient_id, now_us(), hold=False)
+        version = relabel(conn, "Patient", req.patient_id, now_us(), hold=False, cipher=deps.store.cipher)
         if version is not None:
             deps.audit_in(
                 conn,

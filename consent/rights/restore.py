@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, delete, insert, select
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
 from consent.rights.tombstones import read_file, relabel, subject_hashes, tombstone_file
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, Update
 from fhir_store.repository import FhirStore
@@ -29,41 +30,45 @@ def _known_requests(conn: Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute(select(privacy_tombstone.c.request_id).distinct()).all()}
 
 
-def _find_patient(conn: Connection, hashes: set[str]) -> str | None:
+def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> str | None:
     import orjson
 
     rows = conn.execute(
-        select(resource_current.c.res_id, resource_current.c.content).where(
+        select(resource_current.c.res_id, resource_current.c.version, resource_current.c.content).where(
             resource_current.c.res_type == "Patient", resource_current.c.deleted.is_(False)
         )
     )
-    for res_id, content in rows:
-        resource = {**orjson.loads(content), "id": res_id}
+    for res_id, version, content in rows:
+        plain = cipher.open_resource("Patient", str(res_id), version, bytes(content))  # sealed at rest
+        resource = {**orjson.loads(plain), "id": res_id}
         if hashes.intersection(h for h, _ in subject_hashes(resource)):
             return str(res_id)
     return None
 
 
-def reapply(engine: Engine, records: list[dict[str, Any]] | None = None) -> int:
-    """Apply the tombstones of the file the restored database lacks; returns how many requests."""
+def reapply(engine: Engine, cipher: StoreCipher, records: list[dict[str, Any]] | None = None) -> int:
+    """Apply the tombstones of the file the restored database lacks; returns how many requests.
+
+    ``cipher`` is the store's (``fhir_store.key_registry.open_cipher``): content is sealed at rest.
+    """
     records = read_file(tombstone_file()) if records is None else records
     by_request: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_request.setdefault(str(record["request_id"]), []).append(record)
     with engine.connect() as conn:
         missing = {k: v for k, v in by_request.items() if k not in _known_requests(conn)}
-    store = FhirStore(engine)
+    store = FhirStore(engine, cipher=cipher)
     context = RequestContext("restore-tombstones", client_id="carebridge-restore", role="system")
     applied = 0
     for rows in missing.values():
         with engine.connect() as conn:
-            patient_id = _find_patient(conn, {str(r["subject_hash"]) for r in rows})
+            patient_id = _find_patient(conn, {str(r["subject_hash"]) for r in rows}, cipher)
         ops: list[Operation] = []
         held: list[tuple[str, str]] = []
         if patient_id is not None:
             held = [(s.resource_type, s.id) for s in store.everything(patient_id)]
             with engine.connect() as conn:
-                for consent in load_consents(conn, patient_id):
+                for consent in load_consents(conn, patient_id, cipher):
                     if consent.status == "active":
                         resource = store.read("Consent", consent.id).resource()
                         resource["status"] = "inactive"
@@ -73,7 +78,7 @@ def reapply(engine: Engine, records: list[dict[str, Any]] | None = None) -> int:
             conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows, hs: Any = held
         ) -> None:
             for kind, res_id in hs:
-                relabel(conn, kind, res_id, now_us())
+                relabel(conn, kind, res_id, now_us(), cipher=cipher)
             if pid is not None:
                 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
 

@@ -35,6 +35,7 @@ from sqlalchemy import Connection
 from audit.events import Target, build_event
 from audit.hooks import patient_refs
 from consent.rights.schema import privacy_tombstone
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext, ResourceChange
@@ -91,7 +92,13 @@ def with_hold_labels(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def relabel(
-    conn: Connection, resource_type: str, resource_id: str, now: int, *, hold: bool = True
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    now: int,
+    *,
+    hold: bool = True,
+    cipher: StoreCipher,
 ) -> int | None:
     """Write a new version carrying the R label (and the legal-hold tag when ``hold``); its version id.
 
@@ -99,7 +106,7 @@ def relabel(
     change of ``meta`` alone as a no-op, and a security label *is* a meta change.
     Returns None when the resource is already labelled or does not exist.
     """
-    current = load_current(conn, resource_type, resource_id)
+    current = load_current(conn, resource_type, resource_id, cipher)
     if current is None or current.deleted:
         return None
     resource = current.resource()
@@ -113,7 +120,7 @@ def relabel(
         security.append(dict(RESTRICTED))
     if orjson_dumps(resource.get("meta")) == before:
         return None
-    return write_version(conn, resource_type, resource_id, resource, current, now).version_id
+    return write_version(conn, resource_type, resource_id, resource, current, now, cipher=cipher).version_id
 
 
 def orjson_dumps(value: Any) -> str:
@@ -145,8 +152,9 @@ class TombstoneHook:
     Must run before the CRM outbox hook (``gateway.runtime`` inserts it there).
     """
 
-    def __init__(self, audit_writer: Any | None = None) -> None:
+    def __init__(self, audit_writer: Any | None = None, *, cipher: StoreCipher) -> None:
         self.audit_writer = audit_writer
+        self.cipher = cipher  # the store's: this hook writes versions itself
 
     def on_changes(
         self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
@@ -170,8 +178,10 @@ class TombstoneHook:
             resource = change.resource
             assert resource is not None
             with_hold_labels(resource)
-            previous = load_current(conn, change.resource_type, change.id)
-            stored = write_version(conn, change.resource_type, change.id, resource, previous, now)
+            previous = load_current(conn, change.resource_type, change.id, self.cipher)
+            stored = write_version(
+                conn, change.resource_type, change.id, resource, previous, now, cipher=self.cipher
+            )
             resource["meta"] = stored.resource().get("meta", resource["meta"])
             events.append(
                 build_event(

@@ -3,8 +3,9 @@
 ``python -m gateway.http.export_openapi`` regenerates the committed file;
 ``--check`` exits 1 when the committed file differs (the drift test runs this
 in a fresh interpreter so imports elsewhere in a test session cannot change
-the registered resource types).  No database is touched: the app is built on
-a scratch SQLite runtime that is never connected to.
+the registered resource types).  No real database is touched: the app is built
+on a scratch SQLite database and store key file in a temporary directory
+(migrated, because opening the store checks its keys), thrown away after.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def render() -> str:
     from gateway.runtime import Runtime
 
     with tempfile.TemporaryDirectory() as scratch:
-        settings = Settings(database_url=f"sqlite:///{scratch}/openapi.db")
-        runtime = Runtime.create(settings, migrate=False)
+        settings = Settings(
+            database_url=f"sqlite:///{scratch}/openapi.db", store_key_file=f"{scratch}/store-keys.json"
+        )
+        runtime = Runtime.create(settings)
         try:
             schema: dict[str, Any] = create_app(runtime).openapi()
         finally:

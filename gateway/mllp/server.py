@@ -185,6 +185,7 @@ class MllpServer:
                     control_id="",
                     message_type="",
                     status=journal.REJECTED,
+                    cipher=self.ingestor.store.cipher,
                     ack_code="AR",
                     ack=ack,
                     error=f"{error} (only the first {len(event.head)} bytes are kept)",

@@ -16,6 +16,7 @@ from audit.hooks import AuditHook
 from fhir_store.database import make_engine
 from fhir_store.model import Create, RequestContext
 from fhir_store.repository import FhirStore
+from tests.support.store_keys import cipher_for
 
 CTX = RequestContext(
     request_id="req-0001",
@@ -54,7 +55,7 @@ def hook(engine: Engine, keys: AuditKeys) -> Iterator[AuditHook]:
 
 @pytest.fixture
 def store(engine: Engine, hook: AuditHook) -> FhirStore:
-    return FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    return FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
 
 
 def patient(family: str = "Nguyễn") -> dict[str, Any]:

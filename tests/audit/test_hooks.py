@@ -20,6 +20,7 @@ from fhir_store.model import Create, OperationResult
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
 from tests.audit.conftest import CTX, create, encounter, patient
+from tests.support.store_keys import cipher_for
 
 
 def _events(engine: Engine) -> list[dict[str, Any]]:
@@ -111,7 +112,7 @@ def test_concurrent_writers_and_readers_keep_the_chain_linear(
     engine: Engine, keys: AuditKeys, async_reads: bool
 ) -> None:
     hook = AuditHook(engine, keys, checkpoint_every=7, async_reads=async_reads)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     pid = create(store, patient())
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -137,7 +138,7 @@ def test_concurrent_writers_and_readers_keep_the_chain_linear(
 
 def test_buffered_read_events_arrive_after_flush(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     pid = create(store, patient())
     for _ in range(50):
         store.read("Patient", pid, CTX)

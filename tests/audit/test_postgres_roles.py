@@ -22,6 +22,7 @@ from audit.verify import verify_engine
 from fhir_store.database import make_engine
 from fhir_store.repository import FhirStore
 from tests.audit.conftest import CTX, create, patient
+from tests.support.store_keys import cipher_for
 
 pytestmark = pytest.mark.postgres
 
@@ -49,7 +50,7 @@ def test_application_role_can_append_but_not_change(app_url: str, keys: AuditKey
     engine = make_engine(app_url, pool_size=2)
     try:
         hook = AuditHook(engine, keys, checkpoint_every=2, async_reads=False)
-        store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+        store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
         pid = create(store, patient())
         store.read("Patient", pid, CTX)
         create(store, patient())

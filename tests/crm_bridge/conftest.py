@@ -118,7 +118,7 @@ def serve_crm(database_url: str, tmp: Path, **extra: str) -> Iterator[LiveServer
         "crm_webhook_max_attempts": "1000",
         **extra,
     }
-    with serve(database_url, settings_extra) as live:
+    with serve(database_url, extra=settings_extra) as live:
         yield live
 
 

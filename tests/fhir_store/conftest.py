@@ -11,6 +11,7 @@ import pytest
 from fhir_store.database import make_engine
 from fhir_store.model import RequestContext
 from fhir_store.repository import FhirStore
+from tests.support.store_keys import cipher_for
 
 MRN = "https://id.carebridge.vn/mrn/BVDK_HN"
 _counter = itertools.count(1)
@@ -19,7 +20,7 @@ _counter = itertools.count(1)
 @pytest.fixture
 def store(database_url: str) -> Iterator[FhirStore]:
     engine = make_engine(database_url, pool_size=24)
-    yield FhirStore(engine)
+    yield FhirStore(engine, cipher=cipher_for(engine))
     engine.dispose()
 
 

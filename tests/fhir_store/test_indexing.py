@@ -25,9 +25,11 @@ def test_extracts_tokens_strings_dates_references() -> None:
             "class": {"system": "c", "code": "AMB"},
             "subject": {"reference": "Patient/p1"},
             "period": {"start": "2026-11-20T08:30:00+07:00", "end": "2026-11-20T10:15:00+07:00"},
-        }
+        },
+        lambda value: f"blind({value})",
     )
-    assert ("identifier", "s", "V1") in rows.tokens and ("class", "c", "AMB") in rows.tokens
+    # identifiers go through the blinding function, other codes do not
+    assert ("identifier", "s", "blind(V1)") in rows.tokens and ("class", "c", "AMB") in rows.tokens
     assert ("patient", "Patient", "p1") in rows.references
     low, high = rows.dates[0][1:]
     assert low == to_us(datetime(2026, 11, 20, 1, 30, tzinfo=UTC))

@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -52,14 +53,9 @@ class LiveServer:
 
 
 @contextmanager
-def serve(database_url: str, extra: dict[str, str] | None = None) -> Iterator[LiveServer]:
-    """uvicorn on a socket bound here (no port race) against an already migrated database.
-
-    ``extra`` holds settings read by optional parts (``CAREBRIDGE_CRM_*``, ``CAREBRIDGE_PRIVACY_*``).
-    """
-    settings = Settings(
-        database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8, extra=dict(extra or {})
-    )
+def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
+    """uvicorn on a socket bound here (no port race) against an already migrated database."""
+    settings = Settings(database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8, **overrides)
     runtime = Runtime.create(settings, migrate=False)
     app = create_app(runtime)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY

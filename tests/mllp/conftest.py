@@ -27,6 +27,7 @@ from gateway.ingest import Ingestor
 from gateway.mllp.server import MllpServer
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from tests.support.store_keys import KEY_FILE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +77,9 @@ class RunningServer:
 
     def owner(self, resource_type: str, system: str, value: str) -> dict[str, Any] | None:
         with self.runtime.engine.connect() as conn:
-            res_id = find_identifier_owner(conn, resource_type, system, value)
+            res_id = find_identifier_owner(
+                conn, resource_type, system, self.runtime.store.cipher.blind(value)
+            )
         return None if res_id is None else self.runtime.store.read(resource_type, res_id).resource()
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
@@ -122,7 +125,12 @@ class ServeProcess:
     """``carebridge serve`` as a subprocess; the MLLP port is read from its start-up log line."""
 
     def __init__(self, database_url: str, tmp: Path, env: dict[str, str] | None = None) -> None:
-        full_env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "INFO", **(env or {})}
+        full_env = {
+            **os.environ,
+            "CAREBRIDGE_LOG_LEVEL": "INFO",
+            "CAREBRIDGE_STORE_KEY_FILE": KEY_FILE,  # the keys tests/support/store_keys.py opens too
+            **(env or {}),
+        }
         full_env.pop("CAREBRIDGE_DATABASE_URL", None)
         self.log_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")

@@ -11,6 +11,7 @@ from common.identifiers import (
     mrn_system,
     visit_system,
 )
+from fhir_store import journal
 from fhir_store.schema import hl7_journal
 from gateway.mllp.client import MllpClient, parse_ack
 from tests.mllp.conftest import BAD, GOOD_ORDER, RunningServer, sample
@@ -70,9 +71,10 @@ def test_bad_samples_get_ae_or_ar_with_err_text_and_are_journaled(mllp: RunningS
             assert b"\rERR|" in answer
     with mllp.runtime.engine.connect() as conn:
         rows = conn.execute(
-            select(hl7_journal.c.raw, hl7_journal.c.status, hl7_journal.c.ack_code, hl7_journal.c.error)
+            select(hl7_journal.c.id, hl7_journal.c.status, hl7_journal.c.ack_code, hl7_journal.c.error)
         ).all()
-    assert [bytes(r[0]) for r in rows] == [sample(n) for n in BAD]
+    entries = [journal.load(mllp.runtime.engine, r[0], mllp.runtime.store.cipher) for r in rows]
+    assert [e.raw if e else None for e in entries] == [sample(n) for n in BAD]  # opened: sealed at rest
     assert [r[1] for r in rows] == ["failed", "failed", "rejected", "rejected"]
     assert [r[2] for r in rows] == ["AE", "AE", "AR", "AR"]
     assert all(r[3] for r in rows)

@@ -19,6 +19,7 @@ from fhir_store.writer import find_identifier_owner
 from gateway.ingest_model import CRASH_HOOK_ENV
 from gateway.mllp.client import MllpClient, parse_ack
 from tests.mllp.conftest import BAD, CAREBRIDGE, FIXTURES, GOOD_ORDER, ServeProcess, a04, sample
+from tests.support.store_keys import cipher_for
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -38,10 +39,11 @@ def engine(database_url: str) -> Iterator[Engine]:
 def patient_versions(engine: Engine, mrn: str) -> tuple[int, str | None]:
     """(number of Patients holding the MRN, current versionId)."""
     with engine.connect() as conn:
-        owner = find_identifier_owner(conn, "Patient", mrn_system("BVDK_HN"), mrn)
+        cipher = cipher_for(engine)
+        owner = find_identifier_owner(conn, "Patient", mrn_system("BVDK_HN"), cipher.blind(mrn))
     if owner is None:
         return 0, None
-    return 1, FhirStore(engine).read("Patient", owner).resource()["meta"]["versionId"]
+    return 1, FhirStore(engine, cipher=cipher).read("Patient", owner).resource()["meta"]["versionId"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -104,7 +106,7 @@ def test_crash_between_commit_and_ack_loses_nothing(
             answer = None
     assert answer is None  # no ACK: the sender must retry
     assert doomed.proc.wait(20) == 86
-    (row,) = [journal.load(engine, 1)]
+    (row,) = [journal.load(engine, 1, cipher_for(engine))]
     assert row is not None and row.status == "processed" and row.raw == message
     assert patient_versions(engine, "CRASH-0") == (1, "1")
 
@@ -132,7 +134,7 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
             answer = None
     assert answer is None  # no ACK: the sender must retry
     assert doomed.proc.wait(20) == 86
-    (row,) = [journal.load(engine, 1)]
+    (row,) = [journal.load(engine, 1, cipher_for(engine))]
     assert row is not None and row.status == "received" and row.raw == message
     assert patient_versions(engine, "CRASH-1") == (0, None)
 
@@ -154,7 +156,7 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
     assert doomed.proc.wait(20) == 86
     result = run_cli("hl7", "replay", "--failed", "--stale-after", "0", "--database-url", database_url)
     assert result.returncode == 0, result.stdout + result.stderr
-    entry = journal.find_duplicate(engine, "HIS_VN", "BVDK_HN", "CRASH2")
+    entry = journal.find_duplicate(engine, "HIS_VN", "BVDK_HN", "CRASH2", cipher_for(engine))
     assert entry is not None and entry.status == "processed"
     assert result.stdout.splitlines() == [f"{entry.id} processed AA"]
     restarted = serve(database_url)
@@ -170,7 +172,7 @@ def test_replay_cli_after_a_mapping_fix(database_url: str, engine: Engine, tmp_p
     from gateway.ingest import Ingestor
     from gateway.settings import Settings
 
-    ingestor = Ingestor(FhirStore(engine), Settings(database_url=database_url))
+    ingestor = Ingestor(FhirStore(engine, cipher=cipher_for(engine)), Settings(database_url=database_url))
     bad = ingestor.handle(sample("bad_missing_patient_id"))
     good = ingestor.handle(sample("adt_a28_add_person"))
     assert (bad.status, good.status) == ("failed", "processed")

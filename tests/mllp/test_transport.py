@@ -98,7 +98,7 @@ def test_one_patient_from_many_connections_keeps_arrival_order(mllp: RunningServ
         list(pool.map(send, range(12)))
     patient = mllp.owner("Patient", mrn_system("BVDK_HN"), "ORDER-1")
     assert patient is not None
-    last = journal.load(mllp.runtime.engine, 12)
+    last = journal.load(mllp.runtime.engine, 12, mllp.runtime.store.cipher)
     assert last is not None
     last_phone = last.raw.split(b"|||||")[1].split(b"\r")[0].decode()
     assert patient["telecom"][0]["extension"][0]["valueString"] == last_phone

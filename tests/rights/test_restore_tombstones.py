@@ -44,11 +44,12 @@ def test_reapply_after_restore(
     )
     monkeypatch.setenv(TOMBSTONE_FILE_ENV, str(file))
     engine = rights_live.runtime.engine
-    assert reapply_tombstones(engine) == 1
-    assert reapply_tombstones(engine) == 0  # idempotent
+    cipher = rights_live.runtime.store.cipher
+    assert reapply_tombstones(engine, cipher) == 1
+    assert reapply_tombstones(engine, cipher) == 0  # idempotent
     with engine.connect() as conn:
         assert conn.execute(select(crm_pseudonym).where(crm_pseudonym.c.patient_id == pid)).first() is None
-        assert {c.status for c in load_consents(conn, pid)} == {"inactive"}
+        assert {c.status for c in load_consents(conn, pid, cipher)} == {"inactive"}
         rows = conn.execute(select(privacy_tombstone.c.request_id)).all()
     assert {r[0] for r in rows} == {"req-after-backup"}
     after = httpx.get(f"{rights_live.fhir_url}/Patient/{pid}", headers=rights_live.headers).json()

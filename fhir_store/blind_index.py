@@ -1,0 +1,163 @@
+"""Blind indexes: searching and claiming identifiers that are stored only as keyed hashes.
+
+Why: the search index (``search_token``) and the uniqueness table
+(``identifier_claim``) need equality on identifier and contact values, but
+must not hold CCCD, BHYT, phone numbers or e-mail addresses in clear (issue
+#5).  A keyed HMAC (``StoreCipher.blind``) keeps equality and nothing else:
+
+* every write stores ``blind(value)`` (``search_params.extract_index_rows``,
+  ``writer``'s claims);
+* every lookup blinds what it looks for the same way (:func:`blind_query`
+  for searches and conditional URLs, ``blind`` for ``Patient/$merge``), with
+  the ``system`` kept in clear so ``identifier=system|value``,
+  ``identifier=value`` and ``identifier=system|`` all keep working;
+* phone searches accept the local ``0912...`` form: both it and its E.164
+  form are blinded, as the clear search did before;
+* what equality cannot answer (``:contains``, ``:exact``) is refused by
+  ``search.parse_query`` with a 400.
+
+:func:`reindex` rebuilds the blinded rows from the (decrypted) current
+content: once for a database written before blinding existed (run by
+``key_registry.open_cipher`` on first start), and to move the index to a new
+blind key (``carebridge store reindex --rotate-blind-key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, delete, insert, select, tuple_
+
+from fhir_store.schema import identifier_claim, resource_current, search_token
+from fhir_store.search import Filter, SearchQuery
+from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows
+
+Blind = Callable[[str], str]
+BATCH = 500
+
+
+def e164_variant(value: str) -> str:
+    """Phones are stored in E.164: ``0912 345 678`` is also looked up as ``+84912345678``."""
+    digits = "".join(ch for ch in value if ch.isdigit() or ch == "+")
+    return "+84" + digits[1:] if digits.startswith("0") else digits
+
+
+def _blind_values(param: SearchParam, value: str, blind: Blind) -> Iterator[str]:
+    if param.contact_point:
+        if "|" in value:  # ContactPoint tokens match on the value only (system|value → value)
+            yield blind(value.partition("|")[2])
+            return
+        yield blind(value)
+        if param.name == "phone":
+            variant = e164_variant(value)
+            if variant != value:
+                yield blind(variant)
+        return
+    if "|" in value:
+        system, _, code = value.partition("|")
+        yield f"{system}|{blind(code)}" if code else value
+        return
+    yield blind(value)
+
+
+def blind_query(query: SearchQuery, blind: Blind) -> SearchQuery:
+    """``query`` with the values of blinded parameters replaced by their keyed hashes."""
+    if query.blinded:
+        return query
+    spec = SEARCH_SPECS.get(query.resource_type)
+    filters: list[Filter] = []
+    for flt in query.filters:
+        param = spec.params.get(flt.param) if spec is not None else None
+        if param is None or not param.blinded or flt.modifier == "missing":
+            filters.append(flt)
+            continue
+        values = tuple(dict.fromkeys(v for value in flt.values for v in _blind_values(param, value, blind)))
+        filters.append(Filter(flt.param, flt.modifier, values))
+    return replace(query, filters=filters, blinded=True)
+
+
+def claimed_identifiers(resource: dict[str, Any], blind: Blind) -> dict[tuple[str, str], str]:
+    """``{(system, blind(value)): value}`` of a resource's business identifiers (the claim rows).
+
+    The clear value is kept beside for the caller's error messages only.
+    """
+    found: dict[tuple[str, str], str] = {}
+    for ident in resource.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            value = str(ident["value"])
+            found[(str(ident.get("system", ""))[:255], blind(value))] = value
+    return found
+
+
+def _blinded_params(resource_type: str) -> list[str]:
+    spec = SEARCH_SPECS.get(resource_type)
+    return [] if spec is None else [p.name for p in spec.params.values() if p.blinded]
+
+
+def reindex(
+    conn: Connection,
+    open_content: Callable[[str, str, int, bytes], bytes],
+    blind: Blind,
+    *,
+    batch: int = BATCH,
+) -> int:
+    """Recompute every blinded token row and identifier claim from current content; returns resources.
+
+    Runs on the caller's transaction: callers run it in one transaction so no
+    lookup ever sees half an index (new writers wait on the write lock).
+    Only blinded rows are touched; other index rows are already right.
+    """
+    rc = resource_current
+    last: tuple[str, str] = ("", "")
+    done = 0
+    while True:
+        rows = conn.execute(
+            select(rc.c.res_type, rc.c.res_id, rc.c.version, rc.c.content)
+            .where(tuple_(rc.c.res_type, rc.c.res_id) > tuple_(*last), rc.c.deleted.is_(False))
+            .order_by(rc.c.res_type, rc.c.res_id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return done
+        tokens: list[dict[str, Any]] = []
+        claims: list[dict[str, Any]] = []
+        by_type: dict[str, list[str]] = {}
+        for res_type, res_id, version, content in rows:
+            by_type.setdefault(res_type, []).append(res_id)
+            if content is None:
+                continue
+            resource = orjson.loads(open_content(res_type, res_id, version, bytes(content)))
+            params = set(_blinded_params(res_type))
+            key = {"res_type": res_type, "res_id": res_id}
+            tokens += [
+                {**key, "param": p, "system": s, "code": c}
+                for p, s, c in extract_index_rows(resource, blind).tokens
+                if p in params
+            ]
+            claims += [{**key, "system": s, "value": v} for s, v in claimed_identifiers(resource, blind)]
+        for res_type, res_ids in by_type.items():
+            st, ic = search_token, identifier_claim
+            conn.execute(
+                delete(st).where(
+                    st.c.res_type == res_type,
+                    st.c.res_id.in_(res_ids),
+                    st.c.param.in_(_blinded_params(res_type)),
+                )
+            )
+            conn.execute(delete(ic).where(ic.c.res_type == res_type, ic.c.res_id.in_(res_ids)))
+        if tokens:
+            conn.execute(insert(search_token), tokens)
+        if claims:
+            conn.execute(insert(identifier_claim), claims)
+        done += len(rows)
+        last = (str(rows[-1][0]), str(rows[-1][1]))
+
+
+def has_index_rows(conn: Connection) -> bool:
+    """Whether anything was ever indexed (a database without rows needs no reindex)."""
+    claim = conn.execute(select(identifier_claim.c.res_id).limit(1)).first()
+    token = conn.execute(select(search_token.c.res_id).limit(1)).first()
+    return claim is not None or token is not None

@@ -1,0 +1,160 @@
+"""Re-encrypting stored rows under the current content key, in place and in batches.
+
+Why (ISO/IEC 27001:2022 A.8.24 key rotation): a rotation only changes the key
+*new* rows are sealed under; rows sealed before, and rows written before
+encryption existed (plaintext), must be moved to the new key before the old
+one can be retired.  The content does not change, so this is not a new FHIR
+version: each row's ciphertext is replaced where it stands.
+
+* Rows are found with a prefix comparison in SQL (the envelope starts with
+  the key id), so only rows that need work are read.
+* Each batch is its own short write transaction: carebridge keeps serving.
+  An update only applies if the row still holds the bytes that were read
+  (``content = :old``), so a concurrent write of a new version is never
+  overwritten with stale content: that row is already under a current key.
+* When nothing is left under a content key, the key is marked retired in the
+  registry (it may then leave the key file, once no backup needs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Connection, Engine, Table, func, select, tuple_, update
+
+from fhir_store.content_cipher import MAGIC, StoreCipher, envelope_kid
+from fhir_store.database import writer
+from fhir_store.instants import now_us
+from fhir_store.key_registry import lock_registry, registered
+from fhir_store.schema import hl7_journal, resource_current, resource_version, store_key
+
+SEALED_TABLES = ("resource_version", "resource_current", "hl7_journal")
+_HEAD = len(MAGIC) + 1 + 8  # envelope header with a key id of up to 8 characters
+
+
+@dataclass
+class RewrapReport:
+    """Rows re-encrypted per table and content keys retired (no patient data)."""
+
+    rewritten: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEALED_TABLES, 0))
+    skipped: int = 0  # changed concurrently: the new content is sealed under a current key already
+    retired: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.rewritten.values())
+
+
+def _stale(column: Column[Any], prefix: bytes) -> ColumnElement[bool]:
+    """Not sealed under the current key: legacy plaintext or another key id."""
+    return func.substr(column, 1, len(prefix)) != prefix
+
+
+def _rows_of(table: Table, prefix: bytes) -> tuple[list[Column[Any]], ColumnElement[bool]]:
+    content = table.c.raw if table is hl7_journal else table.c.content
+    if table is resource_version:
+        keys = [table.c.seq, table.c.res_type, table.c.res_id, table.c.version]
+    elif table is resource_current:
+        keys = [table.c.res_type, table.c.res_id, table.c.version]
+    else:
+        keys = [table.c.id, table.c.sending_application, table.c.sending_facility, table.c.control_id]
+    return [*keys, content], _stale(content, prefix)
+
+
+def _reseal(cipher: StoreCipher, table: Table, row: Any) -> bytes:
+    stored = bytes(row[-1])
+    if table is hl7_journal:
+        _, app, fac, control = row[0], row[1], row[2], row[3]
+        return cipher.seal_journal(app, fac, control, cipher.open_journal(app, fac, control, stored))
+    res_type, res_id, version = row[-4], row[-3], row[-2]
+    plain = cipher.open_resource(res_type, res_id, version, stored)
+    return cipher.seal_resource(res_type, res_id, version, plain)
+
+
+def _update(conn: Connection, table: Table, row: Any, sealed: bytes) -> int:
+    content = table.c.raw if table is hl7_journal else table.c.content
+    if table is resource_current:
+        where = [table.c.res_type == row[0], table.c.res_id == row[1], table.c.version == row[2]]
+    elif table is resource_version:
+        where = [table.c.seq == row[0]]
+    else:
+        where = [table.c.id == row[0]]
+    result = conn.execute(
+        update(table).where(*where, content == bytes(row[-1])).values({content.key: sealed})
+    )
+    return int(result.rowcount or 0)
+
+
+def rewrap_table(
+    engine: Engine,
+    cipher: StoreCipher,
+    table: Table,
+    report: RewrapReport,
+    *,
+    batch: int = 500,
+    progress: Callable[[str, int], None] | None = None,
+) -> None:
+    columns, stale = _rows_of(table, cipher.current_prefix())
+    order = columns[:2] if table is resource_current else columns[:1]
+    after: tuple[Any, ...] | None = None
+    while True:
+        stmt = select(*columns).where(stale)
+        if after is not None:
+            stmt = stmt.where(tuple_(*order) > tuple_(*after) if len(order) > 1 else order[0] > after[0])
+        with engine.connect() as conn:
+            rows = conn.execute(stmt.order_by(*order).limit(batch)).all()
+        if not rows:
+            return
+        with writer(engine).begin() as conn:
+            for row in rows:
+                if _update(conn, table, row, _reseal(cipher, table, row)):
+                    report.rewritten[table.name] += 1
+                else:
+                    report.skipped += 1
+        after = tuple(rows[-1][: len(order)])
+        if progress is not None:
+            progress(table.name, report.rewritten[table.name])
+
+
+def keys_in_use(engine: Engine) -> dict[str, dict[str, int]]:
+    """``{table: {kid or "plaintext": rows}}`` for every sealed table (``carebridge store status``)."""
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for table in (resource_version, resource_current, hl7_journal):
+            content = table.c.raw if table is hl7_journal else table.c.content
+            head = func.substr(content, 1, _HEAD)  # plaintext rows share a few prefixes too
+            counts: dict[str, int] = {}
+            for prefix, count in conn.execute(
+                select(head, func.count()).where(content.is_not(None)).group_by(head)
+            ):
+                kid = envelope_kid(bytes(prefix)) or "plaintext"
+                counts[kid] = counts.get(kid, 0) + int(count)
+            out[table.name] = counts
+    return out
+
+
+def rewrap(
+    engine: Engine,
+    cipher: StoreCipher,
+    *,
+    batch: int = 500,
+    progress: Callable[[str, int], None] | None = None,
+) -> RewrapReport:
+    """Move every sealed table to the current content key; retire content keys nothing uses any more."""
+    report = RewrapReport()
+    for table in (resource_version, resource_current, hl7_journal):
+        rewrap_table(engine, cipher, table, report, batch=batch, progress=progress)
+    in_use = {kid for counts in keys_in_use(engine).values() for kid in counts}
+    with writer(engine).begin() as conn:
+        lock_registry(conn)
+        for (purpose, kid), (_, retired) in sorted(registered(conn).items()):
+            if purpose == "content" and retired is None and kid != cipher.content_kid and kid not in in_use:
+                conn.execute(
+                    update(store_key)
+                    .where(store_key.c.purpose == "content", store_key.c.kid == kid)
+                    .values(retired_us=now_us())
+                )
+                report.retired.append(kid)
+    return report
