@@ -10,11 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from consent.keys import KeyStore
 from crm_bridge.outbox import emit_patient_erased
-from crm_bridge.schema import crm_his_outbox, crm_pseudonym
+from crm_bridge.schema import crm_disclosure, crm_his_outbox, crm_outbox, crm_pseudonym
+
+
+def forget_patient_links(conn: Connection, patient_id: str) -> None:
+    """Drop the CRM outbox, disclosure log and pseudonym links of an erased patient (restore path)."""
+    for table in (crm_outbox, crm_disclosure, crm_pseudonym):
+        conn.execute(delete(table).where(table.c.patient_id == patient_id))
 
 
 class CrmProcessors:

@@ -145,8 +145,9 @@ def reapply_tombstones(engine: Engine, cipher: StoreCipher) -> int:
     withdrawn, held records labelled restricted, tombstone row restored).
     """
     from consent.rights.restore import reapply
+    from crm_bridge.processors import forget_patient_links
 
-    return reapply(engine, cipher)
+    return reapply(engine, cipher, forget_links=forget_patient_links)
 
 
 def restore(

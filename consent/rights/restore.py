@@ -12,9 +12,10 @@ resources labelled restricted, tombstone row inserted.  The CRMs were told
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
@@ -46,10 +47,18 @@ def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> st
     return None
 
 
-def reapply(engine: Engine, cipher: StoreCipher, records: list[dict[str, Any]] | None = None) -> int:
+def reapply(
+    engine: Engine,
+    cipher: StoreCipher,
+    records: list[dict[str, Any]] | None = None,
+    *,
+    forget_links: Callable[[Connection, str], None] | None = None,
+) -> int:
     """Apply the tombstones of the file the restored database lacks; returns how many requests.
 
     ``cipher`` is the store's (``fhir_store.key_registry.open_cipher``): content is sealed at rest.
+    ``forget_links`` removes what processors (the CRM bridge) hold about the patient; the
+    gateway passes it, so this package does not depend on theirs.
     """
     records = read_file(tombstone_file()) if records is None else records
     by_request: dict[str, list[dict[str, Any]]] = {}
@@ -79,11 +88,8 @@ def reapply(engine: Engine, cipher: StoreCipher, records: list[dict[str, Any]] |
         ) -> None:
             for kind, res_id in hs:
                 relabel(conn, kind, res_id, now_us(), cipher=cipher)
-            if pid is not None:
-                from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
-
-                for table in (crm_outbox, crm_disclosure, crm_pseudonym):
-                    conn.execute(delete(table).where(table.c.patient_id == pid))
+            if pid is not None and forget_links is not None:
+                forget_links(conn, pid)
             conn.execute(
                 insert(privacy_tombstone),
                 [
