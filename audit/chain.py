@@ -16,48 +16,30 @@ Rows are appended in the caller's transaction, so a change and its audit
 record commit or roll back together (no change without its audit record).
 
 The lock, the head read and the inserts run on the DB-API cursor of the
-caller's connection (:mod:`fhir_store.driver_sql`): through SQLAlchemy Core
-they were ~110 µs per statement and ~15 µs per inserted row of Python, the
-largest part of what an audited create costs; one multi-row INSERT per batch
-costs a few µs per row.  Same connection, same transaction: nothing commits here.
+caller's connection (:mod:`audit.chain_sql`, measured there).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 from sqlalchemy import Connection
 
+from audit.chain_sql import GENESIS as GENESIS  # re-exported: the verifier starts from it
+from audit.chain_sql import RowInsert, head
+from audit.chain_sql import lock_chain as lock_chain  # re-exported: on-demand checkpoints take it
 from audit.checkpoints import AuditKeys, write_checkpoint
 from audit.rows import COLUMNS, Prepared, prepare
 from audit.schema import audit_event, audit_event_patient
-from fhir_store.driver_sql import BulkInsert, DriverQuery
 
-GENESIS: Final = b"\x00" * 32
-# pg_advisory_xact_lock key: ASCII "cbaudit\0" (any constant unique to this lock will do)
-CHAIN_LOCK_KEY: Final = 0x6362617564697400
-
-_LOCK = DriverQuery("SELECT pg_advisory_xact_lock(:key)")
-_HEAD = DriverQuery("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
-_INSERT = BulkInsert(audit_event, COLUMNS)
-_INSERT_PATIENT = BulkInsert(audit_event_patient, ("seq", "patient_id"))
+_INSERT = RowInsert(audit_event, COLUMNS)
+_INSERT_PATIENT = RowInsert(audit_event_patient, ("seq", "patient_id"))
 
 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
     return hashlib.sha256(prev_hash + content).digest()
-
-
-def lock_chain(conn: Connection) -> None:
-    """Serialize appends (PostgreSQL); SQLite callers must be in a BEGIN IMMEDIATE transaction."""
-    if conn.dialect.name == "postgresql":
-        _LOCK.first(conn, {"key": CHAIN_LOCK_KEY})
-
-
-def head(conn: Connection) -> tuple[int, bytes]:
-    row = _HEAD.first(conn, {})
-    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
 class ChainWriter:

@@ -161,3 +161,23 @@ def test_sqlite_read_with_a_stale_snapshot_falls_back_to_its_own_write(
         hook.on_access(reader, "read", stored, CTX, None)
     assert _count(engine) == 3
     assert verify_engine(engine, keys).ok
+
+
+def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) -> None:
+    """Many events and many patient links in one batch (COPY on PostgreSQL, executemany on SQLite)."""
+    hook = AuditHook(engine, keys, checkpoint_every=4)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    pids = [create(store, patient(f"Lê {i}")) for i in range(7)]
+    for pid in pids:
+        create(store, encounter(pid))
+    for _ in range(3):
+        store.search(parse_query("Encounter", []), CTX, "Encounter?status=finished")
+        store.read("Patient", pids[0], CTX)
+    hook.close()
+    assert hook.dropped == 0
+    with engine.connect() as conn:
+        for pid in pids:
+            found, _total = search_audit(conn, patient=pid, subtype="search-type")
+            assert len(found) == 3
+    result = verify_engine(engine, keys)
+    assert result.ok and result.events == 14 + 6, result.line()
