@@ -236,7 +236,8 @@ def request_entity(request_id: str) -> dict[str, Any]:
 
 def event_patients(patient_ids: Iterable[str], context: RequestContext) -> list[str]:
     """The patients an event names, in order, once each (the compartment's patients too)."""
-    return list(dict.fromkeys(pid for pid in (*patient_ids, *context.patient_ids) if pid))
+    ids = [*patient_ids, *context.patient_ids] if context.patient_ids else patient_ids
+    return [pid for pid in dict.fromkeys(ids) if pid]
 
 
 def build_event(

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
@@ -165,8 +164,11 @@ class AuditHook:
                 self._idle = False
                 self._wake.clear()
                 continue
-            if not isinstance(pending[0], threading.Event):
-                time.sleep(FLUSH_INTERVAL_S)  # let a batch gather: one transaction for many reads
+            if not isinstance(pending[0], threading.Event) and not self._stopping:
+                # Let a batch gather: one transaction for many reads.  Only flush() and close()
+                # set the event while we are busy, and then nobody should wait the 20 ms out.
+                self._wake.wait(FLUSH_INTERVAL_S)
+                self._wake.clear()
             batch: list[Captured] = []
             markers: list[threading.Event] = []
             while pending and len(batch) < BATCH_MAX:
@@ -183,11 +185,14 @@ class AuditHook:
                 marker.set()
 
     def _write_batch(self, captured: list[Captured]) -> None:
-        try:
-            events = [access_row(*item) for item in captured]
-        except Exception as exc:  # a bug, not a database problem: say so, never log content
-            self.dropped += len(captured)
-            log.error("audit: %d access events could not be rendered: %s", len(captured), type(exc).__name__)
+        events: list[Prepared] = []
+        for item in captured:
+            try:
+                events.append(access_row(*item))
+            except Exception as exc:  # a bug, not a database problem: say so, never log content
+                self.dropped += 1
+                log.error("audit: an access event could not be rendered: %s", type(exc).__name__)
+        if not events:
             return
         for attempt in range(5):
             try:
@@ -201,11 +206,11 @@ class AuditHook:
 
     def flush(self) -> None:
         """Wait until every buffered access event is in the chain (tests, shutdown, CLI)."""
-        if self._appender is None or not self._appender.is_alive():
+        if self._appender is None and not self._pending:
             return
         marker = threading.Event()
-        self._pending.append(marker)
-        self._wake.set()
+        self._pending.append(marker)  # set by the appender once everything before it is written
+        self._wake_appender()
         while not marker.wait(0.5):
             if self._appender is None or not self._appender.is_alive():
                 return

@@ -178,10 +178,11 @@ _HOLE_JSON: Final = orjson.dumps(_HOLE)
 
 
 def _around(raw: bytes, hole: bytes = _HOLE_JSON) -> tuple[bytes, bytes]:
+    """An entity's canonical bytes before and after its one variable value (the latter with a comma)."""
     before, found, after = raw.partition(hole)
     if not found or hole in after:
         raise AssertionError("entity template must hold exactly one placeholder")
-    return before, after
+    return before, after + b","
 
 
 _RESOURCE: Final = _around(canonical(resource_entity(_HOLE)))
@@ -245,6 +246,8 @@ def _template(
     pieces = tuple(canonical(event).split(_HOLE_JSON))
     if len(pieces) != (4 if entities else 3):
         return None
+    if entities:  # the list brackets around the entities belong to the template
+        pieces = (pieces[0] + b"[", b"]" + pieces[1], *pieces[2:])
     return _Template(pieces, entities, idx.action, idx.type, idx.subtype, idx.outcome, idx.agent, idx.purpose)
 
 
@@ -296,22 +299,22 @@ def render(
     dumps = orjson.dumps
     event_id = new_event_id()
     pieces = template.pieces
-    parts: list[bytes]
     if template.entities:
-        before, after = _RESOURCE
-        entities = [before + dumps(ref) + after for ref in references]
-        before, after = _PATIENT
-        entities.extend(before + dumps(f"Patient/{pid}") + after for pid in patients)
+        # every entity ends in b",": the last one's comma becomes the closing bracket
+        parts = [pieces[0]]
+        for ref in references:
+            parts += (_RESOURCE[0], dumps(ref), _RESOURCE[1])
+        for pid in patients:
+            parts += (_PATIENT[0], dumps("Patient/" + pid), _PATIENT[1])
         if query is not None:
-            entities.append(canonical(query_entity(query)))
+            parts += (canonical(query_entity(query)), b",")
         if request_id:
-            before, after = _REQUEST
-            entities.append(before + dumps(request_id) + after)
-        parts = [pieces[0], b"[", b",".join(entities), b"]", pieces[1]]
+            parts += (_REQUEST[0], dumps(request_id), _REQUEST[1])
+        parts[-1] = parts[-1][:-1] + pieces[1]
     else:
         parts = [pieces[0]]
-    parts += [dumps(event_id), pieces[-2], dumps(format_recorded(recorded_us)), pieces[-1]]
-    clipped = tuple(p[:64] for p in patients)
+    parts += (dumps(event_id), pieces[-2], dumps(format_recorded(recorded_us)), pieces[-1])
+    clipped = tuple([p[:64] for p in patients])
     if references:
         entity: str | None = references[0][:128]
     else:
