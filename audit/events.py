@@ -31,78 +31,33 @@ import os
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any
 
-from fhir_store.instants import from_us, to_us
+from audit.codes import (
+    ACT_REASON_SYSTEM,
+    ACTIONS,
+    CLIENT_AGENT_TYPE,
+    CLIENT_SYSTEM,
+    DCM_SYSTEM,
+    HL7_MESSAGE_SYSTEM,
+    INTERACTION_SYSTEM,
+    JOB_ENTITY,
+    OBSERVER,
+    PATIENT_ENTITY,
+    QUERY_ENTITY,
+    REQUEST_ENTITY_TYPE,
+    RESOURCE_ENTITY,
+    ROLE_SYSTEM,
+    SERVER_AGENT_TYPE,
+    SOURCE_TYPE_SYSTEM,
+    SUCCESS,
+    TYPE_DISPLAY,
+)
+from audit.codes import SUBTYPE_SYSTEM as SUBTYPE_SYSTEM  # re-exported: callers name their subtypes
+from audit.codes import outcome_for_status as outcome_for_status  # re-exported for the HTTP layer
+from fhir_store.instants import from_us
 from fhir_store.model import RequestContext
-
-# -- code systems ---------------------------------------------------------------
-EVENT_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/audit-event-type"
-DCM_SYSTEM: Final = "http://dicom.nema.org/resources/ontology/DCM"
-INTERACTION_SYSTEM: Final = "http://hl7.org/fhir/restful-interaction"
-SUBTYPE_SYSTEM: Final = "https://fhir.carebridge.vn/CodeSystem/audit-subtype"
-ENTITY_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
-OBJECT_ROLE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/object-role"
-SOURCE_TYPE_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/security-source-type"
-BALP_ENTITY_TYPE_SYSTEM: Final = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
-ACT_REASON_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-ROLE_SYSTEM: Final = "https://fhir.carebridge.vn/CodeSystem/client-role"
-CLIENT_SYSTEM: Final = "https://id.carebridge.vn/client"
-HL7_MESSAGE_SYSTEM: Final = "https://id.carebridge.vn/hl7-control-id"
-OBSERVER: Final = "carebridge"
-
-# outcome codes (http://hl7.org/fhir/audit-event-outcome)
-SUCCESS: Final = "0"
-MINOR_FAILURE: Final = "4"  # client error (4xx other than denials)
-SERIOUS_FAILURE: Final = "8"  # server error
-MAJOR_FAILURE: Final = "12"  # denial / security failure
-
-_ACTION = {
-    "create": "C",
-    "read": "R",
-    "vread": "R",
-    "update": "U",
-    "patch": "U",
-    "delete": "D",
-    "search-type": "E",
-    "search-system": "E",
-    "search": "E",
-    "history-instance": "R",
-    "history-type": "R",
-    "history-system": "R",
-    "history": "R",
-    "transaction": "E",
-    "batch": "E",
-    "operation": "E",
-    "capabilities": "R",
-}
-_TYPE_DISPLAY = {
-    "rest": (EVENT_TYPE_SYSTEM, "RESTful Operation"),
-    "110106": (DCM_SYSTEM, "Export"),
-    "110107": (DCM_SYSTEM, "Import"),
-    "110112": (DCM_SYSTEM, "Query"),
-}
-_CLIENT_AGENT_TYPE = {"system": DCM_SYSTEM, "code": "110153", "display": "Source Role ID"}
-_SERVER_AGENT_TYPE = {"system": DCM_SYSTEM, "code": "110152", "display": "Destination Role ID"}
-_PATIENT_ENTITY = (
-    {"system": ENTITY_TYPE_SYSTEM, "code": "1", "display": "Person"},
-    {"system": OBJECT_ROLE_SYSTEM, "code": "1", "display": "Patient"},
-)
-_RESOURCE_ENTITY = (
-    {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-    {"system": OBJECT_ROLE_SYSTEM, "code": "4", "display": "Domain Resource"},
-)
-_QUERY_ENTITY = (
-    {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-    {"system": OBJECT_ROLE_SYSTEM, "code": "24", "display": "Query"},
-)
-_REQUEST_ENTITY_TYPE = {"system": BALP_ENTITY_TYPE_SYSTEM, "code": "XrequestId", "display": "X-Request-Id"}
-_JOB_ENTITY = (
-    {"system": ENTITY_TYPE_SYSTEM, "code": "2", "display": "System Object"},
-    {"system": OBJECT_ROLE_SYSTEM, "code": "20", "display": "Job"},
-)
 
 
 @dataclass(frozen=True)
@@ -115,18 +70,27 @@ class Target:
 
     @property
     def reference(self) -> str:
-        base = f"{self.resource_type}/{self.id}"
-        return base if self.version_id is None else f"{base}/_history/{self.version_id}"
+        return versioned_reference(self.resource_type, self.id, self.version_id)
 
 
-_ID_PREFIX = int.from_bytes(os.urandom(10), "big") << 48
+def versioned_reference(resource_type: str, resource_id: str, version_id: int | None) -> str:
+    base = f"{resource_type}/{resource_id}"
+    return base if version_id is None else f"{base}/_history/{version_id}"
+
+
+def _id_prefix() -> str:
+    """The first 24 characters of this process's event ids (74 random bits, UUID v4 marks)."""
+    return str(uuid.UUID(int=int.from_bytes(os.urandom(10), "big") << 48, version=4))[:24]
+
+
+_ID_PREFIX = _id_prefix()
 _ID_COUNTER = itertools.count()
 
 
 def _reseed_ids() -> None:
     """A forked worker must not repeat its parent's ids."""
     global _ID_PREFIX, _ID_COUNTER
-    _ID_PREFIX = int.from_bytes(os.urandom(10), "big") << 48
+    _ID_PREFIX = _id_prefix()
     _ID_COUNTER = itertools.count()
 
 
@@ -137,11 +101,14 @@ def new_event_id() -> str:
     """A UUID v4-format id: 74 random bits per process + a 48-bit counter.
 
     ``uuid.uuid4()`` reads ``os.urandom`` per call, measured at 17 µs on the
-    benchmark VM -- a third of building an event.  Ids need to be unique (a
+    benchmark VM -- a third of building an event; and building a ``UUID``
+    object per event still cost 2.3 µs, so the random part (whose version and
+    variant bits all sit in the first 24 characters) is formatted once and
+    the counter fills the last 12 hex digits.  Ids need to be unique (a
     database constraint enforces it), not unpredictable: tamper evidence comes
     from the hash chain and its HMAC, not from the id.
     """
-    return str(uuid.UUID(int=_ID_PREFIX | (next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF), version=4))
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF:012x}"
 
 
 _SECOND_CACHE: tuple[int, str] = (-1, "")
@@ -192,23 +159,25 @@ def _network(address: str | None) -> dict[str, str] | None:
 
 
 @lru_cache(maxsize=1024)
-def _agents(context: RequestContext) -> list[dict[str, Any]]:
-    """Agents of a request context (cached: a client sends many requests; never mutated)."""
+def _agents(
+    client_id: str, role: str, source_address: str | None, purpose_of_use: str | None
+) -> list[dict[str, Any]]:
+    """Agents of a caller (cached per caller, not per request: never mutated)."""
     client: dict[str, Any] = {
-        "type": {"coding": [_CLIENT_AGENT_TYPE]},
-        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": context.client_id}},
-        "altId": context.client_id,
-        "role": [{"coding": [coding(ROLE_SYSTEM, context.role)]}],
+        "type": {"coding": [CLIENT_AGENT_TYPE]},
+        "who": {"identifier": {"system": CLIENT_SYSTEM, "value": client_id}},
+        "altId": client_id,
+        "role": [{"coding": [coding(ROLE_SYSTEM, role)]}],
         "requestor": True,
     }
-    network = _network(context.source_address)
+    network = _network(source_address)
     if network is not None:
         client["network"] = network
-    purpose = _purpose(context.purpose_of_use)
+    purpose = _purpose(purpose_of_use)
     if purpose is not None:
         client["purposeOfUse"] = purpose
     server = {
-        "type": {"coding": [_SERVER_AGENT_TYPE]},
+        "type": {"coding": [SERVER_AGENT_TYPE]},
         "who": {"display": OBSERVER},
         "requestor": False,
     }
@@ -232,13 +201,13 @@ def _source(channel: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=64)
 def _type_coding(event_type: str) -> dict[str, str]:
-    type_system, type_display = _TYPE_DISPLAY.get(event_type, (DCM_SYSTEM, event_type))
+    type_system, type_display = TYPE_DISPLAY.get(event_type, (DCM_SYSTEM, event_type))
     return coding(type_system, event_type, type_display)
 
 
 @lru_cache(maxsize=128)
 def _subtype(subtype: str) -> list[dict[str, str]]:
-    system = INTERACTION_SYSTEM if subtype in _ACTION else SUBTYPE_SYSTEM
+    system = INTERACTION_SYSTEM if subtype in ACTIONS else SUBTYPE_SYSTEM
     return [coding(system, subtype)]
 
 
@@ -246,6 +215,29 @@ def _entity(pair: tuple[dict[str, str], dict[str, str]], **fields: Any) -> dict[
     out: dict[str, Any] = {"type": pair[0], "role": pair[1]}
     out.update({k: v for k, v in fields.items() if v is not None})
     return out
+
+
+# The entity kinds of an event.  :mod:`audit.rows` renders the same four from these functions.
+def resource_entity(reference: str) -> dict[str, Any]:
+    return _entity(RESOURCE_ENTITY, what={"reference": reference})
+
+
+def patient_entity(patient_id: str) -> dict[str, Any]:
+    return _entity(PATIENT_ENTITY, what={"reference": f"Patient/{patient_id}"})
+
+
+def query_entity(query: str) -> dict[str, Any]:
+    return _entity(QUERY_ENTITY, query=base64.b64encode(query.encode()).decode(), description=query)
+
+
+def request_entity(request_id: str) -> dict[str, Any]:
+    return {"type": REQUEST_ENTITY_TYPE, "what": {"identifier": {"value": request_id}}}
+
+
+def event_patients(patient_ids: Iterable[str], context: RequestContext) -> list[str]:
+    """The patients an event names, in order, once each (the compartment's patients too)."""
+    ids = [*patient_ids, *context.patient_ids] if context.patient_ids else patient_ids
+    return [pid for pid in dict.fromkeys(ids) if pid]
 
 
 def build_event(
@@ -257,6 +249,7 @@ def build_event(
     outcome: str = SUCCESS,
     outcome_desc: str | None = None,
     targets: Sequence[Target] = (),
+    references: Sequence[str] = (),
     patient_ids: Iterable[str] = (),
     query: str | None = None,
     recorded_us: int,
@@ -265,17 +258,20 @@ def build_event(
 ) -> dict[str, Any]:
     """The AuditEvent for one interaction (every other builder ends here).
 
+    ``references`` are more targets, already formatted (after ``targets``).
     Constant parts (type/subtype codings, source, agents, purpose) are cached
     and shared between events: builders and the chain writer only read them.
+    :func:`audit.rows.render` produces the same bytes without the dict; a
+    property test holds the two together.
     """
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": event_id or new_event_id(),
         "type": _type_coding(event_type),
-        "action": action or _ACTION.get(subtype or "", "E"),
+        "action": action or ACTIONS.get(subtype or "", "E"),
         "recorded": format_recorded(recorded_us),
         "outcome": outcome,
-        "agent": _agents(context),
+        "agent": _agents(context.client_id, context.role, context.source_address, context.purpose_of_use),
         "source": _source(context.channel),
     }
     if subtype:
@@ -285,21 +281,14 @@ def build_event(
     purpose = _purpose(context.purpose_of_use)
     if purpose is not None:
         event["purposeOfEvent"] = purpose
-    entities: list[dict[str, Any]] = [
-        _entity(_RESOURCE_ENTITY, what={"reference": t.reference}) for t in targets
-    ]
-    seen: set[str] = set()
-    for pid in (*patient_ids, *context.patient_ids):
-        if pid and pid not in seen:
-            seen.add(pid)
-            entities.append(_entity(_PATIENT_ENTITY, what={"reference": f"Patient/{pid}"}))
+    entities = [resource_entity(t.reference) for t in targets]
+    entities.extend(resource_entity(ref) for ref in references)
+    entities.extend(patient_entity(pid) for pid in event_patients(patient_ids, context))
     if query is not None:
-        entities.append(
-            _entity(_QUERY_ENTITY, query=base64.b64encode(query.encode()).decode(), description=query)
-        )
+        entities.append(query_entity(query))
     entities.extend(extra_entities)
     if context.request_id:
-        entities.append({"type": _REQUEST_ENTITY_TYPE, "what": {"identifier": {"value": context.request_id}}})
+        entities.append(request_entity(context.request_id))
     if entities:
         event["entity"] = entities
     return event
@@ -330,6 +319,11 @@ def rest_event(
     )
 
 
+def import_action(interaction: str) -> str:
+    """The action of an HL7 import event (C unless the resulting interaction says otherwise)."""
+    return ACTIONS.get(interaction, "C")
+
+
 def import_event(
     context: RequestContext,
     interaction: str,
@@ -351,7 +345,7 @@ def import_event(
     if message_control_id is not None:
         extra.append(
             _entity(
-                _JOB_ENTITY,
+                JOB_ENTITY,
                 what={"identifier": {"system": HL7_MESSAGE_SYSTEM, "value": message_control_id}},
                 name=message_type,
             )
@@ -360,7 +354,7 @@ def import_event(
         context=context,
         event_type="110107",
         subtype=interaction,
-        action=_ACTION.get(interaction, "C"),
+        action=import_action(interaction),
         targets=targets,
         patient_ids=patient_ids,
         outcome=outcome,
@@ -388,75 +382,4 @@ def export_event(
         query=query,
         outcome=outcome,
         recorded_us=recorded_us,
-    )
-
-
-def outcome_for_status(status: int) -> str:
-    """HTTP status → AuditEvent outcome: 401/403 are denials (12), other 4xx minor (4), 5xx serious (8)."""
-    if status < 400:
-        return SUCCESS
-    if status in (401, 403):
-        return MAJOR_FAILURE
-    if status < 500:
-        return MINOR_FAILURE
-    return SERIOUS_FAILURE
-
-
-@dataclass(frozen=True)
-class IndexFields:
-    """The searchable columns of ``audit_event``, derived from the event itself.
-
-    Derived by one function for writer and verifier alike, so an edited index
-    column (e.g. patient_id changed to hide an access) is detected.
-    """
-
-    event_id: str
-    recorded_us: int
-    action: str
-    type: str
-    subtype: str | None
-    outcome: str
-    agent: str | None
-    patient_ids: tuple[str, ...]
-    entity: str | None
-    purpose: str | None
-    request_id: str | None
-
-
-def _clip(value: str | None, size: int) -> str | None:
-    return None if value is None else value[:size]
-
-
-def index_fields(event: dict[str, Any]) -> IndexFields:
-    patients: list[str] = []
-    entity: str | None = None
-    request_id: str | None = None
-    for ent in event.get("entity", ()):
-        what = ent.get("what") or {}
-        role = (ent.get("role") or {}).get("code")
-        ref = what.get("reference")
-        if role == "1" and ref:
-            patients.append(ref.split("/", 1)[1])
-        elif ref and entity is None:
-            entity = ref
-        elif (ent.get("type") or {}).get("code") == "XrequestId":
-            request_id = (what.get("identifier") or {}).get("value")
-    if entity is None and patients:
-        entity = f"Patient/{patients[0]}"
-    agent = event["agent"][0].get("altId") if event.get("agent") else None
-    purposes = event.get("purposeOfEvent") or ()
-    purpose = purposes[0]["coding"][0]["code"] if purposes else None
-    subtypes = event.get("subtype") or ()
-    return IndexFields(
-        event_id=event["id"],
-        recorded_us=to_us(datetime.fromisoformat(event["recorded"])),
-        action=event["action"],
-        type=event["type"]["code"],
-        subtype=subtypes[0]["code"] if subtypes else None,
-        outcome=event["outcome"],
-        agent=_clip(agent, 128),
-        patient_ids=tuple(p[:64] for p in dict.fromkeys(patients)),
-        entity=_clip(entity, 128),
-        purpose=_clip(purpose, 64),
-        request_id=_clip(request_id, 128),
     )

@@ -27,8 +27,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, select
 
-from audit.chain import GENESIS, chain_hash, row_values
+from audit.chain import GENESIS, chain_hash
 from audit.checkpoints import AuditKeys, VerifyKey
+from audit.rows import row_values
 from audit.schema import audit_checkpoint, audit_event, audit_event_patient
 
 BATCH = 2000

@@ -10,8 +10,17 @@ and engine; the "on" store carries the :class:`~audit.hooks.AuditHook` exactly
 as ``gateway.runtime`` wires it (changes in the write transaction, reads
 buffered to the background appender), the "off" store carries no hook.
 
+Both stores read by id without BEGIN/COMMIT on PostgreSQL (``read_autocommit``
+as ``gateway.runtime`` sets it when reads are buffered), and every operation
+gets its own :class:`RequestContext` with a new request id, as every HTTP
+request does: a shared context would let per-context caches hit where
+production misses.
+
 Runs are interleaved (off, on, on, off, ...) so drift in the machine's load
 hits both sides alike, and each figure is the median of ``--rounds`` runs.
+Besides ops/s (wall clock, noisy on a shared machine) every run records the
+process CPU per operation (``time.process_time``: all threads, so the
+background appender counts; the PostgreSQL server's CPU does not).
 Buffered read events are flushed *inside* the timed section: the appender's
 commits are part of what reads cost.  ``--threads`` > 1 runs that many
 client threads against the store (the chain lock is what concurrency would
@@ -21,6 +30,8 @@ expose).  PostgreSQL is a throwaway cluster (``tests.support.postgres``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import os
 import platform
 import random
@@ -50,11 +61,17 @@ CTX = RequestContext(
     source_address="10.0.0.1",
     purpose_of_use="TREAT",
 )
+_REQUEST_IDS = itertools.count()
 
 
-def _timed(threads: int, n: int, op: Callable[[int], None], after: Callable[[], None]) -> float:
-    """ops/s for ``n`` calls of ``op`` on ``threads`` threads, ``after`` inside the clock."""
-    begin = time.perf_counter()
+def context() -> RequestContext:
+    """A per-request context, as ``gateway.auth.http_binding`` builds one for every request."""
+    return dataclasses.replace(CTX, request_id=f"bench-{next(_REQUEST_IDS):012d}")
+
+
+def _timed(threads: int, n: int, op: Callable[[int], None], after: Callable[[], None]) -> tuple[float, float]:
+    """(ops/s, CPU µs per op) for ``n`` calls of ``op`` on ``threads`` threads, ``after`` inside."""
+    begin, cpu = time.perf_counter(), time.process_time()
     if threads == 1:
         for i in range(n):
             op(i)
@@ -62,7 +79,7 @@ def _timed(threads: int, n: int, op: Callable[[int], None], after: Callable[[], 
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(op, range(n)))
     after()
-    return n / (time.perf_counter() - begin)
+    return n / (time.perf_counter() - begin), (time.process_time() - cpu) / n * 1e6
 
 
 def run_backend(
@@ -74,8 +91,8 @@ def run_backend(
     hook = AuditHook(engine, keys)
     cipher = open_cipher(engine, str(Path(tempfile.mkdtemp()) / "store-keys.json"))
     stores = {
-        "off": FhirStore(engine, cipher=cipher),
-        "on": FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher),
+        "off": FhirStore(engine, read_autocommit=True, cipher=cipher),
+        "on": FhirStore(engine, hooks=[hook], access_hooks=[hook], read_autocommit=True, cipher=cipher),
     }
     ids = [
         r.stored.id
@@ -85,7 +102,8 @@ def run_backend(
     ]
     counter = iter(range(10**9))
     lock = threading.Lock()
-    results: dict[str, list[float]] = {f"{k}-{m}": [] for k in ("create", "read") for m in ("off", "on")}
+    keys_ = [f"{k}-{m}" for k in ("create", "read") for m in ("off", "on")]
+    results: dict[str, list[float]] = {k: [] for k in keys_ + [f"cpu-{k}" for k in keys_]}
     rng = random.Random(7)
     for rnd in range(rounds):
         order = ("off", "on") if rnd % 2 == 0 else ("on", "off")
@@ -96,17 +114,21 @@ def run_backend(
             def create(_i: int, store: FhirStore = store, run: str = run) -> None:
                 with lock:
                     n = next(counter)
-                store.transact([Create(synthetic_patient(n, f"C{run}"))], CTX)
+                store.transact([Create(synthetic_patient(n, f"C{run}"))], context())
 
-            results[f"create-{mode}"].append(_timed(threads, creates, create, hook.flush))
+            rate, cpu = _timed(threads, creates, create, hook.flush)
+            results[f"create-{mode}"].append(rate)
+            results[f"cpu-create-{mode}"].append(cpu)
         for mode in order:
             store = stores[mode]
             picks = [rng.choice(ids) for _ in range(reads)]
 
             def read(i: int, store: FhirStore = store, picks: list[str] = picks) -> None:
-                store.read("Patient", picks[i], CTX)
+                store.read("Patient", picks[i], context())
 
-            results[f"read-{mode}"].append(_timed(threads, reads, read, hook.flush))
+            rate, cpu = _timed(threads, reads, read, hook.flush)
+            results[f"read-{mode}"].append(rate)
+            results[f"cpu-read-{mode}"].append(cpu)
     hook.close()
     engine.dispose()
     return {key: statistics.median(values) for key, values in results.items()}
@@ -124,6 +146,23 @@ def table(rows: dict[str, dict[str, float]]) -> str:
         lines.append(
             f"| {backend} | {threads} | {r['create-off']:.0f} | {r['create-on']:.0f} | {c_cost:.1%} "
             f"| {r['read-off']:.0f} | {r['read-on']:.0f} | {r_cost:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(rows: dict[str, dict[str, float]]) -> str:
+    """Process CPU per operation (µs, median of the rounds) and what audit adds to it."""
+    lines = [
+        "| backend | threads | create off (CPU µs/op) | create on | create +audit | read off (CPU µs/op) "
+        "| read on | read +audit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        backend, threads = name.split("/")
+        c_off, c_on, r_off, r_on = (r[f"cpu-{k}"] for k in ("create-off", "create-on", "read-off", "read-on"))
+        lines.append(
+            f"| {backend} | {threads} | {c_off:.0f} | {c_on:.0f} | +{c_on - c_off:.0f} ({c_on / c_off - 1:.0%}) "
+            f"| {r_off:.0f} | {r_on:.0f} | +{r_on - r_off:.0f} ({r_on / r_off - 1:.0%}) |"
         )
     return "\n".join(lines)
 
@@ -166,6 +205,8 @@ def main() -> None:
     print(f"machine (after): {machine()}")
     print()
     print(table(rows))
+    print()
+    print(cpu_table(rows))
 
 
 if __name__ == "__main__":

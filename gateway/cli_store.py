@@ -28,7 +28,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from audit.events import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS, build_event, coding
+from audit.codes import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS
+from audit.events import build_event, coding
 from common.keyring import KeyMaterialError
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import make_engine, writer

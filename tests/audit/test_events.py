@@ -8,15 +8,14 @@ import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
-from audit.chain import canonical
 from audit.events import (
     Target,
     export_event,
     import_event,
-    index_fields,
     outcome_for_status,
     rest_event,
 )
+from audit.rows import canonical, index_fields
 from fhir_store.instants import now_us
 from tests.audit.conftest import CTX
 

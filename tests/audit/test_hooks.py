@@ -16,7 +16,7 @@ from audit.export import search_audit
 from audit.hooks import AuditHook
 from audit.schema import audit_checkpoint, audit_event
 from audit.verify import verify_engine
-from fhir_store.model import Create, OperationResult
+from fhir_store.model import Create, OperationResult, StoredResource
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
 from tests.audit.conftest import CTX, create, encounter, patient
@@ -161,4 +161,52 @@ def test_sqlite_read_with_a_stale_snapshot_falls_back_to_its_own_write(
         stored = store.load_many(reader, "Patient", [pid])
         hook.on_access(reader, "read", stored, CTX, None)
     assert _count(engine) == 3
+    assert verify_engine(engine, keys).ok
+
+
+def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) -> None:
+    """Many events and many patient links in one batch (COPY on PostgreSQL, executemany on SQLite)."""
+    hook = AuditHook(engine, keys, checkpoint_every=4)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    pids = [create(store, patient(f"Lê {i}")) for i in range(7)]
+    for pid in pids:
+        create(store, encounter(pid))
+    for _ in range(3):
+        store.search(parse_query("Encounter", []), CTX, "Encounter?status=finished")
+        store.read("Patient", pids[0], CTX)
+    hook.close()
+    assert hook.dropped == 0
+    with engine.connect() as conn:
+        for pid in pids:
+            found, _total = search_audit(conn, patient=pid, subtype="search-type")
+            assert len(found) == 3
+    result = verify_engine(engine, keys)
+    assert result.ok and result.events == 14 + 6, result.line()
+
+
+def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, keys: AuditKeys) -> None:
+    hook = AuditHook(engine, keys)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    hook.flush()  # nothing buffered, no appender: returns at once
+    pid = create(store, patient())
+    store.read("Patient", pid, CTX)
+    hook.close()
+    assert _count(engine) == 2
+    store.read("Patient", pid, CTX)  # a later access starts a new appender
+    hook.flush()
+    assert _count(engine) == 3
+    hook.close()
+    assert verify_engine(engine, keys).ok
+
+
+def test_an_event_that_cannot_be_rendered_drops_alone(engine: Engine, keys: AuditKeys) -> None:
+    hook = AuditHook(engine, keys)
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    pid = create(store, patient())
+    store.read("Patient", pid, CTX)
+    broken = StoredResource("Encounter", "e1", 1, 0, False, b"not json")
+    hook.on_access(None, "read", [broken], CTX, None)  # type: ignore[arg-type]  # buffered: conn unused
+    store.read("Patient", pid, CTX)
+    hook.close()
+    assert (hook.dropped, _count(engine)) == (1, 3)
     assert verify_engine(engine, keys).ok

@@ -55,6 +55,13 @@ def test_application_role_can_append_but_not_change(app_url: str, keys: AuditKey
         store.read("Patient", pid, CTX)
         create(store, patient())
         assert verify_engine(engine, keys).events == 3
+        buffered = AuditHook(engine, keys, checkpoint_every=2)  # batches go in with COPY
+        reading = FhirStore(engine, access_hooks=[buffered])
+        for _ in range(10):
+            reading.read("Patient", pid, CTX)
+        buffered.close()
+        assert buffered.dropped == 0
+        assert verify_engine(engine, keys).events == 13
         for statement in (
             "UPDATE audit_event SET outcome = '0'",
             "DELETE FROM audit_event",

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, text
 
-from audit.chain import canonical, chain_hash
+from audit.chain import chain_hash
 from audit.checkpoints import AuditKeys
+from audit.rows import canonical
 from audit.schema import audit_event
 from audit.verify import verify_engine
 from fhir_store.repository import FhirStore

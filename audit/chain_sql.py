@@ -1,0 +1,92 @@
+"""The statements of the chain writer, run on the DB-API cursor of the caller's connection.
+
+Why not SQLAlchemy Core: an audited create runs three statements (lock, head,
+insert) and SQLAlchemy spent ~110 µs of Python on each before the driver was
+reached; a buffered batch of read events spent ~15 µs per row in its
+executemany.  The statements here are fixed, so they are rendered once per
+dialect and executed on the raw cursor -- same connection, same transaction,
+nothing commits here (:mod:`fhir_store.driver_sql`).
+
+How rows are inserted depends on the backend, by measurement (CPU µs per row,
+2 KB rows, batch of 65; docs/benchmarks.md):
+
+* SQLite: ``executemany`` of a one-row INSERT (one cached statement; the
+  loop over rows is in C): ~13 µs per row;
+* PostgreSQL, up to :data:`PG_INSERT_ROWS` rows (a create's event): one
+  multi-row INSERT.  psycopg caches the conversion of a query only when it
+  has at most 50 parameters, so 16 columns x 3 rows is the most that stays
+  cached; a 64-row INSERT (1024 parameters) was re-parsed in Python on every
+  execution, ~110 µs per row;
+* PostgreSQL, larger batches (the read appender): ``COPY ... FROM STDIN``
+  in binary format, ~20 µs per row, and no query text to parse at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from sqlalchemy import BigInteger, Connection, LargeBinary, Table
+
+from fhir_store.driver_sql import DriverQuery, cursor
+
+GENESIS: Final = b"\x00" * 32
+# pg_advisory_xact_lock key: ASCII "cbaudit\0" (any constant unique to this lock will do)
+CHAIN_LOCK_KEY: Final = 0x6362617564697400
+#: the most rows PostgreSQL gets in one INSERT (16 columns x 3 = 48 <= psycopg's 50 cached parameters)
+PG_INSERT_ROWS: Final = 3
+
+_LOCK = DriverQuery("SELECT pg_advisory_xact_lock(:key)")
+_HEAD = DriverQuery("SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1")
+
+
+def lock_chain(conn: Connection) -> None:
+    """Serialize appends (PostgreSQL); SQLite callers must be in a BEGIN IMMEDIATE transaction."""
+    if conn.dialect.name == "postgresql":
+        _LOCK.first(conn, {"key": CHAIN_LOCK_KEY})
+
+
+def head(conn: Connection) -> tuple[int, bytes]:
+    """``(seq, hash)`` of the last event; ``(0, GENESIS)`` for an empty chain."""
+    row = _HEAD.first(conn, {})
+    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+
+def _pg_type(table: Table, name: str) -> str:
+    kind = table.c[name].type
+    if isinstance(kind, BigInteger):
+        return "int8"
+    return "bytea" if isinstance(kind, LargeBinary) else "text"
+
+
+class RowInsert:
+    """Insert tuples into ``table`` (values as the driver stores them) the cheapest way per backend."""
+
+    def __init__(self, table: Table, columns: Sequence[str]) -> None:
+        self.columns = tuple(columns)
+        names = ", ".join(self.columns)
+        self._sqlite = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in self.columns)})"
+        one = "(" + ", ".join("%s" for _ in self.columns) + ")"
+        self._pg_values = [
+            f"INSERT INTO {table.name} ({names}) VALUES {', '.join([one] * n)}"
+            for n in range(PG_INSERT_ROWS + 1)
+        ]
+        self._pg_copy = f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)"
+        self._pg_types = [_pg_type(table, name) for name in self.columns]
+
+    def execute(self, conn: Connection, rows: Sequence[Sequence[Any]]) -> None:
+        if not rows:
+            return
+        cur = cursor(conn)
+        try:
+            if conn.dialect.name == "sqlite":
+                cur.executemany(self._sqlite, rows)
+            elif len(rows) <= PG_INSERT_ROWS:
+                cur.execute(self._pg_values[len(rows)], [value for row in rows for value in row])
+            else:
+                with cur.copy(self._pg_copy) as copy:
+                    copy.set_types(self._pg_types)
+                    for row in rows:
+                        copy.write_row(row)
+        finally:
+            cur.close()
