@@ -167,7 +167,7 @@ def test_sqlite_read_with_a_stale_snapshot_falls_back_to_its_own_write(
 def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) -> None:
     """Many events and many patient links in one batch (COPY on PostgreSQL, executemany on SQLite)."""
     hook = AuditHook(engine, keys, checkpoint_every=4)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     pids = [create(store, patient(f"Lê {i}")) for i in range(7)]
     for pid in pids:
         create(store, encounter(pid))
@@ -186,7 +186,7 @@ def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) ->
 
 def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     hook.flush()  # nothing buffered, no appender: returns at once
     pid = create(store, patient())
     store.read("Patient", pid, CTX)
@@ -201,7 +201,7 @@ def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, ke
 
 def test_an_event_that_cannot_be_rendered_drops_alone(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook])
+    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     pid = create(store, patient())
     store.read("Patient", pid, CTX)
     broken = StoredResource("Encounter", "e1", 1, 0, False, b"not json")

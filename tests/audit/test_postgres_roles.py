@@ -56,7 +56,7 @@ def test_application_role_can_append_but_not_change(app_url: str, keys: AuditKey
         create(store, patient())
         assert verify_engine(engine, keys).events == 3
         buffered = AuditHook(engine, keys, checkpoint_every=2)  # batches go in with COPY
-        reading = FhirStore(engine, access_hooks=[buffered])
+        reading = FhirStore(engine, access_hooks=[buffered], cipher=cipher_for(engine))
         for _ in range(10):
             reading.read("Patient", pid, CTX)
         buffered.close()
