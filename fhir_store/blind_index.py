@@ -91,13 +91,17 @@ def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
     spec = SEARCH_SPECS.get(resource_type)
     if spec is None or not query_text:
         return query_text
-    pairs = []
-    for key, value in parse_qsl(query_text, keep_blank_values=True):
+    prefix, mark, text = query_text.rpartition("?")  # "Patient?identifier=..." or a bare query string
+    pairs, changed = [], False
+    for key, value in parse_qsl(text, keep_blank_values=True):
         param = spec.params.get(key.partition(":")[0])
         if param is not None and param.blinded and value:
             value = ",".join(next(_blind_values(param, v, blind), "") for v in value.split(","))
+            changed = True
         pairs.append((key, value))
-    return urlencode(pairs)
+    if not changed:
+        return query_text  # recorded exactly as received
+    return prefix + mark + urlencode(pairs, safe="|:,/")
 
 
 def claimed_identifiers(resource: dict[str, Any], blind: Blind) -> dict[tuple[str, str], str]:
