@@ -28,11 +28,12 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit.chain_sql import GENESIS as GENESIS  # re-exported: the verifier starts from it
-from audit.chain_sql import RowInsert, head
+from audit.chain_sql import RowInsert, head, lock_and_head
 from audit.chain_sql import lock_chain as lock_chain  # re-exported: on-demand checkpoints take it
 from audit.checkpoints import AuditKeys, write_checkpoint
 from audit.rows import COLUMNS, Prepared, prepare
 from audit.schema import audit_event, audit_event_patient
+from fhir_store.driver_sql import cursor
 
 _INSERT = RowInsert(audit_event, COLUMNS)
 _INSERT_PATIENT = RowInsert(audit_event_patient, ("seq", "patient_id"))
@@ -64,23 +65,26 @@ class ChainWriter:
         """
         if not events:
             return head(conn)[0]
-        lock_chain(conn)
-        first_seq, prev = head(conn)
-        seq = first_seq
-        mac = self.keys.mac
-        sha256 = hashlib.sha256
-        rows: list[tuple[Any, ...]] = []
-        links: list[tuple[int, str]] = []
-        for content, columns, patients in events:
-            seq += 1
-            digest = sha256(prev + content).digest()
-            rows.append((seq, *columns, content, prev, digest, mac(digest)))
-            if len(patients) > 1:
-                links.extend((seq, pid) for pid in patients)
-            prev = digest
-        _INSERT.execute(conn, rows)
-        if links:
-            _INSERT_PATIENT.execute(conn, links)
+        dialect = conn.dialect.name
+        cur = cursor(conn)
+        try:
+            first_seq, prev = lock_and_head(cur, dialect)
+            seq = first_seq
+            mac = self.keys.mac
+            sha256 = hashlib.sha256
+            rows: list[tuple[Any, ...]] = []
+            links: list[tuple[int, str]] = []
+            for content, columns, patients in events:
+                seq += 1
+                digest = sha256(prev + content).digest()
+                rows.append((seq, *columns, content, prev, digest, mac(digest)))
+                if len(patients) > 1:
+                    links.extend((seq, pid) for pid in patients)
+                prev = digest
+            _INSERT.write(cur, dialect, rows)
+            _INSERT_PATIENT.write(cur, dialect, links)
+        finally:
+            cur.close()
         if seq // self.checkpoint_every != first_seq // self.checkpoint_every:
             write_checkpoint(conn, self.keys, seq, prev)
         return seq

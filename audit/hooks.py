@@ -189,7 +189,12 @@ class AuditHook:
         for item in captured:
             try:
                 events.append(access_row(*item))
-            except Exception as exc:  # a bug, not a database problem: say so, never log content
+                continue
+            except Exception as exc:  # unreadable content, or a bug: say so, never log content
+                log.error("audit: patients of an access could not be read (%s)", type(exc).__name__)
+            try:  # the access is still recorded, with its targets
+                events.append(access_row(*item, with_patients=False))
+            except Exception as exc:
                 self.dropped += 1
                 log.error("audit: an access event could not be rendered: %s", type(exc).__name__)
         if not events:

@@ -56,8 +56,14 @@ def access_row(
     action: AccessAction,
     resources: Sequence[StoredResource],
     query: str | None,
+    *,
+    with_patients: bool = True,
 ) -> Prepared:
-    """The read/vread/search/history event: versioned targets for reads, the patients of all."""
+    """The read/vread/search/history event: versioned targets for reads, the patients of all.
+
+    ``with_patients=False`` is the fallback when the patients cannot be read
+    from the returned resources: the access is still recorded, with its targets.
+    """
     if action in ("read", "vread"):
         references = [f"{r.resource_type}/{r.id}/_history/{r.version_id}" for r in resources]
     else:
@@ -68,7 +74,7 @@ def access_row(
         _ACCESS_SUBTYPE[action],
         recorded_us=recorded_us,
         references=references,
-        patient_ids=_stored_patients(resources),
+        patient_ids=_stored_patients(resources) if with_patients else (),
         query=query,
     )
 

@@ -200,7 +200,7 @@ def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, ke
     assert verify_engine(engine, keys).ok
 
 
-def test_an_event_that_cannot_be_rendered_drops_alone(engine: Engine, keys: AuditKeys) -> None:
+def test_an_access_whose_patients_cannot_be_read_is_still_recorded(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
     store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
     pid = create(store, patient())
@@ -209,7 +209,9 @@ def test_an_event_that_cannot_be_rendered_drops_alone(engine: Engine, keys: Audi
     hook.on_access(None, "read", [broken], CTX, None)  # type: ignore[arg-type]  # buffered: conn unused
     store.read("Patient", pid, CTX)
     hook.close()
-    assert (hook.dropped, _count(engine)) == (1, 3)
+    assert (hook.dropped, _count(engine)) == (0, 4)
+    event = _events(engine)[2]
+    assert [e["what"].get("reference") for e in event["entity"]] == ["Encounter/e1/_history/1", None]
     assert verify_engine(engine, keys).ok
 
 
