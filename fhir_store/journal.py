@@ -33,6 +33,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, update
 
@@ -167,37 +168,10 @@ def insert_row(
     return None if row is None else int(row[0])
 
 
-def insert_message(
-    engine: Engine,
-    *,
-    raw: bytes,
-    peer: str,
-    sending_application: str,
-    sending_facility: str,
-    control_id: str,
-    message_type: str,
-    status: str = RECEIVED,
-    ack_code: str | None = None,
-    ack: bytes | None = None,
-    error: str | None = None,
-    cipher: StoreCipher,
-) -> int | None:
-    """:func:`insert_row` in a transaction of its own, COMMITted before returning."""
+def insert_message(engine: Engine, **row: Any) -> int | None:
+    """:func:`insert_row` (same keywords) in a transaction of its own, COMMITted before returning."""
     with _begin(engine) as conn, conn.begin():
-        return insert_row(
-            conn,
-            raw=raw,
-            peer=peer,
-            sending_application=sending_application,
-            sending_facility=sending_facility,
-            control_id=control_id,
-            message_type=message_type,
-            status=status,
-            ack_code=ack_code,
-            ack=ack,
-            error=error,
-            cipher=cipher,
-        )
+        return insert_row(conn, **row)
 
 
 def find_duplicate(
