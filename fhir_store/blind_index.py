@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
@@ -77,6 +78,30 @@ def blind_query(query: SearchQuery, blind: Blind) -> SearchQuery:
         values = tuple(dict.fromkeys(v for value in flt.values for v in _blind_values(param, value, blind)))
         filters.append(Filter(flt.param, flt.modifier, values))
     return replace(query, filters=filters, blinded=True)
+
+
+def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
+    """A search's query string with the values of blinded parameters replaced by their keyed hashes.
+
+    Why: the query string is recorded in the search's AuditEvent (IHE BALP query
+    entity); a search by CCCD or phone must not put the number into the audit
+    trail in clear (ISO/IEC 27001 A.8.11).  With the store key, a compliance
+    officer can still tell whether a given number was searched, by blinding it.
+    """
+    spec = SEARCH_SPECS.get(resource_type)
+    if spec is None or not query_text:
+        return query_text
+    prefix, mark, text = query_text.rpartition("?")  # "Patient?identifier=..." or a bare query string
+    pairs, changed = [], False
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        param = spec.params.get(key.partition(":")[0])
+        if param is not None and param.blinded and value:
+            value = ",".join(next(_blind_values(param, v, blind), "") for v in value.split(","))
+            changed = True
+        pairs.append((key, value))
+    if not changed:
+        return query_text  # recorded exactly as received
+    return prefix + mark + urlencode(pairs, safe="|:,/")
 
 
 def claimed_identifiers(resource: dict[str, Any], blind: Blind) -> dict[tuple[str, str], str]:

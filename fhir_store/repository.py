@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import Forbidden, Gone, NotFound, VersionConflict
-from fhir_store.blind_index import blind_query
+from fhir_store.blind_index import blind_query, blind_query_text
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
@@ -326,6 +326,8 @@ class FhirStore:
                 page.included = [
                     r for r in page.included if in_compartment(r.resource(), context.patient_ids)
                 ]
+            if query_text:
+                query_text = blind_query_text(query.resource_type, query_text, self.cipher.blind)
             self._access(conn, "search", page.matches + page.included, context, query_text)
         return page
 

@@ -42,14 +42,16 @@ def process_group(ingestor: Ingestor, items: Sequence[tuple[Inbound, OnCommit]])
     """Process messages in arrival order; consecutive one-phase messages share a transaction.
 
     A message that is refused up front, or asks for an enhanced-mode commit ACK, is
-    processed on its own (after the group before it), and so is the second of two
-    deliveries of one message in the same batch.
+    processed on its own (after the group before it); a second delivery of a message
+    already in the group starts a new group, where the journal answers it as a duplicate.
     """
     outcomes: list[Outcome | None] = [None] * len(items)
     group: list[int] = []
     keys: set[tuple[str, str, str]] = set()
 
     def flush() -> None:
+        if not group:
+            return
         for index, outcome in zip(group, _commit(ingestor, [items[i][0] for i in group]), strict=True):
             outcomes[index] = outcome
         group.clear()

@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from gateway.metrics import webhook_latency
 from gateway.settings import Settings
 
 log = get_logger("carebridge.runtime")
+
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -184,6 +187,10 @@ def run(settings: Settings) -> None:
     migrations ran once, and are stopped with the main process.
     """
     configure_logging(settings.log_level)
+    # Threads that wait on the database (MLLP lanes, HTTP) must get the GIL back promptly
+    # from threads burning CPU; CPython's default 5 ms hand-over interval made them queue
+    # (8-connection MLLP ingest: 75 -> 96 msg/s with 0.5 ms in bench/mllp_ingest.py).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     if settings.http_workers <= 1:
         asyncio.run(serve_forever(settings))
         return

@@ -16,6 +16,7 @@ from audit.export import search_audit
 from audit.hooks import AuditHook
 from audit.schema import audit_checkpoint, audit_event
 from audit.verify import verify_engine
+from common.identifiers import CCCD_SYSTEM
 from fhir_store.model import Create, OperationResult, StoredResource
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
@@ -212,3 +213,24 @@ def test_an_access_whose_patients_cannot_be_read_is_still_recorded(engine: Engin
     event = _events(engine)[2]
     assert [e["what"].get("reference") for e in event["entity"]] == ["Encounter/e1/_history/1", None]
     assert verify_engine(engine, keys).ok
+
+
+def test_search_query_in_the_audit_trail_carries_no_identifier_in_clear(
+    store: FhirStore, hook: AuditHook, engine: Engine
+) -> None:
+    """A search by CCCD or phone is audited with the keyed hash of the value, not the value."""
+    cccd, phone = "079085001234", "0912345678"
+    body = patient()
+    body["identifier"] = [{"system": CCCD_SYSTEM, "value": cccd}]
+    body["telecom"] = [{"system": "phone", "value": "+84912345678"}]
+    create(store, body)
+    query_text = f"identifier={CCCD_SYSTEM}|{cccd}&phone={phone}&family=Nguy"
+    query = parse_query("Patient", [("identifier", f"{CCCD_SYSTEM}|{cccd}"), ("phone", phone)])
+    assert len(store.search(query, CTX, query_text).matches) == 1
+    hook.flush()
+    with engine.connect() as conn:
+        contents = [bytes(r[0]) for r in conn.execute(select(audit_event.c.content))]
+    searches = [c for c in contents if b"family=Nguy" in c]
+    assert len(searches) == 1
+    assert cccd.encode() not in searches[0] and phone.encode() not in searches[0]
+    assert store.cipher.blind(cccd).encode() in searches[0]
