@@ -11,12 +11,12 @@ reach the store, are recorded with :meth:`AuditHook.record_failure` and
 
 Access events are by default *buffered*: :meth:`on_access` only appends a
 tuple of what it was given (time, context, action, the returned resources,
-the query) to a deque -- about a microsecond on the request thread, no lock,
-no event building -- and a background appender renders, hashes and writes
-whatever has gathered in one transaction every ``FLUSH_INTERVAL_S`` (one
-chain lock, one commit for many reads).  The request thread used to build
-the event dict and ``queue.Queue.put`` it (~30 µs measured under load; a
-Queue takes a lock and notifies per item).  A synchronous audit
+the query) to a deque -- ~3 µs on the request thread, no lock, no event
+building -- and a background appender renders, hashes and writes whatever
+has gathered in one transaction every ``FLUSH_INTERVAL_S`` (one chain lock,
+one commit for many reads).  The request thread used to build the event dict
+and ``queue.Queue.put`` it: 60-80 µs per read with a new context per request
+(docs/benchmarks.md).  A synchronous audit
 write per read costs a write commit per read (measured: -75% read throughput
 on SQLite, -74% with 8 threads on PostgreSQL, where the chain lock serializes
 the tails of all reads), far beyond the 25% budget.  The price: a *process*

@@ -1,6 +1,7 @@
 """What the audit trail costs: store-level create and read throughput with the audit hook on vs off.
 
     .venv/bin/python -m bench.audit_overhead --backend both --rounds 5 --creates 400 --reads 2000
+    .venv/bin/python -m bench.audit_overhead --per-event --rounds 5 --creates 300 --reads 3000
 
 Why store level: the issue's budget (audit ≤ 25% of read and create
 throughput) is about the audit work itself -- building the BALP event, the
@@ -43,14 +44,15 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from audit.checkpoints import AuditKeys
 from audit.hooks import AuditHook
 from bench.fhir_load import synthetic_patient
-from fhir_store.database import make_engine
+from fhir_store.database import make_engine, writer
 from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
-from fhir_store.model import Create, RequestContext
+from fhir_store.model import Create, RequestContext, ResourceChange, StoredResource
 from fhir_store.repository import FhirStore
 
 CTX = RequestContext(
@@ -134,6 +136,58 @@ def run_backend(
     return {key: statistics.median(values) for key, values in results.items()}
 
 
+def per_event(url: str, *, rounds: int, reads: int, creates: int) -> dict[str, float]:
+    """The audit's own CPU per event, through the hook's API only (so it also runs on older code).
+
+    * ``request``: :meth:`AuditHook.on_access` of a buffered read, on the calling thread;
+    * ``appender``: the appender thread's CPU per event it writes; accesses are paced at
+      ~3,000/s so that its batches look like the store benchmark's (~60-100 per 20 ms);
+    * ``create``: :meth:`AuditHook.on_changes` for one created Patient, in a write
+      transaction that a first statement already began (as the store's writes do).
+    """
+    upgrade(url)
+    engine = make_engine(url, pool_size=4)
+    hook = AuditHook(engine, AuditKeys.load_or_create(str(Path(tempfile.mkdtemp()) / "audit.pem")))
+    appender = {"cpu": 0.0, "events": 0.0}
+    write_batch = hook._write_batch
+
+    def timed_batch(batch: list[Any]) -> None:
+        begin = time.thread_time()
+        write_batch(batch)
+        appender["cpu"] += time.thread_time() - begin
+        appender["events"] += len(batch)
+
+    hook._write_batch = timed_batch  # type: ignore[method-assign]
+    body = b'{"resourceType":"Patient","id":"p","name":[{"family":"Nguyen"}]}'
+    results: dict[str, list[float]] = {"request": [], "appender": [], "create": []}
+    for rnd in range(rounds):
+        appender.update(cpu=0.0, events=0.0)
+        spent = 0.0
+        for i in range(reads):
+            stored = [StoredResource("Patient", f"p{i % 500}", 1, 0, False, body)]
+            ctx = context()
+            begin = time.thread_time()
+            hook.on_access(None, "read", stored, ctx, None)  # type: ignore[arg-type]  # buffered: no conn
+            spent += time.thread_time() - begin
+            time.sleep(0.0002)
+        hook.flush()
+        results["request"].append(spent / reads * 1e6)
+        results["appender"].append(appender["cpu"] / appender["events"] * 1e6)
+        spent = 0.0
+        for i in range(creates):
+            ctx = context()
+            change = ResourceChange("create", "Patient", f"c{rnd}-{i}", 1, 0, {"resourceType": "Patient"})
+            with writer(engine).begin() as conn:
+                conn.exec_driver_sql("SELECT 1")
+                begin = time.thread_time()
+                hook.on_changes(conn, [change], ctx)
+                spent += time.thread_time() - begin
+        results["create"].append(spent / creates * 1e6)
+    hook.close()
+    engine.dispose()
+    return {key: statistics.median(values) for key, values in results.items()}
+
+
 def table(rows: dict[str, dict[str, float]]) -> str:
     lines = [
         "| backend | threads | create off (ops/s) | create on | create cost | read off (ops/s) | read on | read cost |",
@@ -183,8 +237,27 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=500, help="patients present before the reads")
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument(
+        "--per-event", action="store_true", help="the audit's own CPU per event instead (see per_event)"
+    )
     args = parser.parse_args()
     print(f"machine (before): {machine()}", flush=True)
+    if args.per_event:
+        for backend in ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]:
+            params = dict(rounds=args.rounds, reads=args.reads, creates=args.creates)
+            if backend == "sqlite":
+                found = per_event(f"sqlite:///{tempfile.mkdtemp(prefix='cb-bench-')}/bench.db", **params)
+            else:
+                from tests.support.postgres import PostgresCluster
+
+                with PostgresCluster.start() as cluster:
+                    found = per_event(cluster.create_database(f"bench_{uuid.uuid4().hex[:8]}"), **params)
+            print(
+                f"{backend}: request thread {found['request']:.1f} µs per buffered read, appender "
+                f"{found['appender']:.1f} µs per read event, {found['create']:.0f} µs per audited create",
+                flush=True,
+            )
+        return
     rows: dict[str, dict[str, float]] = {}
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
