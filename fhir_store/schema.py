@@ -71,7 +71,7 @@ resource_current = Table(
     Column("deleted", Boolean, nullable=False),
     Column("content", LargeBinary, nullable=True),
     PrimaryKeyConstraint("res_type", "res_id"),
-    Index(None, "res_type", "last_updated_us"),
+    Index(None, "last_updated_us", "res_type"),  # time first: see migration 0007
 )
 
 search_token = Table(
@@ -83,7 +83,7 @@ search_token = Table(
     Column("system", String(255), nullable=False, default=""),
     Column("code", String(255), nullable=False),
     Index(None, "res_type", "param", "code", "system"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
 search_string = Table(
@@ -96,7 +96,7 @@ search_string = Table(
     Column("norm", String(255), nullable=False),
     Column("exact", String(255), nullable=False),
     Index(None, "res_type", "param", "norm"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
 search_date = Table(
@@ -108,7 +108,7 @@ search_date = Table(
     Column("low_us", BigInteger, nullable=False),
     Column("high_us", BigInteger, nullable=False),
     Index(None, "res_type", "param", "low_us"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
 search_reference = Table(
@@ -120,7 +120,7 @@ search_reference = Table(
     Column("target_type", String(40), nullable=False),
     Column("target_id", String(64), nullable=False),
     Index(None, "target_type", "target_id", "param"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
 identifier_claim = Table(
@@ -131,7 +131,7 @@ identifier_claim = Table(
     Column("value", String(255), nullable=False),
     Column("res_id", String(64), nullable=False),
     PrimaryKeyConstraint("res_type", "system", "value"),
-    Index(None, "res_type", "res_id"),
+    Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
 search_snapshot = Table(

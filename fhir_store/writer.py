@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, tuple_
 
 from common.errors import VersionConflict
 from fhir_store.blind_index import claimed_identifiers
@@ -54,7 +54,8 @@ _UPDATE_CURRENT = DriverQuery(
 )
 _CLAIM_OWNERS = select(identifier_claim.c.system, identifier_claim.c.value, identifier_claim.c.res_id).where(
     identifier_claim.c.res_type == bindparam("t"),
-    identifier_claim.c.value.in_(bindparam("values", expanding=True)),
+    # (system, value) pairs, not values alone: each pair is a primary-key probe, a bare value is a scan
+    tuple_(identifier_claim.c.system, identifier_claim.c.value).in_(bindparam("pairs", expanding=True)),
 )
 
 _KEY = ("res_type", "res_id")
@@ -145,7 +146,7 @@ def _sync_claims(
         return
     owners: list[tuple[str, str, str]] = []
     if batch.check_claims or not is_new:
-        query = {"t": resource_type, "values": sorted({v for _, v in to_add})}
+        query = {"t": resource_type, "pairs": sorted(to_add)}
         owners = [(r[0], r[1], r[2]) for r in conn.execute(_CLAIM_OWNERS, query)]
     owners += [
         (s, v, batch.claims[(resource_type, s, v)])
