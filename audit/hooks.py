@@ -121,6 +121,14 @@ class AuditHook:
         recorded = now_us()
         self.writer.append_prepared(conn, [change_row(change, context, recorded) for change in changes])
 
+    def on_group_changes(
+        self, conn: Connection, batches: Sequence[tuple[Sequence[ResourceChange], RequestContext]]
+    ) -> None:
+        """A group commit's events in unit order: one chain lock, head read and insert for all."""
+        recorded = now_us()
+        rows = [change_row(change, context, recorded) for changes, context in batches for change in changes]
+        self.writer.append_prepared(conn, rows)
+
     # -- AccessHook -------------------------------------------------------------
 
     def on_access(

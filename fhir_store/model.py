@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import orjson
 from sqlalchemy import Connection
@@ -142,6 +142,22 @@ class StoreHook(Protocol):
 
     def on_changes(
         self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
+    ) -> None: ...
+
+
+@runtime_checkable
+class GroupStoreHook(StoreHook, Protocol):
+    """A store hook that handles a group commit's units in one call (``FhirStore.transact_group``).
+
+    Why: a hook that writes rows (the audit chain: lock, head, insert) or asks the
+    database something (tombstones) per call would otherwise do it once per unit;
+    the group's units are independent requests whose changes it may take together.
+    ``batches`` holds each unit's changes with its context, in unit order (units
+    without changes are left out); the result must equal ``on_changes`` per unit.
+    """
+
+    def on_group_changes(
+        self, conn: Connection, batches: Sequence[tuple[Sequence[ResourceChange], RequestContext]]
     ) -> None: ...
 
 

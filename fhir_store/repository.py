@@ -24,9 +24,11 @@ from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import (
     AccessHook,
+    GroupStoreHook,
     Operation,
     OperationResult,
     RequestContext,
+    ResourceChange,
     StoredResource,
     StoreHook,
 )
@@ -35,7 +37,7 @@ from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_i
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, load_snapshot, save_snapshot
 from fhir_store.transaction import apply_operations, identifier_lookup
 from fhir_store.validation import validate_resource
-from fhir_store.writer import load_current
+from fhir_store.writer import PendingRows, load_current
 
 _LOAD_MANY = select(
     resource_current.c.res_id,
@@ -167,8 +169,13 @@ class FhirStore:
         Why: a durable commit is the costliest statement of a small write, and an HL7
         feed on several connections delivers many small independent messages at once;
         one commit for all of them is PostgreSQL's group commit done by the caller.
-        Each unit gets its own context, hooks (audit, outbox) and ``extra`` exactly as
-        in :meth:`transact`, so the rows written are the same as one transaction each.
+        Each unit gets its own context, hooks (audit, outbox) and ``extra`` as in
+        :meth:`transact`, so the rows written are the same as one transaction each;
+        what changes is that they are sent together: the units' rows go out in one
+        statement after the last unit (reads of a resource or identifier an earlier
+        unit wrote see it: ``fhir_store.transaction`` flushes or consults the pending
+        rows), then each hook sees every unit's changes, in unit order, once
+        (:class:`~fhir_store.model.GroupStoreHook`) or unit by unit, then the extras.
 
         All or nothing and no retries: any error rolls back every unit and is raised,
         and the caller falls back to :meth:`transact` per unit, which retries and
@@ -181,18 +188,27 @@ class FhirStore:
                     if isinstance(resource, dict):
                         validate_resource(resource)
         out: list[list[OperationResult]] = []
+        batches: list[tuple[Sequence[ResourceChange], RequestContext]] = []
         with self.write_connection() as conn:
+            pending = PendingRows(check_claims=False)
             for unit in units:
                 acting = unit.context(conn) if callable(unit.context) else unit.context
                 results, changes = apply_operations(
-                    conn, unit.ops, self.clock(), cipher=self.cipher, optimistic_claims=True
+                    conn, unit.ops, self.clock(), cipher=self.cipher, optimistic_claims=True, pending=pending
                 )
+                out.append(results)
                 if changes:
-                    for hook in self.hooks:
-                        hook.on_changes(conn, changes, acting)
+                    batches.append((changes, acting))
+            pending.flush(conn)  # every unit's rows in one statement
+            for hook in self.hooks:
+                if isinstance(hook, GroupStoreHook):
+                    hook.on_group_changes(conn, batches)
+                else:
+                    for unit_changes, unit_context in batches:
+                        hook.on_changes(conn, unit_changes, unit_context)
+            for unit, results in zip(units, out, strict=True):
                 if unit.extra is not None:
                     unit.extra(conn, results)
-                out.append(results)
         return out
 
     # -- reads ----------------------------------------------------------------

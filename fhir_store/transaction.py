@@ -50,10 +50,13 @@ class _Planned:
     status_if_noop: int = 200
 
 
-def identifier_lookup(conn: Connection, query: SearchQuery) -> list[str] | None:
+def identifier_lookup(
+    conn: Connection, query: SearchQuery, pending: PendingRows | None = None
+) -> list[str] | None:
     """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``.
 
     ``query`` must be blinded (:func:`~fhir_store.blind_index.blind_query`): claims hold keyed hashes.
+    Claims still waiting in ``pending`` (a group commit's unflushed rows) count as held.
     """
     if len(query.filters) != 1 or query.offset or query.sort:
         return None
@@ -63,23 +66,47 @@ def identifier_lookup(conn: Connection, query: SearchQuery) -> list[str] | None:
     system, bar, value = only.values[0].partition("|")
     if not bar or not value:
         return None
-    owner = find_identifier_owner(conn, query.resource_type, system, value)
+    owner = None if pending is None else pending.claims.get((query.resource_type, system, value))
+    if owner is None:
+        owner = find_identifier_owner(conn, query.resource_type, system, value)
     return [] if owner is None else [owner]
 
 
-def match_criteria(conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher) -> list[str]:
-    """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table."""
+def match_criteria(
+    conn: Connection,
+    resource_type: str,
+    criteria: str,
+    cipher: StoreCipher,
+    pending: PendingRows | None = None,
+) -> list[str]:
+    """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table.
+
+    A search over the index first flushes ``pending``, so it sees this transaction's writes.
+    """
     query = blind_query(parse_criteria(resource_type, criteria), cipher.blind)
-    owned = identifier_lookup(conn, query)
+    owned = identifier_lookup(conn, query, pending)
     if owned is not None:
         return owned
     if not query.filters:
         raise InvalidInput("a conditional operation needs search criteria", location="url")
+    if pending is not None and pending.rows:
+        pending.flush(conn)
     return find_ids(conn, query, limit=2)
 
 
-def _single(conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher) -> str | None:
-    ids = match_criteria(conn, resource_type, criteria, cipher)
+def _load(
+    conn: Connection, resource_type: str, resource_id: str, cipher: StoreCipher, pending: PendingRows
+) -> StoredResource | None:
+    """The current version, after flushing ``pending`` if it holds rows of that resource."""
+    if (resource_type, resource_id) in pending.touched:
+        pending.flush(conn)
+    return load_current(conn, resource_type, resource_id, cipher)
+
+
+def _single(
+    conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher, pending: PendingRows
+) -> str | None:
+    ids = match_criteria(conn, resource_type, criteria, cipher, pending)
     if len(ids) > 1:
         raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
     return ids[0] if ids else None
@@ -95,15 +122,18 @@ def _if_match_version(if_match: str) -> int:
         raise PreconditionFailed(f"If-Match '{if_match}' is not a version ETag", location="If-Match") from exc
 
 
-def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: StoreCipher) -> _Planned:
+def _plan(
+    conn: Connection, op: Operation, url_map: dict[str, str], cipher: StoreCipher, pending: PendingRows
+) -> _Planned:
+    """What ``op`` will do, read from the database and from ``pending`` (rows not yet sent)."""
     if isinstance(op, Create):
         resource_type = str(op.resource.get("resourceType"))
         target: str | None = str(uuid.uuid4())
         previous = None
         if op.if_none_exist:
-            existing = _single(conn, resource_type, op.if_none_exist, cipher)
+            existing = _single(conn, resource_type, op.if_none_exist, cipher, pending)
             if existing is not None:
-                target, previous = None, load_current(conn, resource_type, existing, cipher)
+                target, previous = None, _load(conn, resource_type, existing, cipher, pending)
                 if op.full_url:
                     url_map[op.full_url] = f"{resource_type}/{existing}"
         if op.full_url and target is not None:
@@ -121,7 +151,7 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: Stor
             if op.resource.get("id") not in (None, op.id):
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
-            found = _single(conn, resource_type, op.criteria, cipher)
+            found = _single(conn, resource_type, op.criteria, cipher, pending)
             body_id = op.resource.get("id")
             if found is not None and body_id not in (None, found):
                 raise InvalidInput(
@@ -130,7 +160,7 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: Stor
             target_id = found or str(body_id or uuid.uuid4())
         fresh = isinstance(op, ConditionalUpdate) and found is None and body_id is None
         previous = (
-            None if fresh else load_current(conn, resource_type, target_id, cipher)
+            None if fresh else _load(conn, resource_type, target_id, cipher, pending)
         )  # a new uuid has no row
         if isinstance(op, Update) and op.if_match is not None:
             wanted = _if_match_version(op.if_match)
@@ -143,8 +173,10 @@ def _plan(conn: Connection, op: Operation, url_map: dict[str, str], cipher: Stor
             url_map[op.full_url] = f"{resource_type}/{target_id}"
         return _Planned(op, resource_type, target_id, previous, op.resource)
     if isinstance(op, Delete | ConditionalDelete):
-        found = op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria, cipher)
-        previous = None if found is None else load_current(conn, op.resource_type, found, cipher)
+        found = (
+            op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria, cipher, pending)
+        )
+        previous = None if found is None else _load(conn, op.resource_type, found, cipher, pending)
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
         return _Planned(op, op.resource_type, found, previous, None)
@@ -198,12 +230,15 @@ def apply_operations(
     *,
     cipher: StoreCipher,
     optimistic_claims: bool = False,
+    pending: PendingRows | None = None,
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
+    shared = pending is not None  # the caller's rows (a group commit): it flushes them
+    if pending is None:
+        pending = PendingRows(check_claims=not optimistic_claims)
     url_map: dict[str, str] = {}
-    plans = [_plan(conn, op, url_map, cipher) for op in ops]
+    plans = [_plan(conn, op, url_map, cipher, pending) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
-    pending = PendingRows(check_claims=not optimistic_claims)
     for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
@@ -247,7 +282,8 @@ def apply_operations(
             )
         )
         results[index] = OperationResult(200 if resource is None or existed else 201, stored)
-    pending.flush(conn)
+    if not shared:
+        pending.flush(conn)
     return [r if r is not None else OperationResult(500) for r in results], changes
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, select, tuple_
 from common.errors import VersionConflict
 from fhir_store.blind_index import claimed_identifiers
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.driver_sql import BulkInsert, DriverQuery
+from fhir_store.driver_sql import BulkInsert, DriverQuery, MultiInsert
 from fhir_store.instants import format_instant
 from fhir_store.model import StoredResource
 from fhir_store.schema import (
@@ -68,13 +68,14 @@ TOKEN_ROWS = BulkInsert(search_token, (*_KEY, "param", "system", "code"))
 STRING_ROWS = BulkInsert(search_string, (*_KEY, "param", "norm", "exact"))
 DATE_ROWS = BulkInsert(search_date, (*_KEY, "param", "low_us", "high_us"))
 REFERENCE_ROWS = BulkInsert(search_reference, (*_KEY, "param", "target_type", "target_id"))
-# current rows first: a unique violation there (two creators of one id) fails before the rest is sent
-_FLUSH_ORDER = (CURRENT_ROWS, VERSION_ROWS, CLAIM_ROWS, TOKEN_ROWS, STRING_ROWS, DATE_ROWS, REFERENCE_ROWS)
+_ALL_ROWS = MultiInsert(
+    (CURRENT_ROWS, VERSION_ROWS, CLAIM_ROWS, TOKEN_ROWS, STRING_ROWS, DATE_ROWS, REFERENCE_ROWS)
+)
 
 
 @dataclass
 class PendingRows:
-    """Insert-only rows of one transaction, sent as one bulk INSERT per table at the end.
+    """Insert-only rows of one transaction, sent together in one statement at the end.
 
     Every statement is a database round trip; a mapped HL7 message writes two
     resources whose current, version, index and claim rows can go out together.
@@ -95,10 +96,7 @@ class PendingRows:
             self.rows.setdefault(target, []).extend(rows)
 
     def flush(self, conn: Connection) -> None:
-        for target in _FLUSH_ORDER:
-            rows = self.rows.get(target)
-            if rows:
-                target.execute(conn, rows)
+        _ALL_ROWS.execute(conn, self.rows)
         self.rows.clear()
         self.touched.clear()
         self.claims.clear()

@@ -146,6 +146,15 @@ def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
     return {str(r[0]) for r in rows}
 
 
+def _candidates(changes: Sequence[ResourceChange]) -> list[ResourceChange]:
+    """Written resources of the held types that are not labelled restricted yet."""
+    return [
+        c
+        for c in changes
+        if c.resource_type in HELD_TYPES and c.resource is not None and not is_restricted(c.resource)
+    ]
+
+
 class TombstoneHook:
     """StoreHook: re-applies the restricted label to held resources of erased patients.
 
@@ -156,14 +165,24 @@ class TombstoneHook:
         self.audit_writer = audit_writer
         self.cipher = cipher  # the store's: this hook writes versions itself
 
+    def on_group_changes(
+        self, conn: Connection, batches: Sequence[tuple[Sequence[ResourceChange], RequestContext]]
+    ) -> None:
+        """One tombstone query for a group commit; only a group with a hit goes unit by unit."""
+        hashes = [
+            h
+            for changes, _ in batches
+            for c in _candidates(changes)
+            for h, _ in subject_hashes(c.resource or {})
+        ]
+        if hashes and tombstoned(conn, hashes):
+            for changes, context in batches:
+                self.on_changes(conn, changes, context)
+
     def on_changes(
         self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
     ) -> None:
-        candidates = [
-            c
-            for c in changes
-            if c.resource_type in HELD_TYPES and c.resource is not None and not is_restricted(c.resource)
-        ]
+        candidates = _candidates(changes)
         if not candidates:
             return
         by_change = {id(c): [h for h, _ in subject_hashes(c.resource or {})] for c in candidates}

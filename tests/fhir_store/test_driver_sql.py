@@ -7,7 +7,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from fhir_store.database import make_engine
-from fhir_store.driver_sql import BulkInsert, DriverQuery
+from fhir_store.driver_sql import BulkInsert, DriverQuery, MultiInsert
 from fhir_store.schema import identifier_claim, resource_version, search_string
 
 _INSERT = BulkInsert(search_string, ("res_type", "res_id", "param", "norm", "exact"))
@@ -45,7 +45,7 @@ def test_rollback_discards_driver_level_rows(database_url: str) -> None:
 
 
 def test_bulk_insert_types_every_column_kind(database_url: str) -> None:
-    """Integers, booleans, bytes and NULLs survive the array (PostgreSQL) and executemany (SQLite) paths."""
+    """Integers, booleans, bytes and NULLs survive the JSON (PostgreSQL) and executemany (SQLite) paths."""
     engine = _engine(database_url)
     versions = BulkInsert(
         resource_version, ("res_type", "res_id", "version", "last_updated_us", "deleted", "method", "content")
@@ -86,4 +86,26 @@ def test_driver_errors_surface_as_sqlalchemy_exceptions(database_url: str) -> No
     claims = BulkInsert(identifier_claim, ("res_type", "system", "value", "res_id"))
     with pytest.raises(IntegrityError), engine.begin() as conn:
         claims.execute(conn, [("Patient", "urn:x", "1", "a"), ("Patient", "urn:x", "1", "b")])
+    engine.dispose()
+
+
+def test_multi_insert_writes_every_table_in_one_statement_and_fails_as_one(database_url: str) -> None:
+    """Several tables' rows (some tables empty) in one go; a unique violation in any table loses all."""
+    engine = _engine(database_url)
+    claims = BulkInsert(identifier_claim, ("res_type", "system", "value", "res_id"))
+    both = MultiInsert((_INSERT, claims))
+    names = [("Patient", "m1", "name", "le", 'Lê "Thị" \\ Ánh')]
+    with engine.begin() as conn:
+        both.execute(conn, {_INSERT: names, claims: [("Patient", "urn:x", "7", "m1")]})
+        both.execute(conn, {claims: [("Patient", "urn:x", "8", "m1")]})  # no rows for the other table
+        both.execute(conn, {})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        both.execute(
+            conn, {_INSERT: [("Patient", "m2", "name", "x", "X")], claims: [("Patient", "urn:x", "7", "m2")]}
+        )
+    with engine.connect() as conn:
+        assert _BY_ID.all(conn, {"t": "Patient", "i": "m1"}) == [("name", names[0][4])]
+        assert _BY_ID.first(conn, {"t": "Patient", "i": "m2"}) is None
+        owners = conn.execute(select(identifier_claim.c.value).order_by(identifier_claim.c.value)).all()
+    assert [r[0] for r in owners] == ["7", "8"]
     engine.dispose()

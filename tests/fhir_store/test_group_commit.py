@@ -1,0 +1,101 @@
+"""FhirStore.transact_group: several requests in one transaction, rows sent once, same answers.
+
+Every unit's rows wait in one PendingRows until the last unit, so a later unit
+that reads what an earlier one wrote must still see it (identifier claims from
+the pending rows, a resource by id or a search after a flush).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+
+from fhir_store.model import ConditionalUpdate, Create, RequestContext, ResourceChange, Update
+from fhir_store.repository import FhirStore, WriteUnit
+from fhir_store.search import parse_query
+from tests.fhir_store.conftest import MRN, patient
+
+
+def _ids(store: FhirStore, mrn: str) -> list[str]:
+    page = store.search(parse_query("Patient", [("identifier", f"{MRN}|{mrn}")]))
+    return [r.id for r in page.matches]
+
+
+def test_a_later_unit_finds_an_identifier_an_earlier_unit_claimed(
+    store: FhirStore, ctx: RequestContext
+) -> None:
+    first = Create(patient("G1"), if_none_exist=f"identifier={MRN}|G1")
+    second = ConditionalUpdate("Patient", f"identifier={MRN}|G1", patient("G1", gender="female"))
+    out = store.transact_group([WriteUnit([first], ctx), WriteUnit([second], ctx)])
+    assert out[0][0].status == 201 and out[1][0].status == 200
+    assert _ids(store, "G1") == [out[0][0].stored.id]  # type: ignore[union-attr]
+    current = store.read("Patient", _ids(store, "G1")[0])
+    assert current.version_id == 2 and current.resource()["gender"] == "female"
+
+
+def test_a_later_unit_updates_what_an_earlier_unit_wrote(store: FhirStore, ctx: RequestContext) -> None:
+    units = [
+        WriteUnit([Update("Patient", "group-p1", patient("G2", id="group-p1"))], ctx),
+        WriteUnit([Update("Patient", "group-p1", patient("G2", id="group-p1", gender="female"))], ctx),
+        WriteUnit([Update("Patient", "group-p1", patient("G2", id="group-p1", gender="female"))], ctx),
+    ]
+    out = store.transact_group(units)
+    assert [r[0].status for r in out] == [201, 200, 200] and out[2][0].message == "unchanged"
+    assert store.read("Patient", "group-p1").version_id == 2
+    assert [e[0].version_id for e in store.history("Patient", "group-p1")[0]] == [2, 1]
+
+
+def test_a_search_condition_sees_an_earlier_units_rows(store: FhirStore, ctx: RequestContext) -> None:
+    named = patient("G3", name=[{"family": "Quách", "given": ["Thị", "Nhung"]}])
+    again = patient("G3-other", name=[{"family": "Quách", "given": ["Thị", "Nhung"]}])
+    out = store.transact_group(
+        [
+            WriteUnit([Create(named)], ctx),
+            WriteUnit([Create(again, if_none_exist="family=Quách&given=Nhung")], ctx),
+        ]
+    )
+    assert out[0][0].status == 201 and out[1][0].status == 200  # matched, not created
+    assert _ids(store, "G3-other") == []
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def on_changes(
+        self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
+    ) -> None:
+        self.calls.append([f"{context.request_id}:{c.action}" for c in changes])
+
+
+class _GroupRecorder(_Recorder):
+    def on_group_changes(
+        self, conn: Connection, batches: Sequence[tuple[Sequence[ResourceChange], RequestContext]]
+    ) -> None:
+        self.calls.append([f"{ctx.request_id}:{c.action}" for changes, ctx in batches for c in changes])
+
+
+def test_hooks_see_every_unit_in_order_once_or_unit_by_unit(store: FhirStore) -> None:
+    plain, grouped = _Recorder(), _GroupRecorder()
+    store.hooks = [plain, grouped]
+    a, b = (RequestContext(f"r{n}", client_id="t", role="his_integration", channel="hl7") for n in (1, 2))
+    unchanged = patient("G5", id="group-p5")
+    store.transact([Update("Patient", "group-p5", unchanged)], a)
+    plain.calls.clear()
+    grouped.calls.clear()
+    store.transact_group(
+        [
+            WriteUnit([Create(patient("G4"))], a),
+            WriteUnit([Update("Patient", "group-p5", unchanged)], a),  # no change: no batch
+            WriteUnit(
+                [
+                    Create(patient("G6")),
+                    Update("Patient", "group-p5", patient("G5", id="group-p5", gender="female")),
+                ],
+                b,
+            ),
+        ]
+    )
+    assert plain.calls == [["r1:create"], ["r2:create", "r2:update"]]
+    assert grouped.calls == [["r1:create", "r2:create", "r2:update"]]
