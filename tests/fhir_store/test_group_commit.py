@@ -99,3 +99,20 @@ def test_hooks_see_every_unit_in_order_once_or_unit_by_unit(store: FhirStore) ->
     )
     assert plain.calls == [["r1:create"], ["r2:create", "r2:update"]]
     assert grouped.calls == [["r1:create", "r2:create", "r2:update"]]
+
+
+def test_an_identifier_released_by_an_earlier_unit_is_free_for_a_later_one(
+    store: FhirStore, ctx: RequestContext
+) -> None:
+    """A claim released by an earlier unit (an immediate DELETE) is free for a later unit's create."""
+    old = store.transact([Create(patient("G7"))], ctx)[0].stored
+    assert old is not None
+    renumbered = patient("G7-new", id=old.id)
+    newcomer = Create(patient("G7", gender="female"), if_none_exist=f"identifier={MRN}|G7")
+    other = Create(patient("G8"), if_none_exist=f"identifier={MRN}|G8")
+    out = store.transact_group(
+        [WriteUnit([Update("Patient", old.id, renumbered)], ctx), WriteUnit([newcomer, other], ctx)]
+    )
+    assert out[1][0].status == 201 and out[1][0].stored is not None
+    assert _ids(store, "G7") == [out[1][0].stored.id] != [old.id]
+    assert _ids(store, "G7-new") == [old.id]
