@@ -84,6 +84,17 @@ class KeyStore:
         use = kid or ring.current
         return pseudonym_with(ring.keys[use], use, patient_id)
 
+    def projection_digest(self, crm_id: str, projection: bytes) -> str:
+        """Keyed hash (hex) of what was last sent to ``crm_id``, for change detection only.
+
+        Why keyed: a plain SHA-256 of a projection (pseudonym, display name,
+        phone, birth year) lets anyone holding a dump confirm a guessed name and
+        phone.  Under the CRM's current pseudonym key (domain-separated from
+        pseudonyms); a rotation changes the pseudonym in the projection anyway.
+        """
+        ring = self.ring_for(crm_id)
+        return hmac_sha256(ring.keys[ring.current], b"carebridge/projection\x00" + projection).hex()
+
     def rotate_pseudonym_key(self, crm_id: str) -> tuple[str, str]:
         """New current key for ``crm_id``; returns (old kid, new kid)."""
         with self._lock:

@@ -11,7 +11,9 @@ is treated as no answer.  AA/CA → ``booked`` (the outbox hook then emits
 ``appointment.booked``); AE/AR → ``cancelled`` and an ``appointment.rejected``
 event to the requesting CRM carrying the HIS's reason.
 
-The stored SIU^S12 is sealed (AES-GCM) because it carries the record number.
+The stored SIU^S12 is sealed (AES-GCM, CRM field key) because it carries the
+record number; the HIS's answer text (``last_error``: an ERR may name the
+patient) is sealed under the store content key (``crm_bridge.schema``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from common.errors import InvalidInput, NotFound
 from consent.keys import KeyStore
 from crm_bridge.config import CrmSettings
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
-from crm_bridge.schema import crm_his_outbox
+from crm_bridge.schema import HIS_LAST_ERROR, crm_his_outbox
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
 from fhir_store.database import writer
 from fhir_store.instants import now_us
@@ -240,7 +242,7 @@ class Booking:
                         .values(
                             attempts=attempts,
                             next_attempt_us=now_us() + int(delay * 1e6),
-                            last_error=error[:200],
+                            last_error=HIS_LAST_ERROR.seal(self.store.cipher, (row_id,), error[:200]),
                         )
                     )
             return
@@ -266,7 +268,11 @@ class Booking:
             conn.execute(
                 update(crm_his_outbox)
                 .where(crm_his_outbox.c.id == row_id)
-                .values(status=outcome, ack_code=code or None, last_error=reason[:200] or None)
+                .values(
+                    status=outcome,
+                    ack_code=code or None,
+                    last_error=HIS_LAST_ERROR.seal(self.store.cipher, (row_id,), reason[:200] or None),
+                )
             )
             if outcome != "booked":
                 event = PendingEvent(

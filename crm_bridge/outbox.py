@@ -262,8 +262,11 @@ class CrmOutboxHook:
         new_hash = ""
         if permitted:
             projection = project_patient(client, patient, pseudonym)
-            new_hash = hashlib.sha256(orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)).hexdigest()
-            if new_hash != old_hash or not old:
+            canonical = orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)
+            new_hash = self.keys.projection_digest(client.crm_id, canonical)
+            # rows written before the digest was keyed hold a plain SHA-256: still "unchanged"
+            unchanged = old_hash == new_hash or old_hash == hashlib.sha256(canonical).hexdigest()
+            if not unchanged or not old:
                 events.append(
                     PendingEvent(
                         client.crm_id,

@@ -14,12 +14,25 @@
 * ``crm_subscription`` / ``crm_dead_letter`` — webhooks (cursor and retry
   state per subscription; sealed signing secret) and events given up on.
 * ``crm_his_outbox`` — SIU^S12 booking requests waiting for the HIS ACK.
+  ``last_error`` holds the HIS's free-text answer (ERR/MSA-3 may name the
+  patient), so it is sealed under the store's content key
+  (``fhir_store.sealed_columns``: moved by ``carebridge store rewrap``;
+  migration ``0009`` widened it to Text).
+
+What stays in clear and why (docs/compliance.md "Side tables at rest"):
+internal patient ids, pseudonyms and their key ids (keyed HMACs; the link table
+is the re-identification path and is destroyed on erasure), purposes,
+statuses, counters, webhook URLs and error classes (``HTTP 503``, exception
+names: never response bodies).  ``projection_hash`` is a keyed HMAC
+(``KeyStore.projection_digest``) so a guessed name and phone cannot be
+confirmed against it.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
+from fhir_store import sealed_columns
 from fhir_store.schema import SequenceId, metadata
 
 crm_outbox = Table(
@@ -103,10 +116,13 @@ crm_his_outbox = Table(
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_us", BigInteger, nullable=False),
     Column("ack_code", String(2), nullable=True),
-    Column("last_error", String(200), nullable=True),
+    Column("last_error", Text, nullable=True),  # sealed (String(200) before migration 0009)
     Column("created_us", BigInteger, nullable=False),
     Index(None, "status", "next_attempt_us"),
     Index("uq_crm_his_outbox_idem", "crm_id", "idempotency_key", unique=True),
 )
 
 CRM_TABLES = (crm_outbox, crm_pseudonym, crm_disclosure, crm_subscription, crm_dead_letter, crm_his_outbox)
+
+#: The HIS's answer text of a booking, sealed per row (seal and open with ``(id,)``).
+HIS_LAST_ERROR = sealed_columns.register(crm_his_outbox, "last_error", ("id",))

@@ -55,6 +55,9 @@ RELOAD_EVERY_S = 5.0  # a running process notices a rotated key file within this
 _RESOURCE_AAD = b"carebridge/resource\x00"
 _JOURNAL_AAD = b"carebridge/hl7\x00"
 _BLIND_DOMAIN = b"carebridge/blind\x00"
+_TEXT_AAD = b"carebridge/text\x00"
+_TOMBSTONE_DOMAIN = b"carebridge/tombstone\x00"
+TEXT_MAGIC = "cb1:"  # sealed text: "cb1:<kid>:<base64url(nonce | ciphertext | tag)>"
 
 
 class SealedDataError(KeyMaterialError, CarebridgeError):
@@ -141,6 +144,14 @@ class StoreKeys:
 def _header(kid: str) -> bytes:
     raw = kid.encode("ascii")
     return MAGIC + bytes([len(raw)]) + raw
+
+
+def text_kid(stored: str) -> str | None:
+    """The key id a sealed text value is under; None for a legacy plaintext value."""
+    if not stored.startswith(TEXT_MAGIC):
+        return None
+    kid, sep, _ = stored[len(TEXT_MAGIC) :].partition(":")
+    return kid if sep else None
 
 
 def envelope_kid(stored: bytes) -> str | None:
@@ -243,3 +254,44 @@ class StoreCipher:
         """``<kid>.<base64url HMAC-SHA256>`` of a searchable direct identifier or contact value."""
         digest = hmac_sha256(self._blind_key, _BLIND_DOMAIN + value.encode())
         return self._blind_prefix + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def tombstone_hashes(self, subject: str) -> list[str]:
+        """``<kid>.<HMAC>`` of an erased subject under every blind key held, the active key first.
+
+        Why every key: a tombstone cannot be re-keyed (only its hash is kept), so
+        after a blind-key rotation the rows written under the old key must still
+        match; old blind keys stay in the key file (``StoreKeys.add_blind_key``).
+        """
+        kids = [self.blind_kid, *(k for k in self.keys.blind.keys if k != self.blind_kid)]
+        return [self._keyed(kid, _TOMBSTONE_DOMAIN + subject.encode()) for kid in kids]
+
+    def _keyed(self, kid: str, data: bytes) -> str:
+        digest = hmac_sha256(self.keys.blind.keys[kid], data)
+        return f"{kid}." + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    # -- sealed text columns (fhir_store.sealed_columns) -------------------------
+
+    def current_text_prefix(self) -> str:
+        """Prefix of text sealed under the current content key (rewrap selects the others)."""
+        return f"{TEXT_MAGIC}{self.content_kid}:"
+
+    def seal_text(self, context: bytes, text: str) -> str:
+        """``text`` sealed under the current content key, as text; ``context`` names its row and column."""
+        sealed = self._seal(text.encode(), _TEXT_AAD + context)
+        end = len(MAGIC) + 1 + sealed[len(MAGIC)]
+        kid = sealed[len(MAGIC) + 1 : end].decode("ascii")
+        return f"{TEXT_MAGIC}{kid}:" + base64.urlsafe_b64encode(sealed[end:]).decode()
+
+    def open_text(self, context: bytes, stored: str, what: str) -> str:
+        """The clear text; a legacy plaintext value (written before sealing) is returned as it is.
+
+        ``what`` names the row in the error (ids only, never content).
+        """
+        kid = text_kid(stored)
+        if kid is None:
+            return stored
+        try:
+            blob = base64.urlsafe_b64decode(stored[len(TEXT_MAGIC) + len(kid) + 1 :])
+            return self._open(_header(kid) + blob, _TEXT_AAD + context).decode()
+        except (KeyMaterialError, ValueError) as exc:
+            raise SealedDataError(f"{what}: {exc}") from None

@@ -12,6 +12,9 @@ version: each row's ciphertext is replaced where it stands.
   An update only applies if the row still holds the bytes that were read
   (``content = :old``), so a concurrent write of a new version is never
   overwritten with stale content: that row is already under a current key.
+* Text columns that other packages declared sealed (``fhir_store.sealed_columns``:
+  privacy requests, receipts, HIS booking answers) are moved the same way,
+  reported as ``table.column``.
 * When nothing is left under a content key, the key is marked retired in the
   registry (it may then leave the key file, once no backup needs it).
 """
@@ -24,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, Engine, Table, func, select, tuple_, update
 
+from fhir_store import sealed_columns
 from fhir_store.content_cipher import MAGIC, StoreCipher, envelope_kid
 from fhir_store.database import writer
 from fhir_store.instants import now_us
@@ -118,8 +122,12 @@ def rewrap_table(
             progress(table.name, report.rewritten[table.name])
 
 
-def keys_in_use(engine: Engine) -> dict[str, dict[str, int]]:
-    """``{table: {kid or "plaintext": rows}}`` for every sealed table (``carebridge store status``)."""
+def keys_in_use(engine: Engine, cipher: StoreCipher | None = None) -> dict[str, dict[str, int]]:
+    """``{table: {kid or "plaintext": rows}}`` for every sealed table (``carebridge store status``).
+
+    With ``cipher``, also ``{table.column: ...}`` for the registered sealed text
+    columns that hold values (counted per key id the cipher knows).
+    """
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for table in (resource_version, resource_current, hl7_journal):
@@ -132,6 +140,8 @@ def keys_in_use(engine: Engine) -> dict[str, dict[str, int]]:
                 kid = envelope_kid(bytes(prefix)) or "plaintext"
                 counts[kid] = counts.get(kid, 0) + int(count)
             out[table.name] = counts
+    if cipher is not None:
+        out.update(sealed_columns.counts(engine, cipher))
     return out
 
 
@@ -146,7 +156,12 @@ def rewrap(
     report = RewrapReport()
     for table in (resource_version, resource_current, hl7_journal):
         rewrap_table(engine, cipher, table, report, batch=batch, progress=progress)
-    in_use = {kid for counts in keys_in_use(engine).values() for kid in counts}
+    for name, spec in sorted(sealed_columns.REGISTRY.items()):
+        done, skipped = sealed_columns.rewrap_column(engine, cipher, spec, batch=batch, progress=progress)
+        if done:  # reported only when something moved: most databases have few such rows
+            report.rewritten[name] = done
+        report.skipped += skipped
+    in_use = {kid for counts in keys_in_use(engine, cipher).values() for kid in counts}
     with writer(engine).begin() as conn:
         lock_registry(conn)
         for (purpose, kid), (_, retired) in sorted(registered(conn).items()):

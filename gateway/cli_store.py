@@ -4,7 +4,8 @@ Why (ISO/IEC 27001:2022 A.8.24 key management and rotation; issue #5): resource
 content and HL7 messages are sealed under content keys, identifier and contact
 values are blinded under a blind-index key (``fhir_store.content_cipher``).
 
-* ``status``: rows per key id in every sealed table, the registered keys
+* ``status``: rows per key id in every sealed table and sealed side-table
+  column (``fhir_store.sealed_columns``), the registered keys
   (fingerprints only) and the blind-index key: what a rotation still has to move.
 * ``rotate-key``: a new current content key in the key file (old keys kept to
   read existing rows).  Running processes pick it up within seconds.
@@ -28,6 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import consent.rights.schema  # noqa: F401  (declares its sealed columns: rewrap and status must see them)
+import crm_bridge.schema  # noqa: F401
 from audit.codes import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS
 from audit.events import build_event, coding
 from common.keyring import KeyMaterialError
@@ -99,7 +102,7 @@ def _status(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
     for (purpose, kid), (fingerprint, retired) in sorted(entries.items()):
         state = "retired" if retired is not None else "in use"
         lines.append(f"key {purpose} {kid} fingerprint {fingerprint} {state}")
-    for table, counts in keys_in_use(engine).items():
+    for table, counts in keys_in_use(engine, cipher).items():
         text = ", ".join(f"{kid}={n}" for kid, n in sorted(counts.items())) or "empty"
         lines.append(f"{table}: {text}")
     return "\n".join(lines)

@@ -43,7 +43,7 @@ from consent.rights.response import (
     LAW_ERASURE,
     RETENTION_YEARS,
 )
-from consent.rights.schema import privacy_receipt, privacy_tombstone
+from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
 from consent.rights.tombstones import append_to_file, relabel, subject_hashes
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, StoredResource, Update
@@ -93,7 +93,7 @@ def handle_erasure(
     retained_note = [
         {"what": "medical record (Patient, Encounter, Appointment)", "why": CIRCULAR_RETENTION},
     ]
-    hashes = subject_hashes(next(s.resource() for s in held if s.resource_type == "Patient"))
+    hashes = subject_hashes(next(s.resource() for s in held if s.resource_type == "Patient"), store.cipher)
     scope = req.scope or {"crm": "all", "clinical": "retained"}
     document: dict[str, Any] = {
         "request": req.id,
@@ -171,13 +171,14 @@ def handle_erasure(
     }
     scope_text = orjson_text(scope)
     basis = f"{LAW_ERASURE}; retained under {CIRCULAR_RETENTION}"
-    tombstone_rows = [
+    sealed_scope = SEALED["privacy_tombstone"]["scope"]
+    tombstone_rows = [  # also the records of the file outside the database: the scope stays sealed there
         {
             "request_id": req.id,
             "subject_hash": h,
             "kind": kind,
             "erased_us": now,
-            "scope": scope_text,
+            "scope": sealed_scope.seal(store.cipher, (req.id, h), scope_text),
             "legal_basis": basis,
         }
         for h, kind in dict(hashes).items()

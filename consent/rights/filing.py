@@ -87,10 +87,17 @@ def file_request(
     def write(conn: Connection, results: list[Any]) -> None:
         task_id = results[0].stored.id
         values = {k: v for k, v in req.__dict__.items() if k not in ("scope", "response", "task_id")}
+        values.update(
+            req.sealed_values(
+                deps.store.cipher,
+                scope=orjson.dumps(scope).decode(),
+                reason=req.reason,
+                verification=req.verification,
+            )
+        )
         conn.execute(
             insert(privacy_request).values(
                 **values,
-                scope=orjson.dumps(scope).decode(),
                 response=None,
                 task_id=task_id,
                 open_key=f"{patient_id}|{request_type}",

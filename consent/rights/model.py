@@ -29,6 +29,8 @@ from typing import Any, Final
 import orjson
 
 from consent.rights.calendar import WorkingCalendar, iso
+from consent.rights.schema import SEALED
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.search_params import ResourceSearchSpec, SearchParam, register
 from fhir_store.validation import register_type
 
@@ -107,8 +109,11 @@ class PrivacyRequest:
     updated_us: int
 
     @classmethod
-    def from_row(cls, row: Any) -> PrivacyRequest:
-        m = row._mapping
+    def from_row(cls, row: Any, cipher: StoreCipher) -> PrivacyRequest:
+        """The request of a ``privacy_request`` row, its sealed columns opened (legacy plaintext as is)."""
+        m = dict(row._mapping)
+        for column, handle in SEALED["privacy_request"].items():
+            m[column] = handle.open(cipher, (m["id"],), m[column])
         return cls(
             **{
                 k: m[k]
@@ -119,6 +124,11 @@ class PrivacyRequest:
             response=orjson.loads(m["response"]) if m["response"] else None,
             processor_involved=bool(m["processor_involved"]),
         )
+
+    def sealed_values(self, cipher: StoreCipher, **columns: str | None) -> dict[str, str | None]:
+        """``columns`` (clear text of sealed ``privacy_request`` columns) sealed for this row."""
+        handles = SEALED["privacy_request"]
+        return {c: handles[c].seal(cipher, (self.id,), text) for c, text in columns.items()}
 
     @property
     def is_open(self) -> bool:

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
-from consent.rights.tombstones import read_file, relabel, subject_hashes, tombstone_file
+from consent.rights.tombstones import lookup_hashes, read_file, relabel, tombstone_file
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, Update
@@ -42,7 +42,7 @@ def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> st
     for res_id, version, content in rows:
         plain = cipher.open_resource("Patient", str(res_id), version, bytes(content))  # sealed at rest
         resource = {**orjson.loads(plain), "id": res_id}
-        if hashes.intersection(h for h, _ in subject_hashes(resource)):
+        if hashes.intersection(lookup_hashes(resource, cipher)):
             return str(res_id)
     return None
 

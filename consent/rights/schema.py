@@ -12,12 +12,21 @@
 * ``privacy_receipt`` — per CRM (processor) that was told ``patient.erased``:
   when it was notified and when it confirmed the deletion.  Only a SHA-256
   of the pseudonym is kept (the link itself is destroyed by the erasure).
+
+Sealed at rest (``fhir_store.sealed_columns``, AES-256-GCM under the store's
+content key, bound to table, column and row; migration ``0009`` widened
+``privacy_receipt.note`` for it): everything free-form a patient, a staff
+member or a CRM typed, and the response document (an access export is the
+patient's whole record) — see :data:`SEALED` and docs/compliance.md
+"Side tables at rest".  Ids, types, statuses, clocks, keyed or SHA-256 hashes
+and the constant legal basis stay in clear: the workflow queries them.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
+from fhir_store import sealed_columns
 from fhir_store.schema import metadata
 
 privacy_request = Table(
@@ -72,8 +81,29 @@ privacy_receipt = Table(
     Column("pseudonym_hash", String(64), nullable=False),
     Column("notified_us", BigInteger, nullable=False),
     Column("confirmed_us", BigInteger, nullable=True),
-    Column("note", String(200), nullable=True),
+    Column("note", Text, nullable=True),  # sealed (was String(200) before migration 0009)
     Index(None, "crm_id", "pseudonym_hash"),
 )
 
 PRIVACY_TABLES = (privacy_request, privacy_tombstone, privacy_receipt)
+
+
+def _sealed(table: Table, *columns: str) -> dict[str, sealed_columns.SealedText]:
+    key = tuple(c.name for c in table.primary_key.columns)
+    return {c: sealed_columns.register(table, c, key) for c in columns}
+
+
+#: ``{table: {column: handle}}`` of the sealed columns (seal with the row's primary key values).
+SEALED = {
+    "privacy_request": _sealed(
+        privacy_request,
+        "scope",  # JSON chosen by the filer: may carry free text
+        "reason",  # the patient's own words
+        "verification",  # how staff checked the identity (document numbers, names)
+        "extension_reason",
+        "close_reason",
+        "response",  # response document: an access export holds the whole record
+    ),
+    "privacy_tombstone": _sealed(privacy_tombstone, "scope"),
+    "privacy_receipt": _sealed(privacy_receipt, "note"),  # the CRM's free text
+}

@@ -30,7 +30,7 @@ from consent.rights.erasure import handle_erasure
 from consent.rights.filing import file_request
 from consent.rights.others import handle_objection, handle_rectification, handle_restriction
 from consent.rights.outcome import Outcome
-from consent.rights.schema import privacy_receipt, privacy_request
+from consent.rights.schema import SEALED, privacy_receipt, privacy_request
 from fhir_store.model import Operation, RequestContext, Update
 
 Handler = Callable[[RightsDeps, m.PrivacyRequest, RequestContext, dict[str, Any]], Outcome]
@@ -61,7 +61,7 @@ class RightsService:
             row = conn.execute(select(privacy_request).where(privacy_request.c.id == request_id)).first()
         if row is None:
             raise NotFound("unknown privacy request", location="id")
-        return m.PrivacyRequest.from_row(row)
+        return m.PrivacyRequest.from_row(row, self.deps.store.cipher)
 
     def find(
         self,
@@ -78,7 +78,7 @@ class RightsService:
         if states is not None:
             stmt = stmt.where(privacy_request.c.status.in_(sorted(m.OPEN_STATUSES)))
         with self.deps.store.engine.connect() as conn:
-            found = [m.PrivacyRequest.from_row(r) for r in conn.execute(stmt).all()]
+            found = [m.PrivacyRequest.from_row(r, self.deps.store.cipher) for r in conn.execute(stmt).all()]
         if states is None:
             return found
         now = self.now()
@@ -144,14 +144,21 @@ class RightsService:
                 "due_us": new.due_us,
                 "extended_us": new.extended_us,
                 "extension_days": new.extension_days,
-                "extension_reason": new.extension_reason,
                 "completed_us": new.completed_us,
                 "closed_us": new.closed_us,
-                "close_reason": new.close_reason,
-                "response": orjson.dumps(new.response).decode() if new.response is not None else None,
                 "updated_us": new.updated_us,
                 "open_key": f"{new.patient_id}|{new.type}" if new.is_open else None,
             }
+            changed = {  # re-sealed only when they changed (each seal is a fresh nonce)
+                column: text
+                for column, text, before in (
+                    ("extension_reason", new.extension_reason, req.extension_reason),
+                    ("close_reason", new.close_reason, req.close_reason),
+                    ("response", _json(new.response), _json(req.response)),
+                )
+                if text != before
+            }
+            values.update(new.sealed_values(self.deps.store.cipher, **changed))
             result = conn.execute(
                 update(privacy_request)
                 .where(privacy_request.c.id == req.id, privacy_request.c.updated_us == req.updated_us)
@@ -306,11 +313,15 @@ class RightsService:
             updated_us=max(now, req.updated_us + 1),
         )
 
+        sealed_note = SEALED["privacy_receipt"]["note"].seal(
+            self.deps.store.cipher, (req.id, crm_id), (note or "")[:200] or None
+        )
+
         def confirm(conn: Connection) -> None:
             conn.execute(
                 update(privacy_receipt)
                 .where(privacy_receipt.c.request_id == req.id, privacy_receipt.c.crm_id == crm_id)
-                .values(confirmed_us=now, note=(note or "")[:200] or None)
+                .values(confirmed_us=now, note=sealed_note)
             )
 
         return self._step(
@@ -322,3 +333,7 @@ class RightsService:
             business_status=None if finished else "awaiting-processor-receipts",
             detail=f"crm={crm_id}",
         )
+
+
+def _json(document: dict[str, Any] | None) -> str | None:
+    return None if document is None else orjson.dumps(document).decode()

@@ -15,8 +15,12 @@ re-create the patient in the CRM.  Two mechanisms make sure of it:
   identifier, so even a message creating a *new* Patient id is caught),
   writes the labelled version and labels the change the outbox hook sees.
 
-A tombstone holds only SHA-256 hashes (domain-separated), the request id, the
-date, the scope and the legal basis — no personal data.  Tombstones are also
+A tombstone holds only keyed hashes (HMAC-SHA256 under the store's blind-index
+key, ``StoreCipher.tombstone_hashes``), the request id, the date, the scope
+(sealed) and the legal basis — no personal data.  Why keyed: a plain SHA-256
+of a 12-digit CCCD or a record number is reversed by trying every number.
+Tombstones written before (unkeyed SHA-256, 64 hex digits) still match: the
+lookup also computes those legacy hashes.  Tombstones are also
 appended to a JSON-lines file outside the database (``privacy_tombstone_file``)
 so that restoring an older backup re-applies them (``gateway.backup``).
 """
@@ -53,23 +57,34 @@ TOMBSTONE_FILE_ENV = "CAREBRIDGE_PRIVACY_TOMBSTONE_FILE"
 DEFAULT_TOMBSTONE_FILE = "var/erasure-tombstones.jsonl"
 
 
-def patient_hash(patient_id: str) -> str:
-    return hashlib.sha256(f"carebridge-tombstone\x00Patient/{patient_id}".encode()).hexdigest()
+def _legacy_hash(subject: str) -> str:
+    """The unkeyed SHA-256 tombstones had before they were keyed (still matched, never written)."""
+    return hashlib.sha256(f"carebridge-tombstone\x00{subject}".encode()).hexdigest()
 
 
-def identifier_hash(system: str, value: str) -> str:
-    return hashlib.sha256(f"carebridge-tombstone\x00{system}|{value}".encode()).hexdigest()
-
-
-def subject_hashes(resource: dict[str, Any]) -> list[tuple[str, str]]:
-    """(hash, kind) pairs naming the patient ``resource`` is about."""
+def _subjects(resource: dict[str, Any]) -> list[tuple[str, str]]:
+    """(subject, kind): ``Patient/<id>`` and each ``system|value`` identifier of the patient."""
     if resource.get("resourceType") == "Patient":
-        out = [(patient_hash(str(resource.get("id") or "")), "patient")]
+        out = [(f"Patient/{resource.get('id') or ''}", "patient")]
         for ident in resource.get("identifier") or []:
             if ident.get("system") and ident.get("value"):
-                out.append((identifier_hash(str(ident["system"]), str(ident["value"])), "identifier"))
+                out.append((f"{ident['system']}|{ident['value']}", "identifier"))
         return out
-    return [(patient_hash(pid), "patient") for pid in patient_refs(resource)]
+    return [(f"Patient/{pid}", "patient") for pid in patient_refs(resource)]
+
+
+def subject_hashes(resource: dict[str, Any], cipher: StoreCipher) -> list[tuple[str, str]]:
+    """(hash, kind) pairs naming the patient ``resource`` is about, as a new tombstone stores them."""
+    return [(cipher.tombstone_hashes(subject)[0], kind) for subject, kind in _subjects(resource)]
+
+
+def lookup_hashes(resource: dict[str, Any], cipher: StoreCipher) -> list[str]:
+    """Every hash a tombstone of this patient may be stored under (every blind key held, legacy)."""
+    out: list[str] = []
+    for subject, _kind in _subjects(resource):
+        out += cipher.tombstone_hashes(subject)
+        out.append(_legacy_hash(subject))
+    return out
 
 
 def is_restricted(resource: dict[str, Any]) -> bool:
@@ -185,7 +200,7 @@ class TombstoneHook:
         candidates = _candidates(changes)
         if not candidates:
             return
-        by_change = {id(c): [h for h, _ in subject_hashes(c.resource or {})] for c in candidates}
+        by_change = {id(c): lookup_hashes(c.resource or {}, self.cipher) for c in candidates}
         hits = tombstoned(conn, (h for hs in by_change.values() for h in hs))
         if not hits:
             return

@@ -107,7 +107,9 @@ class Receiver:
 
 
 @contextmanager
-def serve_crm(database_url: str, tmp: Path, **extra: str) -> Iterator[LiveServer]:
+def serve_crm(
+    database_url: str, tmp: Path, *, store_key_file: str | None = None, **extra: str
+) -> Iterator[LiveServer]:
     projection = tmp / "crm_projection.yaml"
     projection.write_text(json.dumps(PROJECTION))  # JSON is YAML
     settings_extra = {
@@ -118,7 +120,8 @@ def serve_crm(database_url: str, tmp: Path, **extra: str) -> Iterator[LiveServer
         "crm_webhook_max_attempts": "1000",
         **extra,
     }
-    with serve(database_url, extra=settings_extra) as live:
+    keys = {"store_key_file": store_key_file} if store_key_file else {}
+    with serve(database_url, extra=settings_extra, **keys) as live:
         yield live
 
 

@@ -39,7 +39,7 @@ def test_reapply_after_restore(
                 "scope": "{}",
                 "legal_basis": "Law 91/2025/QH15 Art. 14",
             }
-            for h, kind in subject_hashes(patient)
+            for h, kind in subject_hashes(patient, rights_live.runtime.store.cipher)
         ],
     )
     monkeypatch.setenv(TOMBSTONE_FILE_ENV, str(file))
