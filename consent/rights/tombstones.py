@@ -188,7 +188,7 @@ class TombstoneHook:
             h
             for changes, _ in batches
             for c in _candidates(changes)
-            for h, _ in subject_hashes(c.resource or {})
+            for h in lookup_hashes(c.resource or {}, self.cipher)
         ]
         if hashes and tombstoned(conn, hashes):
             for changes, context in batches:

@@ -20,9 +20,11 @@ from consent.purposes import APPOINTMENT_REMINDER, POST_VISIT_CARE
 from consent.rights.tombstones import read_file
 from crm_bridge.schema import crm_pseudonym
 from gateway.ingest import Ingestor
+from gateway.ingest_group import process_group
 from tests.crm_bridge.conftest import CRM_ID, CrmClient, Receiver, counter_consent, wait_for
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, privacy
+from tests.test_ingest import a04
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
 
@@ -113,10 +115,14 @@ def test_erasure_end_to_end(
         any(s["code"] == "R" for s in e["resource"]["meta"]["security"]) for e in encounters
     )
 
-    # 6. a new ADT for that patient updates the record but never reaches the CRM
+    # 6. a new ADT for that patient updates the record but never reaches the CRM; it arrives
+    #    together with another patient's message, so it is applied in one group commit
     seen = len(receiver.received)
     feed_before = rights_crm.feed()
-    _ingest(live, "adt_a08_update_patient.hl7")
+    ingestor = Ingestor(live.runtime.store, live.runtime.settings)
+    group = [(FIXTURES / "adt_a08_update_patient.hl7").read_bytes(), a04("GROUP-OTHER-1", "GROUP-OTHER")]
+    outcomes = process_group(ingestor, [(ingestor.prepare(raw), None) for raw in group])
+    assert [o.status for o in outcomes] == ["processed", "processed"]
     live.runtime.services["crm"].dispatcher.run_once()
     assert len(receiver.received) == seen
     assert rights_crm.feed() == feed_before
