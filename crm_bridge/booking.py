@@ -33,7 +33,7 @@ from crm_bridge.config import CrmSettings
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
 from crm_bridge.schema import HIS_LAST_ERROR, crm_his_outbox
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
-from fhir_store.database import writer
+from fhir_store.database import reader, writer
 from fhir_store.instants import now_us
 from fhir_store.model import Create, OperationResult, RequestContext, Update
 from fhir_store.repository import FhirStore
@@ -189,7 +189,7 @@ class Booking:
         if endpoint is None:
             return 0
         o = crm_his_outbox
-        with self.store.engine.connect() as conn:
+        with reader(self.store.engine).connect() as conn:
             rows = conn.execute(
                 select(
                     o.c.id,

@@ -37,7 +37,7 @@ from consent.keys import KeyStore
 from crm_bridge.config import CrmSettings
 from crm_bridge.schema import crm_dead_letter, crm_outbox, crm_subscription
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
-from fhir_store.database import writer
+from fhir_store.database import reader, writer
 from fhir_store.instants import now_us
 
 log = logging.getLogger("carebridge.crm.delivery")
@@ -76,7 +76,7 @@ class FeedEvent:
 
 
 def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: int = 100) -> list[FeedEvent]:
-    with engine.connect() as conn:
+    with reader(engine).connect() as conn:
         rows = conn.execute(
             select(
                 crm_outbox.c.seq,
@@ -132,7 +132,7 @@ class Subscriptions:
 
     def list(self, crm_id: str) -> list[dict[str, Any]]:
         s = crm_subscription
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             rows = conn.execute(
                 select(
                     s.c.id, s.c.url, s.c.events, s.c.active, s.c.cursor, s.c.attempts, s.c.last_error
@@ -235,7 +235,7 @@ class Dispatcher:
         """One pass over active subscriptions; returns the number of events delivered."""
         s = crm_subscription
         now = int(self.clock() * 1_000_000)
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:  # polled 20 times a second: no ROLLBACK
             subs = conn.execute(
                 select(
                     s.c.id,
@@ -358,7 +358,7 @@ class Dispatcher:
             )
 
     def _requeued(self, sub_id: str, crm_id: str, url: str, secret: bytes) -> int:
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             rows = conn.execute(
                 select(crm_dead_letter.c.id, crm_dead_letter.c.seq)
                 .where(crm_dead_letter.c.subscription_id == sub_id, crm_dead_letter.c.status == "requeued")

@@ -57,6 +57,21 @@ def writer(engine: Engine) -> Engine:
     return engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(engine) else engine
 
 
+def reader(engine: Engine) -> Engine:
+    """The engine for a block that only reads: no transaction around it on PostgreSQL.
+
+    Why: a block opened with ``engine.connect()`` that only reads ends in a ROLLBACK,
+    and psycopg answers every ROLLBACK by dropping the connection's prepared
+    statements (``DEALLOCATE ALL``).  A poller doing that 20 times a second (the
+    webhook dispatcher) left the pooled connections the ingest lanes use without
+    their prepared statements, so the big write statements were parsed and planned
+    again and again.  Each statement of an autocommit block sees committed data
+    like READ COMMITTED; blocks that need one snapshot must not use this.  SQLite
+    is left as it is (its begin is configured below).
+    """
+    return engine if is_sqlite(engine) else engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

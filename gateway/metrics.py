@@ -47,6 +47,7 @@ from sqlalchemy import Connection, Engine, and_, func, select
 from audit.schema import audit_checkpoint, audit_event
 from crm_bridge.schema import crm_dead_letter, crm_his_outbox, crm_outbox, crm_subscription
 from fhir_store import journal
+from fhir_store.database import reader
 from fhir_store.schema import hl7_journal
 from gateway.logging_setup import get_logger
 
@@ -197,7 +198,7 @@ class OpsCollector(Collector):
         up = 1.0
         families: list[Metric] = []
         try:
-            with self.engine.connect() as conn:
+            with reader(self.engine).connect() as conn:
                 for section in (self._journal, self._audit, self._crm):
                     try:
                         families.extend(section(conn))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import IntegrityError
 
-from fhir_store.database import make_engine
+from fhir_store.database import make_engine, reader
 from fhir_store.driver_sql import BulkInsert, DriverQuery, MultiInsert
 from fhir_store.schema import identifier_claim, resource_version, search_string
 
@@ -108,4 +108,29 @@ def test_multi_insert_writes_every_table_in_one_statement_and_fails_as_one(datab
         assert _BY_ID.first(conn, {"t": "Patient", "i": "m2"}) is None
         owners = conn.execute(select(identifier_claim.c.value).order_by(identifier_claim.c.value)).all()
     assert [r[0] for r in owners] == ["7", "8"]
+    engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_read_only_block_keeps_the_connections_prepared_statements(database_url: str) -> None:
+    """``reader`` blocks end without ROLLBACK, which would make psycopg DEALLOCATE ALL (see reader)."""
+    engine = make_engine(database_url, pool_size=1)  # one pooled connection: every block gets it
+    prepared = text("SELECT count(*) FROM pg_prepared_statements")
+
+    def prepare() -> int:
+        with engine.begin() as conn:
+            for _ in range(6):  # psycopg prepares a statement on its 6th execution
+                _BY_ID.all(conn, {"t": "Patient", "i": "nobody"})
+            return int(conn.execute(prepared).scalar_one())
+
+    assert prepare() >= 1
+    with reader(engine).connect() as conn:
+        conn.execute(select(search_string.c.res_id).limit(1)).all()
+    with engine.begin() as conn:
+        assert conn.execute(prepared).scalar_one() >= 1
+    with engine.connect() as conn:  # what the pollers did: the implicit transaction is rolled back
+        conn.execute(select(search_string.c.res_id).limit(1)).all()
+    with engine.begin() as conn:
+        assert conn.execute(prepared).scalar_one() == 0
     engine.dispose()
