@@ -78,7 +78,8 @@ class ChainWriter:
                 seq += 1
                 digest = sha256(prev + content).digest()
                 rows.append((seq, *columns, content, prev, digest, mac(digest)))
-                keys += [(seq, key, is_patient) for key, is_patient in event_keys(columns[_ENTITY], patients)]
+                for key, is_patient in event_keys(columns[_ENTITY], patients):
+                    keys.append((seq, key, is_patient))
                 prev = digest
             _INSERT.write(cur, dialect, rows, keys)
         finally:

@@ -127,9 +127,13 @@ def event_keys(entity: str | None, patient_ids: Sequence[str]) -> list[tuple[str
     matches every version) and shares the row of a patient with the same
     reference, which makes a Patient read or change a single key row.
     """
+    base = None if entity is None else entity.partition("/_history/")[0]
+    if len(patient_ids) == 1:  # the common case, without building a dict
+        key = "Patient/" + patient_ids[0]
+        return [(key, True)] if base is None or base == key else [(key, True), (base, False)]
     keys = dict.fromkeys(["Patient/" + pid for pid in patient_ids], True)
-    if entity is not None:
-        keys.setdefault(entity.split("/_history/", 1)[0], False)
+    if base is not None:
+        keys.setdefault(base, False)
     return list(keys.items())
 
 
