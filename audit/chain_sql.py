@@ -44,7 +44,9 @@ GENESIS: Final = b"\x00" * 32
 CHAIN_LOCK_KEY: Final = 0x6362617564697400
 #: psycopg caches the conversion of a query with at most this many parameters
 PSYCOPG_CACHED_PARAMS: Final = 50
-#: SQLite rows per INSERT is 1 (executemany); PostgreSQL: up to 16 columns x 3 = 48 <= psycopg's 50
+#: SQLite: the most rows per INSERT (x 16 columns stays far below SQLite's 32766 parameters)
+SQLITE_CHUNK: Final = 64
+#: PostgreSQL: up to 16 columns x 3 = 48 <= psycopg's 50
 PG_INSERT_ROWS: Final = 3
 
 _LOCK = "SELECT pg_advisory_xact_lock(%s)"
@@ -105,6 +107,8 @@ class RowInsert:
         self.columns = tuple(columns)
         names = ", ".join(self.columns)
         self._sqlite = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' for _ in self.columns)})"
+        self._sqlite_one = "(" + ", ".join("?" for _ in self.columns) + ")"
+        self._sqlite_many: dict[int, str] = {}
         one = "(" + ", ".join("%s" for _ in self.columns) + ")"
         self._pg_values = [
             f"INSERT INTO {table.name} ({names}) VALUES {', '.join([one] * n)}"
@@ -124,7 +128,7 @@ class RowInsert:
         if not rows:
             return
         if dialect == "sqlite":
-            cur.executemany(self._sqlite, rows)
+            self._sqlite_write(cur, rows)
         elif len(rows) <= PG_INSERT_ROWS:
             cur.execute(self._pg_values[len(rows)], [value for row in rows for value in row])
         else:
@@ -132,6 +136,25 @@ class RowInsert:
                 copy.set_types(self._pg_types)
                 for row in rows:
                     copy.write_row(row)
+
+    def _sqlite_write(self, cur: Any, rows: Sequence[Sequence[Any]]) -> None:
+        """Multi-row INSERTs of power-of-two sizes up to :data:`SQLITE_CHUNK` rows.
+
+        Why not ``executemany``: sqlite3 releases the GIL around every row's
+        step, and with request threads waiting for the GIL each release of the
+        appender became a hand-over and a wait to get it back.  A chunk is one
+        step.  Power-of-two sizes keep the statements few (sqlite3 caches them).
+        """
+        start, total = 0, len(rows)
+        while start < total:
+            size = min(SQLITE_CHUNK, 1 << ((total - start).bit_length() - 1))
+            sql = self._sqlite_many.get(size)
+            if sql is None:
+                sql = self._sqlite_many[size] = (
+                    self._sqlite.rpartition(" VALUES ")[0] + " VALUES " + ", ".join([self._sqlite_one] * size)
+                )
+            cur.execute(sql, [value for row in rows[start : start + size] for value in row])
+            start += size
 
 
 class PairInsert:
