@@ -28,15 +28,15 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit.chain_sql import GENESIS as GENESIS  # re-exported: the verifier starts from it
-from audit.chain_sql import RowInsert, head, lock_and_head
+from audit.chain_sql import PairInsert, RowInsert, head, lock_and_head
 from audit.chain_sql import lock_chain as lock_chain  # re-exported: on-demand checkpoints take it
 from audit.checkpoints import AuditKeys, write_checkpoint
-from audit.rows import COLUMNS, Prepared, prepare
-from audit.schema import audit_event, audit_event_patient
+from audit.rows import COLUMNS, Prepared, event_keys, prepare
+from audit.schema import audit_event, audit_event_key
 from fhir_store.driver_sql import cursor
 
-_INSERT = RowInsert(audit_event, COLUMNS)
-_INSERT_PATIENT = RowInsert(audit_event_patient, ("seq", "patient_id"))
+_INSERT = PairInsert(RowInsert(audit_event, COLUMNS), RowInsert(audit_event_key, ("seq", "key", "patient")))
+_ENTITY = COLUMNS.index("entity") - 1  # in Prepared.columns, which start at event_id
 
 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
@@ -73,16 +73,15 @@ class ChainWriter:
             mac = self.keys.mac
             sha256 = hashlib.sha256
             rows: list[tuple[Any, ...]] = []
-            links: list[tuple[int, str]] = []
+            keys: list[tuple[int, str, bool]] = []
             for content, columns, patients in events:
                 seq += 1
                 digest = sha256(prev + content).digest()
                 rows.append((seq, *columns, content, prev, digest, mac(digest)))
-                if len(patients) > 1:
-                    links.extend((seq, pid) for pid in patients)
+                for key, is_patient in event_keys(columns[_ENTITY], patients):
+                    keys.append((seq, key, is_patient))
                 prev = digest
-            _INSERT.write(cur, dialect, rows)
-            _INSERT_PATIENT.write(cur, dialect, links)
+            _INSERT.write(cur, dialect, rows, keys)
         finally:
             cur.close()
         if seq // self.checkpoint_every != first_seq // self.checkpoint_every:

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
-from sqlalchemy import Connection, Select, and_, exists, func, or_, select
+from sqlalchemy import Connection, Select, func, or_, select
 
 from audit.events import export_event, format_recorded
 from audit.hooks import AuditHook
-from audit.schema import audit_event, audit_event_patient
+from audit.schema import audit_event, audit_event_key
 from fhir_store.instants import format_instant, now_us
 from fhir_store.model import RequestContext
 
@@ -71,15 +71,21 @@ class AuditFilter:
         return "&".join(parts)
 
 
+def _keyed(key: str, *, patient: bool = False) -> Select[Any]:
+    """Seqs of the events with this search key (the ``(key, seq)`` index of audit_event_key)."""
+    k = audit_event_key.c
+    stmt = select(k.seq).where(k.key == key)
+    return stmt.where(k.patient) if patient else stmt
+
+
 def _where(stmt: Select[Any], flt: AuditFilter) -> Select[Any]:
     ae = audit_event.c
     if flt.patient is not None:
         pid = flt.patient.removeprefix("Patient/")
-        linked = exists().where(
-            and_(audit_event_patient.c.seq == ae.seq, audit_event_patient.c.patient_id == pid)
-        )
-        stmt = stmt.where(or_(ae.patient_id == pid, linked))
+        stmt = stmt.where(ae.seq.in_(_keyed(f"Patient/{pid}", patient=True)))
     if flt.entity is not None:
+        # the key is the unversioned reference; the column says which version the event named
+        stmt = stmt.where(ae.seq.in_(_keyed(flt.entity.split("/_history/", 1)[0])))
         stmt = stmt.where(or_(ae.entity == flt.entity, ae.entity.startswith(flt.entity + "/_history/")))
     for name in ("agent", "action", "outcome", "type", "subtype", "purpose"):
         value = getattr(flt, name)
@@ -150,13 +156,14 @@ def _stream(conn: Connection, flt: AuditFilter, batch: int = 1000) -> Iterator[A
 def _patients(conn: Connection, seqs: list[int]) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     if seqs:
+        k = audit_event_key.c
         rows = conn.execute(
-            select(audit_event_patient.c.seq, audit_event_patient.c.patient_id)
-            .where(audit_event_patient.c.seq.in_(seqs))
-            .order_by(audit_event_patient.c.seq, audit_event_patient.c.patient_id)
+            select(k.seq, k.key)
+            .where(k.seq.in_(seqs), k.patient)
+            .order_by(k.seq, k.key)  # the primary key's order
         )
-        for seq, pid in rows:
-            out.setdefault(int(seq), []).append(str(pid))
+        for seq, key in rows:
+            out.setdefault(int(seq), []).append(str(key).removeprefix("Patient/"))
     return out
 
 

@@ -118,6 +118,25 @@ class IndexFields:
         )
 
 
+def event_keys(entity: str | None, patient_ids: Sequence[str]) -> list[tuple[str, bool]]:
+    """The ``audit_event_key`` rows of an event: ``(key, names a patient)``, patients first.
+
+    From the index columns (``patient_ids`` already clipped, ``entity`` as
+    stored), so writer, migration and verifier derive the same rows.  The
+    entity is keyed without its ``/_history/<v>`` suffix (an entity search
+    matches every version) and shares the row of a patient with the same
+    reference, which makes a Patient read or change a single key row.
+    """
+    base = None if entity is None else entity.partition("/_history/")[0]
+    if len(patient_ids) == 1:  # the common case, without building a dict
+        key = "Patient/" + patient_ids[0]
+        return [(key, True)] if base is None or base == key else [(key, True), (base, False)]
+    keys = dict.fromkeys(["Patient/" + pid for pid in patient_ids], True)
+    if base is not None:
+        keys.setdefault(base, False)
+    return list(keys.items())
+
+
 def _clip(value: str | None, size: int) -> str | None:
     return None if value is None else value[:size]
 

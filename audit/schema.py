@@ -15,8 +15,19 @@ records; IHE BALP):
   on a database sequence, which can leave gaps on rollback).  ``mac`` is an
   HMAC of ``hash`` under a key kept outside the database, so even a row whose
   chain hash was recomputed by an attacker is caught.
-* ``audit_event_patient`` lists the patients of events that involve more than
-  one (a search result), so "who accessed patient X" is an indexed query.
+* ``audit_event_key`` is the search index for the two random-valued filters,
+  patient and entity (migration ``0008``): one row per patient of an event
+  (``Patient/<id>``, ``patient`` true) and one for the entity's unversioned
+  reference unless it is one of those patients -- so a Patient read or
+  change, the commonest event, has a single key row instead of an entry in a
+  patient index *and* an entity index on ``audit_event``.  Why: each
+  random-key B-tree insert was ~6-25 µs of SQLite CPU per event (more as the
+  trail outgrows the page cache), the largest part of an audited read on
+  SQLite (docs/benchmarks.md).  Its primary key ``(seq, key)`` is written in
+  chain order (cheap, and lets the verifier and the export read an event's
+  keys by ``seq``); ``(key, seq)`` serves the searches.  The verifier
+  re-derives every event's key rows from its content, so a deleted, edited
+  or added key row is detected like an edited column.
 * ``audit_checkpoint`` stores Ed25519 signatures over the chain head every N
   events: an attacker who can rewrite the whole chain (DB superuser) still
   cannot forge a checkpoint without the private key, which lives outside the
@@ -28,11 +39,11 @@ records; IHE BALP):
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, String, Table
+from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, String, Table
 
 from fhir_store.schema import metadata
 
-AUDIT_TABLES = ("audit_event", "audit_event_patient", "audit_checkpoint")
+AUDIT_TABLES = ("audit_event", "audit_event_key", "audit_checkpoint")
 
 audit_event = Table(
     "audit_event",
@@ -55,18 +66,22 @@ audit_event = Table(
     # HMAC-SHA256(audit key, hash): a forged row with a correctly recomputed chain
     # hash is still detected, because the attacker lacks the key file.
     Column("mac", LargeBinary, nullable=False),
+    # patient and entity are searched through audit_event_key (random keys cost most per insert)
     Index(None, "recorded_us"),
-    Index(None, "patient_id", "recorded_us"),
     Index(None, "agent", "recorded_us"),
-    Index(None, "entity"),
 )
 
-audit_event_patient = Table(
-    "audit_event_patient",
+audit_event_key = Table(
+    "audit_event_key",
     metadata,
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
-    Column("patient_id", String(64), primary_key=True),
-    Index(None, "patient_id", "seq"),
+    #: ``Patient/<id>`` (ids clipped to 64 like ``patient_id``) or the entity without ``/_history/<v>``
+    Column("key", String(128), primary_key=True),
+    #: the key names a patient of the event (not only its entity)
+    Column("patient", Boolean, nullable=False),
+    Index(None, "key", "patient", "seq"),  # covers both searches without a table lookup
+    # one B-tree on SQLite: the rows are the primary key's entries
+    sqlite_with_rowid=False,
 )
 
 audit_checkpoint = Table(

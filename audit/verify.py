@@ -8,8 +8,10 @@ its check.  For every row, in ``seq`` order, the verifier checks that
 3. ``hash = SHA-256(prev_hash || content)`` (edited content);
 4. ``mac = HMAC(key, hash)`` when the key file is available (a forged row whose
    hash an attacker recomputed);
-5. the search columns and patient links equal what ``content`` says (an edited
-   index column, e.g. a patient id changed to hide an access);
+5. the search columns and the event's ``audit_event_key`` rows equal what
+   ``content`` says (an edited index column or key row, e.g. a patient id
+   changed or removed to hide an access); key rows of no event are reported
+   too;
 
 and for every checkpoint that its Ed25519 signature is valid under a trusted
 public key and that it signs the recomputed hash at its ``seq``; a checkpoint
@@ -25,12 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, or_, select
 
 from audit.chain import GENESIS, chain_hash
 from audit.checkpoints import AuditKeys, VerifyKey
-from audit.rows import row_values
-from audit.schema import audit_checkpoint, audit_event, audit_event_patient
+from audit.rows import event_keys, row_values
+from audit.schema import audit_checkpoint, audit_event, audit_event_key
 
 BATCH = 2000
 _COLUMNS = (
@@ -64,8 +66,11 @@ class VerifyResult:
         return f"bad seq {self.bad_seq}{event}: {self.reason}"
 
 
-def _rows(conn: Connection) -> Iterator[Any]:
-    """All rows in seq order, in key-set pages (constant memory, works on both backends)."""
+Keys = dict[str, bool]
+
+
+def _rows(conn: Connection) -> Iterator[tuple[Any, Keys]]:
+    """All rows in seq order with their key rows, in key-set pages (constant memory, both backends)."""
     after = -1
     while True:
         rows = conn.execute(
@@ -73,18 +78,25 @@ def _rows(conn: Connection) -> Iterator[Any]:
         ).all()
         if not rows:
             return
-        yield from rows
-        after = int(rows[-1].seq)
+        last = int(rows[-1].seq)
+        found: dict[int, Keys] = defaultdict(dict)
+        k = audit_event_key.c
+        for seq, key, patient in conn.execute(
+            select(k.seq, k.key, k.patient).where(k.seq > after, k.seq <= last)  # primary key range
+        ):
+            found[int(seq)][str(key)] = bool(patient)
+        for row in rows:
+            yield row, found.get(int(row.seq), {})
+        after = last
 
 
-def _links(conn: Connection) -> dict[int, set[str]]:
-    links: dict[int, set[str]] = defaultdict(set)
-    for seq, pid in conn.execute(select(audit_event_patient.c.seq, audit_event_patient.c.patient_id)):
-        links[int(seq)].add(str(pid))
-    return links
+def _stray_key(conn: Connection, last_seq: int) -> int | None:
+    """The seq of a key row outside the chain (added to point a search at a missing event)."""
+    k = audit_event_key.c
+    return conn.execute(select(func.min(k.seq)).where(or_(k.seq < 1, k.seq > last_seq))).scalar()
 
 
-def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, links: dict[int, set[str]]) -> str | None:
+def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, stored_keys: Keys) -> str | None:
     """The reason this row is bad, or None."""
     content = bytes(row.content)
     if bytes(row.prev_hash) != prev:
@@ -102,9 +114,8 @@ def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, links: dict[int, s
     for column in _COLUMNS:
         if getattr(row, column) != expected[column]:
             return f"column {column} does not match content (edited)"
-    want_links = set(patients) if len(patients) > 1 else set()
-    if links.get(int(row.seq), set()) != want_links:
-        return "patient links do not match content (edited)"
+    if dict(event_keys(expected["entity"], patients)) != stored_keys:
+        return "search keys (audit_event_key) do not match content (edited)"
     return None
 
 
@@ -119,16 +130,15 @@ def verify_chain(
     if keys is not None:
         trusted_keys.setdefault(keys.key_id, keys.verify_key)
     checkpoints = {int(r.seq): r for r in conn.execute(select(audit_checkpoint)).all()}
-    links = _links(conn)
     prev, expected_seq, count = GENESIS, 1, 0
-    for row in _rows(conn):
+    for row, stored_keys in _rows(conn):
         seq = int(row.seq)
         event_id = str(row.event_id)
         if seq != expected_seq:
             return VerifyResult(
                 False, count, len(checkpoints), seq, event_id, f"expected seq {expected_seq} (deleted event)"
             )
-        reason = _check_row(row, prev, keys, links)
+        reason = _check_row(row, prev, keys, stored_keys)
         if reason is not None:
             return VerifyResult(False, count, len(checkpoints), seq, event_id, reason)
         prev = bytes(row.hash)
@@ -148,6 +158,16 @@ def verify_chain(
             expected_seq,
             None,
             f"missing: checkpoint at seq {min(beyond)} covers events after seq {count} (deleted)",
+        )
+    stray = _stray_key(conn, count)
+    if stray is not None:
+        return VerifyResult(
+            False,
+            count,
+            len(checkpoints),
+            stray,
+            None,
+            "search keys (audit_event_key) of no event (inserted)",
         )
     return VerifyResult(True, count, len(checkpoints))
 

@@ -103,12 +103,12 @@ def tamper(engine: Engine) -> Callable[..., None]:
         with engine.begin() as conn:
             pg = conn.dialect.name == "postgresql"
             if pg:
-                for table in ("audit_event", "audit_event_patient", "audit_checkpoint"):
+                for table in ("audit_event", "audit_event_key", "audit_checkpoint"):
                     conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
             for statement in statements:
                 conn.execute(text(statement), params or {})
             if pg:
-                for table in ("audit_event", "audit_event_patient", "audit_checkpoint"):
+                for table in ("audit_event", "audit_event_key", "audit_checkpoint"):
                     conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
 
     return run

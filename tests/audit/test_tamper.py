@@ -62,6 +62,30 @@ def test_edited_index_column_is_detected(chain: dict[int, str], cli: Cli, tamper
     assert "column outcome" in _bad(cli, 4, chain[4])
 
 
+@pytest.mark.parametrize(
+    ("statement", "seq"),
+    [
+        ("DELETE FROM audit_event_key WHERE seq = 5 AND key LIKE 'Patient/%'", 5),  # hide a read
+        ("UPDATE audit_event_key SET patient = :no WHERE seq = 1", 1),  # patient search misses it
+        ("UPDATE audit_event_key SET key = 'Encounter/other' WHERE seq = 3 AND NOT patient", 3),
+        ("INSERT INTO audit_event_key (seq, key, patient) VALUES (4, 'Patient/someone', :yes)", 4),
+    ],
+)
+def test_edited_search_key_is_detected(
+    chain: dict[int, str], cli: Cli, tamper: Tamper, statement: str, seq: int
+) -> None:
+    tamper(statement, params={"no": False, "yes": True})
+    assert "search keys" in _bad(cli, seq, chain[seq])
+
+
+def test_search_key_of_no_event_is_detected(chain: dict[int, str], cli: Cli, tamper: Tamper) -> None:
+    tamper(
+        "INSERT INTO audit_event_key (seq, key, patient) VALUES (99, 'Patient/framed', :yes)",
+        params={"yes": True},
+    )
+    assert "of no event" in _bad(cli, 99)
+
+
 def test_deleted_row_is_detected(chain: dict[int, str], cli: Cli, tamper: Tamper) -> None:
     tamper("DELETE FROM audit_event WHERE seq = 3")
     assert "deleted" in _bad(cli, 4, chain[4])

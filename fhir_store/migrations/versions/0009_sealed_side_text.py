@@ -1,7 +1,7 @@
 """free-text columns of the side tables widened to Text, so they can hold sealed values
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 
 Why (docs/compliance.md "Side tables at rest"): ``privacy_receipt.note`` (the
 CRM's deletion-receipt note) and ``crm_his_outbox.last_error`` (the HIS's
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
