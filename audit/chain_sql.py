@@ -10,8 +10,10 @@ nothing commits here (:mod:`fhir_store.driver_sql`).
 How rows are inserted depends on the backend, by measurement (CPU µs per row,
 2 KB rows, batch of 65; docs/benchmarks.md):
 
-* SQLite: ``executemany`` of a one-row INSERT (one cached statement; the
-  loop over rows is in C): ~13 µs per row;
+* SQLite: multi-row INSERTs of power-of-two sizes (:meth:`RowInsert.write`).
+  ``executemany`` (~13 µs per row) released the GIL around every row, twice
+  per event once the key rows came; per event the CPU measured the same
+  either way, within the noise;
 * PostgreSQL, up to :data:`PG_INSERT_ROWS` rows (a create's event): one
   multi-row INSERT.  psycopg caches the conversion of a query only when it
   has at most 50 parameters, so 16 columns x 3 rows is the most that stays

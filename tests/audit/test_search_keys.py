@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, inspect, select, text
 
 from audit.chain import chain_hash
 from audit.checkpoints import AuditKeys
@@ -184,3 +184,24 @@ def test_migration_indexes_an_older_trail(url_at_0007: str, keys: AuditKeys) -> 
             assert search_audit(conn, entity="Patient/ghost")[1] == 1
     finally:
         engine.dispose()
+
+
+def test_downgrade_restores_the_patient_links(database_url: str, store: FhirStore, engine: Engine) -> None:
+    pids = [create(store, patient(f"Lê {i}")) for i in range(2)]
+    for pid in pids:
+        create(store, encounter(pid))
+    store.search(parse_query("Encounter", []), CTX, "Encounter?status=finished")  # seq 5: two patients
+    engine.dispose()
+    downgrade_engine = make_engine(database_url, pool_size=1)
+    try:
+        with downgrade_engine.begin() as conn:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0007")
+        with downgrade_engine.connect() as conn:
+            links = conn.execute(text("SELECT seq, patient_id FROM audit_event_patient")).all()
+            tables = set(inspect(conn).get_table_names())
+    finally:
+        downgrade_engine.dispose()
+    assert sorted((int(s), str(p)) for s, p in links) == sorted((5, pid) for pid in pids)
+    assert "audit_event_key" not in tables
