@@ -47,6 +47,13 @@ def _fill(conn: Connection) -> None:
         ),
         rows,
     )
+    conn.execute(
+        text(
+            "INSERT INTO resource_current (res_type, res_id, version, last_updated_us, deleted)"
+            " VALUES (:t, :i, 1, 1790000000000000, false)"
+        ),
+        rows,
+    )
 
 
 def plan(conn: Connection, statement: str, types: str, args: str) -> str:
