@@ -47,9 +47,8 @@ from audit.events import (
 from fhir_store.instants import to_us
 from fhir_store.model import RequestContext
 
-#: ``audit_event`` columns in the order the writer inserts them
-COLUMNS: Final = (
-    "seq",
+#: the columns an event's content determines (searched by ``GET /fhir/AuditEvent``); verify compares them
+INDEX_COLUMNS: Final = (
     "event_id",
     "recorded_us",
     "action",
@@ -61,18 +60,16 @@ COLUMNS: Final = (
     "entity",
     "purpose",
     "request_id",
-    "content",
-    "prev_hash",
-    "hash",
-    "mac",
 )
+#: ``audit_event`` columns in the order the writer inserts them
+COLUMNS: Final = ("seq", *INDEX_COLUMNS, "content", "prev_hash", "hash", "mac")
 
 
 class Prepared(NamedTuple):
     """One event ready for the chain: its bytes, its index columns and its patients."""
 
     content: bytes
-    #: ``event_id`` .. ``request_id`` in :data:`COLUMNS` order
+    #: :data:`INDEX_COLUMNS`, in order
     columns: tuple[Any, ...]
     patient_ids: tuple[str, ...]
 

@@ -31,23 +31,10 @@ from sqlalchemy import Connection, Engine, func, or_, select
 
 from audit.chain import GENESIS, chain_hash
 from audit.checkpoints import AuditKeys, VerifyKey
-from audit.rows import event_keys, row_values
+from audit.rows import INDEX_COLUMNS, event_keys, row_values
 from audit.schema import audit_checkpoint, audit_event, audit_event_key
 
 BATCH = 2000
-_COLUMNS = (
-    "event_id",
-    "recorded_us",
-    "action",
-    "type",
-    "subtype",
-    "outcome",
-    "agent",
-    "patient_id",
-    "entity",
-    "purpose",
-    "request_id",
-)
 
 
 @dataclass(frozen=True)
@@ -111,7 +98,7 @@ def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, stored_keys: Keys)
         expected, patients = row_values(int(row.seq), event, content, prev, digest)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError, AttributeError):
         return "content is not a valid AuditEvent"
-    for column in _COLUMNS:
+    for column in INDEX_COLUMNS:
         if getattr(row, column) != expected[column]:
             return f"column {column} does not match content (edited)"
     if dict(event_keys(expected["entity"], patients)) != stored_keys:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table, select
 
 from audit.schema import audit_event
 from fhir_store.rewrap import keys_in_use
@@ -99,11 +99,11 @@ def rest_patient(mrn: str) -> dict[str, object]:
     }
 
 
-def dump(engine: Engine) -> bytes:
-    """Every value of every scanned table, as bytes (text in UTF-8)."""
+def dump(engine: Engine, tables: tuple[Table, ...] = SCANNED) -> bytes:
+    """Every value of every row of ``tables``, as the database holds it (text in UTF-8)."""
     out = bytearray()
     with engine.connect() as conn:
-        for table in SCANNED:
+        for table in tables:
             for row in conn.execute(select(table)):
                 for value in row:
                     if value is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, Table, select, update
+from sqlalchemy import Engine, select, update
 
 from consent.purposes import APPOINTMENT_REMINDER, POST_VISIT_CARE
 from consent.rights.schema import PRIVACY_TABLES, privacy_request, privacy_tombstone
@@ -36,6 +36,7 @@ from tests.gateway.test_encryption_at_rest import (
     REST_SECRETS,
     SCANNED,
     cli,
+    dump,
     rest_patient,
     search,
 )
@@ -68,22 +69,9 @@ def flow_live(database_url: str, tmp_path: Path) -> Iterator[tuple[LiveServer, H
         peer.close()
 
 
-def raw_rows(engine: Engine, tables: tuple[Table, ...]) -> bytes:
-    """Every value of every row of ``tables``, as the database holds it."""
-    out = bytearray()
-    with engine.connect() as conn:
-        for table in tables:
-            for row in conn.execute(select(table)):
-                for value in row:
-                    if value is not None:
-                        out += bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
-                    out += b"\x00"
-    return bytes(out)
-
-
 def in_clear(engine: Engine) -> list[str]:
-    everything = raw_rows(engine, (*SCANNED, *SIDE_TABLES))
-    side = raw_rows(engine, SIDE_TABLES)
+    everything = dump(engine, (*SCANNED, *SIDE_TABLES))
+    side = dump(engine, SIDE_TABLES)
     found = [s for s in HL7_SECRETS + REST_SECRETS if s.encode() in everything]
     return found + [s for s in SIDE_SECRETS if s.encode() in side]
 
