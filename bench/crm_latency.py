@@ -5,8 +5,13 @@ audit, consent decisions + audit, sealed outbox row) → ACK; the dispatcher
 thread picks the event up, signs it and POSTs it to a real HTTP receiver on
 loopback.  Latency per message = webhook arrival − A03 send time.
 
-Setup (not timed): N patients registered with ADT^A04 and a post-visit-care
-Consent each.  Load: the A03s are offered at ``--rate`` msg/s (paced, spread
+carebridge runs as ``carebridge serve`` in its own process, as in production;
+the HIS senders and the CRM's receiver share this benchmark process (in
+production they are other machines).
+
+Setup (not timed, in this process, before the server starts): N patients
+registered with ADT^A04 and a post-visit-care Consent each, and the
+subscription, starting at the head of the feed.  Load: the A03s are offered at ``--rate`` msg/s (paced, spread
 over ``--connections`` MLLP connections, each waiting for its ACK).
 
 Usage::
@@ -19,9 +24,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.mllp_ingest import start_serve  # noqa: E402
 from consent.purposes import POST_VISIT_CARE, build_consent  # noqa: E402
 from fhir_store.migrations import upgrade  # noqa: E402
 from fhir_store.model import Create, RequestContext  # noqa: E402
@@ -95,103 +102,124 @@ class Receiver:
         return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
 
 
-def run(database_url: str, workdir: Path, n: int, rate: float, connections: int) -> dict[str, Any]:
-    from gateway.mllp.server import MllpServer
+def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) -> dict[str, str]:
+    """Register the patients, their consents and the subscription; return pseudonym -> MRN.
 
-    projection = workdir / "projection.json"
-    projection.write_text(
-        json.dumps({"clients": {CRM: {"fields": {"encounter": ["completed_at", "service_type"]}}}})
-    )
-    extra = {
-        "crm_projection_file": str(projection),
-        "crm_key_file": str(workdir / "keys.json"),
-        "crm_poll_interval_s": "0.02",
-    }
-    settings = Settings(
-        database_url=database_url,
-        db_pool_size=16,
-        audit_key_file=str(workdir / "audit.pem"),
-        store_key_file=str(workdir / "store-keys.json"),
-        extra=extra,
-    )
+    Runs in this process on its own :class:`Runtime`, closed before the server starts.
+    """
+    from gateway.ingest import Ingestor
+
     upgrade(database_url)
+    os.environ.update(server_env(database_url, workdir))  # CrmSettings reads the environment too
+    settings = Settings.from_env()
     runtime = Runtime.create(settings, migrate=False)
-    bridge = runtime.services["crm"]
-    receiver = Receiver()
-    bridge.subscriptions.create(CRM, receiver.url, ["encounter.completed"])
-    loop = asyncio.new_event_loop()
-    mllp = MllpServer(runtime, "127.0.0.1", 0)
-    loop.run_until_complete(mllp.start())
-    threading.Thread(target=loop.run_forever, daemon=True).start()
-    run_id = uuid.uuid4().hex[:6].upper()
-    mrns = [f"{run_id}{i:06d}" for i in range(n)]
-    with MllpClient("127.0.0.1", mllp.port, timeout=60) as client:
+    try:
+        bridge = runtime.services["crm"]
+        ingestor = Ingestor(runtime.store, settings)
         for mrn in mrns:
-            assert parse_ack(client.request(a04(mrn)) or b"").code in ("AA", "CA")
-    pseudonyms: dict[str, str] = {}
-    ctx = RequestContext("bench-setup")
-    with runtime.engine.connect() as conn:
-        from sqlalchemy import select
+            assert ingestor.handle(a04(mrn)).ack_code == "AA"
+        from sqlalchemy import func, select
 
+        from crm_bridge.schema import crm_outbox
         from fhir_store.schema import identifier_claim
 
-        blinded = {runtime.store.cipher.blind(m): m for m in mrns}  # claims hold keyed hashes
-        rows = conn.execute(
-            select(identifier_claim.c.value, identifier_claim.c.res_id).where(
-                identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(list(blinded))
+        with runtime.engine.connect() as conn:
+            blinded = {runtime.store.cipher.blind(m): m for m in mrns}  # claims hold keyed hashes
+            rows = conn.execute(
+                select(identifier_claim.c.value, identifier_claim.c.res_id).where(
+                    identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(list(blinded))
+                )
+            ).all()
+        ids = {blinded[str(v)]: str(r) for v, r in rows}
+        ctx = RequestContext("bench-setup")
+        pseudonyms: dict[str, str] = {}
+        for mrn in mrns:
+            pid = ids[mrn]
+            consent = build_consent(
+                pid,
+                POST_VISIT_CARE,
+                permit=True,
+                date_time="2026-11-20T08:00:00+07:00",
+                channel="counter",
+                text_version="v1",
+                text_shown="Đồng ý",
+                recipient=CRM,
             )
-        ).all()
-    ids = {blinded[str(v)]: str(r) for v, r in rows}
-    for mrn in mrns:
-        pid = ids[mrn]
-        consent = build_consent(
-            pid,
-            POST_VISIT_CARE,
-            permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
-            channel="counter",
-            text_version="v1",
-            text_shown="Đồng ý",
-            recipient=CRM,
+            runtime.store.transact([Create(consent)], ctx)
+            pseudonyms[bridge.keys.pseudonym(CRM, pid)] = mrn
+        with runtime.engine.connect() as conn:
+            head = int(conn.execute(select(func.coalesce(func.max(crm_outbox.c.seq), 0))).scalar() or 0)
+        bridge.subscriptions.create(CRM, receiver_url, ["encounter.completed"], from_seq=head)
+        return pseudonyms
+    finally:
+        runtime.close()
+
+
+def server_env(database_url: str, workdir: Path) -> dict[str, str]:
+    """The settings both the setup runtime and ``carebridge serve`` read (same keys, same files)."""
+    projection = workdir / "projection.json"
+    if not projection.exists():
+        projection.write_text(
+            json.dumps({"clients": {CRM: {"fields": {"encounter": ["completed_at", "service_type"]}}}})
         )
-        runtime.store.transact([Create(consent)], ctx)
-        pseudonyms[bridge.keys.pseudonym(CRM, pid)] = mrn
-    bridge.start()
-    sent: dict[str, float] = {}
-    acks: list[float] = []
-    lock = threading.Lock()
-    interval = connections / rate
-    t0 = time.perf_counter() + 0.2
+    return {
+        "CAREBRIDGE_DATABASE_URL": database_url,
+        "CAREBRIDGE_DB_POOL_SIZE": "16",
+        "CAREBRIDGE_AUDIT_KEY_FILE": str(workdir / "audit.pem"),
+        "CAREBRIDGE_STORE_KEY_FILE": str(workdir / "store-keys.json"),
+        "CAREBRIDGE_CRM_PROJECTION_FILE": str(projection),
+        "CAREBRIDGE_CRM_KEY_FILE": str(workdir / "crm-keys.json"),
+        "CAREBRIDGE_CRM_POLL_INTERVAL_S": "0.02",
+    }
 
-    def worker(c: int) -> None:
-        with MllpClient("127.0.0.1", mllp.port, timeout=60) as conn:
-            for k, mrn in enumerate(mrns[c::connections]):
-                due = t0 + (c / rate) + k * interval
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                start = time.perf_counter()
-                with lock:
-                    sent[mrn] = start
-                answer = conn.request(a03(mrn))
-                acks.append(time.perf_counter() - start)
-                assert parse_ack(answer or b"").code in ("AA", "CA")
 
-    threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load_end = time.perf_counter()
-    deadline = time.monotonic() + 120
-    while len(receiver.arrivals) < n and time.monotonic() < deadline:
-        time.sleep(0.05)
+def run(database_url: str, workdir: Path, n: int, rate: float, connections: int) -> dict[str, Any]:
+    receiver = Receiver()
+    run_id = uuid.uuid4().hex[:6].upper()
+    mrns = [f"{run_id}{i:06d}" for i in range(n)]
+    pseudonyms = setup(database_url, workdir, mrns, receiver.url)
+    proc, port, server_log = start_serve(database_url, workdir, server_env(database_url, workdir))
+    try:
+        sent: dict[str, float] = {}
+        acks: list[float] = []
+        lock = threading.Lock()
+        interval = connections / rate
+        t0 = time.perf_counter() + 0.2
+
+        def worker(c: int) -> None:
+            with MllpClient("127.0.0.1", port, timeout=60) as conn:
+                for k, mrn in enumerate(mrns[c::connections]):
+                    due = t0 + (c / rate) + k * interval
+                    delay = due - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                    start = time.perf_counter()
+                    with lock:
+                        sent[mrn] = start
+                    answer = conn.request(a03(mrn))
+                    acks.append(time.perf_counter() - start)
+                    assert parse_ack(answer or b"").code in ("AA", "CA")
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        load_end = time.perf_counter()
+        deadline = time.monotonic() + 120
+        while len(receiver.arrivals) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        if len(receiver.arrivals) < n:
+            print(server_log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     latencies = sorted(
         receiver.arrivals[p] - sent[m] for p, m in pseudonyms.items() if p in receiver.arrivals
     )
-    bridge.stop()
-    loop.call_soon_threadsafe(loop.stop)
-    runtime.close()
     leaks = [b for b in receiver.bodies if any(s in b.decode() for s in ("K02", "Sâu", "Lý Thường", run_id))]
 
     def pct(q: float) -> float:

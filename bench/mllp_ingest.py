@@ -95,9 +95,12 @@ def run_load(host: str, port: int, messages: list[bytes], connections: int) -> d
     }
 
 
-def start_serve(database_url: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_serve(
+    database_url: str, workdir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """``carebridge serve`` in its own process (own interpreter, as in production); its MLLP port."""
     log = workdir / "serve.log"
-    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "INFO", **(extra_env or {})}
     carebridge = str(Path(sys.executable).with_name("carebridge"))
     proc = subprocess.Popen(
         [carebridge, "serve", "--http-port", "0", "--mllp-port", "0", "--database-url", database_url],

@@ -29,20 +29,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy import Engine, insert, select, update
 
 from consent.keys import KeyStore
 from crm_bridge.config import CrmSettings
-from crm_bridge.schema import crm_dead_letter, crm_outbox, crm_subscription
+from crm_bridge.schema import crm_dead_letter, crm_subscription
+from crm_bridge.webhook_http import WebhookClient, WebhookError
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
 from fhir_store.database import reader, writer
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 
 log = logging.getLogger("carebridge.crm.delivery")
 SIGNATURE_HEADER = "X-Carebridge-Signature"
 SAVE_EVERY_S = 0.5
+FEED_BATCH = 200  # events read per subscription and round
 
 
 def sign(secret: bytes, body: bytes, timestamp: int) -> str:
@@ -75,20 +77,22 @@ class FeedEvent:
         return orjson.dumps({**self.body, "seq": self.seq})
 
 
+_FEED = DriverQuery(
+    "SELECT seq, event_id, event_type, key_id, payload FROM crm_outbox"
+    " WHERE crm_id = :crm AND seq > :after ORDER BY seq LIMIT :limit"
+)
+# Active subscriptions due now, and whether an operator re-queued dead letters for one.
+_DUE_SUBSCRIPTIONS = DriverQuery(
+    "SELECT s.id, s.crm_id, s.url, s.events, s.secret_key_id, s.secret, s.cursor, s.attempts,"
+    " EXISTS (SELECT 1 FROM crm_dead_letter d WHERE d.subscription_id = s.id AND d.status = 'requeued')"
+    " FROM crm_subscription s WHERE s.active = :active AND s.next_attempt_us <= :now"
+)
+
+
 def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: int = 100) -> list[FeedEvent]:
+    """Events after ``after`` in ``seq`` order (a driver-level statement: the dispatcher polls it)."""
     with reader(engine).connect() as conn:
-        rows = conn.execute(
-            select(
-                crm_outbox.c.seq,
-                crm_outbox.c.event_id,
-                crm_outbox.c.event_type,
-                crm_outbox.c.key_id,
-                crm_outbox.c.payload,
-            )
-            .where(crm_outbox.c.crm_id == crm_id, crm_outbox.c.seq > after)
-            .order_by(crm_outbox.c.seq)
-            .limit(limit)
-        ).all()
+        rows = _FEED.all(conn, {"crm": crm_id, "after": after, "limit": limit})
     return [
         FeedEvent(
             int(r[0]), str(r[2]), orjson.loads(keys.cipher.open(str(r[3]), bytes(r[4]), str(r[1]).encode()))
@@ -205,9 +209,11 @@ class Dispatcher:
             idle_wait_s=lambda: self.settings.poll_interval_s,
             log=log,
             failure_message="webhook dispatch round failed: %s",
+            backlog=lambda: self._backlog,
         )
+        self._backlog = False  # a round stopped at FEED_BATCH events: run the next one at once
         self.wake = self._loop.wake  # set by the outbox hook after a commit that wrote events
-        self._http = httpx.Client(timeout=settings.webhook_timeout_s)
+        self._http = WebhookClient(settings.webhook_timeout_s)
         self.delivered = 0
         self.dead_lettered = 0
         # Observer of each POST attempt (seconds, ok): the /metrics webhook latency histogram.
@@ -219,8 +225,6 @@ class Dispatcher:
         self._saved_at: dict[str, float] = {}
 
     def start(self) -> None:
-        if self._http.is_closed:  # stopped before: a new client for the new thread
-            self._http = httpx.Client(timeout=self.settings.webhook_timeout_s)
         self._loop.start()
 
     def stop(self) -> None:
@@ -233,27 +237,17 @@ class Dispatcher:
 
     def run_once(self) -> int:
         """One pass over active subscriptions; returns the number of events delivered."""
-        s = crm_subscription
         now = int(self.clock() * 1_000_000)
         with reader(self.engine).connect() as conn:  # polled 20 times a second: no ROLLBACK
-            subs = conn.execute(
-                select(
-                    s.c.id,
-                    s.c.crm_id,
-                    s.c.url,
-                    s.c.events,
-                    s.c.secret_key_id,
-                    s.c.secret,
-                    s.c.cursor,
-                    s.c.attempts,
-                ).where(s.c.active.is_(True), s.c.next_attempt_us <= now)
-            ).all()
+            subs = _DUE_SUBSCRIPTIONS.all(conn, {"active": True, "now": now})
         total = 0
+        self._backlog = False
         for sub in subs:
             if self._loop.stopping:
                 break
             secret = self.keys.cipher.open(str(sub[4]), bytes(sub[5]), str(sub[0]).encode())
-            total += self._requeued(str(sub[0]), str(sub[1]), str(sub[2]), secret)
+            if sub[8]:  # dead letters an operator asked to re-deliver
+                total += self._requeued(str(sub[0]), str(sub[1]), str(sub[2]), secret)
             db_cursor = int(sub[6])
             memory = self._cursors.get(str(sub[0]))
             cursor = memory[0] if memory is not None and memory[1] == db_cursor else db_cursor
@@ -280,13 +274,13 @@ class Dispatcher:
         }
         started = time.perf_counter()
         try:
-            response = self._http.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+            status = self._http.post(url, body, headers)
+        except WebhookError as exc:
             self._observe(started, ok=False)
-            return type(exc).__name__
-        ok = 200 <= response.status_code < 300
+            return str(exc)
+        ok = 200 <= status < 300
         self._observe(started, ok=ok)
-        return None if ok else f"HTTP {response.status_code}"
+        return None if ok else f"HTTP {status}"
 
     def _observe(self, started: float, *, ok: bool) -> None:
         if self.on_delivery is not None:
@@ -305,7 +299,8 @@ class Dispatcher:
     ) -> int:
         delivered = 0
         had_failures = attempts > 0
-        events = read_feed(self.engine, self.keys, crm_id, cursor, limit=200)
+        events = read_feed(self.engine, self.keys, crm_id, cursor, limit=FEED_BATCH)
+        self._backlog = self._backlog or len(events) == FEED_BATCH
         for event in events:
             if "*" not in types and event.event_type not in types:
                 cursor = event.seq

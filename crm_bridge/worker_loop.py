@@ -5,7 +5,9 @@ HIS booking sender (:mod:`crm_bridge.booking`) each drain an outbox table in a
 daemon thread, and must behave alike under load and under failure:
 
 * a round that did work is followed by the next one at once (drain a backlog
-  without sleeping between batches);
+  without sleeping between batches), unless the worker says it left nothing
+  behind (``backlog``): then it waits to be woken, instead of paying a whole
+  round to find out that nothing came in meanwhile;
 * an idle worker sleeps until :attr:`WorkerLoop.wake` is set — by the store
   hook or the API that just wrote a row, so delivery starts without waiting —
   or until the poll interval passes, which picks up rows whose retry time has
@@ -53,8 +55,10 @@ class WorkerLoop:
         idle_wait_s: Callable[[], float],
         log: logging.Logger,
         failure_message: str,
+        backlog: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
+        self._backlog = backlog
         self.wake = threading.Event()
         self._run_once = run_once
         self._idle_wait_s = idle_wait_s
@@ -88,6 +92,6 @@ class WorkerLoop:
             except Exception as exc:  # keep the worker alive; no payloads in logs
                 self._log.warning(self._failure_message, type(exc).__name__)
                 busy = 0
-            if not busy:
+            if not busy or (self._backlog is not None and not self._backlog()):
                 self.wake.wait(self._idle_wait_s())
                 self.wake.clear()

@@ -59,3 +59,34 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
     for attempt in range(1, 12):
         delay = min(60.0, 2 ** (attempt - 1))
         assert delay / 2 <= backoff_s(attempt, 1.0, 60.0) <= delay
+
+
+def test_a_round_that_left_no_backlog_waits_for_the_next_wake() -> None:
+    rounds: list[int] = []
+    backlog = [True]
+
+    def run_once() -> int:
+        rounds.append(1)
+        return 1  # always did work
+
+    loop = WorkerLoop(
+        "test-worker",
+        run_once,
+        idle_wait_s=lambda: 60.0,
+        log=logging.getLogger("test.worker_loop"),
+        failure_message="round failed: %s",
+        backlog=lambda: backlog[0],
+    )
+    loop.start()
+    try:
+        _wait(lambda: len(rounds) >= 3)  # a backlog: rounds follow one another at once
+        backlog[0] = False
+        _wait(lambda: len(rounds) >= 5)
+        time.sleep(0.2)
+        settled = len(rounds)
+        time.sleep(0.3)
+        assert len(rounds) == settled, "without a backlog the worker must sleep until woken"
+        loop.wake.set()
+        _wait(lambda: len(rounds) == settled + 1)
+    finally:
+        loop.stop()
