@@ -13,7 +13,10 @@ cryptography with key management and rotation):
 * direct identifiers and contact data we keep outside the FHIR store (outbox
   payloads, webhook secrets) are sealed with AES-GCM under the current field
   key; the key id travels with the ciphertext so old rows stay readable after
-  a rotation and can be re-encrypted.
+  a rotation and are re-encrypted by ``carebridge crm rewrap-fields``
+  (``crm_bridge.field_keys``), after which the old key can be retired;
+* a running process follows a key file rewritten by another (a rotation from
+  the command line) within seconds, like the store's keys.
 
 Keys live in a JSON file outside the database (created 0600 on first use),
 or in the environment variable ``CAREBRIDGE_CRM_KEYS`` (same JSON), so a
@@ -27,14 +30,16 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, hmac_sha256
 
 ENV_KEYS = "CAREBRIDGE_CRM_KEYS"
+RELOAD_EVERY_S = 5.0  # a running process notices a rotated key file within this time
 
-__all__ = ["ENV_KEYS", "KeyMaterialError", "KeyRing", "KeyStore", "pseudonym_with"]
+__all__ = ["ENV_KEYS", "FieldCipher", "KeyMaterialError", "KeyRing", "KeyStore", "pseudonym_with"]
 
 
 def _b32(digest: bytes) -> str:
@@ -46,32 +51,78 @@ def pseudonym_with(key: bytes, kid: str, patient_id: str) -> str:
     return f"{kid}.{_b32(digest)}"
 
 
+class FieldCipher:
+    """AES-256-GCM under the field ring that follows rotations made by another process.
+
+    Why: ``carebridge crm rotate-field-key`` and ``rewrap-fields`` run as
+    separate processes while ``carebridge serve`` keeps sealing and opening.
+    Sealing re-reads a rewritten key file at most every
+    :data:`RELOAD_EVERY_S` (so new rows move to the new key within seconds),
+    and opening a row under a key id this process does not hold re-reads it at
+    once (a row rewrapped under a key rotated after this process started).
+    """
+
+    def __init__(self, keys: KeyStore) -> None:
+        self._keys = keys
+
+    def seal(self, plaintext: bytes, aad: bytes) -> tuple[str, bytes]:
+        self._keys.refresh(RELOAD_EVERY_S)
+        return self._keys.field_aead.seal(plaintext, aad)
+
+    def open(self, kid: str, blob: bytes, aad: bytes) -> bytes:
+        if kid not in self._keys.field.keys:
+            self._keys.refresh(0)
+        return self._keys.field_aead.open(kid, blob, aad)
+
+
 class KeyStore:
     """Field and per-CRM pseudonym key rings, persisted to a 0600 JSON file (or read from env)."""
 
-    def __init__(self, path: Path | None, field_ring: KeyRing, pseudonym: dict[str, KeyRing]) -> None:
-        self.path = path
-        self.field = field_ring
-        self.rings = pseudonym
-        self.cipher = AeadCipher(field_ring)
+    def __init__(self, document: KeyFile) -> None:
+        self.document = document
         self._lock = threading.RLock()
+        self._parse()
+        self.cipher = FieldCipher(self)
+
+    def _parse(self) -> None:
+        data = self.document.data
+        field_ring = KeyRing.from_json(data["field"])
+        self.rings: dict[str, KeyRing] = _rings(data)
+        self.field_aead = AeadCipher(field_ring)
+        self.field = field_ring
+
+    @property
+    def path(self) -> Path | None:
+        return self.document.path
 
     @classmethod
     def load_or_create(cls, path: str | None, environ: dict[str, str] | None = None) -> KeyStore:
-        document = KeyFile.load_or_create(path, ENV_KEYS, _fresh, environ)
-        data = document.data
-        return cls(document.path, KeyRing.from_json(data["field"]), _rings(data))
+        return cls(KeyFile.load_or_create(path, ENV_KEYS, _fresh, environ))
+
+    def refresh(self, every_s: float) -> bool:
+        """Re-read the key file if another process rewrote it (a rotation); True when reloaded."""
+        with self._lock:
+            if self.document.changed(every_s):
+                self._parse()
+                return True
+            return False
 
     def save(self) -> None:
         if self.path is None:
             return
-        data = {"field": self.field.to_json(), "pseudonym": {k: v.to_json() for k, v in self.rings.items()}}
-        KeyFile(self.path, data).save()
+        self.document.data = {
+            **self.document.data,
+            "field": self.field.to_json(),
+            "pseudonym": {k: v.to_json() for k, v in self.rings.items()},
+        }
+        self.document.save()
 
     def ring_for(self, crm_id: str) -> KeyRing:
+        self.refresh(RELOAD_EVERY_S)
         ring = self.rings.get(crm_id)
         if ring is None:
             with self._lock:
+                self.refresh(0)  # never overwrite a key another process just added
                 ring = self.rings.get(crm_id)
                 if ring is None:
                     ring = KeyRing.fresh("k")
@@ -98,6 +149,7 @@ class KeyStore:
     def rotate_pseudonym_key(self, crm_id: str) -> tuple[str, str]:
         """New current key for ``crm_id``; returns (old kid, new kid)."""
         with self._lock:
+            self.refresh(0)
             ring = self.ring_for(crm_id)
             old = ring.current
             new = ring.rotate("k")
@@ -105,11 +157,33 @@ class KeyStore:
             return old, new
 
     def rotate_field_key(self) -> tuple[str, str]:
+        """New current field key (old ones kept to read existing rows); returns (old kid, new kid)."""
         with self._lock:
+            self.refresh(0)
             old = self.field.current
             new = self.field.rotate("f")
             self.save()
             return old, new
+
+    def retire_field_keys(self, kids: Iterable[str]) -> list[str]:
+        """Remove old field keys from the key file; returns the ids removed.
+
+        Why: a key that no row needs any more should not stay where it can
+        leak.  The caller must know nothing in the database is sealed under
+        them (``crm_bridge.field_keys.rewrap_fields`` checks); the current key
+        is never removed.  Backups taken earlier still need the old file.
+        """
+        with self._lock:
+            self.refresh(0)
+            gone = sorted(k for k in set(kids) if k in self.field.keys and k != self.field.current)
+            if gone:
+                ring = KeyRing(
+                    self.field.current, {k: v for k, v in self.field.keys.items() if k not in gone}
+                )
+                self.field_aead = AeadCipher(ring)
+                self.field = ring
+                self.save()
+            return gone
 
 
 def _fresh() -> dict[str, Any]:

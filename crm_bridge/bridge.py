@@ -18,7 +18,7 @@ from consent.purposes import ConsentIntakeHook
 from crm_bridge.booking import Booking, HisTransport, SiuBuilder
 from crm_bridge.config import CrmSettings, ProjectionConfig
 from crm_bridge.delivery import Dispatcher, Subscriptions
-from crm_bridge.outbox import CrmOutboxHook
+from crm_bridge.outbox_hook import CrmOutboxHook
 from crm_bridge.processors import CrmProcessors
 from fhir_store.repository import FhirStore
 

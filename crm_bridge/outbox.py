@@ -1,60 +1,33 @@
-"""The transactional outbox: CRM events derived from store changes, written in the same transaction.
+"""The transactional outbox: sealed CRM events in commit order, and the pseudonym links they name.
 
-Why: an event must exist iff its change committed (no lost and no phantom
-events, ISO/IEC 27001:2022 A.8.16 monitoring relies on it too), and the
-consent decision must read the state of that very transaction so a withdrawal
-is effective for every later disclosure at once (Law 91/2025 Art. 9).
+Why: an event must exist iff its change committed, so events are inserted by
+the store hook (``crm_bridge.outbox_hook``) inside the change's transaction;
+``seq`` is the change-feed cursor and must be commit order, so inserts are
+serialized.  Payloads may carry consented contact data, so they are sealed
+under the CRM field key (Decree 356/2025/ND-CP Art. 9).
 
-For every change of a Patient, Consent, Appointment or Encounter and every
-configured CRM client, :class:`CrmOutboxHook` asks the decision point
-(every answer audited), projects the allowlisted fields under the CRM's
-pseudonym and inserts sealed rows into ``crm_outbox``:
-
-* Patient / Consent → ``consent.changed`` when the permitted purposes change
-  (``suppress: true`` when none remain; nothing at all for a patient who never
-  consented: the CRM must not even learn the patient exists) and
-  ``patient.upserted`` when the projection changed and some purpose is permitted;
-* Appointment status transitions → ``appointment.booked|rescheduled|cancelled|noshow|fulfilled``;
-* Encounter → ``encounter.completed`` when it becomes ``finished`` (post-visit care).
+Besides :func:`append_events`, this module keeps the pseudonym link table
+(``crm_pseudonym``): recording a link on first use, resolving a pseudonym
+(bookings, re-identification), rotating a CRM's pseudonym key with an old →
+new mapping event, and destroying every link and undelivered event of a
+patient on erasure (Law 91/2025 Art. 14).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, text
 
 from consent.keys import KeyStore
-from consent.pdp import DecisionSession, PolicyDecisionPoint
-from consent.purposes import (
-    APPOINTMENT_REMINDER,
-    POST_VISIT_CARE,
-    PURPOSES,
-    consent_patient,
-    security_labels,
-)
-from crm_bridge.config import CrmClient, ProjectionConfig
-from crm_bridge.projection import project_appointment, project_encounter, project_patient
 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
-from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import format_instant, now_us
-from fhir_store.model import RequestContext, ResourceChange
-from fhir_store.writer import load_current
 
-log = logging.getLogger("carebridge.crm")
 _OUTBOX_LOCK = 0x43524D31  # pg_advisory_xact_lock key ("CRM1")
-_APPOINTMENT_EVENTS = {
-    "cancelled": "appointment.cancelled",
-    "entered-in-error": "appointment.cancelled",
-    "noshow": "appointment.noshow",
-    "fulfilled": "appointment.fulfilled",
-}
 
 
 @dataclass(frozen=True)
@@ -118,218 +91,6 @@ def link_pseudonym(conn: Connection, keys: KeyStore, crm_id: str, patient_id: st
             )
         )
     return pseudonym
-
-
-def _ref_id(value: Any) -> str | None:
-    ref = (value or {}).get("reference") if isinstance(value, dict) else None
-    if isinstance(ref, str) and ref.startswith("Patient/"):
-        return ref.split("/", 1)[1]
-    return None
-
-
-def subject_of(resource: dict[str, Any] | None) -> str | None:
-    if not resource:
-        return None
-    kind = resource.get("resourceType")
-    if kind == "Patient":
-        return str(resource.get("id") or "") or None
-    if kind == "Consent":
-        return consent_patient(resource)
-    if kind == "Encounter":
-        return _ref_id(resource.get("subject"))
-    if kind == "Appointment":
-        for participant in resource.get("participant") or []:
-            found = _ref_id(participant.get("actor"))
-            if found:
-                return found
-    return None
-
-
-def appointment_event(previous: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
-    """The CRM event of an Appointment status transition (None: nothing the CRM needs)."""
-    status = current.get("status")
-    before = (previous or {}).get("status")
-    if status == "booked":
-        if before != "booked":
-            return "appointment.booked"
-        moved = (previous or {}).get("start") != current.get("start") or (previous or {}).get(
-            "end"
-        ) != current.get("end")
-        return "appointment.rescheduled" if moved else None
-    if status in _APPOINTMENT_EVENTS and status != before and before not in (None, "proposed"):
-        return _APPOINTMENT_EVENTS[str(status)]
-    if status in ("noshow", "fulfilled") and status != before:
-        return _APPOINTMENT_EVENTS[str(status)]
-    return None
-
-
-class CrmOutboxHook:
-    """StoreHook writing CRM events (see module docstring)."""
-
-    def __init__(
-        self,
-        config: ProjectionConfig,
-        keys: KeyStore,
-        pdp: PolicyDecisionPoint,
-        *,
-        notify: Callable[[], None] | None = None,
-    ) -> None:
-        self.config = config
-        self.keys = keys
-        self.pdp = pdp
-        self.notify = notify
-
-    def on_changes(
-        self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
-    ) -> None:
-        relevant = [
-            c for c in changes if c.resource_type in ("Patient", "Consent", "Appointment", "Encounter")
-        ]
-        if not relevant or not self.config.clients:
-            return
-        session = self.pdp.session(conn, context, now_us())
-        patients: dict[str, dict[str, Any] | None] = {}
-        for change in relevant:
-            if change.resource_type == "Patient" and change.resource is not None:
-                patients[change.id] = change.resource
-        events: list[PendingEvent] = []
-        synced: set[tuple[str, str]] = set()
-        for change in relevant:
-            if change.resource is None and change.resource_type != "Consent":
-                continue  # deletions: erasure reaches the CRM through emit_patient_erased
-            patient_id = subject_of(change.resource) or subject_of(change.previous)
-            if patient_id is None:
-                continue
-            if patient_id not in patients:
-                patients[patient_id] = _load_patient(conn, patient_id, self.pdp.cipher)
-            patient = patients[patient_id]
-            if patient is None:
-                continue
-            for client in self.config.clients.values():
-                if change.resource_type in ("Patient", "Consent"):
-                    if (client.crm_id, patient_id) not in synced:
-                        synced.add((client.crm_id, patient_id))
-                        events += self._sync(conn, session, client, patient_id, patient)
-                else:
-                    events += self._clinical(conn, session, client, change, patient_id, patient)
-        session.flush()
-        append_events(conn, self.keys, events)
-        if events and self.notify is not None:
-            self.notify()
-
-    def _sync(
-        self,
-        conn: Connection,
-        session: DecisionSession,
-        client: CrmClient,
-        patient_id: str,
-        patient: dict[str, Any],
-    ) -> list[PendingEvent]:
-        labels = security_labels(patient)
-        permitted = [
-            p
-            for p in PURPOSES
-            if session.decide(
-                patient_id, p, client.crm_id, labels=labels, resource=f"Patient/{patient_id}"
-            ).permit
-        ]
-        row = conn.execute(
-            select(crm_disclosure.c.purposes, crm_disclosure.c.projection_hash).where(
-                crm_disclosure.c.crm_id == client.crm_id, crm_disclosure.c.patient_id == patient_id
-            )
-        ).first()
-        old = row[0].split() if row is not None else []
-        old_hash = row[1] if row is not None else ""
-        if not permitted and not old:
-            return []
-        pseudonym = link_pseudonym(conn, self.keys, client.crm_id, patient_id)
-        events: list[PendingEvent] = []
-        if set(permitted) != set(old):
-            events.append(
-                PendingEvent(
-                    client.crm_id,
-                    "consent.changed",
-                    patient_id,
-                    pseudonym,
-                    {
-                        "purposes": permitted,
-                        "granted": [p for p in permitted if p not in old],
-                        "withdrawn": [p for p in old if p not in permitted],
-                        "suppress": not permitted,
-                    },
-                )
-            )
-        new_hash = ""
-        if permitted:
-            projection = project_patient(client, patient, pseudonym)
-            canonical = orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)
-            new_hash = self.keys.projection_digest(client.crm_id, canonical)
-            # rows written before the digest was keyed hold a plain SHA-256: still "unchanged"
-            unchanged = old_hash == new_hash or old_hash == hashlib.sha256(canonical).hexdigest()
-            if not unchanged or not old:
-                events.append(
-                    PendingEvent(
-                        client.crm_id,
-                        "patient.upserted",
-                        patient_id,
-                        pseudonym,
-                        {"purposes": permitted, "patient": projection},
-                    )
-                )
-        values = {"purposes": " ".join(permitted), "projection_hash": new_hash, "updated_us": now_us()}
-        if row is None:
-            conn.execute(insert(crm_disclosure).values(crm_id=client.crm_id, patient_id=patient_id, **values))
-        else:
-            conn.execute(
-                update(crm_disclosure)
-                .where(crm_disclosure.c.crm_id == client.crm_id, crm_disclosure.c.patient_id == patient_id)
-                .values(**values)
-            )
-        return events
-
-    def _clinical(
-        self,
-        conn: Connection,
-        session: DecisionSession,
-        client: CrmClient,
-        change: ResourceChange,
-        patient_id: str,
-        patient: dict[str, Any],
-    ) -> list[PendingEvent]:
-        resource = change.resource or {}
-        if change.resource_type == "Appointment":
-            kind = appointment_event(change.previous, resource)
-            purpose = POST_VISIT_CARE if kind == "appointment.fulfilled" else APPOINTMENT_REMINDER
-        else:
-            finished = resource.get("status") == "finished"
-            was = (change.previous or {}).get("status") == "finished"
-            kind = "encounter.completed" if finished and not was else None
-            purpose = POST_VISIT_CARE
-        if kind is None:
-            return []
-        labels = security_labels(resource) | security_labels(patient)
-        decision = session.decide(
-            patient_id, purpose, client.crm_id, labels=labels, resource=f"{change.resource_type}/{change.id}"
-        )
-        if not decision.permit:
-            return []
-        pseudonym = link_pseudonym(conn, self.keys, client.crm_id, patient_id)
-        if change.resource_type == "Appointment":
-            data = {
-                "purpose": purpose,
-                "appointment": project_appointment(client, {**resource, "id": change.id}),
-            }
-        else:
-            data = {"purpose": purpose, "encounter": project_encounter(client, resource)}
-        return [PendingEvent(client.crm_id, kind, patient_id, pseudonym, data)]
-
-
-def _load_patient(conn: Connection, patient_id: str, cipher: StoreCipher) -> dict[str, Any] | None:
-    """The current Patient, read through the store (its content is sealed at rest)."""
-    stored = load_current(conn, "Patient", patient_id, cipher)
-    if stored is None or stored.deleted or stored.content is None:
-        return None
-    return stored.resource()
 
 
 def emit_patient_erased(

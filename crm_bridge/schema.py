@@ -7,6 +7,10 @@
   so ``seq`` order is commit order and a reader can never skip a row that
   commits later with a smaller ``seq``.  ``payload`` is AES-GCM sealed
   (``key_id``) because it may carry consented contact data (Decree 356 Art. 9).
+  The columns sealed under the CRM field key (this one, the webhook
+  ``secret`` and the booking ``message``) are listed in
+  ``crm_bridge.field_keys.FIELD_SEALED``: ``carebridge crm rewrap-fields``
+  moves them to a rotated key.
 * ``crm_pseudonym`` — the link pseudonym → patient per CRM and key id: the
   only way back from a pseudonym (re-identification, bookings, erasure).
 * ``crm_disclosure`` — the purposes last announced to a CRM per patient, so a

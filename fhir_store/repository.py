@@ -1,7 +1,8 @@
 """The FHIR store facade: the one entry point for reads, searches and writes.
 
 REST and HL7 both call :meth:`FhirStore.transact`; hooks (audit, outbox)
-registered at construction run inside the same database transaction.  The
+registered at construction run inside the same database transaction (the
+write path itself, retries and group commit, is ``fhir_store.write_path``).  The
 ``cipher`` (``fhir_store.content_cipher``) seals what is written and opens what
 is read: every :class:`StoredResource` leaving the store carries plaintext.
 """
@@ -14,30 +15,21 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from sqlalchemy import Connection, Engine, bindparam, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from common.errors import Forbidden, Gone, NotFound, VersionConflict
+from common.errors import Forbidden, Gone, NotFound
+from fhir_store import write_path
 from fhir_store.blind_index import blind_query, blind_query_text
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
 from fhir_store.instants import now_us
-from fhir_store.model import (
-    AccessHook,
-    GroupStoreHook,
-    Operation,
-    OperationResult,
-    RequestContext,
-    ResourceChange,
-    StoredResource,
-    StoreHook,
-)
+from fhir_store.model import AccessHook, Operation, OperationResult, RequestContext, StoredResource, StoreHook
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, load_snapshot, save_snapshot
-from fhir_store.transaction import apply_operations, identifier_lookup
-from fhir_store.validation import validate_resource
-from fhir_store.writer import PendingRows, load_current
+from fhir_store.transaction import identifier_lookup
+from fhir_store.write_path import ContextSource, Extra, WriteUnit
+from fhir_store.writer import load_current
 
 _LOAD_MANY = select(
     resource_current.c.res_id,
@@ -49,19 +41,6 @@ _LOAD_MANY = select(
     resource_current.c.res_id.in_(bindparam("ids", expanding=True)),
     resource_current.c.deleted.is_(False),
 )
-MAX_WRITE_ATTEMPTS = 8
-
-ContextSource = RequestContext | Callable[[Connection], RequestContext]
-"""A context, or a function run first in the transaction that returns it (see ``transact``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class WriteUnit:
-    """One request's operations inside :meth:`FhirStore.transact_group`."""
-
-    ops: list[Operation]
-    context: ContextSource
-    extra: Callable[[Connection, list[OperationResult]], None] | None = None
 
 
 @dataclass
@@ -113,103 +92,16 @@ class FhirStore:
         context: ContextSource,
         *,
         validate: bool = True,
-        extra: Callable[[Connection, list[OperationResult]], None] | None = None,
+        extra: Extra | None = None,
     ) -> list[OperationResult]:
-        """Apply ``ops`` atomically; retry on write races (unique or version conflicts).
-
-        ``context`` may be a function run first in each attempt's transaction that
-        returns the context: the HL7 ingest writes its journal row there, so the row
-        (whose id names the request) commits together with the message's effects.
-        ``extra`` runs in the same transaction after the writes (e.g. a journal status).
-        """
-        if validate:
-            for op in ops:
-                resource = getattr(op, "resource", None)
-                if isinstance(resource, dict):
-                    validate_resource(resource)
-        last_error: Exception | None = None
-        identifier_conflicts = 0
-        optimistic = True
-        for _attempt in range(MAX_WRITE_ATTEMPTS):
-            try:
-                with self.write_connection() as conn:
-                    acting = context(conn) if callable(context) else context
-                    results, changes = apply_operations(
-                        conn, ops, self.clock(), cipher=self.cipher, optimistic_claims=optimistic
-                    )
-                    if changes:
-                        for hook in self.hooks:
-                            hook.on_changes(conn, changes, acting)
-                    if extra is not None:
-                        extra(conn, results)
-                return results
-            except IntegrityError as exc:
-                optimistic = False  # retry with explicit owner checks: a duplicate gets a readable error
-                last_error = exc
-            except VersionConflict as exc:
-                # A concurrent commit may have claimed the identifier after we resolved the
-                # conditional criteria: re-resolving then finds it.  A second identical failure
-                # is a genuine duplicate and is reported as such.
-                if (exc.location or "").endswith(".identifier"):
-                    identifier_conflicts += 1
-                    if identifier_conflicts > 1:
-                        raise
-                last_error = exc
-            except DBAPIError as exc:  # serialization failure / deadlock on PostgreSQL
-                if getattr(exc.orig, "sqlstate", None) not in ("40001", "40P01"):
-                    raise
-                last_error = exc
-        raise VersionConflict(f"write kept conflicting with concurrent writes: {type(last_error).__name__}")
+        """Apply ``ops`` atomically, retrying write races (``fhir_store.write_path.transact``)."""
+        return write_path.transact(self, ops, context, validate=validate, extra=extra)
 
     def transact_group(
         self, units: Sequence[WriteUnit], *, validate: bool = True
     ) -> list[list[OperationResult]]:
-        """Apply several independent requests in ONE transaction (group commit), in order.
-
-        Why: a durable commit is the costliest statement of a small write, and an HL7
-        feed on several connections delivers many small independent messages at once;
-        one commit for all of them is PostgreSQL's group commit done by the caller.
-        Each unit gets its own context, hooks (audit, outbox) and ``extra`` as in
-        :meth:`transact`, so the rows written are the same as one transaction each;
-        what changes is that they are sent together: the units' rows go out in one
-        statement after the last unit (reads of a resource or identifier an earlier
-        unit wrote see it: ``fhir_store.transaction`` flushes or consults the pending
-        rows), then each hook sees every unit's changes, in unit order, once
-        (:class:`~fhir_store.model.GroupStoreHook`) or unit by unit, then the extras.
-
-        All or nothing and no retries: any error rolls back every unit and is raised,
-        and the caller falls back to :meth:`transact` per unit, which retries and
-        reports errors unit by unit.
-        """
-        if validate:
-            for unit in units:
-                for op in unit.ops:
-                    resource = getattr(op, "resource", None)
-                    if isinstance(resource, dict):
-                        validate_resource(resource)
-        out: list[list[OperationResult]] = []
-        batches: list[tuple[Sequence[ResourceChange], RequestContext]] = []
-        with self.write_connection() as conn:
-            pending = PendingRows(check_claims=False)
-            for unit in units:
-                acting = unit.context(conn) if callable(unit.context) else unit.context
-                results, changes = apply_operations(
-                    conn, unit.ops, self.clock(), cipher=self.cipher, optimistic_claims=True, pending=pending
-                )
-                out.append(results)
-                if changes:
-                    batches.append((changes, acting))
-            pending.flush(conn)  # every unit's rows in one statement
-            for hook in self.hooks:
-                if isinstance(hook, GroupStoreHook):
-                    hook.on_group_changes(conn, batches)
-                else:
-                    for unit_changes, unit_context in batches:
-                        hook.on_changes(conn, unit_changes, unit_context)
-            for unit, results in zip(units, out, strict=True):
-                if unit.extra is not None:
-                    unit.extra(conn, results)
-        return out
+        """Several requests in one transaction (group commit: ``fhir_store.write_path.transact_group``)."""
+        return write_path.transact_group(self, units, validate=validate)
 
     # -- reads ----------------------------------------------------------------
 

@@ -11,7 +11,9 @@ version: each row's ciphertext is replaced where it stands.
 * Each batch is its own short write transaction: carebridge keeps serving.
   An update only applies if the row still holds the bytes that were read
   (``content = :old``), so a concurrent write of a new version is never
-  overwritten with stale content: that row is already under a current key.
+  overwritten with stale content: that row is already under a current key
+  (the batching rules are ``fhir_store.batch_rewrite``'s, shared with the
+  side-table columns and the CRM bridge's field-key pass).
 * Text columns that other packages declared sealed (``fhir_store.sealed_columns``:
   privacy requests, receipts, HIS booking answers) are moved the same way,
   reported as ``table.column``.
@@ -21,13 +23,14 @@ version: each row's ciphertext is replaced where it stands.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, Engine, Table, func, select, tuple_, update
+from sqlalchemy import Column, ColumnElement, Engine, Table, func, select, update
 
 from fhir_store import sealed_columns
+from fhir_store.batch_rewrite import rewrite_rows
 from fhir_store.content_cipher import MAGIC, StoreCipher, envelope_kid
 from fhir_store.database import writer
 from fhir_store.instants import now_us
@@ -56,39 +59,18 @@ def _stale(column: Column[Any], prefix: bytes) -> ColumnElement[bool]:
     return func.substr(column, 1, len(prefix)) != prefix
 
 
-def _rows_of(table: Table, prefix: bytes) -> tuple[list[Column[Any]], ColumnElement[bool]]:
-    content = table.c.raw if table is hl7_journal else table.c.content
+def _content(table: Table) -> Column[Any]:
+    return table.c.raw if table is hl7_journal else table.c.content
+
+
+def _layout(table: Table) -> tuple[list[Column[Any]], list[Column[Any]]]:
+    """(columns walking and naming a row, columns its associated data is made of)."""
+    c = table.c
     if table is resource_version:
-        keys = [table.c.seq, table.c.res_type, table.c.res_id, table.c.version]
-    elif table is resource_current:
-        keys = [table.c.res_type, table.c.res_id, table.c.version]
-    else:
-        keys = [table.c.id, table.c.sending_application, table.c.sending_facility, table.c.control_id]
-    return [*keys, content], _stale(content, prefix)
-
-
-def _reseal(cipher: StoreCipher, table: Table, row: Any) -> bytes:
-    stored = bytes(row[-1])
-    if table is hl7_journal:
-        _, app, fac, control = row[0], row[1], row[2], row[3]
-        return cipher.seal_journal(app, fac, control, cipher.open_journal(app, fac, control, stored))
-    res_type, res_id, version = row[-4], row[-3], row[-2]
-    plain = cipher.open_resource(res_type, res_id, version, stored)
-    return cipher.seal_resource(res_type, res_id, version, plain)
-
-
-def _update(conn: Connection, table: Table, row: Any, sealed: bytes) -> int:
-    content = table.c.raw if table is hl7_journal else table.c.content
+        return [c.seq], [c.res_type, c.res_id, c.version]
     if table is resource_current:
-        where = [table.c.res_type == row[0], table.c.res_id == row[1], table.c.version == row[2]]
-    elif table is resource_version:
-        where = [table.c.seq == row[0]]
-    else:
-        where = [table.c.id == row[0]]
-    result = conn.execute(
-        update(table).where(*where, content == bytes(row[-1])).values({content.key: sealed})
-    )
-    return int(result.rowcount or 0)
+        return [c.res_type, c.res_id], [c.version]
+    return [c.id], [c.sending_application, c.sending_facility, c.control_id]
 
 
 def rewrap_table(
@@ -100,26 +82,32 @@ def rewrap_table(
     batch: int = 500,
     progress: Callable[[str, int], None] | None = None,
 ) -> None:
-    columns, stale = _rows_of(table, cipher.current_prefix())
-    order = columns[:2] if table is resource_current else columns[:1]
-    after: tuple[Any, ...] | None = None
-    while True:
-        stmt = select(*columns).where(stale)
-        if after is not None:
-            stmt = stmt.where(tuple_(*order) > tuple_(*after) if len(order) > 1 else order[0] > after[0])
-        with engine.connect() as conn:
-            rows = conn.execute(stmt.order_by(*order).limit(batch)).all()
-        if not rows:
-            return
-        with writer(engine).begin() as conn:
-            for row in rows:
-                if _update(conn, table, row, _reseal(cipher, table, row)):
-                    report.rewritten[table.name] += 1
-                else:
-                    report.skipped += 1
-        after = tuple(rows[-1][: len(order)])
-        if progress is not None:
-            progress(table.name, report.rewritten[table.name])
+    content = _content(table)
+    order, context = _layout(table)
+
+    def reseal(row: Mapping[Any, Any]) -> dict[str, bytes]:
+        stored = bytes(row[content])
+        if table is hl7_journal:
+            app, fac, control = (row[col] for col in context)
+            plain = cipher.open_journal(app, fac, control, stored)
+            return {content.key: cipher.seal_journal(app, fac, control, plain)}
+        res_type, res_id, version = row[table.c.res_type], row[table.c.res_id], row[table.c.version]
+        plain = cipher.open_resource(res_type, res_id, version, stored)
+        return {content.key: cipher.seal_resource(res_type, res_id, version, plain)}
+
+    done, skipped = rewrite_rows(
+        engine,
+        table,
+        order=order,
+        context=context,
+        guard=[content],
+        where=_stale(content, cipher.current_prefix()),
+        rewrite=reseal,
+        batch=batch,
+        progress=progress,
+    )
+    report.rewritten[table.name] += done
+    report.skipped += skipped
 
 
 def keys_in_use(engine: Engine, cipher: StoreCipher | None = None) -> dict[str, dict[str, int]]:
@@ -131,7 +119,7 @@ def keys_in_use(engine: Engine, cipher: StoreCipher | None = None) -> dict[str, 
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for table in (resource_version, resource_current, hl7_journal):
-            content = table.c.raw if table is hl7_journal else table.c.content
+            content = _content(table)
             head = func.substr(content, 1, _HEAD)  # plaintext rows share a few prefixes too
             counts: dict[str, int] = {}
             for prefix, count in conn.execute(

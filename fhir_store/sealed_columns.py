@@ -21,14 +21,14 @@ Values written before sealing existed are plaintext and stay readable
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Column, Engine, Table, and_, func, select, tuple_, update
+from sqlalchemy import Column, Engine, Table, and_, func, select
 
+from fhir_store.batch_rewrite import rewrite_rows
 from fhir_store.content_cipher import TEXT_MAGIC, StoreCipher
-from fhir_store.database import writer
 
 
 @dataclass(frozen=True)
@@ -104,36 +104,25 @@ def rewrap_column(
 ) -> tuple[int, int]:
     """Re-seal every value of ``spec`` not under the current key; (rewritten, changed meanwhile).
 
-    Same rules as ``fhir_store.rewrap``: short batches, and an update applies only
-    if the value is still the one read.
+    Same rules as ``fhir_store.rewrap`` (``fhir_store.batch_rewrite``): short
+    batches, and an update applies only if the value is still the one read.
     """
     col = spec.stored
     keys = [spec.table.c[k] for k in spec.key]
     prefix = cipher.current_text_prefix()
-    stale = and_(col.is_not(None), func.substr(col, 1, len(prefix)) != prefix)
-    rewritten = skipped = 0
-    after: tuple[Any, ...] | None = None
-    while True:
-        stmt = select(*keys, col).where(stale)
-        if after is not None:
-            stmt = stmt.where(tuple_(*keys) > tuple_(*after) if len(keys) > 1 else keys[0] > after[0])
-        with engine.connect() as conn:
-            rows = conn.execute(stmt.order_by(*keys).limit(batch)).all()
-        if not rows:
-            return rewritten, skipped
-        with writer(engine).begin() as conn:
-            for row in rows:
-                key_values, old = tuple(row[:-1]), str(row[-1])
-                sealed = spec.seal(cipher, key_values, spec.open(cipher, key_values, old))
-                result = conn.execute(
-                    update(spec.table)
-                    .where(*(k == v for k, v in zip(keys, key_values, strict=True)), col == old)
-                    .values({spec.column: sealed})
-                )
-                if result.rowcount:
-                    rewritten += 1
-                else:
-                    skipped += 1
-        after = tuple(rows[-1][:-1])
-        if progress is not None:
-            progress(spec.name, rewritten)
+
+    def reseal(row: Mapping[Any, Any]) -> dict[str, str | None]:
+        key_values = tuple(row[k] for k in keys)
+        return {spec.column: spec.seal(cipher, key_values, spec.open(cipher, key_values, str(row[col])))}
+
+    return rewrite_rows(
+        engine,
+        spec.table,
+        order=keys,
+        guard=[col],
+        where=and_(col.is_not(None), func.substr(col, 1, len(prefix)) != prefix),
+        rewrite=reseal,
+        batch=batch,
+        progress=progress,
+        name=spec.name,
+    )

@@ -1,7 +1,8 @@
 """The ``carebridge`` command line (contract: DESIGN.md §2).
 
 Sub-commands: ``serve``, ``hl7 send|replay``, ``clients add|list``,
-``audit verify|export``, ``store status|rotate-key|rewrap|reindex``, and more.  Every command accepts ``--database-url``
+``audit verify|export``, ``store status|rotate-key|rewrap|reindex``,
+``crm status|rotate-pseudonym-key|rotate-field-key|rewrap-fields``, and more.  Every command accepts ``--database-url``
 (default: ``CAREBRIDGE_DATABASE_URL``, else ``sqlite:///var/carebridge.db``).
 """
 

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from audit.checkpoints import AuditKeys, VerifyKey
+from audit.codes import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS
+from audit.events import build_event, coding
 from audit.export import AuditFilter, export
 from audit.hooks import AuditHook
 from audit.verify import verify_engine
 from common.errors import InvalidInput
+from common.keyring import KeyMaterialError
 from fhir_store.database import make_engine
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.migrations import upgrade
@@ -77,6 +80,57 @@ def append_operator_event(
         hook.close()
         engine.dispose()
     return None
+
+
+SECURITY_ALERT = coding(DCM_SYSTEM, "110113", "Security Alert")
+
+
+def record_key_command(settings: Settings, subtype: str, outcome_desc: str, *, ok: bool) -> None:
+    """One AuditEvent for a key-management command (rotate, rewrap, reindex), refused ones too.
+
+    Why (ISO/IEC 27001:2022 A.8.15, A.8.24): who moved which data to which key
+    and when must be provable; DICOM 110113 Security Alert, subtype naming the
+    command (``store-rewrap``, ``crm-rewrap-fields``, ...).  ``outcome_desc``
+    holds key ids and counts only.  A warning on stderr when it cannot be recorded.
+    """
+
+    def event(context: RequestContext, now: int) -> dict[str, Any]:
+        built = build_event(
+            context=context,
+            event_type="110113",
+            subtype=subtype,
+            action="E",
+            outcome=SUCCESS if ok else SERIOUS_FAILURE,
+            outcome_desc=outcome_desc,
+            recorded_us=now,
+        )
+        built["type"] = SECURITY_ALERT  # key management: a security configuration change
+        return built
+
+    warning = append_operator_event(settings, event, subtype.replace("-", " ", 1))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def run_key_command(
+    settings: Settings, subtype: str, work: Callable[[], str], *, audited: bool = True
+) -> int:
+    """Run a key-management command: print its one-line outcome, audit it; exit 0, or 1 when refused.
+
+    A refusal (``KeyMaterialError``: missing or foreign keys, keys held in the
+    environment) is printed on stderr and audited as a failure.
+    """
+    try:
+        line = work()
+    except KeyMaterialError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if audited:
+            record_key_command(settings, subtype, f"refused: {type(exc).__name__}", ok=False)
+        return 1
+    print(line)
+    if audited:
+        record_key_command(settings, subtype, line, ok=True)
+    return 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -25,26 +25,19 @@ is patient data.  Exit codes: 0 done, 1 refused or failed (message on stderr).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from typing import Any
 
 import consent.rights.schema  # noqa: F401  (declares its sealed columns: rewrap and status must see them)
 import crm_bridge.schema  # noqa: F401
-from audit.codes import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS
-from audit.events import build_event, coding
-from common.keyring import KeyMaterialError
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import make_engine, writer
 from fhir_store.key_registry import open_cipher, register_key, registered, rotate_blind_key
 from fhir_store.migrations import upgrade
-from fhir_store.model import RequestContext
 from fhir_store.rewrap import keys_in_use, rewrap
-from gateway.cli_audit import append_operator_event
+from gateway.cli_audit import run_key_command
 from gateway.runtime import register_resource_types
 from gateway.settings import Settings
-
-SECURITY_ALERT = coding(DCM_SYSTEM, "110113", "Security Alert")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -54,45 +47,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(None, **overrides)
 
 
-def _audit(settings: Settings, command: str, outcome_desc: str, *, ok: bool) -> None:
-    def event(context: RequestContext, now: int) -> dict[str, Any]:
-        built = build_event(
-            context=context,
-            event_type="110113",
-            subtype=f"store-{command}",
-            action="E",
-            outcome=SUCCESS if ok else SERIOUS_FAILURE,
-            outcome_desc=outcome_desc,
-            recorded_us=now,
-        )
-        built["type"] = SECURITY_ALERT  # key management: a security configuration change
-        return built
-
-    warning = append_operator_event(settings, event, f"store {command}")
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
-
-
 def _run(args: argparse.Namespace, command: str, work: Callable[[Settings, Any, StoreCipher], str]) -> int:
     """Open the database and the checked store keys, run ``work``, audit its outcome line."""
     settings = _settings(args)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=2)
-    try:
+
+    def run() -> str:
         register_resource_types()
-        cipher = open_cipher(engine, settings.store_key_file)
-        line = work(settings, engine, cipher)
-    except KeyMaterialError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if command != "status":
-            _audit(settings, command, f"refused: {type(exc).__name__}", ok=False)
-        return 1
+        return work(settings, engine, open_cipher(engine, settings.store_key_file))
+
+    try:
+        return run_key_command(settings, f"store-{command}", run, audited=command != "status")
     finally:
         engine.dispose()
-    print(line)
-    if command != "status":
-        _audit(settings, command, line, ok=True)
-    return 0
 
 
 def _status(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:

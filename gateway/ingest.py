@@ -46,7 +46,8 @@ from common.errors import CarebridgeError, Forbidden, UnparseableMessage
 from fhir_store import journal
 from fhir_store.bundles import ReadEntry, bundle_operations
 from fhir_store.model import Operation, OperationResult, RequestContext
-from fhir_store.repository import FhirStore, WriteUnit
+from fhir_store.repository import FhirStore
+from fhir_store.write_path import WriteUnit
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.ingest_model import (
     CRASH_HOOK_ENV,

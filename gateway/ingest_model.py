@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from audit.hooks import AuditHook
 from common.errors import CarebridgeError, UnparseableMessage
 from fhir_store.model import RequestContext
-from fhir_store.repository import WriteUnit
+from fhir_store.write_path import WriteUnit
 from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
 from mappers.hl7_message import Header, Hl7Message
 from mappers.result import MappingResult

@@ -16,7 +16,7 @@ from consent.pdp import ConsentRecord, decide
 from consent.purposes import APPOINTMENT_REMINDER, MARKETING, POST_VISIT_CARE, build_consent, check_consent
 from crm_bridge.config import CrmSettings, ProjectionConfig
 from crm_bridge.delivery import sign, verify_signature
-from crm_bridge.outbox import appointment_event
+from crm_bridge.outbox_hook import appointment_event
 from crm_bridge.projection import project_appointment, project_encounter, project_patient
 from crm_bridge.worker_loop import backoff_s
 

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from fhir_store.model import ConditionalUpdate, Create, RequestContext, ResourceChange, Update
-from fhir_store.repository import FhirStore, WriteUnit
+from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
+from fhir_store.write_path import WriteUnit
 from tests.fhir_store.conftest import MRN, patient
 
 
