@@ -39,6 +39,26 @@ _INSERT = PairInsert(RowInsert(audit_event, COLUMNS), RowInsert(audit_event_key,
 _ENTITY = COLUMNS.index("entity") - 1  # in Prepared.columns, which start at event_id
 
 
+_HEAD_HELD = "carebridge_audit_head_held"
+
+
+def _held_head(conn: Connection) -> tuple[int, bytes] | None:
+    """The head this transaction appended last, while it still holds the chain lock; else None.
+
+    Why: one HL7 message appends twice in its transaction on PostgreSQL (the
+    change's import event, then the CRM bridge's consent decisions).  The
+    advisory lock taken by the first append is held until commit, so nobody
+    else can have moved the head: the second append skips the lock-and-head
+    round trip.  Keyed by the transaction object (kept referenced here, so
+    its identity cannot be reused); a new or ended transaction reads the head.
+    """
+    held = conn.info.get(_HEAD_HELD)
+    transaction = conn.get_transaction()
+    if held is None or transaction is None or held[0] is not transaction or not transaction.is_active:
+        return None
+    return int(held[1]), bytes(held[2])
+
+
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
     return hashlib.sha256(prev_hash + content).digest()
 
@@ -68,7 +88,8 @@ class ChainWriter:
         dialect = conn.dialect.name
         cur = cursor(conn)
         try:
-            first_seq, prev = lock_and_head(cur, dialect)
+            held = _held_head(conn) if dialect == "postgresql" else None
+            first_seq, prev = lock_and_head(cur, dialect) if held is None else held
             seq = first_seq
             mac = self.keys.mac
             sha256 = hashlib.sha256
@@ -84,6 +105,8 @@ class ChainWriter:
             _INSERT.write(cur, dialect, rows, keys)
         finally:
             cur.close()
+        if dialect == "postgresql":
+            conn.info[_HEAD_HELD] = (conn.get_transaction(), seq, prev)
         if seq // self.checkpoint_every != first_seq // self.checkpoint_every:
             write_checkpoint(conn, self.keys, seq, prev)
         return seq

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from common.errors import InvalidInput
 from consent.purposes import (
@@ -35,9 +35,9 @@ from consent.purposes import (
     security_labels,
 )
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.model import RequestContext
-from fhir_store.schema import resource_current, search_reference
 
 
 @dataclass(frozen=True)
@@ -102,29 +102,22 @@ def _record(res_id: str, updated_us: int, resource: dict[str, Any]) -> ConsentRe
     )
 
 
+# Read for every disclosure decision (each HL7 message that may reach a CRM): a driver-level
+# statement (fhir_store.driver_sql), ~3x cheaper in client CPU than the same query through Core.
+_CURRENT_CONSENTS = DriverQuery(
+    "SELECT r.res_id, r.last_updated_us, r.version, r.content FROM resource_current r"
+    " WHERE r.res_type = 'Consent' AND r.deleted = :deleted AND r.res_id IN ("
+    "SELECT s.res_id FROM search_reference s WHERE s.res_type = 'Consent' AND s.param = 'patient'"
+    " AND s.target_type = 'Patient' AND s.target_id = :patient)"
+)
+
+
 def load_consents(conn: Connection, patient_id: str, cipher: StoreCipher) -> list[ConsentRecord]:
     """The patient's current Consents, read on ``conn`` (sees this transaction's writes).
 
     Content is sealed at rest: ``cipher`` (the store's) opens it.
     """
-    ids = select(search_reference.c.res_id).where(
-        search_reference.c.res_type == "Consent",
-        search_reference.c.param == "patient",
-        search_reference.c.target_type == "Patient",
-        search_reference.c.target_id == patient_id,
-    )
-    rows = conn.execute(
-        select(
-            resource_current.c.res_id,
-            resource_current.c.last_updated_us,
-            resource_current.c.version,
-            resource_current.c.content,
-        ).where(
-            resource_current.c.res_type == "Consent",
-            resource_current.c.res_id.in_(ids),
-            resource_current.c.deleted.is_(False),
-        )
-    ).all()
+    rows = _CURRENT_CONSENTS.all(conn, {"patient": patient_id, "deleted": False})
     return [
         _record(
             str(r[0]), int(r[1]), orjson.loads(cipher.open_resource("Consent", str(r[0]), r[2], bytes(r[3])))

@@ -15,16 +15,18 @@ patient on erasure (Law 91/2025 Art. 14).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, insert, select, text
+from sqlalchemy import Connection, delete, select
 
 from consent.keys import KeyStore
 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
+from fhir_store.driver_sql import cursor, run
 from fhir_store.instants import format_instant, now_us
 
 _OUTBOX_LOCK = 0x43524D31  # pg_advisory_xact_lock key ("CRM1")
@@ -39,14 +41,65 @@ class PendingEvent:
     data: dict[str, Any]
 
 
-def append_events(conn: Connection, keys: KeyStore, events: Sequence[PendingEvent]) -> None:
-    """Insert sealed events; on PostgreSQL serialized so ``seq`` order is commit order."""
+@dataclass(frozen=True)
+class PseudonymLink:
+    """A row of ``crm_pseudonym``: recorded once, on the first disclosure under that pseudonym."""
+
+    crm_id: str
+    pseudonym: str
+    patient_id: str
+
+
+def pseudonym_link(keys: KeyStore, crm_id: str, patient_id: str) -> PseudonymLink:
+    """The CRM's current pseudonym for the patient, as a link for :func:`append_events` to record."""
+    return PseudonymLink(crm_id, keys.pseudonym(crm_id, patient_id), patient_id)
+
+
+_EVENT_COLUMNS = "event_id, crm_id, event_type, patient_id, created_us, key_id, payload"
+_LINK_COLUMNS = "crm_id, pseudonym, key_id, patient_id, created_us"
+_LINK_CONFLICT = " ON CONFLICT (crm_id, pseudonym) DO NOTHING"
+
+
+def _values(rows: int, columns: int) -> str:
+    row = "(" + ", ".join(["%s"] * columns) + ")"
+    return ", ".join([row] * rows)
+
+
+@functools.cache
+def _postgres_statement(events: int, links: int) -> str:
+    """Links and events of one transaction in one statement, the events after the outbox lock.
+
+    The lock is an InitPlan of the one-time filter, so it is taken when the
+    statement starts, before any row (and its ``seq``) is produced.
+    """
+    link = f"INSERT INTO crm_pseudonym ({_LINK_COLUMNS}) VALUES {_values(links, 5)}{_LINK_CONFLICT}"
     if not events:
+        return link
+    insert = (
+        f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) SELECT * FROM (VALUES {_values(events, 7)})"
+        f" AS v({_EVENT_COLUMNS}) WHERE (SELECT pg_advisory_xact_lock(%s)::text) IS NOT NULL"
+    )
+    return f"WITH link AS ({link}) {insert}" if links else insert
+
+
+def append_events(
+    conn: Connection,
+    keys: KeyStore,
+    events: Sequence[PendingEvent],
+    links: Iterable[PseudonymLink] = (),
+) -> None:
+    """Insert sealed events, and record ``links``; on PostgreSQL serialized so ``seq`` is commit order.
+
+    One round trip on PostgreSQL (links, outbox lock and events in one statement).
+    """
+    link_rows = [
+        (link.crm_id, link.pseudonym, link.pseudonym.split(".", 1)[0], link.patient_id, now_us())
+        for link in dict.fromkeys(links)
+    ]
+    if not events and not link_rows:
         return
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _OUTBOX_LOCK})
     now = now_us()
-    rows = []
+    event_rows = []
     for event in events:
         event_id = str(uuid.uuid4())
         body = {
@@ -58,39 +111,36 @@ def append_events(conn: Connection, keys: KeyStore, events: Sequence[PendingEven
             "data": event.data,
         }
         kid, sealed = keys.cipher.seal(orjson.dumps(body), event_id.encode())
-        rows.append(
-            {
-                "event_id": event_id,
-                "crm_id": event.crm_id,
-                "event_type": event.event_type,
-                "patient_id": event.patient_id,
-                "created_us": now,
-                "key_id": kid,
-                "payload": sealed,
-            }
-        )
-    conn.execute(insert(crm_outbox), rows)
+        event_rows.append((event_id, event.crm_id, event.event_type, event.patient_id, now, kid, sealed))
+    cur = cursor(conn)
+    try:
+        if conn.dialect.name == "postgresql":
+            params: list[Any] = [value for row in link_rows for value in row]
+            params += [value for row in event_rows for value in row]
+            if event_rows:
+                params.append(_OUTBOX_LOCK)
+            run(conn, cur, _postgres_statement(len(event_rows), len(link_rows)), params)
+            return
+        if link_rows:  # SQLite: writers are serialized by BEGIN IMMEDIATE already
+            sql = f"INSERT INTO crm_pseudonym ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?){_LINK_CONFLICT}"
+            run(conn, cur, sql, link_rows, many=True)
+        if event_rows:
+            run(
+                conn,
+                cur,
+                f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                event_rows,
+                many=True,
+            )
+    finally:
+        cur.close()
 
 
 def link_pseudonym(conn: Connection, keys: KeyStore, crm_id: str, patient_id: str) -> str:
     """The CRM's current pseudonym for the patient; records the link on first use."""
-    pseudonym = keys.pseudonym(crm_id, patient_id)
-    found = conn.execute(
-        select(crm_pseudonym.c.patient_id).where(
-            crm_pseudonym.c.crm_id == crm_id, crm_pseudonym.c.pseudonym == pseudonym
-        )
-    ).first()
-    if found is None:
-        conn.execute(
-            insert(crm_pseudonym).values(
-                crm_id=crm_id,
-                pseudonym=pseudonym,
-                key_id=pseudonym.split(".", 1)[0],
-                patient_id=patient_id,
-                created_us=now_us(),
-            )
-        )
-    return pseudonym
+    link = pseudonym_link(keys, crm_id, patient_id)
+    append_events(conn, keys, [], [link])
+    return link.pseudonym
 
 
 def emit_patient_erased(

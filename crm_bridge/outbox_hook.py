@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
 from consent.keys import KeyStore
 from consent.pdp import DecisionSession, PolicyDecisionPoint
@@ -39,10 +39,10 @@ from consent.purposes import (
     security_labels,
 )
 from crm_bridge.config import CrmClient, ProjectionConfig
-from crm_bridge.outbox import PendingEvent, append_events, link_pseudonym
+from crm_bridge.outbox import PendingEvent, PseudonymLink, append_events, pseudonym_link
 from crm_bridge.projection import project_appointment, project_encounter, project_patient
-from crm_bridge.schema import crm_disclosure
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext, ResourceChange
 from fhir_store.writer import load_current
@@ -98,6 +98,20 @@ def appointment_event(previous: dict[str, Any] | None, current: dict[str, Any]) 
     return None
 
 
+# What each CRM was last told about a patient (driver-level: run for every Patient change).
+_DISCLOSURE = DriverQuery(
+    "SELECT purposes, projection_hash FROM crm_disclosure WHERE crm_id = :crm AND patient_id = :patient"
+)
+_DISCLOSURE_INSERT = DriverQuery(
+    "INSERT INTO crm_disclosure (crm_id, patient_id, purposes, projection_hash, updated_us)"
+    " VALUES (:crm, :patient, :purposes, :hash, :now)"
+)
+_DISCLOSURE_UPDATE = DriverQuery(
+    "UPDATE crm_disclosure SET purposes = :purposes, projection_hash = :hash, updated_us = :now"
+    " WHERE crm_id = :crm AND patient_id = :patient"
+)
+
+
 class CrmOutboxHook:
     """StoreHook writing CRM events (see module docstring)."""
 
@@ -128,6 +142,7 @@ class CrmOutboxHook:
             if change.resource_type == "Patient" and change.resource is not None:
                 patients[change.id] = change.resource
         events: list[PendingEvent] = []
+        links: list[PseudonymLink] = []  # recorded with the events, in one statement
         synced: set[tuple[str, str]] = set()
         for change in relevant:
             if change.resource is None and change.resource_type != "Consent":
@@ -144,11 +159,11 @@ class CrmOutboxHook:
                 if change.resource_type in ("Patient", "Consent"):
                     if (client.crm_id, patient_id) not in synced:
                         synced.add((client.crm_id, patient_id))
-                        events += self._sync(conn, session, client, patient_id, patient)
+                        events += self._sync(conn, session, client, patient_id, patient, links)
                 else:
-                    events += self._clinical(conn, session, client, change, patient_id, patient)
+                    events += self._clinical(session, client, change, patient_id, patient, links)
         session.flush()
-        append_events(conn, self.keys, events)
+        append_events(conn, self.keys, events, links)
         if events and self.notify is not None:
             self.notify()
 
@@ -159,6 +174,7 @@ class CrmOutboxHook:
         client: CrmClient,
         patient_id: str,
         patient: dict[str, Any],
+        links: list[PseudonymLink],
     ) -> list[PendingEvent]:
         labels = security_labels(patient)
         permitted = [
@@ -168,16 +184,13 @@ class CrmOutboxHook:
                 patient_id, p, client.crm_id, labels=labels, resource=f"Patient/{patient_id}"
             ).permit
         ]
-        row = conn.execute(
-            select(crm_disclosure.c.purposes, crm_disclosure.c.projection_hash).where(
-                crm_disclosure.c.crm_id == client.crm_id, crm_disclosure.c.patient_id == patient_id
-            )
-        ).first()
+        row = _DISCLOSURE.first(conn, {"crm": client.crm_id, "patient": patient_id})
         old = row[0].split() if row is not None else []
         old_hash = row[1] if row is not None else ""
         if not permitted and not old:
             return []
-        pseudonym = link_pseudonym(conn, self.keys, client.crm_id, patient_id)
+        links.append(pseudonym_link(self.keys, client.crm_id, patient_id))
+        pseudonym = links[-1].pseudonym
         events: list[PendingEvent] = []
         if set(permitted) != set(old):
             events.append(
@@ -211,25 +224,24 @@ class CrmOutboxHook:
                         {"purposes": permitted, "patient": projection},
                     )
                 )
-        values = {"purposes": " ".join(permitted), "projection_hash": new_hash, "updated_us": now_us()}
-        if row is None:
-            conn.execute(insert(crm_disclosure).values(crm_id=client.crm_id, patient_id=patient_id, **values))
-        else:
-            conn.execute(
-                update(crm_disclosure)
-                .where(crm_disclosure.c.crm_id == client.crm_id, crm_disclosure.c.patient_id == patient_id)
-                .values(**values)
-            )
+        values = {
+            "crm": client.crm_id,
+            "patient": patient_id,
+            "purposes": " ".join(permitted),
+            "hash": new_hash,
+            "now": now_us(),
+        }
+        (_DISCLOSURE_INSERT if row is None else _DISCLOSURE_UPDATE).rowcount(conn, values)
         return events
 
     def _clinical(
         self,
-        conn: Connection,
         session: DecisionSession,
         client: CrmClient,
         change: ResourceChange,
         patient_id: str,
         patient: dict[str, Any],
+        links: list[PseudonymLink],
     ) -> list[PendingEvent]:
         resource = change.resource or {}
         if change.resource_type == "Appointment":
@@ -248,7 +260,8 @@ class CrmOutboxHook:
         )
         if not decision.permit:
             return []
-        pseudonym = link_pseudonym(conn, self.keys, client.crm_id, patient_id)
+        links.append(pseudonym_link(self.keys, client.crm_id, patient_id))
+        pseudonym = links[-1].pseudonym
         if change.resource_type == "Appointment":
             data = {
                 "purpose": purpose,
