@@ -14,7 +14,7 @@ before they are looked up, content is opened and sealed by the writer.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -37,7 +37,13 @@ from fhir_store.model import (
     Update,
 )
 from fhir_store.search import SearchQuery, find_ids, parse_criteria, referencing_ids
-from fhir_store.writer import PendingRows, find_identifier_owner, load_current, write_version
+from fhir_store.writer import (
+    PendingRows,
+    find_identifier_owner,
+    find_identifier_owner_current,
+    load_current,
+    write_version,
+)
 
 
 @dataclass
@@ -51,12 +57,17 @@ class _Planned:
 
 
 def identifier_lookup(
-    conn: Connection, query: SearchQuery, pending: PendingRows | None = None
+    conn: Connection,
+    query: SearchQuery,
+    pending: PendingRows | None = None,
+    prefetch: _Prefetch | None = None,
 ) -> list[str] | None:
     """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``.
 
     ``query`` must be blinded (:func:`~fhir_store.blind_index.blind_query`): claims hold keyed hashes.
     Claims still waiting in ``pending`` (a group commit's unflushed rows) count as held.
+    With ``prefetch``, an owner found in the database comes with its current version
+    (one round trip for the lookup and the load that always follows it).
     """
     if len(query.filters) != 1 or query.offset or query.sort:
         return None
@@ -67,7 +78,11 @@ def identifier_lookup(
     if not bar or not value:
         return None
     owner = None if pending is None else pending.claims.get((query.resource_type, system, value))
-    if owner is None:
+    if owner is None and prefetch is not None:
+        found = find_identifier_owner_current(conn, query.resource_type, system, value, prefetch.cipher)
+        if found is not None:
+            owner, prefetch.current[(query.resource_type, found[0])] = found
+    elif owner is None:
         owner = find_identifier_owner(conn, query.resource_type, system, value)
     return [] if owner is None else [owner]
 
@@ -78,13 +93,14 @@ def match_criteria(
     criteria: str,
     cipher: StoreCipher,
     pending: PendingRows | None = None,
+    prefetch: _Prefetch | None = None,
 ) -> list[str]:
     """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table.
 
     A search over the index first flushes ``pending``, so it sees this transaction's writes.
     """
     query = blind_query(parse_criteria(resource_type, criteria), cipher.blind)
-    owned = identifier_lookup(conn, query, pending)
+    owned = identifier_lookup(conn, query, pending, prefetch)
     if owned is not None:
         return owned
     if not query.filters:
@@ -94,19 +110,44 @@ def match_criteria(
     return find_ids(conn, query, limit=2)
 
 
+@dataclass
+class _Prefetch:
+    """Current versions read with a claim lookup, for the :func:`_load` of the same plan step."""
+
+    cipher: StoreCipher
+    current: dict[tuple[str, str], StoredResource | None] = field(default_factory=dict)
+
+
 def _load(
-    conn: Connection, resource_type: str, resource_id: str, cipher: StoreCipher, pending: PendingRows
+    conn: Connection,
+    resource_type: str,
+    resource_id: str,
+    cipher: StoreCipher,
+    pending: PendingRows,
+    prefetch: _Prefetch | None = None,
 ) -> StoredResource | None:
-    """The current version, after flushing ``pending`` if it holds rows of that resource."""
-    if (resource_type, resource_id) in pending.touched:
+    """The current version, after flushing ``pending`` if it holds rows of that resource.
+
+    A version ``prefetch`` read with the claim is used unless this transaction wrote the
+    resource since (then its pending rows are flushed and the row read again).
+    """
+    key = (resource_type, resource_id)
+    if key in pending.touched:
         pending.flush(conn)
+    elif prefetch is not None and key in prefetch.current:
+        return prefetch.current[key]
     return load_current(conn, resource_type, resource_id, cipher)
 
 
 def _single(
-    conn: Connection, resource_type: str, criteria: str, cipher: StoreCipher, pending: PendingRows
+    conn: Connection,
+    resource_type: str,
+    criteria: str,
+    cipher: StoreCipher,
+    pending: PendingRows,
+    prefetch: _Prefetch | None = None,
 ) -> str | None:
-    ids = match_criteria(conn, resource_type, criteria, cipher, pending)
+    ids = match_criteria(conn, resource_type, criteria, cipher, pending, prefetch)
     if len(ids) > 1:
         raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
     return ids[0] if ids else None
@@ -126,14 +167,15 @@ def _plan(
     conn: Connection, op: Operation, url_map: dict[str, str], cipher: StoreCipher, pending: PendingRows
 ) -> _Planned:
     """What ``op`` will do, read from the database and from ``pending`` (rows not yet sent)."""
+    prefetch = _Prefetch(cipher)  # lives for this step only: nothing is written before its _load
     if isinstance(op, Create):
         resource_type = str(op.resource.get("resourceType"))
         target: str | None = str(uuid.uuid4())
         previous = None
         if op.if_none_exist:
-            existing = _single(conn, resource_type, op.if_none_exist, cipher, pending)
+            existing = _single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch)
             if existing is not None:
-                target, previous = None, _load(conn, resource_type, existing, cipher, pending)
+                target, previous = None, _load(conn, resource_type, existing, cipher, pending, prefetch)
                 if op.full_url:
                     url_map[op.full_url] = f"{resource_type}/{existing}"
         if op.full_url and target is not None:
@@ -151,7 +193,7 @@ def _plan(
             if op.resource.get("id") not in (None, op.id):
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
-            found = _single(conn, resource_type, op.criteria, cipher, pending)
+            found = _single(conn, resource_type, op.criteria, cipher, pending, prefetch)
             body_id = op.resource.get("id")
             if found is not None and body_id not in (None, found):
                 raise InvalidInput(
@@ -160,7 +202,7 @@ def _plan(
             target_id = found or str(body_id or uuid.uuid4())
         fresh = isinstance(op, ConditionalUpdate) and found is None and body_id is None
         previous = (
-            None if fresh else _load(conn, resource_type, target_id, cipher, pending)
+            None if fresh else _load(conn, resource_type, target_id, cipher, pending, prefetch)
         )  # a new uuid has no row
         if isinstance(op, Update) and op.if_match is not None:
             wanted = _if_match_version(op.if_match)
@@ -174,9 +216,11 @@ def _plan(
         return _Planned(op, resource_type, target_id, previous, op.resource)
     if isinstance(op, Delete | ConditionalDelete):
         found = (
-            op.id if isinstance(op, Delete) else _single(conn, op.resource_type, op.criteria, cipher, pending)
+            op.id
+            if isinstance(op, Delete)
+            else _single(conn, op.resource_type, op.criteria, cipher, pending, prefetch)
         )
-        previous = None if found is None else _load(conn, op.resource_type, found, cipher, pending)
+        previous = None if found is None else _load(conn, op.resource_type, found, cipher, pending, prefetch)
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
         return _Planned(op, op.resource_type, found, previous, None)

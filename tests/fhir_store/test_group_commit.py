@@ -47,6 +47,27 @@ def test_a_later_unit_updates_what_an_earlier_unit_wrote(store: FhirStore, ctx: 
     assert [e[0].version_id for e in store.history("Patient", "group-p1")[0]] == [2, 1]
 
 
+def test_a_committed_resource_updated_twice_by_identifier_in_one_group(
+    store: FhirStore, ctx: RequestContext
+) -> None:
+    """The claim lookup reads the owner's current version with it; after an earlier unit of the
+    group rewrote that resource, the later unit must plan against the rewritten version."""
+    created = store.transact([Create(patient("G5"))], ctx)[0].stored
+    assert created is not None
+    criteria = f"identifier={MRN}|G5"
+    units = [
+        WriteUnit([ConditionalUpdate("Patient", criteria, patient("G5", gender="female"))], ctx),
+        WriteUnit([ConditionalUpdate("Patient", criteria, patient("G5", gender="male"))], ctx),
+        WriteUnit([ConditionalUpdate("Patient", criteria, patient("G5", gender="male"))], ctx),
+    ]
+    out = store.transact_group(units)
+    assert [r[0].status for r in out] == [200, 200, 200]
+    assert [r[0].message for r in out][2] == "unchanged"
+    assert [r[0].stored.version_id for r in out] == [2, 3, 3]  # type: ignore[union-attr]
+    current = store.read("Patient", created.id)
+    assert current.version_id == 3 and current.resource()["gender"] == "male"
+
+
 def test_a_search_condition_sees_an_earlier_units_rows(store: FhirStore, ctx: RequestContext) -> None:
     named = patient("G3", name=[{"family": "Quách", "given": ["Thị", "Nhung"]}])
     again = patient("G3-other", name=[{"family": "Quách", "given": ["Thị", "Nhung"]}])
