@@ -173,6 +173,12 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
     }
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all threads (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(database_url: str, workdir: Path, n: int, rate: float, connections: int) -> dict[str, Any]:
     receiver = Receiver()
     run_id = uuid.uuid4().hex[:6].upper()
@@ -201,6 +207,7 @@ def run(database_url: str, workdir: Path, n: int, rate: float, connections: int)
                     assert parse_ack(answer or b"").code in ("AA", "CA")
 
         threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
+        cpu_before = process_cpu_s(proc.pid)
         for t in threads:
             t.start()
         for t in threads:
@@ -209,6 +216,7 @@ def run(database_url: str, workdir: Path, n: int, rate: float, connections: int)
         deadline = time.monotonic() + 120
         while len(receiver.arrivals) < n and time.monotonic() < deadline:
             time.sleep(0.05)
+        server_cpu_s = process_cpu_s(proc.pid) - cpu_before
     finally:
         if len(receiver.arrivals) < n:
             print(server_log.read_text(errors="replace")[-3000:], file=sys.stderr)
@@ -235,6 +243,7 @@ def run(database_url: str, workdir: Path, n: int, rate: float, connections: int)
         "p99_ms": round(pct(0.99), 1),
         "max_ms": round(latencies[-1] * 1000, 1),
         "ack_p50_ms": round(statistics.median(acks) * 1000, 1),
+        "server_cpu_ms_per_msg": round(server_cpu_s * 1000 / n, 2),
         "payloads_with_forbidden_content": len(leaks),
     }
 

@@ -54,10 +54,14 @@ class Decision:
 
 
 class DecisionAuditor(Protocol):
-    """Records decisions in the audit trail inside the caller's transaction."""
+    """Records decisions in the audit trail inside the caller's transaction.
+
+    ``batches`` holds each request's decisions with its context, in order: a group
+    commit's requests are recorded in one append.
+    """
 
     def record_decisions(
-        self, conn: Connection, decisions: Sequence[Decision], context: RequestContext
+        self, conn: Connection, batches: Sequence[tuple[Sequence[Decision], RequestContext]]
     ) -> None: ...
 
 
@@ -167,22 +171,44 @@ class PolicyDecisionPoint:
         self.auditor = auditor
         self.cipher = cipher  # the store's: consents are read straight from its tables
 
-    def session(self, conn: Connection, context: RequestContext, at_us: int) -> DecisionSession:
-        return DecisionSession(self, conn, context, at_us)
+    def session(
+        self,
+        conn: Connection,
+        context: RequestContext,
+        at_us: int,
+        *,
+        consents: dict[str, list[ConsentRecord]] | None = None,
+    ) -> DecisionSession:
+        """Decisions for one request; ``consents`` shares what was loaded with other sessions
+        of the same transaction (a group commit), which all see the same consents."""
+        return DecisionSession(self, conn, context, at_us, {} if consents is None else consents)
+
+    def flush(self, conn: Connection, sessions: Sequence[DecisionSession]) -> None:
+        """Audit the sessions' decisions in one append, in session order."""
+        batches = [(session.decisions, session.context) for session in sessions if session.decisions]
+        if batches and self.auditor is not None:
+            self.auditor.record_decisions(conn, batches)
+        for session in sessions:
+            session.decisions = []
 
 
 class DecisionSession:
     """Decisions made inside one transaction; :meth:`flush` audits them in one append."""
 
     def __init__(
-        self, pdp: PolicyDecisionPoint, conn: Connection, context: RequestContext, at_us: int
+        self,
+        pdp: PolicyDecisionPoint,
+        conn: Connection,
+        context: RequestContext,
+        at_us: int,
+        consents: dict[str, list[ConsentRecord]],
     ) -> None:
         self.pdp = pdp
         self.conn = conn
         self.context = context
         self.at_us = at_us
         self.decisions: list[Decision] = []
-        self._consents: dict[str, list[ConsentRecord]] = {}
+        self._consents = consents
 
     def consents(self, patient_id: str) -> list[ConsentRecord]:
         if patient_id not in self._consents:
@@ -211,9 +237,7 @@ class DecisionSession:
         return decision
 
     def flush(self) -> None:
-        if self.decisions and self.pdp.auditor is not None:
-            self.pdp.auditor.record_decisions(self.conn, self.decisions, self.context)
-        self.decisions = []
+        self.pdp.flush(self.conn, [self])
 
 
 __all__ = [

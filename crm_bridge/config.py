@@ -113,6 +113,9 @@ class CrmSettings:
     webhook_backoff_max_s: float = 300.0
     webhook_timeout_s: float = 5.0
     poll_interval_s: float = 0.05
+    # under a steady stream, a round that sent events waits this long before the next one, so
+    # that each takes several events (fewer feed reads per event); an idle feed sends at once
+    webhook_batch_window_s: float = 0.01
     signature_tolerance_s: int = 300
 
     @classmethod

@@ -210,6 +210,7 @@ class Dispatcher:
             log=log,
             failure_message="webhook dispatch round failed: %s",
             backlog=lambda: self._backlog,
+            settle_s=settings.webhook_batch_window_s,
         )
         self._backlog = False  # a round stopped at FEED_BATCH events: run the next one at once
         self.wake = self._loop.wake  # set by the outbox hook after a commit that wrote events

@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy import Connection
 
 from consent.keys import KeyStore
-from consent.pdp import DecisionSession, PolicyDecisionPoint
+from consent.pdp import ConsentRecord, DecisionSession, PolicyDecisionPoint
 from consent.purposes import (
     APPOINTMENT_REMINDER,
     POST_VISIT_CARE,
@@ -112,8 +112,11 @@ _DISCLOSURE_UPDATE = DriverQuery(
 )
 
 
+_RELEVANT = ("Patient", "Consent", "Appointment", "Encounter")
+
+
 class CrmOutboxHook:
-    """StoreHook writing CRM events (see module docstring)."""
+    """StoreHook (and GroupStoreHook) writing CRM events (see module docstring)."""
 
     def __init__(
         self,
@@ -131,18 +134,48 @@ class CrmOutboxHook:
     def on_changes(
         self, conn: Connection, changes: Sequence[ResourceChange], context: RequestContext
     ) -> None:
-        relevant = [
-            c for c in changes if c.resource_type in ("Patient", "Consent", "Appointment", "Encounter")
-        ]
-        if not relevant or not self.config.clients:
+        self.on_group_changes(conn, [(changes, context)])
+
+    def on_group_changes(
+        self, conn: Connection, batches: Sequence[tuple[Sequence[ResourceChange], RequestContext]]
+    ) -> None:
+        """Every unit's events in one outbox statement and its decisions in one audit append.
+
+        Each unit still decides under its own context (the audit names its request);
+        what they read alike -- consents, patients loaded from the store -- is read once.
+        """
+        if not self.config.clients:
             return
-        session = self.pdp.session(conn, context, now_us())
+        now = now_us()
+        consents: dict[str, list[ConsentRecord]] = {}
+        loaded: dict[str, dict[str, Any] | None] = {}
+        sessions: list[DecisionSession] = []
+        events: list[PendingEvent] = []
+        links: list[PseudonymLink] = []  # recorded with the events, in one statement
+        for changes, context in batches:
+            relevant = [c for c in changes if c.resource_type in _RELEVANT]
+            if relevant:
+                session = self.pdp.session(conn, context, now, consents=consents)
+                sessions.append(session)
+                events += self._unit(conn, session, relevant, loaded, links)
+        self.pdp.flush(conn, sessions)
+        append_events(conn, self.keys, events, links)
+        if events and self.notify is not None:
+            self.notify()
+
+    def _unit(
+        self,
+        conn: Connection,
+        session: DecisionSession,
+        relevant: Sequence[ResourceChange],
+        loaded: dict[str, dict[str, Any] | None],
+        links: list[PseudonymLink],
+    ) -> list[PendingEvent]:
         patients: dict[str, dict[str, Any] | None] = {}
         for change in relevant:
             if change.resource_type == "Patient" and change.resource is not None:
                 patients[change.id] = change.resource
         events: list[PendingEvent] = []
-        links: list[PseudonymLink] = []  # recorded with the events, in one statement
         synced: set[tuple[str, str]] = set()
         for change in relevant:
             if change.resource is None and change.resource_type != "Consent":
@@ -151,7 +184,9 @@ class CrmOutboxHook:
             if patient_id is None:
                 continue
             if patient_id not in patients:
-                patients[patient_id] = _load_patient(conn, patient_id, self.pdp.cipher)
+                if patient_id not in loaded:
+                    loaded[patient_id] = _load_patient(conn, patient_id, self.pdp.cipher)
+                patients[patient_id] = loaded[patient_id]
             patient = patients[patient_id]
             if patient is None:
                 continue
@@ -162,10 +197,7 @@ class CrmOutboxHook:
                         events += self._sync(conn, session, client, patient_id, patient, links)
                 else:
                     events += self._clinical(session, client, change, patient_id, patient, links)
-        session.flush()
-        append_events(conn, self.keys, events, links)
-        if events and self.notify is not None:
-            self.notify()
+        return events
 
     def _sync(
         self,

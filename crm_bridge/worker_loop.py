@@ -7,7 +7,10 @@ daemon thread, and must behave alike under load and under failure:
 * a round that did work is followed by the next one at once (drain a backlog
   without sleeping between batches), unless the worker says it left nothing
   behind (``backlog``): then it waits to be woken, instead of paying a whole
-  round to find out that nothing came in meanwhile;
+  round to find out that nothing came in meanwhile -- after a pause of
+  ``settle_s``, so that under a steady stream the next round takes several
+  items at once rather than one per wake (the first item after an idle spell
+  still goes at once);
 * an idle worker sleeps until :attr:`WorkerLoop.wake` is set — by the store
   hook or the API that just wrote a row, so delivery starts without waiting —
   or until the poll interval passes, which picks up rows whose retry time has
@@ -56,9 +59,11 @@ class WorkerLoop:
         log: logging.Logger,
         failure_message: str,
         backlog: Callable[[], bool] | None = None,
+        settle_s: float = 0.0,
     ) -> None:
         self.name = name
         self._backlog = backlog
+        self._settle_s = settle_s
         self.wake = threading.Event()
         self._run_once = run_once
         self._idle_wait_s = idle_wait_s
@@ -92,6 +97,8 @@ class WorkerLoop:
             except Exception as exc:  # keep the worker alive; no payloads in logs
                 self._log.warning(self._failure_message, type(exc).__name__)
                 busy = 0
+            if busy and self._backlog is not None and not self._backlog() and self._settle_s > 0:
+                self._stop.wait(self._settle_s)
             if not busy or (self._backlog is not None and not self._backlog()):
                 self.wake.wait(self._idle_wait_s())
                 self.wake.clear()

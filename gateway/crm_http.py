@@ -52,30 +52,31 @@ class AuditDecisionRecorder:
         self.audit = audit
 
     def record_decisions(
-        self, conn: Connection, decisions: Sequence[Decision], context: RequestContext
+        self, conn: Connection, batches: Sequence[tuple[Sequence[Decision], RequestContext]]
     ) -> None:
         recorded = now_us()
         events = []
-        for d in decisions:
-            targets = []
-            if d.resource and "/" in d.resource:
-                kind, _, res_id = d.resource.partition("/")
-                targets.append(Target(kind, res_id))
-            if d.consent_id:
-                targets.append(Target("Consent", d.consent_id))
-            events.append(
-                build_event(
-                    context=replace(context, purpose_of_use=f"{PURPOSE_SYSTEM}|{d.purpose}"),
-                    event_type="110106",
-                    subtype="consent-decision",
-                    action="E",
-                    outcome="0" if d.permit else "4",
-                    outcome_desc=f"{'permit' if d.permit else 'deny'}: {d.reason}; recipient={d.recipient}",
-                    targets=targets,
-                    patient_ids=[d.patient_id],
-                    recorded_us=recorded,
+        for decisions, context in batches:
+            for d in decisions:
+                targets = []
+                if d.resource and "/" in d.resource:
+                    kind, _, res_id = d.resource.partition("/")
+                    targets.append(Target(kind, res_id))
+                if d.consent_id:
+                    targets.append(Target("Consent", d.consent_id))
+                events.append(
+                    build_event(
+                        context=replace(context, purpose_of_use=f"{PURPOSE_SYSTEM}|{d.purpose}"),
+                        event_type="110106",
+                        subtype="consent-decision",
+                        action="E",
+                        outcome="0" if d.permit else "4",
+                        outcome_desc=f"{'permit' if d.permit else 'deny'}: {d.reason}; recipient={d.recipient}",
+                        targets=targets,
+                        patient_ids=[d.patient_id],
+                        recorded_us=recorded,
+                    )
                 )
-            )
         self.audit.writer.append(conn, events)
 
 

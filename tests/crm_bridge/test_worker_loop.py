@@ -90,3 +90,31 @@ def test_a_round_that_left_no_backlog_waits_for_the_next_wake() -> None:
         _wait(lambda: len(rounds) == settled + 1)
     finally:
         loop.stop()
+
+
+def test_a_settle_pause_lets_work_accumulate_under_a_steady_stream() -> None:
+    rounds: list[float] = []
+
+    def run_once() -> int:
+        rounds.append(time.monotonic())
+        return 1
+
+    loop = WorkerLoop(
+        "test-worker",
+        run_once,
+        idle_wait_s=lambda: 60.0,
+        log=logging.getLogger("test.worker_loop"),
+        failure_message="round failed: %s",
+        backlog=lambda: False,
+        settle_s=0.2,
+    )
+    loop.start()
+    try:
+        _wait(lambda: len(rounds) == 1)  # the first round runs at once
+        loop.wake.set()  # woken during the pause: the next round still waits for it to end
+        _wait(lambda: len(rounds) == 2)
+        assert rounds[1] - rounds[0] >= 0.19
+    finally:
+        started = time.monotonic()
+        loop.stop()
+    assert time.monotonic() - started < 5, "stop must interrupt the pause"
