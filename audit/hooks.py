@@ -51,7 +51,7 @@ from audit.events import Target, import_event, outcome_for_status, rest_event
 from audit.rows import Prepared
 from audit.store_events import AccessAction, access_row, change_row
 from audit.store_events import patient_refs as patient_refs  # re-exported (consent tombstones use it)
-from fhir_store.database import is_sqlite, make_engine
+from fhir_store.database import is_sqlite, make_engine, writer
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext, ResourceChange, StoredResource
 
@@ -248,8 +248,7 @@ class AuditHook:
             if self._side_engine is None:
                 url = self.engine.url.render_as_string(hide_password=False)
                 self._side_engine = make_engine(url, pool_size=1)
-            side = self._side_engine.execution_options(sqlite_begin="IMMEDIATE")
-            with side.begin() as conn:
+            with writer(self._side_engine).begin() as conn:
                 self.writer.append_prepared(conn, events)
 
     def append_rows(self, events: Sequence[Prepared]) -> int:
@@ -258,9 +257,7 @@ class AuditHook:
             return self.writer.append_prepared(conn, events)
 
     def _write_engine(self) -> Engine:
-        return (
-            self.engine.execution_options(sqlite_begin="IMMEDIATE") if is_sqlite(self.engine) else self.engine
-        )
+        return writer(self.engine)  # BEGIN IMMEDIATE on SQLite; made once per engine
 
     # -- outside the store: failures, denials, messages ------------------------
 

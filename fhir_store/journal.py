@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, update
 
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.database import is_sqlite
+from fhir_store.database import writer
 from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
 from fhir_store.schema import hl7_journal
@@ -95,9 +95,7 @@ def surrogate_control_id() -> str:
 
 def _begin(engine: Engine) -> Connection:
     """A write transaction; on SQLite take the write lock at BEGIN (see fhir_store.database)."""
-    if is_sqlite(engine):
-        return engine.execution_options(sqlite_begin="IMMEDIATE").connect()
-    return engine.connect()
+    return writer(engine).connect()
 
 
 def _entry(row: Sequence[object], cipher: StoreCipher) -> JournalEntry:
