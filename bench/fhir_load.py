@@ -19,6 +19,7 @@ import json
 import os
 import random
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,66 @@ def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen
     raise RuntimeError("server did not start")
 
 
+def start_bench_server(database_url: str, port: int, audit: str) -> subprocess.Popen[bytes]:
+    """One HTTP process with the audit trail ``on`` or ``off`` (``bench.serve_for_bench``)."""
+    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING", "CAREBRIDGE_STORE_KEY_FILE": STORE_KEY_FILE}
+    command = [sys.executable, "-m", "bench.serve_for_bench", "--database-url", database_url]
+    proc = subprocess.Popen([*command, "--port", str(port), "--audit", audit], env=env, cwd=ROOT)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def audit_cost(backend: str, patients: int, clients: int, seconds: float, rounds: int) -> str:
+    """Issue #4: the same REST workload against one server process with the audit on and off.
+
+    Seeds once, then alternates on/off (off/on in odd rounds) so drift hits both
+    sides; reports each scenario's median req/s per side and the cost, 1 - on/off.
+    """
+    cluster = None
+    tmp = tempfile.mkdtemp(prefix="carebridge-bench-")
+    if backend == "postgresql":
+        sys.path.insert(0, str(ROOT))
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster.start()
+        url = cluster.create_database("bench")
+    else:
+        url = f"sqlite:///{tmp}/bench.db"
+    rates: dict[tuple[str, str], list[float]] = {}
+    try:
+        upgrade(url)
+        ids = seed(url, patients)
+        for round_no in range(rounds):
+            for audit in ("on", "off") if round_no % 2 == 0 else ("off", "on"):
+                port = free_port()
+                server = start_bench_server(url, port, audit)
+                try:
+                    auth = bearer_token(url, port)
+                    for result in asyncio.run(measure(port, ids, patients, clients, seconds, auth)):
+                        rates.setdefault((result.name, audit), []).append(result.rps)
+                finally:
+                    server.terminate()
+                    server.wait(timeout=30)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    lines = [
+        "| scenario | audit off (req/s) | audit on (req/s) | cost (1 - on/off) | runs off / on |",
+        "|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(name for name, _ in rates):
+        off, on = statistics.median(rates[(name, "off")]), statistics.median(rates[(name, "on")])
+        runs = f"{', '.join(f'{r:.0f}' for r in rates[(name, 'off')])} / {', '.join(f'{r:.0f}' for r in rates[(name, 'on')])}"
+        lines.append(f"| {name} | {off:.0f} | {on:.0f} | {100 * (1 - on / off):.1f}% | {runs} |")
+    return "\n".join(lines)
+
+
 def bearer_token(database_url: str, port: int) -> dict[str, str]:
     """Register a bench client and get a token; no header when the server has no auth endpoint."""
     try:
@@ -245,8 +306,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--http-workers", type=int, default=2, help="CAREBRIDGE_HTTP_WORKERS of the server")
+    parser.add_argument(
+        "--audit-cost",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="instead: ROUNDS alternating runs of one server process with the audit on and off (issue #4)",
+    )
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    if args.audit_cost:
+        for backend in backends:
+            table = audit_cost(backend, args.patients, args.clients, args.seconds, args.audit_cost)
+            print(
+                f"\n### {backend}: audit on vs off, {args.patients} patients, {args.clients} clients, "
+                f"1 HTTP process, {args.audit_cost} rounds, {os.cpu_count()} cores\n\n{table}"
+            )
+        return
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     for backend in backends:
