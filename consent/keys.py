@@ -118,6 +118,13 @@ class KeyStore:
         self.document.save()
 
     def ring_for(self, crm_id: str) -> KeyRing:
+        """The CRM's pseudonym key ring; a key file gets a new ring for a new CRM, saved at once.
+
+        Keys from ``CAREBRIDGE_CRM_KEYS`` cannot be saved: a ring made up here would live
+        in this process only, so each process and each restart would give the same
+        patient another pseudonym.  That is refused instead (the gateway checks every
+        configured CRM at startup, see ``crm_bridge.bridge``).
+        """
         self.refresh(RELOAD_EVERY_S)
         ring = self.rings.get(crm_id)
         if ring is None:
@@ -125,6 +132,11 @@ class KeyStore:
                 self.refresh(0)  # never overwrite a key another process just added
                 ring = self.rings.get(crm_id)
                 if ring is None:
+                    if self.path is None:
+                        raise KeyMaterialError(
+                            f"no pseudonym key for CRM client {crm_id!r} in {ENV_KEYS}: add one to the "
+                            "JSON there (docs/operations.md §3), or use a key file"
+                        )
                     ring = KeyRing.fresh("k")
                     self.rings[crm_id] = ring
                     self.save()

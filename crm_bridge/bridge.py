@@ -50,6 +50,8 @@ class CrmBridge:
     ) -> CrmBridge:
         config = config if config is not None else ProjectionConfig.load(settings.projection_file)
         keys = keys if keys is not None else KeyStore.load_or_create(settings.key_file)
+        for crm_id in config.clients:  # fail at startup, not on the first disclosure (environment keys)
+            keys.ring_for(crm_id)
         pdp = PolicyDecisionPoint(auditor, cipher=store.cipher)
         dispatcher = Dispatcher(engine, keys, settings)
         hook = CrmOutboxHook(config, keys, pdp, notify=dispatcher.wake.set)

@@ -85,13 +85,24 @@ def register_resource_types() -> None:
 
 
 def prepare_keys(settings: Settings) -> None:
-    """Create (new database) or check the store key file once, in this process."""
+    """Create (new database) or check the key files once, in this process, before workers fork.
+
+    The store key file, and a pseudonym key for every configured CRM: processes that
+    started together must not each make up a different key for a new CRM.
+    """
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         register_resource_types()
         open_cipher(engine, settings.store_key_file)
     finally:
         engine.dispose()
+    from consent.keys import KeyStore
+    from crm_bridge.config import CrmSettings, ProjectionConfig
+
+    crm = CrmSettings.from_sources(settings.extra)
+    keys = KeyStore.load_or_create(crm.key_file)
+    for crm_id in ProjectionConfig.load(crm.projection_file).clients:
+        keys.ring_for(crm_id)
 
 
 async def serve_forever(

@@ -116,6 +116,17 @@ def test_pseudonyms_stable_per_crm_and_rotatable(tmp_path: Path) -> None:
     assert KeyStore.load_or_create(None, env).pseudonym("crm-a", "9180", kid="k1") == a
 
 
+def test_environment_keys_never_make_up_a_pseudonym_key(tmp_path: Path) -> None:
+    """A ring made up in memory would give the patient another pseudonym in every process."""
+    KeyStore.load_or_create(str(tmp_path / "k.json")).pseudonym("crm-a", "1")
+    env = {"CAREBRIDGE_CRM_KEYS": (tmp_path / "k.json").read_text()}
+    keys = KeyStore.load_or_create(None, env)
+    assert keys.pseudonym("crm-a", "1") == KeyStore.load_or_create(None, env).pseudonym("crm-a", "1")
+    with pytest.raises(KeyMaterialError, match=r"crm-b.*CAREBRIDGE_CRM_KEYS"):
+        keys.pseudonym("crm-b", "1")
+    assert "crm-b" not in keys.rings
+
+
 @given(st.binary(max_size=2000), st.binary(min_size=1, max_size=64))
 def test_signature_round_trip(body: bytes, secret: bytes) -> None:
     t = int(time.time())
