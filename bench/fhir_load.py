@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +144,7 @@ def start_server(database_url: str, port: int, workers: int) -> subprocess.Popen
         env=env,
         cwd=ROOT,
     )
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    return _healthy(proc, port)
 
 
 def start_bench_server(database_url: str, port: int, audit: str) -> subprocess.Popen[bytes]:
@@ -157,6 +152,11 @@ def start_bench_server(database_url: str, port: int, audit: str) -> subprocess.P
     env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "WARNING", "CAREBRIDGE_STORE_KEY_FILE": STORE_KEY_FILE}
     command = [sys.executable, "-m", "bench.serve_for_bench", "--database-url", database_url]
     proc = subprocess.Popen([*command, "--port", str(port), "--audit", audit], env=env, cwd=ROOT)
+    return _healthy(proc, port)
+
+
+def _healthy(proc: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    """``proc`` once its ``/healthz`` answers (30 s at most)."""
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).read()
@@ -165,6 +165,26 @@ def start_bench_server(database_url: str, port: int, audit: str) -> subprocess.P
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError("server did not start")
+
+
+@contextlib.contextmanager
+def bench_database(backend: str) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file in a temp dir, or a throwaway PostgreSQL cluster."""
+    cluster = None
+    if backend == "postgresql":
+        sys.path.insert(0, str(ROOT))
+        from tests.support.postgres import PostgresCluster
+
+        cluster = PostgresCluster.start()
+        url = cluster.create_database("bench")
+    else:
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='carebridge-bench-')}/bench.db"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        if cluster is not None:
+            cluster.stop()
 
 
 def audit_cost(backend: str, patients: int, clients: int, seconds: float, rounds: int) -> str:
@@ -173,19 +193,8 @@ def audit_cost(backend: str, patients: int, clients: int, seconds: float, rounds
     Seeds once, then alternates on/off (off/on in odd rounds) so drift hits both
     sides; reports each scenario's median req/s per side and the cost, 1 - on/off.
     """
-    cluster = None
-    tmp = tempfile.mkdtemp(prefix="carebridge-bench-")
-    if backend == "postgresql":
-        sys.path.insert(0, str(ROOT))
-        from tests.support.postgres import PostgresCluster
-
-        cluster = PostgresCluster.start()
-        url = cluster.create_database("bench")
-    else:
-        url = f"sqlite:///{tmp}/bench.db"
     rates: dict[tuple[str, str], list[float]] = {}
-    try:
-        upgrade(url)
+    with bench_database(backend) as url:
         ids = seed(url, patients)
         for round_no in range(rounds):
             for audit in ("on", "off") if round_no % 2 == 0 else ("off", "on"):
@@ -198,9 +207,6 @@ def audit_cost(backend: str, patients: int, clients: int, seconds: float, rounds
                 finally:
                     server.terminate()
                     server.wait(timeout=30)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     lines = [
         "| scenario | audit off (req/s) | audit on (req/s) | cost (1 - on/off) | runs off / on |",
         "|---|---|---|---|---|",
@@ -269,18 +275,7 @@ async def measure(
 
 
 def run_backend(backend: str, patients: int, clients: int, seconds: float, workers: int) -> list[LoadResult]:
-    cluster = None
-    tmp = tempfile.mkdtemp(prefix="carebridge-bench-")
-    if backend == "postgresql":
-        sys.path.insert(0, str(ROOT))
-        from tests.support.postgres import PostgresCluster
-
-        cluster = PostgresCluster.start()
-        url = cluster.create_database("bench")
-    else:
-        url = f"sqlite:///{tmp}/bench.db"
-    try:
-        upgrade(url)
+    with bench_database(backend) as url:
         started = time.perf_counter()
         ids = seed(url, patients)
         print(
@@ -294,9 +289,6 @@ def run_backend(backend: str, patients: int, clients: int, seconds: float, worke
         finally:
             server.terminate()
             server.wait(timeout=30)
-    finally:
-        if cluster is not None:
-            cluster.stop()
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -61,6 +63,18 @@ def test_backoff_grows_with_jitter_up_to_the_cap() -> None:
         assert delay / 2 <= backoff_s(attempt, 1.0, 60.0) <= delay
 
 
+def _busy_worker(run_once: Callable[[], int], **options: Any) -> WorkerLoop:
+    """A worker only a wake moves on once idle (the poll interval is a minute)."""
+    return WorkerLoop(
+        "test-worker",
+        run_once,
+        idle_wait_s=lambda: 60.0,
+        log=logging.getLogger("test.worker_loop"),
+        failure_message="round failed: %s",
+        **options,
+    )
+
+
 def test_a_round_that_left_no_backlog_waits_for_the_next_wake() -> None:
     rounds: list[int] = []
     backlog = [True]
@@ -69,14 +83,7 @@ def test_a_round_that_left_no_backlog_waits_for_the_next_wake() -> None:
         rounds.append(1)
         return 1  # always did work
 
-    loop = WorkerLoop(
-        "test-worker",
-        run_once,
-        idle_wait_s=lambda: 60.0,
-        log=logging.getLogger("test.worker_loop"),
-        failure_message="round failed: %s",
-        backlog=lambda: backlog[0],
-    )
+    loop = _busy_worker(run_once, backlog=lambda: backlog[0])
     loop.start()
     try:
         _wait(lambda: len(rounds) >= 3)  # a backlog: rounds follow one another at once
@@ -99,15 +106,7 @@ def test_a_settle_pause_lets_work_accumulate_under_a_steady_stream() -> None:
         rounds.append(time.monotonic())
         return 1
 
-    loop = WorkerLoop(
-        "test-worker",
-        run_once,
-        idle_wait_s=lambda: 60.0,
-        log=logging.getLogger("test.worker_loop"),
-        failure_message="round failed: %s",
-        backlog=lambda: False,
-        settle_s=0.2,
-    )
+    loop = _busy_worker(run_once, backlog=lambda: False, settle_s=0.2)
     loop.start()
     try:
         _wait(lambda: len(rounds) == 1)  # the first round runs at once
