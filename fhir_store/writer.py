@@ -197,8 +197,7 @@ def _sync_claims(
     batch.add(CLAIM_ROWS, [(resource_type, s, v, resource_id) for s, v in sorted(to_add)])
 
 
-def _rewrite_index(
-    conn: Connection,
+def _queue_index_rows(
     resource_type: str,
     resource_id: str,
     resource: dict[str, Any] | None,
@@ -282,7 +281,7 @@ def write_version(
         if changed != 1:
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
     is_new = previous is None
-    _rewrite_index(conn, resource_type, resource_id, resource, batch=batch, cipher=cipher)
+    _queue_index_rows(resource_type, resource_id, resource, batch=batch, cipher=cipher)
     wanted = set() if resource is None else set(claimed_identifiers(resource, cipher.blind))
     _sync_claims(conn, resource_type, resource_id, wanted, held, is_new=is_new, batch=batch)
     if pending is None:
