@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_accounting import process_cpu_s  # noqa: E402
 from bench.mllp_ingest import start_serve  # noqa: E402
 from consent.purposes import POST_VISIT_CARE, build_consent  # noqa: E402
 from fhir_store.migrations import upgrade  # noqa: E402
@@ -171,12 +172,6 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         "CAREBRIDGE_CRM_KEY_FILE": str(workdir / "crm-keys.json"),
         "CAREBRIDGE_CRM_POLL_INTERVAL_S": "0.02",
     }
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process, all threads (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run(database_url: str, workdir: Path, n: int, rate: float, connections: int) -> dict[str, Any]:

@@ -14,7 +14,9 @@ Usage::
 
 Each message is an ADT^A04 with Vietnamese content and a unique MRN and
 MSH-10, so every one creates a Patient and an Encounter.  Reports msg/s over
-the whole run and p50/p99 of the per-message ACK latency.
+the whole run, p50/p99 of the per-message ACK latency and the CPU milliseconds
+per message of carebridge, PostgreSQL and the senders (``bench.cpu_accounting``)
+with the ceiling they imply on this host's cores.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.cpu_accounting import postgres_cpu_s, process_cpu_s  # noqa: E402
 from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
 
 FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
@@ -58,7 +61,15 @@ def a04(run: str, i: int) -> bytes:
     ).encode()
 
 
-def run_load(host: str, port: int, messages: list[bytes], connections: int) -> dict[str, float]:
+def run_load(
+    host: str,
+    port: int,
+    messages: list[bytes],
+    connections: int,
+    *,
+    server_pid: int | None = None,
+    pg_data_dir: Path | None = None,
+) -> dict[str, float]:
     chunks = [messages[c::connections] for c in range(connections)]
     latencies: list[list[float]] = [[] for _ in range(connections)]
     errors: list[str] = []
@@ -78,6 +89,7 @@ def run_load(host: str, port: int, messages: list[bytes], connections: int) -> d
     threads = [threading.Thread(target=worker, args=(c,)) for c in range(connections)]
     for t in threads:
         t.start()
+    cpu = _CpuMeter(server_pid, pg_data_dir)
     barrier.wait()
     started = time.perf_counter()
     for t in threads:
@@ -92,7 +104,38 @@ def run_load(host: str, port: int, messages: list[bytes], connections: int) -> d
         "p50_ms": round(statistics.median(flat) * 1000, 2),
         "p99_ms": round(flat[min(len(flat) - 1, int(len(flat) * 0.99))] * 1000, 2),
         "errors": len(errors),
+        **cpu.per_message(len(messages)),
     }
+
+
+class _CpuMeter:
+    """CPU ms per message of carebridge, PostgreSQL and the senders (this process) over one run.
+
+    Their sum against the host's cores is the ceiling the run implies
+    (``cpu_ceiling_msg_s``): a throughput target above it needs less CPU per
+    message, not more concurrency.
+    """
+
+    def __init__(self, server_pid: int | None, pg_data_dir: Path | None) -> None:
+        self.server_pid, self.pg_data_dir = server_pid, pg_data_dir
+        self.start = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        sample = {"senders": time.process_time()}
+        if self.server_pid is not None:
+            sample["server"] = process_cpu_s(self.server_pid)
+        if self.pg_data_dir is not None:
+            sample["postgres"] = postgres_cpu_s(self.pg_data_dir)
+        return sample
+
+    def per_message(self, messages: int) -> dict[str, float]:
+        end = self._sample()
+        spent = {name: (end[name] - self.start[name]) * 1000 / messages for name in end}
+        report = {f"{name}_cpu_ms_per_msg": round(ms, 2) for name, ms in spent.items()}
+        if len(spent) == 3:
+            total = sum(spent.values())
+            report["cpu_ceiling_msg_s"] = round((os.cpu_count() or 1) * 1000 / total, 1)
+        return report
 
 
 def start_serve(
@@ -131,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", help="host:port of a running listener (no server is started)")
     parser.add_argument("--database-url", help="PostgreSQL URL for the started server (default: throwaway)")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
+    parser.add_argument("--server-pid", type=int, help="with --target: carebridge's pid, for its CPU")
+    parser.add_argument("--pg-data-dir", type=Path, help="with --target: PostgreSQL's data dir, for its CPU")
     args = parser.parse_args(argv)
 
     cluster = proc = None
@@ -139,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target:
             host, _, port_text = args.target.rpartition(":")
             port = int(port_text)
+            server_pid, pg_data_dir = args.server_pid, args.pg_data_dir
         else:
             database_url = args.database_url
             if not database_url:
@@ -148,12 +194,13 @@ def main(argv: list[str] | None = None) -> int:
                 database_url = cluster.create_database("bench")
             proc, port, _log = start_serve(database_url, workdir)
             host = "127.0.0.1"
+            server_pid, pg_data_dir = proc.pid, None if cluster is None else cluster.data_dir
         run = uuid.uuid4().hex[:6].upper()
         run_load(host, port, [a04(run + "W", i) for i in range(args.warmup)], 4)
         results = []
         for level in (int(x) for x in args.connections.split(",")):
             batch = [a04(f"{run}C{level}", i) for i in range(args.messages)]
-            result = run_load(host, port, batch, level)
+            result = run_load(host, port, batch, level, server_pid=server_pid, pg_data_dir=pg_data_dir)
             results.append(result)
             if args.json:
                 print(json.dumps(result), flush=True)
@@ -161,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{result['connections']:>2} conn  {result['messages']:>6} msg  "
                     f"{result['msg_per_s']:>8.1f} msg/s  p50 {result['p50_ms']:>6.2f} ms  "
-                    f"p99 {result['p99_ms']:>7.2f} ms  errors {result['errors']}",
+                    f"p99 {result['p99_ms']:>7.2f} ms  errors {result['errors']}  "
+                    + "  ".join(f"{k.removesuffix('_per_msg')} {v}" for k, v in result.items() if "cpu" in k),
                     flush=True,
                 )
         return 0 if all(r["errors"] == 0 for r in results) else 1

@@ -120,29 +120,50 @@ def register(spec: ResourceSearchSpec) -> None:
     SEARCH_SPECS[spec.resource_type] = spec
 
 
+class _StripMarks(dict[int, int | None]):
+    """``str.translate`` table: drops combining marks, folds Đ/đ (no NFD decomposition) to D/d.
+
+    Filled on first sight of each code point, so translating runs in C after warm-up;
+    the verdict is ``unicodedata.combining``'s, for every plane.
+    """
+
+    def __missing__(self, code_point: int) -> int | None:
+        mark = unicodedata.combining(chr(code_point)) != 0
+        value = None if mark else _FOLDED.get(code_point, code_point)
+        self[code_point] = value
+        return value
+
+
+_FOLDED = {ord("Đ"): ord("D"), ord("đ"): ord("d")}
+_STRIP_MARKS = _StripMarks()
+
+
 def normalize_text(value: str) -> str:
     """Case- and accent-insensitive form: "Nguyễn Đức" -> "nguyen duc"."""
-    decomposed = unicodedata.normalize("NFD", value.replace("Đ", "D").replace("đ", "d"))
-    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower().strip()
+    if value.isascii():
+        return value.lower().strip()
+    return unicodedata.normalize("NFD", value).translate(_STRIP_MARKS).lower().strip()
 
 
-def _walk(node: Any, parts: list[str]) -> Iterator[Any]:
-    if not parts:
+def _collect(node: Any, parts: tuple[str, ...], index: int, out: list[Any]) -> None:
+    """Depth-first values at ``parts[index:]`` below ``node``; lists are flattened at every step."""
+    if index == len(parts):
         if isinstance(node, list):
-            yield from node
+            out.extend(node)
         elif node is not None:
-            yield node
-        return
-    if isinstance(node, list):
+            out.append(node)
+    elif isinstance(node, list):
         for item in node:
-            yield from _walk(item, parts)
-        return
-    if isinstance(node, dict):
-        yield from _walk(node.get(parts[0]), parts[1:])
+            _collect(item, parts, index, out)
+    elif isinstance(node, dict):
+        _collect(node.get(parts[index]), parts, index + 1, out)
 
 
-def values_at(resource: dict[str, Any], path: str) -> Iterator[Any]:
-    yield from _walk(resource, path.split("."))
+def values_at(resource: dict[str, Any], path: str) -> list[Any]:
+    """The values a dotted element path reaches, in document order."""
+    out: list[Any] = []
+    _collect(resource, tuple(path.split(".")), 0, out)
+    return out
 
 
 @dataclass(frozen=True)
@@ -199,24 +220,47 @@ def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) ->
     spec = SEARCH_SPECS.get(resource.get("resourceType", ""))
     if spec is None:
         return rows
-    for param in spec.params.values():
-        for path in param.paths:
-            for value in values_at(resource, path):
-                if param.kind == "token":
+    reached: dict[tuple[str, ...], list[Any]] = {}  # "name.family" feeds name and family: walk it once
+    normalized: dict[str, str] = {}
+    for param, paths in _compiled_paths(spec):
+        kind = param.kind
+        for parts in paths:
+            values = reached.get(parts)
+            if values is None:
+                values = reached[parts] = []
+                _collect(resource, parts, 0, values)
+            for value in values:
+                if kind == "token":
                     for system, code in _tokens_of(param, value):
                         code = blind(code) if param.blinded else code[:255]
                         rows.tokens.append((param.name, system[:255], code))
-                elif param.kind == "string" and isinstance(value, str) and value.strip():
-                    rows.strings.append((param.name, normalize_text(value)[:255], value[:255]))
-                elif param.kind == "date":
+                elif kind == "string":
+                    if isinstance(value, str) and value.strip():
+                        norm = normalized.get(value)
+                        if norm is None:
+                            norm = normalized[value] = normalize_text(value)[:255]
+                        rows.strings.append((param.name, norm, value[:255]))
+                elif kind == "date":
                     span = _date_span(value)
                     if span is not None:
                         rows.dates.append((param.name, span[0], span[1]))
-                elif param.kind == "reference":
+                elif kind == "reference":
                     target = _reference_of(value)
                     if target is not None and (not param.targets or target[0] in param.targets):
                         rows.references.append((param.name, target[0], target[1]))
     return rows
+
+
+_COMPILED: dict[int, tuple[ResourceSearchSpec, list[tuple[SearchParam, list[tuple[str, ...]]]]]] = {}
+
+
+def _compiled_paths(spec: ResourceSearchSpec) -> list[tuple[SearchParam, list[tuple[str, ...]]]]:
+    """``spec``'s parameters with their paths split once (specs are registered, never mutated)."""
+    cached = _COMPILED.get(id(spec))
+    if cached is None or cached[0] is not spec:
+        compiled = [(p, [tuple(path.split(".")) for path in p.paths]) for p in spec.params.values()]
+        cached = _COMPILED[id(spec)] = (spec, compiled)
+    return cached[1]
 
 
 def _date_span(value: Any) -> tuple[int, int] | None:

@@ -76,12 +76,13 @@ class Header:
 class Repetition:
     """One repetition of a field; components are decoded on access."""
 
-    __slots__ = ("_codec", "_enc", "raw")
+    __slots__ = ("_codec", "_enc", "_parts", "raw")
 
     def __init__(self, raw: str, enc: EncodingChars, codec: str) -> None:
         self.raw = raw
         self._enc = enc
         self._codec = codec
+        self._parts: list[str] | None = None  # split on first component access: mappers read several
 
     def __bool__(self) -> bool:
         return bool(self.raw)
@@ -96,7 +97,9 @@ class Repetition:
 
     def component(self, c: int, sub: int = 1) -> str:
         """``c``-th component (1-based), ``sub``-th subcomponent, decoded; "" if absent or ``""``."""
-        comps = self.raw.split(self._enc.component)
+        comps = self._parts
+        if comps is None:
+            comps = self._parts = self.raw.split(self._enc.component)
         if c < 1 or c > len(comps):
             return ""
         value = comps[c - 1]
@@ -117,13 +120,14 @@ class Repetition:
 class Segment:
     """A segment: ``fields[n]`` is SEG-n (``fields[0]`` is the segment name)."""
 
-    __slots__ = ("_codec", "_enc", "fields", "name")
+    __slots__ = ("_codec", "_enc", "_single", "fields", "name")
 
     def __init__(self, name: str, fields: list[str], enc: EncodingChars, codec: str) -> None:
         self.name = name
         self.fields = fields
         self._enc = enc
         self._codec = codec
+        self._single: dict[int, Repetition] = {}  # unrepeated fields, kept for their next component
 
     def __repr__(self) -> str:
         return f"Segment({self.name!r}, {len(self.fields) - 1} fields)"
@@ -167,7 +171,10 @@ class Segment:
             return value if c == 1 and sub == 1 else ""
         if self._enc.repetition in value or rep != 1:
             return self.repetition(n, rep).component(c, sub)
-        return Repetition(value, self._enc, self._codec).component(c, sub)
+        single = self._single.get(n)
+        if single is None:
+            single = self._single[n] = Repetition(value, self._enc, self._codec)
+        return single.component(c, sub)
 
 
 class Hl7Message:

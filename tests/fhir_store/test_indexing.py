@@ -46,3 +46,21 @@ def test_a_day_contains_its_instants_and_nests_in_its_month(day: object) -> None
     assert high - low == 86_400_000_000 - 1
     noon_low, _ = parse_fhir_instant_range(f"{text}T12:00:00Z")
     assert low < noon_low < high
+
+
+def _normalize_reference(value: str) -> str:
+    """The definition normalize_text must keep: NFD, combining marks dropped, Đ/đ folded."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", value.replace("Đ", "D").replace("đ", "d"))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch)).lower().strip()
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
+def test_normalize_text_matches_its_definition(value: str) -> None:
+    assert normalize_text(value) == _normalize_reference(value)
+
+
+@given(st.text(alphabet="aăâbcdđeêghiklmnoôơpqrstuưvxyAĂÂĐÊÔƠƯ àáảãạằắẳẵặầấẩẫậ-'", max_size=30))
+def test_normalize_text_on_vietnamese_letters(value: str) -> None:
+    assert normalize_text(value) == _normalize_reference(value)
