@@ -25,15 +25,15 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def postgres_cpu_s(data_dir: Path) -> float:
-    """CPU seconds of a PostgreSQL server: the postmaster, its live children and those it reaped.
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process, its live children and the children it reaped.
 
-    Backends of a pooled client live as long as the pool, and a reaped child's
-    time is added to the postmaster's ``cutime``/``cstime``: the sum grows
-    monotonically, so a difference over a run is that run's server CPU.
+    carebridge with ingest worker processes, or a PostgreSQL postmaster with its
+    backends: a pooled backend lives as long as the pool, and a reaped child's
+    time is added to its parent's ``cutime``/``cstime``, so the sum grows
+    monotonically and a difference over a run is that run's CPU.
     """
-    postmaster = int((data_dir / "postmaster.pid").read_text().split()[0])
-    fields = _stat(postmaster)
+    fields = _stat(pid)
     total = sum(int(fields[i]) for i in (11, 12, 13, 14))
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -42,6 +42,11 @@ def postgres_cpu_s(data_dir: Path) -> float:
             child = _stat(int(entry.name))
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue  # exited meanwhile
-        if int(child[1]) == postmaster:  # field 4: ppid
+        if int(child[1]) == pid:  # field 4: ppid
             total += int(child[11]) + int(child[12])
     return total / _TICK
+
+
+def postgres_cpu_s(data_dir: Path) -> float:
+    """CPU seconds of the PostgreSQL server whose data directory is ``data_dir``."""
+    return process_tree_cpu_s(int((data_dir / "postmaster.pid").read_text().split()[0]))

@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu_accounting import postgres_cpu_s, process_cpu_s  # noqa: E402
+from bench.cpu_accounting import postgres_cpu_s, process_tree_cpu_s  # noqa: E402
 from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
 
 FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng"]
@@ -123,7 +123,7 @@ class _CpuMeter:
     def _sample(self) -> dict[str, float]:
         sample = {"senders": time.process_time()}
         if self.server_pid is not None:
-            sample["server"] = process_cpu_s(self.server_pid)
+            sample["server"] = process_tree_cpu_s(self.server_pid)
         if self.pg_data_dir is not None:
             sample["postgres"] = postgres_cpu_s(self.pg_data_dir)
         return sample
@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             host = "127.0.0.1"
             server_pid, pg_data_dir = proc.pid, None if cluster is None else cluster.data_dir
         run = uuid.uuid4().hex[:6].upper()
-        run_load(host, port, [a04(run + "W", i) for i in range(args.warmup)], 4)
+        if args.warmup > 0:
+            run_load(host, port, [a04(run + "W", i) for i in range(args.warmup)], 4)
         results = []
         for level in (int(x) for x in args.connections.split(",")):
             batch = [a04(f"{run}C{level}", i) for i in range(args.messages)]
