@@ -28,7 +28,7 @@ def process_cpu_s(pid: int) -> float:
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds of a process, its live children and the children it reaped.
 
-    carebridge with ingest worker processes, or a PostgreSQL postmaster with its
+    carebridge with its HTTP worker processes, or a PostgreSQL postmaster with its
     backends: a pooled backend lives as long as the pool, and a reaped child's
     time is added to its parent's ``cutime``/``cstime``, so the sum grows
     monotonically and a difference over a run is that run's CPU.
