@@ -124,13 +124,16 @@ class _StripMarks(dict[int, int | None]):
     """``str.translate`` table: drops combining marks, folds Đ/đ (no NFD decomposition) to D/d.
 
     Filled on first sight of each code point, so translating runs in C after warm-up;
-    the verdict is ``unicodedata.combining``'s, for every plane.
+    the verdict is ``unicodedata.combining``'s, for every plane.  Only the Basic
+    Multilingual Plane is remembered (at most 65,536 entries): a client sending
+    every astral code point must not grow the table without bound.
     """
 
     def __missing__(self, code_point: int) -> int | None:
         mark = unicodedata.combining(chr(code_point)) != 0
         value = None if mark else _FOLDED.get(code_point, code_point)
-        self[code_point] = value
+        if code_point <= 0xFFFF:
+            self[code_point] = value
         return value
 
 

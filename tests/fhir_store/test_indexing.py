@@ -64,3 +64,11 @@ def test_normalize_text_matches_its_definition(value: str) -> None:
 @given(st.text(alphabet="aăâbcdđeêghiklmnoôơpqrstuưvxyAĂÂĐÊÔƠƯ àáảãạằắẳẵặầấẩẫậ-'", max_size=30))
 def test_normalize_text_on_vietnamese_letters(value: str) -> None:
     assert normalize_text(value) == _normalize_reference(value)
+
+
+def test_accent_table_remembers_only_the_basic_plane() -> None:
+    from fhir_store.search_params import _STRIP_MARKS
+
+    assert normalize_text("\U0001d165x\U0001f600") == "x\U0001f600"  # a musical combining mark is dropped
+    assert 0x1D165 not in _STRIP_MARKS and 0x1F600 not in _STRIP_MARKS
+    assert _STRIP_MARKS[ord("ễ")] == ord("ễ") and normalize_text("ễ") == "e"
