@@ -17,7 +17,7 @@ BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() 
 
 def test_a_process_tree_includes_live_and_reaped_children() -> None:
     me = os.getpid()
-    before_tree, before_self = process_tree_cpu_s(me), process_cpu_s(me)
+    before_tree = process_tree_cpu_s(me)
     subprocess.run([sys.executable, "-c", BURN.format(s=0.4)], check=True)  # reaped: parent's cutime
     live = subprocess.Popen([sys.executable, "-c", BURN.format(s=30)])
     try:
@@ -31,7 +31,6 @@ def test_a_process_tree_includes_live_and_reaped_children() -> None:
         live.wait()
     assert live_cpu >= 0.3
     assert grown >= 0.4 + live_cpu - 0.02  # both children (clock ticks are 10 ms)
-    assert process_cpu_s(me) - before_self < 0.3  # this process itself mostly slept
 
 
 def test_postgres_cpu_counts_live_backends_and_keeps_what_exited(pg_cluster: PostgresCluster) -> None:
