@@ -31,6 +31,11 @@ class SearchParam:
     telecom_systems: tuple[str, ...] = ()
     contact_point: bool = False
     documentation: str = ""
+    # ``paths`` split on "." once, for index extraction on every write
+    split_paths: tuple[tuple[str, ...], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "split_paths", tuple(tuple(path.split(".")) for path in self.paths))
 
     @property
     def blinded(self) -> bool:
@@ -162,13 +167,6 @@ def _collect(node: Any, parts: tuple[str, ...], index: int, out: list[Any]) -> N
         _collect(node.get(parts[index]), parts, index + 1, out)
 
 
-def values_at(resource: dict[str, Any], path: str) -> list[Any]:
-    """The values a dotted element path reaches, in document order."""
-    out: list[Any] = []
-    _collect(resource, tuple(path.split(".")), 0, out)
-    return out
-
-
 @dataclass(frozen=True)
 class IndexRows:
     tokens: list[tuple[str, str, str]]  # param, system, code
@@ -225,9 +223,9 @@ def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) ->
         return rows
     reached: dict[tuple[str, ...], list[Any]] = {}  # "name.family" feeds name and family: walk it once
     normalized: dict[str, str] = {}
-    for param, paths in _compiled_paths(spec):
+    for param in spec.params.values():
         kind = param.kind
-        for parts in paths:
+        for parts in param.split_paths:
             values = reached.get(parts)
             if values is None:
                 values = reached[parts] = []
@@ -252,18 +250,6 @@ def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) ->
                     if target is not None and (not param.targets or target[0] in param.targets):
                         rows.references.append((param.name, target[0], target[1]))
     return rows
-
-
-_COMPILED: dict[int, tuple[ResourceSearchSpec, list[tuple[SearchParam, list[tuple[str, ...]]]]]] = {}
-
-
-def _compiled_paths(spec: ResourceSearchSpec) -> list[tuple[SearchParam, list[tuple[str, ...]]]]:
-    """``spec``'s parameters with their paths split once (specs are registered, never mutated)."""
-    cached = _COMPILED.get(id(spec))
-    if cached is None or cached[0] is not spec:
-        compiled = [(p, [tuple(path.split(".")) for path in p.paths]) for p in spec.params.values()]
-        cached = _COMPILED[id(spec)] = (spec, compiled)
-    return cached[1]
 
 
 def _date_span(value: Any) -> tuple[int, int] | None:
