@@ -125,7 +125,7 @@ def test_a_pipeline_refuses_a_stage_its_hook_cannot_serve() -> None:
     with pytest.raises(TypeError, match="group stage"):
         HookPipeline.of(("plain", "group", _Changes()))
     with pytest.raises(TypeError, match="access stage"):
-        HookPipeline.of(("plain", "access", _Changes()))  # type: ignore[arg-type]
+        HookPipeline.of(("plain", "access", _Changes()))
     with pytest.raises(ValueError, match="declared twice"):
         HookPipeline.of(("plain", "pre-commit", _Changes()), ("plain", "pre-commit", _Changes()))
     assert HookPipeline.of(("plain", "pre-commit", _Changes())).without("plain").names() == []
