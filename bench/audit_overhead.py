@@ -53,6 +53,7 @@ from fhir_store.database import make_engine, writer
 from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
 from fhir_store.model import Create, RequestContext, ResourceChange, StoredResource
+from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
 
 CTX = RequestContext(
@@ -94,7 +95,12 @@ def run_backend(
     cipher = open_cipher(engine, str(Path(tempfile.mkdtemp()) / "store-keys.json"))
     stores = {
         "off": FhirStore(engine, read_autocommit=True, cipher=cipher),
-        "on": FhirStore(engine, hooks=[hook], access_hooks=[hook], read_autocommit=True, cipher=cipher),
+        "on": FhirStore(
+            engine,
+            pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+            read_autocommit=True,
+            cipher=cipher,
+        ),
     }
     ids = [
         r.stored.id

@@ -115,7 +115,7 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
     settings = Settings.from_env()
     runtime = Runtime.create(settings, migrate=False)
     try:
-        bridge = runtime.services["crm"]
+        bridge = runtime.crm
         ingestor = Ingestor(runtime.store, settings)
         for mrn in mrns:
             assert ingestor.handle(a04(mrn)).ack_code == "AA"

@@ -39,10 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     runtime = Runtime.create(settings, migrate=False)
     if args.audit == "off":
-        audit = runtime.services["audit"]
-        runtime.store.hooks = [hook for hook in runtime.store.hooks if hook is not audit]
-        runtime.store.access_hooks = [hook for hook in runtime.store.access_hooks if hook is not audit]
-        runtime.services["crm"].pdp.auditor = None
+        runtime.store.pipeline = runtime.store.pipeline.without("audit")
+        runtime.crm.pdp.auditor = None
     app = create_app(runtime)
     try:
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)

@@ -2,7 +2,9 @@
 
 ``gateway.crm_http.build_crm_bridge`` creates one per :class:`gateway.runtime.Runtime`
 (it injects the audit recorder and the MLLP transport, which live in other
-packages); ``carebridge serve`` calls :meth:`CrmBridge.start` / :meth:`stop`,
+packages).  The bridge builds its store hooks (``hook``: CRM outbox, ``intake``:
+Consent rules) and hands them over; ``gateway.store_pipeline`` places them in the
+store's hook chain.  ``carebridge serve`` calls :meth:`CrmBridge.start` / :meth:`stop`,
 tests call them (or the ``run_once`` methods) directly.
 """
 
@@ -55,9 +57,7 @@ class CrmBridge:
         pdp = PolicyDecisionPoint(auditor, cipher=store.cipher)
         dispatcher = Dispatcher(engine, keys, settings)
         hook = CrmOutboxHook(config, keys, pdp, notify=dispatcher.wake.set)
-        intake = ConsentIntakeHook()
-        store.hooks.insert(0, intake)  # reject a bad Consent before any other hook writes
-        store.hooks.append(hook)
+        intake = ConsentIntakeHook()  # the gateway places both hooks in the store's declared pipeline
         booking = Booking(store, keys, settings, transport=transport, build_siu=build_siu)
         return cls(
             settings, config, keys, pdp, hook, intake, dispatcher, Subscriptions(engine, keys), booking

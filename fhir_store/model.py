@@ -7,7 +7,7 @@ same :meth:`FhirStore.transact` call, so both channels share one write path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -107,7 +107,25 @@ class MergePatients:
     target_identifier: tuple[str, str]
 
 
-Operation = Create | Update | ConditionalUpdate | Delete | ConditionalDelete | MergePatients
+@dataclass
+class Amend:
+    """An internal read-modify-write of the current version, decided inside the transaction.
+
+    ``change`` receives the current resource (a copy) and returns the content to
+    store; returning it unchanged writes nothing (the usual no-op rule).  Why: a
+    server-side change of an existing record (a security label under legal hold)
+    must take the one write path -- hooks, audit, outbox -- yet must not overwrite
+    a version written meanwhile, so the read happens in the write transaction.
+    A missing or deleted resource is left alone (status 404).  Not validated:
+    only trusted internal callers build it.
+    """
+
+    resource_type: str
+    id: str
+    change: Callable[[dict[str, Any]], dict[str, Any]]
+
+
+Operation = Create | Update | ConditionalUpdate | Delete | ConditionalDelete | MergePatients | Amend
 
 
 @dataclass
@@ -137,7 +155,10 @@ class StoreHook(Protocol):
     """Called inside the write transaction, after the resources are written.
 
     Audit and outbox hooks write their rows on ``conn`` so that a change and its
-    audit record / change event commit or roll back together.
+    audit record / change event commit or roll back together.  Hooks run in the
+    order the store's :class:`~fhir_store.pipeline.HookPipeline` declares; a hook
+    that changes ``ResourceChange.resource`` for the hooks after it declares the
+    class attribute ``rewrites_resource = True``.
     """
 
     def on_changes(

@@ -1,7 +1,8 @@
 """The FHIR store facade: the one entry point for reads, searches and writes.
 
-REST and HL7 both call :meth:`FhirStore.transact`; hooks (audit, outbox)
-registered at construction run inside the same database transaction (the
+REST and HL7 both call :meth:`FhirStore.transact`; the stages of its
+:class:`~fhir_store.pipeline.HookPipeline` (scope policy, audit, outbox, ...)
+run inside the same database transaction (the
 write path itself, retries and group commit, is ``fhir_store.write_path``).  The
 ``cipher`` (``fhir_store.content_cipher``) seals what is written and opens what
 is read: every :class:`StoredResource` leaving the store carries plaintext.
@@ -23,7 +24,8 @@ from fhir_store.compartment import check_compartment, in_compartment, restrict_t
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
 from fhir_store.instants import now_us
-from fhir_store.model import AccessHook, Operation, OperationResult, RequestContext, StoredResource, StoreHook
+from fhir_store.model import Operation, OperationResult, RequestContext, StoredResource
+from fhir_store.pipeline import HookPipeline
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, load_snapshot, save_snapshot
@@ -58,8 +60,7 @@ class FhirStore:
     def __init__(
         self,
         engine: Engine,
-        hooks: Sequence[StoreHook] = (),
-        access_hooks: Sequence[AccessHook] = (),
+        pipeline: HookPipeline | None = None,
         clock: Callable[[], int] = now_us,
         *,
         cipher: StoreCipher,
@@ -74,8 +75,8 @@ class FhirStore:
             if read_autocommit and engine.dialect.name != "sqlite"
             else engine
         )
-        self.hooks = list(hooks)
-        self.access_hooks = list(access_hooks)
+        # The hook chain, declared in one place by whoever wires the store (``gateway.store_pipeline``).
+        self.pipeline = pipeline if pipeline is not None else HookPipeline()
         self.clock = clock
 
     # -- transactions -------------------------------------------------------
@@ -114,8 +115,7 @@ class FhirStore:
         query: str | None = None,
     ) -> None:
         if context is not None:
-            for hook in self.access_hooks:
-                hook.on_access(conn, action, resources, context, query)
+            self.pipeline.on_access(conn, action, resources, context, query)
 
     @contextmanager
     def _read_connection(self) -> Iterator[Connection]:

@@ -25,6 +25,7 @@ from common.errors import BusinessRuleViolation, InvalidInput, MultipleMatches, 
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import (
+    Amend,
     ChangeAction,
     ConditionalDelete,
     ConditionalUpdate,
@@ -225,6 +226,11 @@ def _plan(
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
         return _Planned(op, op.resource_type, found, previous, None)
+    if isinstance(op, Amend):
+        previous = _load(conn, op.resource_type, op.id, cipher, pending)
+        if previous is None or previous.deleted:
+            return _Planned(op, op.resource_type, None, None, None, status_if_noop=404)
+        return _Planned(op, op.resource_type, op.id, previous, op.change(previous.resource()))
     return _Planned(op, "Patient", None, None, None)
 
 
@@ -271,7 +277,15 @@ def _without_meta(resource: dict[str, Any]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
-_ORDER = {Delete: 0, ConditionalDelete: 0, Create: 1, Update: 2, ConditionalUpdate: 2, MergePatients: 3}
+_ORDER = {
+    Delete: 0,
+    ConditionalDelete: 0,
+    Create: 1,
+    Update: 2,
+    ConditionalUpdate: 2,
+    Amend: 2,
+    MergePatients: 3,
+}
 
 
 def apply_operations(

@@ -20,14 +20,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common.errors import VersionConflict
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.model import (
-    GroupStoreHook,
-    Operation,
-    OperationResult,
-    RequestContext,
-    ResourceChange,
-    StoreHook,
-)
+from fhir_store.model import Operation, OperationResult, RequestContext, ResourceChange
+from fhir_store.pipeline import HookPipeline
 from fhir_store.transaction import apply_operations
 from fhir_store.validation import validate_resource
 from fhir_store.writer import PendingRows
@@ -53,7 +47,7 @@ class WriteTarget(Protocol):
     """What the write path needs of the store (``FhirStore`` provides it)."""
 
     cipher: StoreCipher
-    hooks: list[StoreHook]
+    pipeline: HookPipeline
     clock: Callable[[], int]
 
     def write_connection(self) -> AbstractContextManager[Connection]: ...
@@ -94,8 +88,7 @@ def transact(
                     conn, ops, store.clock(), cipher=store.cipher, optimistic_claims=optimistic
                 )
                 if changes:
-                    for hook in store.hooks:
-                        hook.on_changes(conn, changes, acting)
+                    store.pipeline.on_changes(conn, changes, acting)
                 if extra is not None:
                     extra(conn, results)
             return results
@@ -131,8 +124,8 @@ def transact_group(
     what changes is that they are sent together: the units' rows go out in one
     statement after the last unit (reads of a resource or identifier an earlier
     unit wrote see it: ``fhir_store.transaction`` flushes or consults the pending
-    rows), then each hook sees every unit's changes, in unit order, once
-    (:class:`~fhir_store.model.GroupStoreHook`) or unit by unit, then the extras.
+    rows), then each stage of the store's pipeline sees every unit's changes, in
+    unit order, once (``group`` phase) or unit by unit (``pre-commit``), then the extras.
 
     All or nothing and no retries: any error rolls back every unit and is raised,
     and the caller falls back to :func:`transact` per unit, which retries and
@@ -154,12 +147,7 @@ def transact_group(
             if changes:
                 batches.append((changes, acting))
         pending.flush(conn)  # every unit's rows in one statement
-        for hook in store.hooks:
-            if isinstance(hook, GroupStoreHook):
-                hook.on_group_changes(conn, batches)
-            else:
-                for unit_changes, unit_context in batches:
-                    hook.on_changes(conn, unit_changes, unit_context)
+        store.pipeline.on_group_changes(conn, batches)
         for unit, results in zip(units, out, strict=True):
             if unit.extra is not None:
                 unit.extra(conn, results)

@@ -116,12 +116,12 @@ def _principal(request: Request, channel: str) -> tuple[Principal, RequestContex
             from common.errors import Unauthenticated
 
             raise Unauthenticated("expected 'Authorization: Bearer <token>'", location="Authorization")
-        principal: Principal = runtime.services["tokens"].verify(token.strip())
+        principal: Principal = runtime.tokens.verify(token.strip())
         require_channel(principal.role, channel)
-        if channel == "crm" and principal.client_id not in runtime.services["crm"].config.clients:
+        if channel == "crm" and principal.client_id not in runtime.crm.config.clients:
             raise Forbidden("this CRM client has no projection configured", location="client_id")
     except CarebridgeError as exc:
-        audit = runtime.services.get("audit")
+        audit = runtime.audit
         if audit is not None:
             audit.record_denial(
                 RequestContext(
@@ -150,7 +150,7 @@ def officer_caller(request: Request) -> tuple[Principal, RequestContext]:
 
 
 def _bridge(request: Request) -> CrmBridge:
-    bridge: CrmBridge = request.app.state.runtime.services["crm"]
+    bridge: CrmBridge = request.app.state.runtime.crm
     return bridge
 
 
@@ -284,7 +284,7 @@ def reidentify(
     runtime = request.app.state.runtime
     with runtime.engine.connect() as conn:
         patient_id = resolve_pseudonym(conn, crm_id, pseudonym)
-    audit: AuditHook | None = runtime.services.get("audit")
+    audit: AuditHook | None = runtime.audit
     if audit is not None:
         event = build_event(
             context=replace(

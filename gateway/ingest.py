@@ -358,11 +358,8 @@ class Ingestor:
     # -- audit ---------------------------------------------------------------------------
 
     def _audit(self) -> AuditHook | None:
-        """The store's audit hook (found, not injected: every runtime attaches one)."""
-        for hook in self.store.hooks:
-            if isinstance(hook, AuditHook):
-                return hook
-        return None
+        """The audit stage of the store's pipeline (found, not injected: every runtime declares one)."""
+        return self.store.pipeline.find(AuditHook)
 
     def _record(self, inbound: Inbound, journal_id: int | None, ack_code: str) -> None:
         """The message's own AuditEvent, outside the store (refused or duplicate messages)."""

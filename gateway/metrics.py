@@ -5,7 +5,7 @@ Two kinds of numbers, two mechanisms:
 * **Events since start** (HL7 messages received and answered) are counters
   kept in memory by :class:`Hl7Counters`, incremented by
   :class:`gateway.ingest.Ingestor` for every message it answers.  One
-  instance per :class:`~gateway.runtime.Runtime` (``runtime.services``), so
+  instance per :class:`~gateway.runtime.Runtime` (``runtime.hl7_counters``), so
   the MLLP listener that increments and the ``/metrics`` route that reads see
   the same numbers, and two runtimes in one test process never mix.
 * **State** (journal backlog, audit chain length and last checkpoint, CRM
@@ -57,8 +57,6 @@ if TYPE_CHECKING:
 
 log = get_logger("carebridge.metrics")
 
-SERVICE_KEY = "hl7_metrics"
-WEBHOOK_LATENCY_KEY = "webhook_latency"
 UNKNOWN = "unknown"
 _MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z0-9]{3}$")
 _HIS_OPEN = ("pending", "failed")  # booked/rejected rows are history; counting them would scan it all
@@ -106,12 +104,8 @@ class Hl7Counters:
 
 
 def hl7_counters(runtime: Runtime) -> Hl7Counters:
-    """The runtime's counters (created on first use), shared by the MLLP listener and ``/metrics``."""
-    counters = runtime.services.get(SERVICE_KEY)
-    if not isinstance(counters, Hl7Counters):
-        counters = Hl7Counters()
-        runtime.services[SERVICE_KEY] = counters
-    return counters
+    """The runtime's counters, shared by the MLLP listener and ``/metrics``."""
+    return runtime.hl7_counters
 
 
 class WebhookLatency:
@@ -141,18 +135,8 @@ class WebhookLatency:
 
 
 def webhook_latency(runtime: Runtime) -> WebhookLatency:
-    """The runtime's histogram, created and attached to its CRM dispatcher on first use.
-
-    ``Runtime.create`` calls this, so delivery is measured from the start.
-    """
-    latency = runtime.services.get(WEBHOOK_LATENCY_KEY)
-    if not isinstance(latency, WebhookLatency):
-        latency = WebhookLatency()
-        runtime.services[WEBHOOK_LATENCY_KEY] = latency
-        dispatcher = getattr(runtime.services.get("crm"), "dispatcher", None)
-        if dispatcher is not None:
-            dispatcher.on_delivery = latency.observe
-    return latency
+    """The runtime's histogram (``Runtime.create`` attaches it to the CRM dispatcher)."""
+    return runtime.webhook_latency
 
 
 def _gauge(name: str, doc: str, value: float | None = None, labels: Iterable[str] = ()) -> GaugeMetricFamily:
@@ -184,9 +168,7 @@ class OpsCollector(Collector):
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> OpsCollector:
-        return cls(
-            runtime.engine, hl7_counters(runtime), runtime.services.get("crm"), webhook_latency(runtime)
-        )
+        return cls(runtime.engine, runtime.hl7_counters, runtime.crm, runtime.webhook_latency)
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are stable but the DB is not queried at registration

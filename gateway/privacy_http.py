@@ -54,12 +54,12 @@ def _authenticate(request: Request, channel: str) -> Caller:
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("expected 'Authorization: Bearer <token>'", location="Authorization")
-        principal: Principal = runtime.services["tokens"].verify(token.strip())
+        principal: Principal = runtime.tokens.verify(token.strip())
         require_channel(principal.role, channel)
         if principal.role == "patient" and not principal.patient_id:
             raise Forbidden("this patient token is not bound to a patient", location="patient")
     except CarebridgeError as exc:
-        audit = runtime.services.get("audit")
+        audit = runtime.audit
         if audit is not None:
             audit.record_denial(
                 RequestContext(
@@ -81,7 +81,7 @@ def privacy_caller(request: Request) -> Caller:
 
 def crm_caller(request: Request) -> Caller:
     caller = _authenticate(request, "crm")
-    crm = request.app.state.runtime.services.get("crm")
+    crm = request.app.state.runtime.crm
     if crm is None or caller.principal.client_id not in crm.config.clients:
         raise Forbidden("this CRM client has no projection configured", location="client_id")
     return caller
@@ -92,12 +92,12 @@ CrmCaller = Annotated[Caller, Depends(crm_caller)]
 
 
 def _service(request: Request) -> RightsService:
-    service: RightsService = request.app.state.runtime.services["privacy"]
+    service: RightsService = request.app.state.runtime.privacy
     return service
 
 
 def _refuse(request: Request, caller: Caller, message: str, patient_id: str | None = None) -> Forbidden:
-    audit = request.app.state.runtime.services.get("audit")
+    audit = request.app.state.runtime.audit
     if audit is not None:
         audit.record_denial(
             caller.context, "privacy-api", patient_ids=[patient_id] if patient_id else [], reason=message
@@ -282,4 +282,4 @@ async def erasure_receipt(request: Request, body: dict[str, Any], caller: CrmCal
 def install(app: FastAPI) -> None:
     """Include the router and register the deadline gauge in the app's metrics registry."""
     app.include_router(router)
-    app.state.metrics.registry.register(PrivacyClockCollector(app.state.runtime.services["privacy"]))
+    app.state.metrics.registry.register(PrivacyClockCollector(app.state.runtime.privacy))

@@ -2,7 +2,7 @@
 
 ``carebridge serve``, the CLI commands and the tests all go through
 :class:`Runtime`, so the HTTP API, the MLLP listener and the workers share a
-single store with the same hooks (audit, outbox) attached.
+single store with the same hook chain (``gateway.store_pipeline.declare_pipeline``).
 """
 
 from __future__ import annotations
@@ -14,18 +14,22 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any
 
 from sqlalchemy import Engine
 
 from audit.hooks import AuditHook
+from consent.rights.service import RightsService
+from crm_bridge.bridge import CrmBridge
 from fhir_store.database import make_engine
 from fhir_store.key_registry import open_cipher
 from fhir_store.migrations import upgrade
 from fhir_store.repository import FhirStore
+from gateway.auth.policy import ScopePolicyHook
+from gateway.auth.tokens import TokenService
 from gateway.logging_setup import configure_logging, get_logger
-from gateway.metrics import webhook_latency
+from gateway.metrics import Hl7Counters, WebhookLatency
 from gateway.settings import Settings
+from gateway.store_pipeline import declare_pipeline
 
 log = get_logger("carebridge.runtime")
 
@@ -34,10 +38,18 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 @dataclass
 class Runtime:
+    """Everything one process serves with: the store (its hook chain declared in
+    ``gateway.store_pipeline``) and the services the entry points reach."""
+
     settings: Settings
     engine: Engine
     store: FhirStore
-    services: dict[str, Any] = field(default_factory=dict)
+    audit: AuditHook
+    crm: CrmBridge
+    privacy: RightsService
+    tokens: TokenService
+    hl7_counters: Hl7Counters = field(default_factory=Hl7Counters)
+    webhook_latency: WebhookLatency = field(default_factory=WebhookLatency)
 
     @classmethod
     def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
@@ -47,30 +59,28 @@ class Runtime:
         register_resource_types()
         cipher = open_cipher(engine, settings.store_key_file)  # refuses a key file that does not match
         audit = AuditHook.from_settings(engine, settings)
-        store = FhirStore(
-            engine,
-            hooks=[audit],
-            access_hooks=[audit],
-            cipher=cipher,
-            read_autocommit=settings.audit_async_reads,
-        )
+        store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit_async_reads)
         from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
-        from consent.rights import build_rights  # patient-rights workflow + tombstone hook (issue #6)
+        from consent.rights import TombstoneHook, build_rights  # patient-rights workflow (issue #6)
 
-        privacy = build_rights(
-            store, settings.extra, audit, processors=crm.processors(), before_hook=crm.hook
+        privacy = build_rights(store, settings.extra, audit, processors=crm.processors())
+        store.pipeline = declare_pipeline(
+            policy=ScopePolicyHook(),
+            intake=crm.intake,
+            audit=audit,
+            tombstones=TombstoneHook(audit.writer, cipher=cipher),
+            outbox=crm.hook,
         )
-        runtime = cls(settings, engine, store, services={"audit": audit, "crm": crm, "privacy": privacy})
-        webhook_latency(runtime)  # measured from the first delivery, not from the first /metrics scrape
+        runtime = cls(settings, engine, store, audit, crm, privacy, TokenService(engine))
+        # measured from the first delivery, not from the first /metrics scrape
+        crm.dispatcher.on_delivery = runtime.webhook_latency.observe
         return runtime
 
     def close(self) -> None:
-        if "crm" in self.services:
-            self.services["crm"].stop()
-        if isinstance(self.services.get("audit"), AuditHook):
-            self.services["audit"].close()
+        self.crm.stop()
+        self.audit.close()
         self.engine.dispose()
 
 
@@ -128,7 +138,7 @@ async def serve_forever(
     server = uvicorn.Server(config)
     mllp = MllpServer(runtime, settings.host, settings.mllp_port)
     await mllp.start()
-    runtime.services["crm"].start()  # webhook dispatcher + HIS booking sender (threads)
+    runtime.crm.start()  # webhook dispatcher + HIS booking sender (threads)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

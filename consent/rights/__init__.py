@@ -6,9 +6,10 @@ Art. 14 (erasure reaches processors and states what is retained), Circular
 records retained under legal hold).  See docs/patient-rights.md.
 
 :func:`build_rights` wires the workflow into a runtime (``gateway.runtime``): the
-tombstone hook goes into the store's hook chain *before* the CRM outbox hook, and
-the processors to notify on erasure are injected (:mod:`consent.rights.processors`),
-so this package never imports ``crm_bridge``.
+processors to notify on erasure are injected (:mod:`consent.rights.processors`),
+so this package never imports ``crm_bridge``.  The :class:`TombstoneHook` is
+placed by the gateway's declared hook chain (``gateway.store_pipeline``), before
+the CRM outbox hook.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from consent.rights.deps import RightsDeps
 from consent.rights.processors import Processors
 from consent.rights.service import RightsService
 from consent.rights.tombstones import TombstoneHook, tombstone_file
-from fhir_store.model import StoreHook
 from fhir_store.repository import FhirStore
 
 __all__ = [
@@ -41,18 +41,11 @@ def build_rights(
     audit: Any | None,
     *,
     processors: Processors | None = None,
-    before_hook: StoreHook | None = None,
 ) -> RightsService:
-    """Create the service and hook the tombstone check into ``store``.
+    """Create the service (its store hook, :class:`TombstoneHook`, is built by the gateway).
 
-    ``processors`` is whoever received patients (the CRM bridge), notified on
-    erasure; ``before_hook`` is the hook the tombstone check must run before
-    (the CRM outbox hook, so an erased patient sent again by the HIS is
-    labelled restricted before anything decides to disclose it).
+    ``processors`` is whoever received patients (the CRM bridge), notified on erasure.
     """
-    hook = TombstoneHook(audit.writer if audit is not None else None, cipher=store.cipher)
-    index = store.hooks.index(before_hook) if before_hook in store.hooks else len(store.hooks)
-    store.hooks.insert(index, hook)
     deps = RightsDeps(
         store=store,
         audit=audit,

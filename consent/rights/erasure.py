@@ -25,6 +25,7 @@ is then appended to the file kept outside the database.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -44,9 +45,8 @@ from consent.rights.response import (
     RETENTION_YEARS,
 )
 from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
-from consent.rights.tombstones import append_to_file, relabel, subject_hashes
-from fhir_store.instants import now_us
-from fhir_store.model import Operation, RequestContext, StoredResource, Update
+from consent.rights.tombstones import append_to_file, relabel, relabelled_version, subject_hashes
+from fhir_store.model import Operation, OperationResult, RequestContext, StoredResource, Update
 
 
 def _latest_clinical_date(resources: list[StoredResource], fallback: date) -> date:
@@ -184,7 +184,9 @@ def handle_erasure(
         for h, kind in dict(hashes).items()
     ]
 
-    def in_transaction(conn: Connection) -> None:
+    relabel_ops: list[Operation] = [relabel(s.resource_type, s.id) for s in held]
+
+    def in_transaction(conn: Connection, results: Sequence[OperationResult]) -> None:
         if processors is not None:
             subjects = {c: processors.subject(c, req.patient_id) for c in crms}
             processors.erase(conn, req.patient_id, appointment_ids=appointment_ids, retained=retained_note)
@@ -199,8 +201,9 @@ def handle_erasure(
                         note=None,
                     )
                 )
-        for stored in held:
-            version = relabel(conn, stored.resource_type, stored.id, now_us(), cipher=deps.store.cipher)
+        first = len(ops) + len(consent_ops)  # results of relabel_ops (written and audited by the store)
+        for stored, result in zip(held, results[first : first + len(held)], strict=True):
+            version = relabelled_version(result)
             if version is not None:
                 deps.audit_in(
                     conn,
@@ -232,7 +235,7 @@ def handle_erasure(
     return Outcome(
         status=m.IN_PROGRESS if crms else m.COMPLETED,
         document=document,
-        ops=ops + consent_ops,
+        ops=ops + consent_ops + relabel_ops,
         business_status="awaiting-processor-receipts" if crms else None,
         in_transaction=in_transaction,
         after_commit=after_commit,

@@ -16,6 +16,7 @@ Why (Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 9 and 28):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -28,9 +29,8 @@ from consent.rights.calendar import iso
 from consent.rights.deps import RightsDeps
 from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES
-from consent.rights.tombstones import relabel
-from fhir_store.instants import now_us
-from fhir_store.model import Create, Operation, RequestContext
+from consent.rights.tombstones import relabel, relabelled_version
+from fhir_store.model import Create, Operation, OperationResult, RequestContext
 
 LAW_CONSENT = "Law 91/2025/QH15 Art. 9 (withdrawal), Art. 28 (marketing opt-out)"
 
@@ -70,8 +70,8 @@ def handle_rectification(
 def handle_restriction(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
-    def in_transaction(conn: Connection) -> None:
-        version = relabel(conn, "Patient", req.patient_id, now_us(), hold=False, cipher=deps.store.cipher)
+    def in_transaction(conn: Connection, results: Sequence[OperationResult]) -> None:
+        version = relabelled_version(results[0])
         if version is not None:
             deps.audit_in(
                 conn,
@@ -90,7 +90,12 @@ def handle_restriction(
         }
     ]
     summary = "Việc xử lý dữ liệu cho CRM đã bị hạn chế. / Processing for CRM purposes is restricted."
-    return Outcome(m.COMPLETED, _document(req, now, summary, actions), in_transaction=in_transaction)
+    return Outcome(
+        m.COMPLETED,
+        _document(req, now, summary, actions),
+        ops=[relabel("Patient", req.patient_id, hold=False)],
+        in_transaction=in_transaction,
+    )
 
 
 def handle_objection(

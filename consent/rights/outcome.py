@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
 
-from fhir_store.model import Operation
+from fhir_store.model import Operation, OperationResult
+
+InTransaction = Callable[[Connection, Sequence[OperationResult]], None]
+"""Runs in the request's store transaction after the writes; gets the results of ``Outcome.ops``."""
 
 
 @dataclass
@@ -17,5 +20,5 @@ class Outcome:
     document: dict[str, Any]
     ops: list[Operation] = field(default_factory=list)
     business_status: str | None = None
-    in_transaction: Callable[[Connection], None] | None = None
+    in_transaction: InTransaction | None = None
     after_commit: Callable[[], None] | None = None

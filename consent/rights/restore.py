@@ -66,6 +66,8 @@ def reapply(
         by_request.setdefault(str(record["request_id"]), []).append(record)
     with engine.connect() as conn:
         missing = {k: v for k, v in by_request.items() if k not in _known_requests(conn)}
+    # The one write path, with an empty hook chain on purpose: the CRMs were told when the erasure
+    # ran (nothing to re-send), and ``gateway.backup`` recomputes the audit chain after a restore.
     store = FhirStore(engine, cipher=cipher)
     context = RequestContext("restore-tombstones", client_id="carebridge-restore", role="system")
     applied = 0
@@ -82,12 +84,9 @@ def reapply(
                         resource = store.read("Consent", consent.id).resource()
                         resource["status"] = "inactive"
                         ops.append(Update("Consent", consent.id, resource))
+        ops += [relabel(kind, res_id) for kind, res_id in held]
 
-        def extra(
-            conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows, hs: Any = held
-        ) -> None:
-            for kind, res_id in hs:
-                relabel(conn, kind, res_id, now_us(), cipher=cipher)
+        def extra(conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows) -> None:
             if pid is not None and forget_links is not None:
                 forget_links(conn, pid)
             conn.execute(

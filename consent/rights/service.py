@@ -12,7 +12,7 @@ commit together or not at all, so a refused step changes nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,9 +29,9 @@ from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.erasure import handle_erasure
 from consent.rights.filing import file_request
 from consent.rights.others import handle_objection, handle_rectification, handle_restriction
-from consent.rights.outcome import Outcome
+from consent.rights.outcome import InTransaction, Outcome
 from consent.rights.schema import SEALED, privacy_receipt, privacy_request
-from fhir_store.model import Operation, RequestContext, Update
+from fhir_store.model import Operation, OperationResult, RequestContext, Update
 
 Handler = Callable[[RightsDeps, m.PrivacyRequest, RequestContext, dict[str, Any]], Outcome]
 HANDLERS: dict[str, Handler] = {
@@ -132,12 +132,12 @@ class RightsService:
         *,
         ops: list[Operation] | None = None,
         business_status: str | None = None,
-        also: Callable[[Connection], None] | None = None,
+        also: InTransaction | None = None,
         detail: str | None = None,
     ) -> m.PrivacyRequest:
         """Write ``new`` (Task + row) if the row still is ``req`` (optimistic), plus effects, audited."""
 
-        def write(conn: Connection, _results: list[Any]) -> None:
+        def write(conn: Connection, results: list[OperationResult]) -> None:
             values = {
                 "status": new.status,
                 "acknowledged_us": new.acknowledged_us,
@@ -167,7 +167,7 @@ class RightsService:
             if result.rowcount != 1:
                 raise VersionConflict("the request changed meanwhile; reload it and retry", location="id")
             if also is not None:
-                also(conn)
+                also(conn, results[len(task_ops) :])  # the results of ``ops``
             self.deps.audit_in(
                 conn,
                 context,
@@ -317,7 +317,7 @@ class RightsService:
             self.deps.store.cipher, (req.id, crm_id), (note or "")[:200] or None
         )
 
-        def confirm(conn: Connection) -> None:
+        def confirm(conn: Connection, _results: Sequence[OperationResult]) -> None:
             conn.execute(
                 update(privacy_receipt)
                 .where(privacy_receipt.c.request_id == req.id, privacy_receipt.c.crm_id == crm_id)

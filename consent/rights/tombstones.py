@@ -42,7 +42,7 @@ from consent.rights.schema import privacy_tombstone
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import now_us
-from fhir_store.model import RequestContext, ResourceChange
+from fhir_store.model import Amend, OperationResult, RequestContext, ResourceChange
 from fhir_store.writer import load_current, write_version
 
 CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
@@ -106,40 +106,31 @@ def with_hold_labels(resource: dict[str, Any]) -> dict[str, Any]:
     return resource
 
 
-def relabel(
-    conn: Connection,
-    resource_type: str,
-    resource_id: str,
-    now: int,
-    *,
-    hold: bool = True,
-    cipher: StoreCipher,
-) -> int | None:
-    """Write a new version carrying the R label (and the legal-hold tag when ``hold``); its version id.
+def _with_restricted_label(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` with the R label (in place, returned): a restriction without legal hold."""
+    if not is_restricted(resource):
+        resource.setdefault("meta", {}).setdefault("security", []).append(dict(RESTRICTED))
+    return resource
 
-    Written directly (not through ``FhirStore.transact``): the store treats a
-    change of ``meta`` alone as a no-op, and a security label *is* a meta change.
-    Returns None when the resource is already labelled or does not exist.
+
+def relabel(resource_type: str, resource_id: str, *, hold: bool = True) -> Amend:
+    """The store operation labelling a resource R (and legal hold when ``hold``).
+
+    Applied by ``FhirStore.transact`` like every write, so the new version goes
+    through the store's hook chain (audit event, CRM outbox decision) -- security
+    labels are content, so a label change makes a version.  The current version
+    is read inside the write transaction (:class:`~fhir_store.model.Amend`): a
+    message the HIS sent meanwhile is kept, not overwritten.  An already
+    labelled resource is left as it is (result ``unchanged``).
     """
-    current = load_current(conn, resource_type, resource_id, cipher)
-    if current is None or current.deleted:
-        return None
-    resource = current.resource()
-    if is_restricted(resource) and not hold:
-        return None
-    before = orjson_dumps(resource.get("meta"))
-    if hold:
-        with_hold_labels(resource)
-    else:
-        security = resource.setdefault("meta", {}).setdefault("security", [])
-        security.append(dict(RESTRICTED))
-    if orjson_dumps(resource.get("meta")) == before:
-        return None
-    return write_version(conn, resource_type, resource_id, resource, current, now, cipher=cipher).version_id
+    return Amend(resource_type, resource_id, with_hold_labels if hold else _with_restricted_label)
 
 
-def orjson_dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
+def relabelled_version(result: OperationResult) -> int | None:
+    """The version a :func:`relabel` operation wrote; None when it had nothing to label."""
+    if result.status != 200 or result.message is not None or result.stored is None:
+        return None
+    return result.stored.version_id
 
 
 # Checked for every HL7 message and REST write: on the driver cursor (fhir_store.driver_sql).
@@ -171,10 +162,17 @@ def _candidates(changes: Sequence[ResourceChange]) -> list[ResourceChange]:
 
 
 class TombstoneHook:
-    """StoreHook: re-applies the restricted label to held resources of erased patients.
+    """StoreHook (group phase): re-applies the restricted label to held resources of erased patients.
 
-    Must run before the CRM outbox hook (``gateway.runtime`` inserts it there).
+    Contract for the stages after it: it **rewrites** ``change.resource`` in place
+    (labels and the labelled version's ``meta``), so it must run before the CRM
+    outbox stage, which then sees the resource restricted
+    (``gateway.store_pipeline.declare_pipeline``).  The labelled version is
+    written here, inside the same transaction, and audited as
+    ``erasure-hold-relabel``; stages before it saw the unlabelled version.
     """
+
+    rewrites_resource = True  # read by fhir_store.pipeline: later stages see the labelled resource
 
     def __init__(self, audit_writer: Any | None = None, *, cipher: StoreCipher) -> None:
         self.audit_writer = audit_writer

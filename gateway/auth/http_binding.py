@@ -10,7 +10,7 @@ AuditEvents with outcome 12 (major failure) before the 401/403 OperationOutcome 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 
@@ -19,11 +19,13 @@ from fhir_store.model import RequestContext
 from fhir_store.validation import SUPPORTED_TYPES
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.guard import AccessGuard
-from gateway.auth.policy import ScopePolicyHook
 from gateway.auth.routes import build_auth_router
 from gateway.auth.scopes import ROLE_CHANNELS, Interaction
-from gateway.auth.tokens import Principal, TokenService
+from gateway.auth.tokens import Principal
 from gateway.http.request_context import REQUEST_ID_KEY
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
 
 
 def interaction_of(method: str, path: str) -> Interaction | None:
@@ -53,15 +55,13 @@ _AUDIT_INTERACTION: dict[str | None, str] = {
 }
 
 
-def install(app: FastAPI, runtime: Any) -> None:
-    policy = ScopePolicyHook()
-    runtime.store.hooks.insert(0, policy)
-    runtime.store.access_hooks.insert(0, policy)
-    tokens = TokenService(runtime.engine)
+def install(app: FastAPI, runtime: Runtime) -> None:
+    """Routes and the authenticated context; the scope check inside the store is the
+    ``scope-policy`` stage of the runtime's hook chain (``gateway.store_pipeline``)."""
+    tokens = runtime.tokens
     guard = AccessGuard(tokens)
-    runtime.services["tokens"] = tokens
     app.include_router(build_auth_router(ClientRegistry(runtime.engine), tokens))
-    audit = runtime.services.get("audit")
+    audit = runtime.audit
 
     async def authenticated_context(request: Request) -> RequestContext:
         client = request.client

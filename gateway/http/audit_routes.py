@@ -163,7 +163,7 @@ def parse_audit_query(params: Params) -> AuditQuery:
 
 
 def _hook(request: Request) -> AuditHook:
-    hook = runtime_of(request).services.get("audit")
+    hook = runtime_of(request).audit
     if not isinstance(hook, AuditHook):
         raise NotFound("the audit trail is not available in this process", location=AUDIT_TYPE)
     return hook

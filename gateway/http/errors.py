@@ -127,7 +127,7 @@ async def audit_error(request: Request, exc: CarebridgeError) -> None:
     cheap next to the write that was attempted.
     """
     runtime = getattr(request.app.state, "runtime", None)
-    hook = getattr(runtime, "services", {}).get("audit") if runtime is not None else None
+    hook = getattr(runtime, "audit", None)
     if hook is None or getattr(request.state, AUDITED_STATE, False):
         return
     if not request.url.path.startswith("/fhir"):  # /crm/v1 and /privacy audit their own refusals

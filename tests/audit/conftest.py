@@ -15,6 +15,7 @@ from audit.checkpoints import AuditKeys
 from audit.hooks import AuditHook
 from fhir_store.database import make_engine
 from fhir_store.model import Create, RequestContext
+from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
 from tests.support.store_keys import cipher_for
 
@@ -55,7 +56,11 @@ def hook(engine: Engine, keys: AuditKeys) -> Iterator[AuditHook]:
 
 @pytest.fixture
 def store(engine: Engine, hook: AuditHook) -> FhirStore:
-    return FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    return FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
 
 
 def patient(family: str = "Nguyễn") -> dict[str, Any]:

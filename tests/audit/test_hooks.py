@@ -18,6 +18,7 @@ from audit.schema import audit_checkpoint, audit_event
 from audit.verify import verify_engine
 from common.identifiers import CCCD_SYSTEM
 from fhir_store.model import Create, OperationResult, StoredResource
+from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
 from tests.audit.conftest import CTX, create, encounter, patient
@@ -113,7 +114,11 @@ def test_concurrent_writers_and_readers_keep_the_chain_linear(
     engine: Engine, keys: AuditKeys, async_reads: bool
 ) -> None:
     hook = AuditHook(engine, keys, checkpoint_every=7, async_reads=async_reads)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    store = FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
     pid = create(store, patient())
     errors: list[BaseException] = []
     lock = threading.Lock()
@@ -139,7 +144,11 @@ def test_concurrent_writers_and_readers_keep_the_chain_linear(
 
 def test_buffered_read_events_arrive_after_flush(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    store = FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
     pid = create(store, patient())
     for _ in range(50):
         store.read("Patient", pid, CTX)
@@ -168,7 +177,11 @@ def test_sqlite_read_with_a_stale_snapshot_falls_back_to_its_own_write(
 def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) -> None:
     """Many events and many patient links in one batch (COPY on PostgreSQL, executemany on SQLite)."""
     hook = AuditHook(engine, keys, checkpoint_every=4)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    store = FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
     pids = [create(store, patient(f"Lê {i}")) for i in range(7)]
     for pid in pids:
         create(store, encounter(pid))
@@ -187,7 +200,11 @@ def test_buffered_search_links_every_patient(engine: Engine, keys: AuditKeys) ->
 
 def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    store = FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
     hook.flush()  # nothing buffered, no appender: returns at once
     pid = create(store, patient())
     store.read("Patient", pid, CTX)
@@ -202,7 +219,11 @@ def test_appender_restarts_after_close_and_flush_waits_for_it(engine: Engine, ke
 
 def test_an_access_whose_patients_cannot_be_read_is_still_recorded(engine: Engine, keys: AuditKeys) -> None:
     hook = AuditHook(engine, keys)
-    store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+    store = FhirStore(
+        engine,
+        pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+        cipher=cipher_for(engine),
+    )
     pid = create(store, patient())
     store.read("Patient", pid, CTX)
     broken = StoredResource("Encounter", "e1", 1, 0, False, b"not json")

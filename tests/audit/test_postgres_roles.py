@@ -20,6 +20,7 @@ from audit.checkpoints import AuditKeys
 from audit.hooks import AuditHook
 from audit.verify import verify_engine
 from fhir_store.database import make_engine
+from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
 from tests.audit.conftest import CTX, create, patient
 from tests.support.store_keys import cipher_for
@@ -50,13 +51,19 @@ def test_application_role_can_append_but_not_change(app_url: str, keys: AuditKey
     engine = make_engine(app_url, pool_size=2)
     try:
         hook = AuditHook(engine, keys, checkpoint_every=2, async_reads=False)
-        store = FhirStore(engine, hooks=[hook], access_hooks=[hook], cipher=cipher_for(engine))
+        store = FhirStore(
+            engine,
+            pipeline=HookPipeline.of(("audit", "group", hook), ("audit", "access", hook)),
+            cipher=cipher_for(engine),
+        )
         pid = create(store, patient())
         store.read("Patient", pid, CTX)
         create(store, patient())
         assert verify_engine(engine, keys).events == 3
         buffered = AuditHook(engine, keys, checkpoint_every=2)  # batches go in with COPY
-        reading = FhirStore(engine, access_hooks=[buffered], cipher=cipher_for(engine))
+        reading = FhirStore(
+            engine, pipeline=HookPipeline.of(("audit", "access", buffered)), cipher=cipher_for(engine)
+        )
         for _ in range(10):
             reading.read("Patient", pid, CTX)
         buffered.close()

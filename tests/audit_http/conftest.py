@@ -30,7 +30,7 @@ class Auditor:
 
     def search(self, **params: Any) -> dict[str, Any]:
         """Search after flushing the buffered access events; assert 200."""
-        self.live.runtime.services["audit"].flush()
+        self.live.runtime.audit.flush()
         response = self.http.get("/AuditEvent", params=params)
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith(FHIR_JSON)

@@ -101,7 +101,7 @@ def test_booking_round_trip(booking_env: tuple[LiveServer, HisPeer]) -> None:
     appointment_id = response.json()["appointment_id"]
     again = crm.http.post("/appointments", json=body, headers={"Idempotency-Key": "req-1"})
     assert again.json()["appointment_id"] == appointment_id  # idempotent
-    booking = live.runtime.services["crm"].booking
+    booking = live.runtime.crm.booking
     booking.start()
     try:
         wait_for(lambda: bool(crm.feed(cursor)), 20)
@@ -138,7 +138,7 @@ def test_ack_for_another_message_changes_nothing(database_url: str, tmp_path: Pa
             "service": {"code": "X"},
         }
         appointment_id = crm.http.post("/appointments", json=body).json()["appointment_id"]
-        live.runtime.services["crm"].booking.run_once()
+        live.runtime.crm.booking.run_once()
         status = httpx.get(f"{live.fhir_url}/Appointment/{appointment_id}", headers=live.headers).json()[
             "status"
         ]

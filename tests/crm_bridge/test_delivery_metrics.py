@@ -26,7 +26,7 @@ def test_attempts_before_the_first_scrape_are_counted(
     with his(crm_live) as http:
         pid = http.post("/Patient", json=full_patient()).json()["id"]
         assert http.post("/Consent", json=counter_consent(pid, APPOINTMENT_REMINDER)).status_code == 201
-    dispatcher = crm_live.runtime.services["crm"].dispatcher
+    dispatcher = crm_live.runtime.crm.dispatcher
     assert dispatcher.run_once() == 2  # consent.changed + patient.upserted, before any scrape
     receiver.status = 500
     with his(crm_live) as http:

@@ -76,7 +76,7 @@ def test_rotate_rewrap_retire_keeps_every_delivery_unchanged(
     monkeypatch.setenv("CAREBRIDGE_CRM_KEY_FILE", str(key_file))
     db = ("--database-url", database_url)
     with serve_crm(database_url, tmp_path, crm_his_mllp=f"127.0.0.1:{his_peer.port}") as live:
-        bridge = live.runtime.services["crm"]
+        bridge = live.runtime.crm
         engine = live.runtime.engine
         crm = CrmClient(live)
         secret = crm.http.post("/subscriptions", json={"url": receiver.url}).json()["secret"]

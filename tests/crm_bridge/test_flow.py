@@ -71,7 +71,7 @@ def test_no_consent_no_event(crm_live: LiveServer, crm: CrmClient, receiver: Rec
         pid = _create(http, full_patient())
         _create(http, appointment(pid))
         _create(http, encounter(pid))
-    crm_live.runtime.services["crm"].dispatcher.run_once()
+    crm_live.runtime.crm.dispatcher.run_once()
     assert crm.feed() == []
     assert receiver.received == []
     # every decision was audited: three purposes for the Patient, one each for the others, all deny
@@ -122,7 +122,7 @@ def test_consent_granted_events_carry_pseudonym_and_only_allowlisted_fields(
         "completed_at": "2026-11-20T10:15:00+07:00",
         "service_type": {"code": "NHA", "display": "Nha khoa"},
     }
-    dispatcher = crm_live.runtime.services["crm"].dispatcher
+    dispatcher = crm_live.runtime.crm.dispatcher
     dispatcher.run_once()
     assert [e["id"] for e in receiver.events()] == [e["id"] for e in events]
     for index, (_headers, body) in enumerate(receiver.received):
@@ -154,7 +154,7 @@ def test_deleting_a_consent_withdraws_it_for_every_later_disclosure(
 ) -> None:
     """``DELETE /fhir/Consent/{id}`` is a withdrawal: a deleted Consent permits nothing (deny by default)."""
     secret = _subscribe(crm, receiver)
-    bridge = crm_live.runtime.services["crm"]
+    bridge = crm_live.runtime.crm
     with his(crm_live) as http:
         pid = _create(http, full_patient())
         reminder = _consent(http, pid, APPOINTMENT_REMINDER)
@@ -257,7 +257,7 @@ def test_receiver_down_then_every_event_in_order_once(
     crm_live: LiveServer, crm: CrmClient, receiver: Receiver
 ) -> None:
     secret = _subscribe(crm, receiver)
-    bridge = crm_live.runtime.services["crm"]
+    bridge = crm_live.runtime.crm
     receiver.stop()
     bridge.start()
     try:
@@ -287,7 +287,7 @@ def test_receiver_down_then_every_event_in_order_once(
 
 def test_dead_letter_and_redelivery(crm_live: LiveServer, crm: CrmClient, receiver: Receiver) -> None:
     _subscribe(crm, receiver)
-    bridge = crm_live.runtime.services["crm"]
+    bridge = crm_live.runtime.crm
     dispatcher = bridge.dispatcher
     dispatcher.settings = dispatcher.settings.__class__(
         **{**dispatcher.settings.__dict__, "webhook_max_attempts": 2, "webhook_backoff_base_s": 0.0}
@@ -310,7 +310,7 @@ def test_dead_letter_and_redelivery(crm_live: LiveServer, crm: CrmClient, receiv
 
 
 def test_rotation_keeps_links_and_reidentification_is_audited(crm_live: LiveServer, crm: CrmClient) -> None:
-    bridge = crm_live.runtime.services["crm"]
+    bridge = crm_live.runtime.crm
     with his(crm_live) as http:
         pid = _create(http, full_patient())
         _consent(http, pid, APPOINTMENT_REMINDER)
@@ -357,7 +357,7 @@ def test_crm_recorded_opt_out_and_patient_erased(crm_live: LiveServer, crm: CrmC
     body = {"subject": pseudonym, "purpose": APPOINTMENT_REMINDER, "granted": False, "channel": "zalo"}
     assert crm.http.post("/consents", json=body).status_code == 201
     assert crm.feed()[-1]["data"]["suppress"] is True
-    bridge = crm_live.runtime.services["crm"]
+    bridge = crm_live.runtime.crm
     with crm_live.runtime.store.write_connection() as conn:
         retained = [{"what": "medical record", "why": "Circular 33/2025/TT-BYT retention"}]
         assert emit_patient_erased(conn, bridge.keys, pid, retained=retained) == 1

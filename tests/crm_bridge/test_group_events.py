@@ -46,7 +46,7 @@ def test_units_of_a_group_get_their_events_in_order_and_their_own_decision_recor
 
     events = crm.feed(cursor)
     assert [e["type"] for e in events] == ["encounter.completed", "encounter.completed"]
-    pseudonyms = [crm_live.runtime.services["crm"].keys.pseudonym(CRM_ID, p) for p in patients]
+    pseudonyms = [crm_live.runtime.crm.keys.pseudonym(CRM_ID, p) for p in patients]
     assert [e["subject"] for e in events] == [pseudonyms[0], pseudonyms[2]]
     assert events[0]["seq"] < events[1]["seq"]
 

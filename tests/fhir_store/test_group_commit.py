@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection
 
 from fhir_store.model import ConditionalUpdate, Create, RequestContext, ResourceChange, Update
+from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
 from fhir_store.write_path import WriteUnit
@@ -100,7 +101,7 @@ class _GroupRecorder(_Recorder):
 
 def test_hooks_see_every_unit_in_order_once_or_unit_by_unit(store: FhirStore) -> None:
     plain, grouped = _Recorder(), _GroupRecorder()
-    store.hooks = [plain, grouped]
+    store.pipeline = HookPipeline.of(("plain", "pre-commit", plain), ("grouped", "group", grouped))
     a, b = (RequestContext(f"r{n}", client_id="t", role="his_integration", channel="hl7") for n in (1, 2))
     unchanged = patient("G5", id="group-p5")
     store.transact([Update("Patient", "group-p5", unchanged)], a)

@@ -38,6 +38,8 @@ CTX = RequestContext(
     channel="rest",
     source_address="10.1.2.3",
     purpose_of_use="TREAT",
+    # what authentication puts on a REST context: the store's scope-policy stage checks it
+    grants=("system/Patient.cruds",),
 )
 
 A04 = (

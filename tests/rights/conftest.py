@@ -35,7 +35,7 @@ def rights_crm(rights_live: LiveServer) -> Iterator[CrmClient]:
 def start_clock(live: LiveServer, when: datetime) -> ManualClock:
     """Give the running server's privacy workflow a clock the test controls."""
     clock = ManualClock(when.replace(tzinfo=VN_TZ) if when.tzinfo is None else when)
-    service: RightsService = live.runtime.services["privacy"]
+    service: RightsService = live.runtime.privacy
     service.deps.clock = clock
     return clock
 

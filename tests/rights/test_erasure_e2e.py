@@ -40,7 +40,7 @@ def _ingest(live: LiveServer, name: str, control_id: str | None = None) -> None:
 
 
 def _subtypes(live: LiveServer) -> list[str]:
-    live.runtime.services["audit"].flush()
+    live.runtime.audit.flush()
     with live.runtime.engine.connect() as conn:
         rows = conn.execute(select(audit_event.c.content).order_by(audit_event.c.seq)).all()
     out = []
@@ -65,7 +65,7 @@ def test_erasure_end_to_end(
         create(live, counter_consent(pid, purpose))
     _ingest(live, "adt_a03_discharge_service_completed.hl7")
     # 2. the CRM received the patient
-    dispatcher = live.runtime.services["crm"].dispatcher
+    dispatcher = live.runtime.crm.dispatcher
     wait_for(
         lambda: dispatcher.run_once() >= 0 and any(e["type"] == "patient.upserted" for e in receiver.events())
     )
@@ -123,7 +123,7 @@ def test_erasure_end_to_end(
     group = [(FIXTURES / "adt_a08_update_patient.hl7").read_bytes(), a04("GROUP-OTHER-1", "GROUP-OTHER")]
     outcomes = process_group(ingestor, [(ingestor.prepare(raw), None) for raw in group])
     assert [o.status for o in outcomes] == ["processed", "processed"]
-    live.runtime.services["crm"].dispatcher.run_once()
+    live.runtime.crm.dispatcher.run_once()
     assert len(receiver.received) == seen
     assert rights_crm.feed() == feed_before
     again = clinician.get(f"/Patient/{pid}").json()

@@ -91,7 +91,7 @@ def test_side_tables_hold_no_personal_data_in_clear(
     for purpose in (APPOINTMENT_REMINDER, POST_VISIT_CARE):
         consent = counter_consent(pid, purpose)
         assert httpx.post(f"{live.fhir_url}/Consent", json=consent, headers=fhir).status_code == 201
-    dispatcher = live.runtime.services["crm"].dispatcher
+    dispatcher = live.runtime.crm.dispatcher
     wait_for(lambda: dispatcher.run_once() >= 0 and any(PHONE[1:] in str(e) for e in receiver.events()))
     pseudonym = next(e["subject"] for e in receiver.events() if e["type"] == "patient.upserted")
 
@@ -107,7 +107,7 @@ def test_side_tables_hold_no_personal_data_in_clear(
         "/appointments", json={"subject": pseudonym, "slot": slot, "service": {"code": "X"}}
     )
     assert booked.status_code == 202, booked.text
-    booking = live.runtime.services["crm"].booking
+    booking = live.runtime.crm.booking
     wait_for(lambda: booking.run_once() >= 0 and bool(peer.messages) and _his_answered(engine))
 
     officer = privacy(live, live.auth("privacy_officer"))
