@@ -19,7 +19,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make run                start carebridge (HTTP :8080, MLLP :2575) on $(DATABASE_URL)"
 	@echo "make test               lint, then the whole test suite (SQLite and a throwaway PostgreSQL)"
-	@echo "make lint               ruff check, ruff format --check, mypy"
+	@echo "make lint               import-linter (layers), ruff check, ruff format --check, mypy"
 	@echo "make venv               create .venv and install carebridge[test] (editable)"
 	@echo "make postgres-binaries  install PostgreSQL server binaries with apt-get if missing"
 	@echo "make clean              remove .venv, caches and build files (keeps var/)"
@@ -49,6 +49,7 @@ run: venv
 	exec $(BIN)/carebridge serve --database-url '$(DATABASE_URL)'
 
 lint: venv
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -58,7 +59,7 @@ test: venv lint postgres-binaries
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --durations=10 $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # The docker-compose topology without Docker: a persistent PostgreSQL 15 cluster in var/pg on

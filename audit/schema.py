@@ -1,4 +1,4 @@
-"""Tables of the audit trail (registered on the store's shared ``metadata``).
+"""Tables of the audit trail (on the audit package's own ``metadata``, registered by ``audit.registration``).
 
 Why it looks like this (ISO/IEC 27001:2022 A.8.15 logging, A.5.33 protection of
 records; IHE BALP):
@@ -41,9 +41,11 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, String, Table
 
-from fhir_store.schema import metadata
+from fhir_store.schema import new_metadata
 
 AUDIT_TABLES = ("audit_event", "audit_event_key", "audit_checkpoint")
+
+metadata = new_metadata()
 
 audit_event = Table(
     "audit_event",

@@ -1,4 +1,4 @@
-"""Consent vocabulary, the Consent resource profile we accept, and its registration in the store.
+"""Consent vocabulary, the Consent resource profile we accept, and its search parameters.
 
 Why (Law 91/2025/QH15 Art. 9 and 26; Decree 356/2025/ND-CP Art. 7): consent to
 process health data must be *per purpose*, *explicit* and *provable*
@@ -35,8 +35,7 @@ from sqlalchemy import Connection
 
 from common.errors import InvalidInput
 from fhir_store.model import RequestContext, ResourceChange
-from fhir_store.search_params import ResourceSearchSpec, SearchParam, register
-from fhir_store.validation import register_type
+from fhir_store.search_params import ResourceSearchSpec, SearchParam
 
 PURPOSE_SYSTEM = "https://fhir.carebridge.vn/CodeSystem/consent-purpose"
 APPOINTMENT_REMINDER = "appointment-reminder"
@@ -191,25 +190,18 @@ def build_consent(
     return resource
 
 
-def register_consent() -> None:
-    """Enable ``/fhir/Consent`` (validation + search parameters); idempotent."""
-    register_type("Consent")
-    register(
-        ResourceSearchSpec(
-            "Consent",
-            {
-                p.name: p
-                for p in (
-                    SearchParam("patient", "reference", ("patient",), targets=("Patient",)),
-                    SearchParam("status", "token", ("status",)),
-                    SearchParam("category", "token", ("category",)),
-                    SearchParam("purpose", "token", ("provision.purpose",)),
-                    SearchParam("date", "date", ("dateTime",)),
-                )
-            },
-            {"date": "date"},
+#: ``/fhir/Consent``: validation and search parameters (registered by ``consent.registration``).
+CONSENT_SEARCH = ResourceSearchSpec(
+    "Consent",
+    {
+        p.name: p
+        for p in (
+            SearchParam("patient", "reference", ("patient",), targets=("Patient",)),
+            SearchParam("status", "token", ("status",)),
+            SearchParam("category", "token", ("category",)),
+            SearchParam("purpose", "token", ("provision.purpose",)),
+            SearchParam("date", "date", ("dateTime",)),
         )
-    )
-
-
-register_consent()
+    },
+    {"date": "date"},
+)

@@ -1,4 +1,4 @@
-"""Tables of the CRM bridge (on the store's shared ``metadata``; migration ``0004``).
+"""Tables of the CRM bridge (own ``metadata``, registered by ``crm_bridge.registration``; migration ``0004``).
 
 * ``crm_outbox`` — the transactional outbox: one row per event per CRM,
   inserted by the store hook inside the write transaction, so an event exists
@@ -36,8 +36,10 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
-from fhir_store import sealed_columns
-from fhir_store.schema import SequenceId, metadata
+from fhir_store.schema import SequenceId, new_metadata
+from fhir_store.sealed_columns import SealedText
+
+metadata = new_metadata()
 
 crm_outbox = Table(
     "crm_outbox",
@@ -129,4 +131,4 @@ crm_his_outbox = Table(
 CRM_TABLES = (crm_outbox, crm_pseudonym, crm_disclosure, crm_subscription, crm_dead_letter, crm_his_outbox)
 
 #: The HIS's answer text of a booking, sealed per row (seal and open with ``(id,)``).
-HIS_LAST_ERROR = sealed_columns.register(crm_his_outbox, "last_error", ("id",))
+HIS_LAST_ERROR = SealedText(crm_his_outbox, "last_error", ("id",))

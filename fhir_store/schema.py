@@ -34,13 +34,26 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+#: Constraint and index names every package's tables use (the migrations created them so).
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_metadata() -> MetaData:
+    """A package's own ``MetaData`` with the shared naming convention.
+
+    Each package declares its tables on its own ``MetaData`` (importing a schema
+    module adds nothing to another package's); ``fhir_store.registry`` collects
+    them for Alembic, so one migration history still covers the whole database.
+    """
+    return MetaData(naming_convention=dict(NAMING_CONVENTION))
+
+
+#: The store's own tables.
+metadata = new_metadata()
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (only INTEGER PRIMARY KEY autoincrements there).
 SequenceId = BigInteger().with_variant(Integer(), "sqlite")

@@ -9,8 +9,9 @@ export — which a dump must not show.  They are sealed like resource content
 id in the value) with the table, column and row key as associated data, so a
 value copied onto another row or column does not open.
 
-The packages that own those tables declare their columns here
-(:func:`register`, at import of their schema module, next to the table), so
+The packages that own those tables declare the handles next to the table and
+register them explicitly (``fhir_store.registry.Registry.add_sealed``, called
+from their ``registration.register``; nothing registers at import), so
 ``carebridge store status|rewrap`` count and move them with the resource
 tables without ``fhir_store`` importing them, and a content key is never
 retired while one of these values still needs it.
@@ -62,9 +63,8 @@ class SealedText:
 REGISTRY: dict[str, SealedText] = {}
 
 
-def register(table: Table, column: str, key: Sequence[str]) -> SealedText:
-    """Declare ``table.column`` sealed (idempotent); returns the handle used to seal and open it."""
-    spec = SealedText(table, column, tuple(key))
+def register(spec: SealedText) -> SealedText:
+    """Declare ``spec`` sealed (idempotent); returns the handle registered under its name."""
     return REGISTRY.setdefault(spec.name, spec)
 
 

@@ -121,7 +121,7 @@ INCLUDES: dict[tuple[str, str], str] = {
 
 
 def register(spec: ResourceSearchSpec) -> None:
-    """Let later packages (consent, audit, patient rights) add their resource types."""
+    """Add a resource type's parameters; through ``fhir_store.registry.Registry.add_resource_type``."""
     SEARCH_SPECS[spec.resource_type] = spec
 
 

@@ -52,7 +52,7 @@ _REQUIRED_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
 
 
 def register_type(resource_type: str) -> None:
-    """Let later packages (Consent, AuditEvent, Task) enable their resource types."""
+    """Enable a resource type; through ``fhir_store.registry.Registry.add_resource_type``."""
     SUPPORTED_TYPES.add(resource_type)
 
 

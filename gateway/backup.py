@@ -172,6 +172,7 @@ def restore(
     from fhir_store.database import make_engine
     from fhir_store.key_registry import open_cipher
     from fhir_store.migrations import current_revision, upgrade
+    from gateway.registration import register_all
 
     backend = backend_of(database_url)
     url = parsed_url(database_url)
@@ -193,6 +194,7 @@ def restore(
         else:
             warnings += load_postgres(url, plain)
     upgrade(database_url)
+    register_all()  # opening the keys may rebuild the blind index: every search parameter counts
     engine = make_engine(database_url, pool_size=1)
     try:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_store
+from gateway.registration import register_all
 from gateway.settings import Settings
 
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    register_all()  # every command sees every package's resource types, tables and sealed columns
     result: int = args.handler(args)
     return result
 

@@ -28,15 +28,13 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-import consent.rights.schema  # noqa: F401  (declares its sealed columns: rewrap and status must see them)
-import crm_bridge.schema  # noqa: F401
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import make_engine, writer
 from fhir_store.key_registry import open_cipher, register_key, registered, rotate_blind_key
 from fhir_store.migrations import upgrade
 from fhir_store.rewrap import keys_in_use, rewrap
 from gateway.cli_audit import run_key_command
-from gateway.runtime import register_resource_types
+from gateway.registration import register_all
 from gateway.settings import Settings
 
 
@@ -54,7 +52,7 @@ def _run(args: argparse.Namespace, command: str, work: Callable[[Settings, Any, 
     engine = make_engine(settings.database_url, pool_size=2)
 
     def run() -> str:
-        register_resource_types()
+        register_all()  # the sealed columns of every package: rewrap and status must see them
         return work(settings, engine, open_cipher(engine, settings.store_key_file))
 
     try:

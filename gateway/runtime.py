@@ -28,6 +28,7 @@ from gateway.auth.policy import ScopePolicyHook
 from gateway.auth.tokens import TokenService
 from gateway.logging_setup import configure_logging, get_logger
 from gateway.metrics import Hl7Counters, WebhookLatency
+from gateway.registration import register_all
 from gateway.settings import Settings
 from gateway.store_pipeline import declare_pipeline
 
@@ -56,7 +57,7 @@ class Runtime:
         if migrate:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        register_resource_types()
+        register_all()
         cipher = open_cipher(engine, settings.store_key_file)  # refuses a key file that does not match
         audit = AuditHook.from_settings(engine, settings)
         store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit_async_reads)
@@ -84,16 +85,6 @@ class Runtime:
         self.engine.dispose()
 
 
-def register_resource_types() -> None:
-    """Import the packages that add search parameters (Consent, Task) before the store keys open.
-
-    A first start on a database written before blind indexes rebuilds the index
-    from these declarations (``fhir_store.key_registry``): they must all be known.
-    """
-    import consent.purposes
-    import consent.rights.model  # noqa: F401
-
-
 def prepare_keys(settings: Settings) -> None:
     """Create (new database) or check the key files once, in this process, before workers fork.
 
@@ -102,7 +93,7 @@ def prepare_keys(settings: Settings) -> None:
     """
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        register_resource_types()
+        register_all()  # a first start may rebuild the blind index: every search parameter counts
         open_cipher(engine, settings.store_key_file)
     finally:
         engine.dispose()

@@ -31,8 +31,7 @@ import orjson
 from consent.rights.calendar import WorkingCalendar, iso
 from consent.rights.schema import SEALED
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.search_params import ResourceSearchSpec, SearchParam, register
-from fhir_store.validation import register_type
+from fhir_store.search_params import ResourceSearchSpec, SearchParam
 
 ERASURE: Final = "erasure"
 ACCESS: Final = "access"
@@ -214,28 +213,21 @@ def task_resource(req: PrivacyRequest, business_status: str | None = None) -> di
     return task
 
 
-def register_task() -> None:
-    """Enable ``/fhir/Task`` (validation + search parameters); idempotent."""
-    register_type("Task")
-    register(
-        ResourceSearchSpec(
-            "Task",
-            {
-                p.name: p
-                for p in (
-                    SearchParam("patient", "reference", ("for",), targets=("Patient",)),
-                    SearchParam("subject", "reference", ("for",), targets=("Patient",)),
-                    SearchParam("status", "token", ("status",)),
-                    SearchParam("business-status", "token", ("businessStatus",)),
-                    SearchParam("code", "token", ("code",)),
-                    SearchParam("identifier", "token", ("identifier",)),
-                    SearchParam("authored-on", "date", ("authoredOn",)),
-                    SearchParam("period", "date", ("restriction.period",)),
-                )
-            },
-            {"authored-on": "authored-on"},
+#: ``/fhir/Task``: validation and search parameters (registered by ``consent.registration``).
+TASK_SEARCH = ResourceSearchSpec(
+    "Task",
+    {
+        p.name: p
+        for p in (
+            SearchParam("patient", "reference", ("for",), targets=("Patient",)),
+            SearchParam("subject", "reference", ("for",), targets=("Patient",)),
+            SearchParam("status", "token", ("status",)),
+            SearchParam("business-status", "token", ("businessStatus",)),
+            SearchParam("code", "token", ("code",)),
+            SearchParam("identifier", "token", ("identifier",)),
+            SearchParam("authored-on", "date", ("authoredOn",)),
+            SearchParam("period", "date", ("restriction.period",)),
         )
-    )
-
-
-register_task()
+    },
+    {"authored-on": "authored-on"},
+)

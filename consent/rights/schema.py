@@ -1,4 +1,4 @@
-"""Tables of the patient-rights workflow (on the store's shared ``metadata``; migration ``0005``).
+"""Tables of the patient-rights workflow (own ``metadata``, registered by ``consent.registration``; migration ``0005``).
 
 * ``privacy_request`` — one row per data-subject request with its clocks
   (Decree 356/2025/ND-CP Art. 5).  ``open_key`` is ``<patient>|<type>`` while
@@ -26,8 +26,10 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
-from fhir_store import sealed_columns
-from fhir_store.schema import metadata
+from fhir_store.schema import new_metadata
+from fhir_store.sealed_columns import SealedText
+
+metadata = new_metadata()
 
 privacy_request = Table(
     "privacy_request",
@@ -88,9 +90,9 @@ privacy_receipt = Table(
 PRIVACY_TABLES = (privacy_request, privacy_tombstone, privacy_receipt)
 
 
-def _sealed(table: Table, *columns: str) -> dict[str, sealed_columns.SealedText]:
+def _sealed(table: Table, *columns: str) -> dict[str, SealedText]:
     key = tuple(c.name for c in table.primary_key.columns)
-    return {c: sealed_columns.register(table, c, key) for c in columns}
+    return {c: SealedText(table, c, key) for c in columns}
 
 
 #: ``{table: {column: handle}}`` of the sealed columns (seal with the row's primary key values).

@@ -1,10 +1,12 @@
-"""Alembic environment: runs on the connection handed over by :func:`upgrade`.
+"""Alembic environment: runs on the connection handed over by the caller, against the caller's tables.
 
-The audit and auth tables are registered on the store's shared ``metadata`` by
-their own packages; importing them here is what lets ``alembic revision
---autogenerate`` see every table (otherwise it would propose dropping them).
-``gateway.auth.schema`` reaching up into ``gateway`` is acceptable only in this
-file: the migrations are the one place that must know the whole schema.
+The history covers every package's tables, but ``fhir_store`` may not import
+the packages above it, so this file imports none of them: ``target_metadata``
+comes from ``config.attributes`` (``gateway.migrations`` passes the metadata of
+``gateway.registration.register_all``).  :func:`fhir_store.migrations.upgrade`
+passes none — running migrations does not compare — and Alembic itself refuses
+``check`` and ``revision --autogenerate`` without it, so a comparison can never
+run against part of the schema (which would propose dropping the rest).
 """
 
 from __future__ import annotations
@@ -12,17 +14,15 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-import audit.schema  # noqa: F401  (registers the audit tables on metadata)
-import gateway.auth.schema  # noqa: F401  (registers the OAuth client/key tables on metadata)
-from fhir_store.schema import metadata
-
 config = context.config
+target_metadata = config.attributes.get("target_metadata")
 connection = config.attributes.get("connection")
-if connection is None:  # alembic CLI usage (autogenerate during development)
+if connection is None:  # a caller that hands over a URL only
     engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
     with engine.begin() as conn:
-        context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
         context.run_migrations()
+    engine.dispose()
 else:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     context.run_migrations()

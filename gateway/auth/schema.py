@@ -1,14 +1,16 @@
 """Tables of the auth layer (registered OAuth clients, token signing keys).
 
-They live on the store's ``metadata`` so one Alembic history covers the
-whole database.
+They live on this module's own ``metadata``; ``gateway.registration`` adds it
+to the registry so one Alembic history covers the whole database.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, String, Table, Text
 
-from fhir_store.schema import metadata
+from fhir_store.schema import new_metadata
+
+metadata = new_metadata()
 
 oauth_client = Table(
     "oauth_client",

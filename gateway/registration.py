@@ -1,0 +1,36 @@
+"""The one registration: every package's tables, resource types, search parameters and sealed columns.
+
+Why here: importing a module registers nothing (``fhir_store.registry``), so
+something must call each package's ``register`` — and the function that knows
+every package belongs to the top layer.  :func:`register_all` calls them in
+layer order (``fhir_store`` < ``audit`` < ``consent`` < ``crm_bridge`` <
+``gateway``); ``gateway.runtime`` calls it before the store keys open (a first
+start may rebuild the blind index from the search parameters, so they must all
+be known), the CLI before ``store status|rewrap`` (sealed columns), and
+``gateway.migrations`` hands its tables to Alembic.
+"""
+
+from __future__ import annotations
+
+import audit.registration
+import consent.registration
+import crm_bridge.registration
+import fhir_store.registration
+from fhir_store.registry import Registry
+from gateway.auth.schema import metadata as auth_metadata
+
+
+def register(registry: Registry) -> None:
+    """The gateway's own tables: OAuth clients and token signing keys."""
+    registry.add_tables(auth_metadata)
+
+
+def register_all() -> Registry:
+    """Register every package, lowest layer first; idempotent, so every entry point may call it."""
+    registry = Registry()
+    fhir_store.registration.register(registry)
+    audit.registration.register(registry)
+    consent.registration.register(registry)
+    crm_bridge.registration.register(registry)
+    register(registry)
+    return registry
