@@ -23,15 +23,10 @@ from typing import Any
 import yaml
 
 from common.errors import InvalidInput
+from crm_bridge.projection import PROJECTION_FIELDS
 
-PATIENT_FIELDS = frozenset({"pseudonym", "display_name", "gender", "birth_year", "phone", "zalo"})
-APPOINTMENT_FIELDS = frozenset({"appointment_id", "start", "end", "status", "service"})
-ENCOUNTER_FIELDS = frozenset({"completed_at", "service_type"})
-KNOWN_FIELDS: dict[str, frozenset[str]] = {
-    "patient": PATIENT_FIELDS,
-    "appointment": APPOINTMENT_FIELDS,
-    "encounter": ENCOUNTER_FIELDS,
-}
+# The allowlist's vocabulary is what the projection code can build (one list, in projection.py).
+KNOWN_FIELDS: Mapping[str, frozenset[str]] = PROJECTION_FIELDS
 EVENT_TYPES = (
     "patient.upserted",
     "appointment.booked",

@@ -6,16 +6,31 @@ health data is sensitive): each function builds only the *known* CRM fields
 allowlist names.  Record numbers, CCCD, BHYT, addresses, diagnoses, notes,
 practitioners and locations have no projection field at all, so no
 configuration can send them.
+
+The field tables below are the one list of CRM field names: the allowlist's
+vocabulary (``crm_bridge.config.KNOWN_FIELDS``) is derived from them, so a
+field cannot be configurable without a projection or projected without being
+configurable.  Phones leave in E.164 by the one phone rule
+(:mod:`common.phones`), also for values stored before that rule.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
-from crm_bridge.config import CrmClient
+from common.phones import normalize_phone
+
+JSON = dict[str, Any]
 
 
-def _keep(client: CrmClient, kind: str, values: dict[str, Any]) -> dict[str, Any]:
+class FieldAllowlist(Protocol):
+    """What a projection needs of a CRM client (``crm_bridge.config.CrmClient``)."""
+
+    def allows(self, kind: str, name: str) -> bool: ...
+
+
+def _keep(client: FieldAllowlist, kind: str, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v not in (None, "", []) and client.allows(kind, k)}
 
 
@@ -37,26 +52,10 @@ def _contact(patient: dict[str, Any], kind: str) -> str | None:
         if not value:
             continue
         if kind == "phone" and point.get("system") in ("phone", "sms"):
-            return str(value)
+            return normalize_phone(str(value).strip()) or str(value)
         if kind == "zalo" and point.get("system") == "other" and str(value).lower().startswith("zalo:"):
             return str(value)[5:]
     return None
-
-
-def project_patient(client: CrmClient, patient: dict[str, Any], pseudonym: str) -> dict[str, Any]:
-    birth = str(patient.get("birthDate") or "")
-    return _keep(
-        client,
-        "patient",
-        {
-            "pseudonym": pseudonym,
-            "display_name": _display_name(patient),
-            "gender": patient.get("gender"),
-            "birth_year": int(birth[:4]) if birth[:4].isdigit() else None,
-            "phone": _contact(patient, "phone"),
-            "zalo": _contact(patient, "zalo"),
-        },
-    )
 
 
 def _service(concepts: Any) -> dict[str, str] | None:
@@ -71,27 +70,54 @@ def _service(concepts: Any) -> dict[str, str] | None:
     return None
 
 
-def project_appointment(client: CrmClient, appointment: dict[str, Any]) -> dict[str, Any]:
-    return _keep(
-        client,
-        "appointment",
-        {
-            "appointment_id": appointment.get("id"),
-            "start": appointment.get("start"),
-            "end": appointment.get("end"),
-            "status": appointment.get("status"),
-            "service": _service(appointment.get("serviceType")),
-        },
-    )
+def _birth_year(patient: JSON) -> int | None:
+    birth = str(patient.get("birthDate") or "")
+    return int(birth[:4]) if birth[:4].isdigit() else None
 
 
-def project_encounter(client: CrmClient, encounter: dict[str, Any]) -> dict[str, Any]:
-    period = encounter.get("period") or {}
-    return _keep(
-        client,
-        "encounter",
-        {
-            "completed_at": period.get("end") or encounter.get("meta", {}).get("lastUpdated"),
-            "service_type": _service(encounter.get("serviceType")),
-        },
-    )
+PatientField = Callable[[JSON, str], Any]  # (Patient, pseudonym) -> value
+ResourceField = Callable[[JSON], Any]
+
+PATIENT_PROJECTION: Mapping[str, PatientField] = {
+    "pseudonym": lambda patient, pseudonym: pseudonym,
+    "display_name": lambda patient, _: _display_name(patient),
+    "gender": lambda patient, _: patient.get("gender"),
+    "birth_year": lambda patient, _: _birth_year(patient),
+    "phone": lambda patient, _: _contact(patient, "phone"),
+    "zalo": lambda patient, _: _contact(patient, "zalo"),
+}
+APPOINTMENT_PROJECTION: Mapping[str, ResourceField] = {
+    "appointment_id": lambda appointment: appointment.get("id"),
+    "start": lambda appointment: appointment.get("start"),
+    "end": lambda appointment: appointment.get("end"),
+    "status": lambda appointment: appointment.get("status"),
+    "service": lambda appointment: _service(appointment.get("serviceType")),
+}
+ENCOUNTER_PROJECTION: Mapping[str, ResourceField] = {
+    "completed_at": lambda encounter: (
+        (encounter.get("period") or {}).get("end") or encounter.get("meta", {}).get("lastUpdated")
+    ),
+    "service_type": lambda encounter: _service(encounter.get("serviceType")),
+}
+
+#: Every CRM field name, by kind: the vocabulary of the projection config file.
+PROJECTION_FIELDS: Mapping[str, frozenset[str]] = {
+    "patient": frozenset(PATIENT_PROJECTION),
+    "appointment": frozenset(APPOINTMENT_PROJECTION),
+    "encounter": frozenset(ENCOUNTER_PROJECTION),
+}
+
+
+def project_patient(client: FieldAllowlist, patient: JSON, pseudonym: str) -> JSON:
+    allowed = {k: f for k, f in PATIENT_PROJECTION.items() if client.allows("patient", k)}
+    return _keep(client, "patient", {k: f(patient, pseudonym) for k, f in allowed.items()})
+
+
+def project_appointment(client: FieldAllowlist, appointment: JSON) -> JSON:
+    allowed = {k: f for k, f in APPOINTMENT_PROJECTION.items() if client.allows("appointment", k)}
+    return _keep(client, "appointment", {k: f(appointment) for k, f in allowed.items()})
+
+
+def project_encounter(client: FieldAllowlist, encounter: JSON) -> JSON:
+    allowed = {k: f for k, f in ENCOUNTER_PROJECTION.items() if client.allows("encounter", k)}
+    return _keep(client, "encounter", {k: f(encounter) for k, f in allowed.items()})

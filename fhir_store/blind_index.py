@@ -11,8 +11,10 @@ must not hold CCCD, BHYT, phone numbers or e-mail addresses in clear (issue
   for searches and conditional URLs, ``blind`` for ``Patient/$merge``), with
   the ``system`` kept in clear so ``identifier=system|value``,
   ``identifier=value`` and ``identifier=system|`` all keep working;
-* phone searches accept the local ``0912...`` form: both it and its E.164
-  form are blinded, as the clear search did before;
+* phone searches accept any spelling of a number (``0912...``, ``84912...``,
+  ``0084912...``, ``+84 912...``): the text as sent and its E.164 form
+  (:func:`common.phones.phone_variants`, the rule phones are stored by) are
+  both blinded;
 * what equality cannot answer (``:contains``, ``:exact``) is refused by
   ``search.parse_query`` with a 400.
 
@@ -32,6 +34,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
+from common.phones import PHONE_SYSTEMS, phone_variants
 from fhir_store.schema import identifier_claim, resource_current, search_token
 from fhir_store.search import Filter, SearchQuery
 from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows
@@ -40,22 +43,20 @@ Blind = Callable[[str], str]
 BATCH = 500
 
 
-def e164_variant(value: str) -> str:
-    """Phones are stored in E.164: ``0912 345 678`` is also looked up as ``+84912345678``."""
-    digits = "".join(ch for ch in value if ch.isdigit() or ch == "+")
-    return "+84" + digits[1:] if digits.startswith("0") else digits
+def _holds_phones(param: SearchParam) -> bool:
+    """``phone`` and ``telecom`` (any system) may be searched by phone number; ``email`` not."""
+    return not param.telecom_systems or not PHONE_SYSTEMS.isdisjoint(param.telecom_systems)
 
 
 def _blind_values(param: SearchParam, value: str, blind: Blind) -> Iterator[str]:
     if param.contact_point:
         if "|" in value:  # ContactPoint tokens match on the value only (system|value → value)
-            yield blind(value.partition("|")[2])
-            return
-        yield blind(value)
-        if param.name == "phone":
-            variant = e164_variant(value)
-            if variant != value:
+            value = value.partition("|")[2]
+        if _holds_phones(param):
+            for variant in phone_variants(value):
                 yield blind(variant)
+        else:
+            yield blind(value)
         return
     if "|" in value:
         system, _, code = value.partition("|")

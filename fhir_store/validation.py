@@ -1,7 +1,10 @@
 """Resource validation with fhir.resources (R4B models; identical to R4 for our types).
 
 Validation happens once, on write.  Reads serve the stored bytes and never
-re-validate.  fhir.resources checks structure, datatypes and unknown elements
+re-validate.  Validation on write also normalises, in place, what has one
+rule for the whole system: phone ContactPoints become E.164 with the original
+text kept in an extension (:mod:`common.phones`, DESIGN §3), so a phone sent
+over REST is stored, indexed and sent to the CRM like one mapped from HL7.  fhir.resources checks structure, datatypes and unknown elements
 but not required value-set bindings, so the bindings that matter to us
 (gender, Encounter/Appointment status) are checked here too
 (https://hl7.org/fhir/R4/terminologies.html#required).
@@ -16,6 +19,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from common.errors import InvalidInput
+from common.phones import normalize_telecoms
 
 SUPPORTED_TYPES: set[str] = {"Patient", "Encounter", "Appointment"}
 
@@ -72,12 +76,13 @@ def _path(resource_type: str, loc: tuple[Any, ...]) -> str:
 
 
 def validate_resource(resource: dict[str, Any]) -> None:
-    """Raise :class:`InvalidInput` naming the element path of the first problem."""
+    """Normalise ``resource`` in place (phones), then raise :class:`InvalidInput` naming the first problem."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         raise InvalidInput("resource has no resourceType", location="resourceType")
     if resource_type not in SUPPORTED_TYPES:
         raise InvalidInput(f"resource type '{resource_type}' is not supported here", location="resourceType")
+    normalize_telecoms(resource)
     try:
         _model(resource_type).model_validate(resource)
     except ValidationError as exc:

@@ -65,6 +65,7 @@ from gateway.ingest_model import (
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.settings import Settings
+from mappers.ack import commit_ack_code
 from mappers.hl7_message import parse_message, patient_key, peek_header
 from mappers.router import map_message
 
@@ -329,11 +330,11 @@ class Ingestor:
         log.info(
             "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
         )
-        # AR-class errors refuse the message at commit level (CR); AE ones were committed (CA).
         commit = self._wanted(inbound, success=code == "AE")[0]
         application = self._wanted(inbound, success=False)[1]
         if commit and on_commit is not None:
-            on_commit(self._ack(inbound, "CR", error) if code == "AR" else self._ack(inbound, "CA"))
+            commit_code = commit_ack_code(code)
+            on_commit(self._ack(inbound, commit_code, error if commit_code == "CR" else None))
         return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
 
     def _duplicate(

@@ -3,13 +3,9 @@
 Split from :mod:`gateway.ingest` so the listener, the group commit and the
 replay CLI share these types without the service itself.
 
-ACK modes.  Original mode (MSH-15/16 empty): one application ACK.  Enhanced
-mode (HL7 v2.5 ch. 2.9.3) with ``hl7_strict``: a commit ACK (CA/CR) right
-after the journal commit if MSH-15 asks for it, the application ACK only if
-MSH-16 asks for it.  Without ``hl7_strict`` every message gets its
-application ACK (many HIS fill MSH-15/16 with ``AL``/``NE`` from a template
-yet wait for AA/AE), preceded by a CA only when MSH-15 *and* MSH-16 both ask
-for acknowledgments, so a sender never receives an answer it does not read.
+ACK modes (original/enhanced, ``hl7_strict`` or not) are decided in one
+place, :func:`mappers.ack.acks_to_send`; a commit ACK is sent right after the
+journal commit, the application ACK after the work.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ from audit.hooks import AuditHook
 from common.errors import CarebridgeError, UnparseableMessage
 from fhir_store.model import RequestContext
 from fhir_store.write_path import WriteUnit
-from mappers.ack import acks_to_send, build_ack, build_ack_hl7apy, build_fallback_ack
+from mappers.ack import acks_to_send, build_fallback_ack, build_mode_ack
 from mappers.hl7_message import Header, Hl7Message
 from mappers.result import MappingResult
 
@@ -138,19 +134,9 @@ def render_ack(inbound: Inbound, code: str, error: CarebridgeError | None = None
         )
     header = inbound.header
     assert header is not None
-    if strict:
-        try:
-            return build_ack_hl7apy(header, ack_code=code, error=error, control_id=new_ack_id())
-        except Exception:  # hl7apy refuses some odd inputs; the fast builder never does
-            pass
-    return build_ack(header, ack_code=code, error=error, control_id=new_ack_id())
+    return build_mode_ack(header, ack_code=code, error=error, control_id=new_ack_id(), strict=strict)
 
 
 def acks_wanted(inbound: Inbound, success: bool, *, strict: bool) -> tuple[bool, bool]:
-    """(commit ACK, application ACK) to send; see the ACK modes in gateway.ingest."""
-    if inbound.header is None:
-        return False, True
-    commit, application = acks_to_send(inbound.header, success=success)
-    if strict:
-        return commit, application
-    return commit and application, True
+    """(commit ACK, application ACK) to send: :func:`mappers.ack.acks_to_send` decides."""
+    return acks_to_send(inbound.header, success=success, strict=strict)

@@ -8,6 +8,8 @@ severity and ERR-8 user text for v2.5+, and the older ERR-1 (ELD) for v2.3/2.4.
 The output has no MLLP framing; segments are joined by CR.
 
 :func:`build_ack_hl7apy` builds the same ACK with hl7apy for strict mode.
+Which ACKs a message gets (original/enhanced mode, strict or not) is decided
+by :func:`acks_to_send` and :func:`commit_ack_code`, for every channel.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ TABLE_0357 = {
     "207": "Application internal error",
 }
 
-ACK_CODES = frozenset({"AA", "AE", "AR", "CA", "CE", "CR"})
+APPLICATION_ACK_CODES = frozenset({"AA", "AE", "AR"})  # MSA-1, table 0008
+COMMIT_ACK_CODES = frozenset({"CA", "CE", "CR"})  # enhanced mode only
+ACK_CODES = APPLICATION_ACK_CODES | COMMIT_ACK_CODES
 VN_TZ = timezone(timedelta(hours=7))
 _LOCATION_RE = re.compile(
     r"([A-Z][A-Z0-9]{2})(?:\[(\d+)\])?(?:-(\d+)(?:\[(\d+)\])?(?:\.(\d+)(?:\.(\d+))?)?)?"
@@ -204,7 +208,11 @@ def build_fallback_ack(
     return build_ack(header, ack_code=ack_code, error=error, control_id=control_id, now=now)
 
 
-# ----------------------------------------------------------------------------- enhanced mode (table 0155)
+# ----------------------------------------------------------------------------- ACK modes (table 0155)
+#
+# The one decision of which acknowledgments a message gets (HL7 v2.5 ch. 2.9.2
+# original mode, 2.9.3 enhanced mode).  The ingest, the group commit and the
+# MLLP client ask here; nothing else reads MSH-15/16.
 
 
 def is_enhanced_mode(header: Header) -> bool:
@@ -223,15 +231,51 @@ def _wanted(condition: str, success: bool) -> bool:
     return True
 
 
-def acks_to_send(header: Header, *, success: bool) -> tuple[bool, bool]:
+def acks_to_send(header: Header | None, *, success: bool, strict: bool = True) -> tuple[bool, bool]:
     """(send commit ACK CA/CE/CR, send application ACK AA/AE/AR) for this message.
 
-    Original mode → (False, True).  Enhanced mode follows MSH-15 / MSH-16
-    (AL always, NE never, ER only on error, SU only on success).
+    Original mode (MSH-15/16 empty, or no readable header) → (False, True).
+    Enhanced mode, ``strict`` (``hl7_strict``): as MSH-15 / MSH-16 ask (AL
+    always, NE never, ER only on error, SU only on success).  Enhanced mode,
+    not strict: every message gets its application ACK, because many HIS fill
+    MSH-15/16 with ``AL``/``NE`` from a template yet wait for AA/AE; a commit
+    ACK precedes it only when MSH-15 *and* MSH-16 both ask, so a sender never
+    receives an answer it does not read.
     """
-    if not is_enhanced_mode(header):
+    if header is None or not is_enhanced_mode(header):
         return False, True
-    return _wanted(header.accept_ack_type, success), _wanted(header.application_ack_type, success)
+    commit = _wanted(header.accept_ack_type, success)
+    application = _wanted(header.application_ack_type, success)
+    if strict:
+        return commit, application
+    return commit and application, True
+
+
+def commit_ack_code(application_code: str) -> str:
+    """The commit ACK of a message answered ``application_code``.
+
+    An AR refuses the message at commit level (CR); an AA or AE message was
+    accepted and journaled (CA), its problem is reported by the application ACK.
+    """
+    return "CR" if application_code == "AR" else "CA"
+
+
+def build_mode_ack(
+    header: Header,
+    *,
+    ack_code: str,
+    error: CarebridgeError | None = None,
+    control_id: str,
+    strict: bool,
+    now: datetime | None = None,
+) -> bytes:
+    """The ACK in the builder of the mode: hl7apy when ``strict`` (the fast builder if it refuses)."""
+    if strict:
+        try:
+            return build_ack_hl7apy(header, ack_code=ack_code, error=error, control_id=control_id, now=now)
+        except Exception:  # hl7apy refuses some odd inputs; the fast builder never does
+            pass
+    return build_ack(header, ack_code=ack_code, error=error, control_id=control_id, now=now)
 
 
 # ----------------------------------------------------------------------------- hl7apy (strict mode)

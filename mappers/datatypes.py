@@ -3,7 +3,7 @@
 Follows the HL7 v2-to-FHIR IG data type maps
 (https://hl7.org/fhir/uv/v2mappings/datatype_maps.html: DTM/TS, XPN, CX, XTN,
 XAD, XCN, CWE, PL) with the Vietnamese deviations of DESIGN §3: names in
-Vietnamese order, phones in E.164, identifier systems from
+Vietnamese order, phones in E.164 (:mod:`common.phones`), identifier systems from
 :mod:`common.identifiers`.
 """
 
@@ -21,11 +21,13 @@ from common.identifiers import (
     mrn_system,
     practitioner_system,
 )
+from common.phones import ORIGINAL_TEXT_URL as ORIGINAL_TEXT_URL
+from common.phones import normalize_contact_point
+from common.phones import normalize_phone as normalize_phone
 from mappers.hl7_message import Repetition, cx_authority
 
 JSON = dict[str, Any]
 
-ORIGINAL_TEXT_URL = "https://fhir.carebridge.vn/StructureDefinition/original-text"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 VN_OFFSET = "+07:00"
 
@@ -194,27 +196,6 @@ _USE = {"PRN": "home", "ORN": "home", "VHN": "home", "WPN": "work"}
 _SYSTEM = {"PH": "phone", "CP": "phone", "FX": "fax", "BP": "pager", "INTERNET": "email", "X.400": "email"}
 
 
-def normalize_phone(raw: str) -> str | None:
-    """Vietnamese/E.164 phone normalisation; None when the number cannot be read safely."""
-    digits = re.sub(r"[\s.\-()/]", "", raw)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    if digits.startswith("+"):
-        rest = digits[1:]
-        if rest.isdigit() and 8 <= len(rest) <= 15:
-            if rest.startswith("840"):  # +84 0912... : drop the trunk 0
-                rest = "84" + rest[3:]
-            return "+" + rest
-        return None
-    if not digits.isdigit():
-        return None
-    if digits.startswith("0") and len(digits) in (10, 11):
-        return "+84" + digits[1:]
-    if digits.startswith("84") and len(digits) in (11, 12):
-        return "+" + digits
-    return None
-
-
 def xtn_to_contact_point(rep: Repetition) -> JSON | None:
     """XTN → ContactPoint (IG datatype-xtn-to-contactpoint), phones in E.164."""
     use_code = rep.component(2).strip().upper()
@@ -232,11 +213,8 @@ def xtn_to_contact_point(rep: Repetition) -> JSON | None:
             )
         if not original:
             return None
-        e164 = normalize_phone(original)
-        value = e164 or original
-        cp = {"system": _SYSTEM.get(equipment, "phone"), "value": value}
-        if value != original:
-            cp["extension"] = [{"url": ORIGINAL_TEXT_URL, "valueString": original}]
+        cp = {"system": _SYSTEM.get(equipment, "phone"), "value": original}
+        normalize_contact_point(cp)  # E.164, the original kept in an extension (common.phones)
     use = "mobile" if equipment == "CP" else _USE.get(use_code)
     if use:
         cp["use"] = use

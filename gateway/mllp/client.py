@@ -15,10 +15,8 @@ import time
 from dataclasses import dataclass
 
 from gateway.mllp.framing import Frame, FrameDecoder, frame
+from mappers.ack import COMMIT_ACK_CODES
 from mappers.hl7_message import CHARSETS, EncodingChars, unescape
-
-APPLICATION_CODES = frozenset({"AA", "AE", "AR"})
-COMMIT_CODES = frozenset({"CA", "CE", "CR"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +30,7 @@ class AckInfo:
 
     @property
     def is_commit(self) -> bool:
-        return self.code in COMMIT_CODES
+        return self.code in COMMIT_ACK_CODES
 
 
 def parse_ack(raw: bytes) -> AckInfo:
