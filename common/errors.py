@@ -121,6 +121,18 @@ class BusinessRuleViolation(CarebridgeError):
     issue_code = "business-rule"
 
 
+class RetentionHold(BusinessRuleViolation):
+    """A change the retention rule forbids: deleting a medical record under legal hold.
+
+    409, not the 422 of other business rules: FHIR R4 http.html#delete asks a
+    server that refuses to delete "because of reasons specific to that
+    resource" for ``409 Conflict`` (HAPI does the same for referential
+    integrity); the issue code still says which kind of refusal it is.
+    """
+
+    http_status = 409
+
+
 class UnsupportedMediaType(CarebridgeError):
     http_status = 415
     issue_code = "not-supported"

@@ -5,7 +5,9 @@ Why (Law 91/2025/QH15 Art. 9, 26, 28; Decree 356/2025/ND-CP Art. 7; ISO/IEC
 
 * **default deny** — no applicable Consent means no disclosure to a CRM;
 * **restricted labels win** — a resource (or its Patient) labelled R, V, PSY or
-  HIV in ``meta.security`` is never disclosed, whatever was consented;
+  HIV in ``meta.security``, or under legal hold (``consent.retention.is_held``,
+  Circular 33/2025/TT-BYT: read as ``R`` by ``security_labels``), is never
+  disclosed, whatever was consented;
 * **withdrawal at once** — consents are read on the connection of the
   transaction that would disclose, so a withdrawal committed before it is
   seen, and one in the same transaction too;

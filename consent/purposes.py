@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from common.errors import InvalidInput
+from consent.retention import RESTRICTED_CODE, is_held
 from fhir_store.model import RequestContext, ResourceChange
 from fhir_store.search_params import ResourceSearchSpec, SearchParam
 
@@ -55,15 +56,20 @@ RECIPIENT_ROLE = {
 
 # Security labels whose resources never reach a CRM, whatever the consent says
 # (v3-Confidentiality R/V, v3-ActCode sensitivity PSY/HIV).
-RESTRICTED_LABELS = frozenset({"R", "V", "PSY", "HIV"})
+RESTRICTED_LABELS = frozenset({RESTRICTED_CODE, "V", "PSY", "HIV"})
 
 
 def security_labels(resource: dict[str, Any] | None) -> frozenset[str]:
-    """Codes of ``meta.security`` (system-agnostic: R/V/PSY/HIV are unambiguous codes)."""
+    """Codes of ``meta.security`` (system-agnostic: R/V/PSY/HIV are unambiguous codes).
+
+    A resource under legal hold counts as restricted (``R``) even if a write dropped
+    the label: the retention rule (``consent.retention``) withholds it from processors.
+    """
     if not resource:
         return frozenset()
     labels = (resource.get("meta") or {}).get("security") or []
-    return frozenset(str(c.get("code")) for c in labels if isinstance(c, dict) and c.get("code"))
+    codes = frozenset(str(c.get("code")) for c in labels if isinstance(c, dict) and c.get("code"))
+    return codes | {RESTRICTED_CODE} if is_held(resource) else codes
 
 
 def consent_patient(resource: dict[str, Any]) -> str | None:

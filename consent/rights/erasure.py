@@ -9,8 +9,9 @@ Why:
 * Decree 356/2025/ND-CP Art. 5 — 20 days, 30 when a processor must act.
 * Circular 33/2025/TT-BYT and Circular 13/2025/TT-BYT (formerly 46/2018) —
   medical records (Patient, Encounter, Appointment from the HIS) are retained
-  (at least 10 years): they are kept under legal hold, labelled ``R`` so they
-  are never disclosed to a CRM again, and still readable by clinicians.
+  (which types, how long, from which date: ``consent.retention``): they are
+  kept under legal hold, labelled ``R`` so they are never disclosed to a CRM
+  again, still readable by clinicians, and never deleted while held.
 * ISO/IEC 27001:2022 A.8.10 (information deletion) — the pseudonym links and
   the CRM disclosure state are deleted, so the pseudonym can no longer be
   resolved (crypto-shredding of the mapping: the per-CRM HMAC key is shared by
@@ -26,45 +27,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import date
 from typing import Any
 
 from sqlalchemy import Connection, insert
 
 from audit.events import Target
 from consent.pdp import load_consents
+from consent.retention import CIRCULAR_RECORDS, CIRCULAR_RETENTION, RECORD_TYPES, held_until
 from consent.rights import model as m
 from consent.rights.calendar import iso, local_date
 from consent.rights.deps import RightsDeps
 from consent.rights.outcome import Outcome
-from consent.rights.response import (
-    CIRCULAR_RECORDS,
-    CIRCULAR_RETENTION,
-    DECREE_DEADLINES,
-    LAW_ERASURE,
-    RETENTION_YEARS,
-)
+from consent.rights.response import DECREE_DEADLINES, LAW_ERASURE
 from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
 from consent.rights.tombstones import append_to_file, relabel, relabelled_version, subject_hashes
-from fhir_store.model import Operation, OperationResult, RequestContext, StoredResource, Update
-
-
-def _latest_clinical_date(resources: list[StoredResource], fallback: date) -> date:
-    latest = fallback
-    for stored in resources:
-        body = stored.resource()
-        for text in (
-            (body.get("period") or {}).get("end"),
-            (body.get("period") or {}).get("start"),
-            body.get("end"),
-            body.get("start"),
-        ):
-            if isinstance(text, str) and len(text) >= 10:
-                try:
-                    latest = max(latest, date.fromisoformat(text[:10]))
-                except ValueError:
-                    continue
-    return latest
+from fhir_store.model import Operation, OperationResult, RequestContext, Update
 
 
 def handle_erasure(
@@ -84,12 +61,9 @@ def handle_erasure(
         resource = stored.resource()
         resource["status"] = "inactive"
         consent_ops.append(Update("Consent", record.id, resource))
-    until = _latest_clinical_date(held, local_date(now))
-    until = until.replace(year=until.year + RETENTION_YEARS)
+    until = held_until([s.resource() for s in held], local_date(now))
     appointment_ids = [s.id for s in held if s.resource_type == "Appointment"]
-    counts = {
-        t: sum(1 for s in held if s.resource_type == t) for t in ("Patient", "Encounter", "Appointment")
-    }
+    counts = {t: sum(1 for s in held if s.resource_type == t) for t in RECORD_TYPES}
     retained_note = [
         {"what": "medical record (Patient, Encounter, Appointment)", "why": CIRCULAR_RETENTION},
     ]
@@ -143,7 +117,7 @@ def handle_erasure(
                 "legal_basis": [CIRCULAR_RETENTION, CIRCULAR_RECORDS],
                 "restriction": "labelled restricted (R) under legal hold: never disclosed to a CRM",
             }
-            for kind in ("Patient", "Encounter", "Appointment")
+            for kind in RECORD_TYPES
             if counts[kind]
         ]
         + [

@@ -3,7 +3,8 @@
 Why (Law 91/2025/QH15 Art. 14; Decree 356/2025/ND-CP Art. 5): the patient is
 told the outcome of the request, and for an erasure what could *not* be erased
 and why (medical records are kept under Circular 33/2025/TT-BYT retention and
-Circular 13/2025/TT-BYT, formerly 46/2018, record-keeping duties).  The JSON
+Circular 13/2025/TT-BYT, formerly 46/2018, record-keeping duties: the rule and
+its legal-basis texts are ``consent.retention``).  The JSON
 document is stored with the request; :func:`render_html` gives a readable
 Vietnamese/English page of the same content.
 """
@@ -13,11 +14,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-CIRCULAR_RETENTION = "Circular 33/2025/TT-BYT (medical record retention: at least 10 years)"
-CIRCULAR_RECORDS = "Circular 13/2025/TT-BYT (replacing Circular 46/2018/TT-BYT) Art. 8"
 LAW_ERASURE = "Law 91/2025/QH15 Art. 14"
 DECREE_DEADLINES = "Decree 356/2025/ND-CP Art. 5"
-RETENTION_YEARS = 10
 
 _TITLES = {
     "erasure": "Kết quả yêu cầu xoá dữ liệu / Erasure request outcome",

@@ -7,8 +7,9 @@ re-create the patient in the CRM.  Two mechanisms make sure of it:
 
 * every retained Patient/Encounter/Appointment of the patient carries the
   ``meta.security`` label ``R`` (restricted, v3-Confidentiality) and a legal-hold
-  tag; the consent decision point never discloses an ``R`` resource
-  (``consent.pdp``: restricted labels win);
+  tag (the labels and the retention rule: ``consent.retention``); the consent
+  decision point never discloses an ``R`` or held resource (``consent.pdp``:
+  restricted labels win), and a held resource is never deleted;
 * a new HIS message replaces the whole resource (and so its ``meta``):
   :class:`TombstoneHook` runs inside that very write transaction, before the
   CRM outbox hook, finds the tombstone by hash (patient id or any HIS
@@ -38,6 +39,7 @@ from sqlalchemy import Connection
 
 from audit.events import Target, build_event
 from audit.hooks import patient_refs
+from consent.retention import is_held, is_record_type, is_restricted, with_hold_labels, with_restricted_label
 from consent.rights.schema import privacy_tombstone
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import DriverQuery
@@ -45,14 +47,6 @@ from fhir_store.instants import now_us
 from fhir_store.model import Amend, OperationResult, RequestContext, ResourceChange
 from fhir_store.writer import load_current, write_version
 
-CONFIDENTIALITY_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
-RESTRICTED = {"system": CONFIDENTIALITY_SYSTEM, "code": "R", "display": "restricted"}
-LEGAL_HOLD = {
-    "system": "https://fhir.carebridge.vn/CodeSystem/retention",
-    "code": "legal-hold",
-    "display": "retained under legal hold after an erasure request (Circular 33/2025/TT-BYT)",
-}
-HELD_TYPES = ("Patient", "Encounter", "Appointment")
 TOMBSTONE_FILE_ENV = "CAREBRIDGE_PRIVACY_TOMBSTONE_FILE"
 DEFAULT_TOMBSTONE_FILE = "var/erasure-tombstones.jsonl"
 
@@ -87,32 +81,6 @@ def lookup_hashes(resource: dict[str, Any], cipher: StoreCipher) -> list[str]:
     return out
 
 
-def is_restricted(resource: dict[str, Any]) -> bool:
-    return any(
-        isinstance(c, dict) and c.get("code") == "R"
-        for c in (resource.get("meta") or {}).get("security") or []
-    )
-
-
-def with_hold_labels(resource: dict[str, Any]) -> dict[str, Any]:
-    """``resource`` with the R label and the legal-hold tag added (in place, returned)."""
-    meta = resource.setdefault("meta", {})
-    security = meta.setdefault("security", [])
-    if not any(c.get("code") == "R" for c in security):
-        security.append(dict(RESTRICTED))
-    tags = meta.setdefault("tag", [])
-    if not any(t.get("code") == LEGAL_HOLD["code"] for t in tags):
-        tags.append(dict(LEGAL_HOLD))
-    return resource
-
-
-def _with_restricted_label(resource: dict[str, Any]) -> dict[str, Any]:
-    """``resource`` with the R label (in place, returned): a restriction without legal hold."""
-    if not is_restricted(resource):
-        resource.setdefault("meta", {}).setdefault("security", []).append(dict(RESTRICTED))
-    return resource
-
-
 def relabel(resource_type: str, resource_id: str, *, hold: bool = True) -> Amend:
     """The store operation labelling a resource R (and legal hold when ``hold``).
 
@@ -123,7 +91,7 @@ def relabel(resource_type: str, resource_id: str, *, hold: bool = True) -> Amend
     message the HIS sent meanwhile is kept, not overwritten.  An already
     labelled resource is left as it is (result ``unchanged``).
     """
-    return Amend(resource_type, resource_id, with_hold_labels if hold else _with_restricted_label)
+    return Amend(resource_type, resource_id, with_hold_labels if hold else with_restricted_label)
 
 
 def relabelled_version(result: OperationResult) -> int | None:
@@ -153,11 +121,17 @@ def tombstoned(conn: Connection, hashes: Iterable[str]) -> set[str]:
 
 
 def _candidates(changes: Sequence[ResourceChange]) -> list[ResourceChange]:
-    """Written resources of the held types that are not labelled restricted yet."""
+    """Written medical-record resources lacking the R label or the legal-hold tag.
+
+    Either missing is enough: a write that kept ``R`` but dropped the hold tag
+    must not make a held record deletable (``consent.retention.RetentionHoldHook``).
+    """
     return [
         c
         for c in changes
-        if c.resource_type in HELD_TYPES and c.resource is not None and not is_restricted(c.resource)
+        if is_record_type(c.resource_type)
+        and c.resource is not None
+        and not (is_restricted(c.resource) and is_held(c.resource))
     ]
 
 

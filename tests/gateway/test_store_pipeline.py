@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Connection
 
 from consent.purposes import ConsentIntakeHook
+from consent.retention import RetentionHoldHook
 from fhir_store.model import Create, RequestContext, ResourceChange, StoredResource
 from fhir_store.pipeline import HookPipeline, Stage
 from fhir_store.write_path import WriteUnit
@@ -19,6 +20,7 @@ from tests.fhir_store.conftest import patient
 
 DECLARED = [
     ("scope-policy", "pre-commit"),
+    ("retention-hold", "pre-commit"),
     ("consent-intake", "pre-commit"),
     ("audit", "group"),
     ("tombstone", "group"),
@@ -85,6 +87,7 @@ def test_the_runtime_declares_the_whole_chain_by_name_and_phase(runtime: Runtime
     assert hooks[("crm-outbox", "group")] is runtime.crm.hook
     assert hooks[("consent-intake", "pre-commit")] is runtime.crm.intake
     assert isinstance(hooks[("scope-policy", "pre-commit")], ScopePolicyHook)
+    assert isinstance(hooks[("retention-hold", "pre-commit")], RetentionHoldHook)
     assert hooks[("scope-policy", "pre-commit")] is hooks[("scope-policy", "access")]
     # the one stage that changes what later stages see says so, and comes before the outbox
     assert pipeline.rewriters() == ["tombstone"]
