@@ -53,8 +53,6 @@ LEGAL_HOLD = {
     "display": "retained under legal hold after an erasure request (Circular 33/2025/TT-BYT)",
 }
 HELD_TYPES = ("Patient", "Encounter", "Appointment")
-TOMBSTONE_FILE_ENV = "CAREBRIDGE_PRIVACY_TOMBSTONE_FILE"
-DEFAULT_TOMBSTONE_FILE = "var/erasure-tombstones.jsonl"
 
 
 def _legacy_hash(subject: str) -> str:
@@ -229,11 +227,6 @@ class TombstoneHook:
             )
         if events and self.audit_writer is not None:
             self.audit_writer.append(conn, events)
-
-
-def tombstone_file(extra: dict[str, str] | None = None) -> Path:
-    path = (extra or {}).get("privacy_tombstone_file") or os.environ.get(TOMBSTONE_FILE_ENV)
-    return Path(path or DEFAULT_TOMBSTONE_FILE)
 
 
 def append_to_file(path: Path, records: Sequence[dict[str, Any]]) -> None:
