@@ -21,7 +21,7 @@ key, ``StoreCipher.tombstone_hashes``), the request id, the date, the scope
 of a 12-digit CCCD or a record number is reversed by trying every number.
 Tombstones written before (unkeyed SHA-256, 64 hex digits) still match: the
 lookup also computes those legacy hashes.  Tombstones are also
-appended to a JSON-lines file outside the database (``privacy_tombstone_file``)
+appended to a JSON-lines file outside the database (``CAREBRIDGE_PRIVACY_TOMBSTONE_FILE``)
 so that restoring an older backup re-applies them (``gateway.backup``).
 """
 
