@@ -39,7 +39,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -51,6 +51,7 @@ from audit.events import Target, import_event, outcome_for_status, rest_event
 from audit.rows import Prepared
 from audit.store_events import AccessAction, access_row, change_row
 from audit.store_events import patient_refs as patient_refs  # re-exported (consent tombstones use it)
+from common.settings import AuditSettings
 from fhir_store.database import is_sqlite, make_engine, writer
 from fhir_store.instants import now_us
 from fhir_store.model import RequestContext, ResourceChange, StoredResource
@@ -68,27 +69,17 @@ def _is_busy(exc: Exception) -> bool:
     return "locked" in text or "busy" in text
 
 
-class AuditSettings(Protocol):
-    """The settings the hook reads (``gateway.settings.Settings`` has them; no import upwards)."""
-
-    @property
-    def audit_key_file(self) -> str: ...
-    @property
-    def audit_checkpoint_every(self) -> int: ...
-    @property
-    def audit_async_reads(self) -> bool: ...
-
-
 class AuditHook:
     """Writes one AuditEvent per change (same transaction) and per access."""
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: AuditSettings) -> AuditHook:
+        """From the ``audit`` group of the settings tree (key file, checkpoint interval, batched reads)."""
         return cls(
             engine,
-            AuditKeys.load_or_create(settings.audit_key_file),
-            checkpoint_every=settings.audit_checkpoint_every,
-            async_reads=settings.audit_async_reads,
+            AuditKeys.load_or_create(settings.key_file),
+            checkpoint_every=settings.checkpoint_every,
+            async_reads=settings.async_reads,
         )
 
     def __init__(

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -111,8 +110,7 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
     from gateway.ingest import Ingestor
 
     upgrade(database_url)
-    os.environ.update(server_env(database_url, workdir))  # CrmSettings reads the environment too
-    settings = Settings.from_env()
+    settings = Settings.from_env(server_env(database_url, workdir))  # the server's own settings
     runtime = Runtime.create(settings, migrate=False)
     try:
         bridge = runtime.crm

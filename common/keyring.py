@@ -13,9 +13,9 @@ first start.  Getting those details right once is the point of this module.
   the key id beside the ciphertext, so the caller stores the id with the row.
 * :class:`KeyFile` is the JSON document holding the rings: a file created
   0600 on first use (atomically: a second process racing to create it reads
-  the winner's keys instead of writing its own), or an environment variable
-  holding the same JSON (read-only: rotation is then done where the variable
-  is managed).
+  the winner's keys instead of writing its own), or the same JSON given inline
+  by a setting such as ``CAREBRIDGE_STORE_KEYS`` (read-only: rotation is then
+  done where that secret is managed).  :class:`KeySource` says which.
 
 Nothing here knows what the keys protect; callers choose the JSON layout.
 """
@@ -124,8 +124,28 @@ class AeadCipher:
             raise KeyMaterialError("ciphertext does not authenticate (wrong key or row)") from None
 
 
+@dataclass(frozen=True)
+class KeySource:
+    """Where a key document comes from: ``inline`` JSON if given (it wins), else the file ``path``.
+
+    ``name`` is the setting that held the inline JSON, quoted in error messages so
+    an operator knows where to look (``common.settings`` builds these).
+    """
+
+    path: str | None
+    inline: str = ""
+    name: str = "inline keys"
+
+    @classmethod
+    def of(cls, source: KeySource | str | os.PathLike[str] | None) -> KeySource:
+        """A bare path (or None) means a key file and no inline JSON."""
+        if isinstance(source, KeySource):
+            return source
+        return cls(None if source is None else os.fspath(source))
+
+
 class KeyFile:
-    """A JSON document of key rings, from a 0600 file (created on first use) or an environment variable.
+    """A JSON document of key rings, from a 0600 file (created on first use) or inline JSON.
 
     ``changed()`` tells a long-running process that another process (a
     rotation command) rewrote the file, so it can reload instead of sealing
@@ -138,22 +158,15 @@ class KeyFile:
         self._stamp = self._stat()
         self._checked = time.monotonic()
 
-    @property
-    def from_environment(self) -> bool:
-        return self.path is None
-
     @classmethod
-    def load(
-        cls, path: str | os.PathLike[str] | None, env_var: str, environ: Mapping[str, str] | None = None
-    ) -> KeyFile | None:
-        """The keys from ``env_var`` if set, else from ``path``; None when neither exists."""
-        env = os.environ if environ is None else environ
-        if env.get(env_var):
+    def load(cls, source: KeySource) -> KeyFile | None:
+        """The keys given inline if any, else from the file; None when neither exists."""
+        if source.inline:
             try:
-                return cls(None, json.loads(env[env_var]))
+                return cls(None, json.loads(source.inline))
             except ValueError:
-                raise KeyMaterialError(f"{env_var} does not hold valid JSON") from None
-        file = Path(path) if path else None
+                raise KeyMaterialError(f"{source.name} does not hold valid JSON") from None
+        file = Path(source.path) if source.path else None
         if file is None or not file.exists():
             return None
         try:
@@ -162,20 +175,14 @@ class KeyFile:
             raise KeyMaterialError(f"key file {file} does not hold valid JSON") from None
 
     @classmethod
-    def load_or_create(
-        cls,
-        path: str | os.PathLike[str] | None,
-        env_var: str,
-        fresh: Callable[[], dict[str, Any]],
-        environ: Mapping[str, str] | None = None,
-    ) -> KeyFile:
-        """Load, or create ``path`` (0600) with ``fresh()``; a concurrent creator's keys win."""
-        found = cls.load(path, env_var, environ)
+    def load_or_create(cls, source: KeySource, fresh: Callable[[], dict[str, Any]]) -> KeyFile:
+        """Load, or create the file (0600) with ``fresh()``; a concurrent creator's keys win."""
+        found = cls.load(source)
         if found is not None:
             return found
-        if not path:
+        if not source.path:
             return cls(None, fresh())  # in-memory only (tests, throwaway tools)
-        file = Path(path)
+        file = Path(source.path)
         file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         _write_private(tmp, fresh())
@@ -185,7 +192,7 @@ class KeyFile:
             pass
         finally:
             tmp.unlink(missing_ok=True)
-        loaded = cls.load(file, env_var, {})
+        loaded = cls.load(KeySource(str(file)))
         assert loaded is not None
         return loaded
 

@@ -34,12 +34,20 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, hmac_sha256
+from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, KeySource, hmac_sha256
 
 ENV_KEYS = "CAREBRIDGE_CRM_KEYS"
 RELOAD_EVERY_S = 5.0  # a running process notices a rotated key file within this time
 
-__all__ = ["ENV_KEYS", "FieldCipher", "KeyMaterialError", "KeyRing", "KeyStore", "pseudonym_with"]
+__all__ = [
+    "ENV_KEYS",
+    "FieldCipher",
+    "KeyMaterialError",
+    "KeyRing",
+    "KeySource",
+    "KeyStore",
+    "pseudonym_with",
+]
 
 
 def _b32(digest: bytes) -> str:
@@ -96,8 +104,9 @@ class KeyStore:
         return self.document.path
 
     @classmethod
-    def load_or_create(cls, path: str | None, environ: dict[str, str] | None = None) -> KeyStore:
-        return cls(KeyFile.load_or_create(path, ENV_KEYS, _fresh, environ))
+    def load_or_create(cls, source: KeySource | str | None) -> KeyStore:
+        """From ``settings.crm.key_source`` (``CAREBRIDGE_CRM_KEYS`` or the key file), or a bare path."""
+        return cls(KeyFile.load_or_create(KeySource.of(source), _fresh))
 
     def refresh(self, every_s: float) -> bool:
         """Re-read the key file if another process rewrote it (a rotation); True when reloaded."""

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, insert, select, update
 
 from common.errors import InvalidInput, NotFound
+from common.settings import CrmSettings
 from consent.keys import KeyStore
-from crm_bridge.config import CrmSettings
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
 from crm_bridge.schema import HIS_LAST_ERROR, crm_his_outbox
 from crm_bridge.worker_loop import WorkerLoop, backoff_s

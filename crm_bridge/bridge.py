@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from common.settings import CrmSettings
 from consent.keys import KeyStore
 from consent.pdp import DecisionAuditor, PolicyDecisionPoint
 from consent.purposes import ConsentIntakeHook
 from crm_bridge.booking import Booking, HisTransport, SiuBuilder
-from crm_bridge.config import CrmSettings, ProjectionConfig
+from crm_bridge.config import ProjectionConfig
 from crm_bridge.delivery import Dispatcher, Subscriptions
 from crm_bridge.outbox_hook import CrmOutboxHook
 from crm_bridge.processors import CrmProcessors
@@ -51,7 +52,7 @@ class CrmBridge:
         keys: KeyStore | None = None,
     ) -> CrmBridge:
         config = config if config is not None else ProjectionConfig.load(settings.projection_file)
-        keys = keys if keys is not None else KeyStore.load_or_create(settings.key_file)
+        keys = keys if keys is not None else KeyStore.load_or_create(settings.key_source)
         for crm_id in config.clients:  # fail at startup, not on the first disclosure (environment keys)
             keys.ring_for(crm_id)
         pdp = PolicyDecisionPoint(auditor, cipher=store.cipher)

@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, insert, select, update
 
+from common.settings import CrmSettings
 from consent.keys import KeyStore
-from crm_bridge.config import CrmSettings
 from crm_bridge.schema import crm_dead_letter, crm_subscription
 from crm_bridge.webhook_http import WebhookClient, WebhookError
 from crm_bridge.worker_loop import WorkerLoop, backoff_s

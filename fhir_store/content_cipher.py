@@ -40,14 +40,12 @@ file calls current.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
 from typing import Any
 
 from common.errors import CarebridgeError
-from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, fingerprint, hmac_sha256
+from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, KeySource, fingerprint, hmac_sha256
 
 ENV_KEYS = "CAREBRIDGE_STORE_KEYS"
-DEFAULT_KEY_FILE = "var/store-keys.json"
 MAGIC = b"\x00CB1"
 CONTENT_PREFIX = "c"
 BLIND_PREFIX = "b"
@@ -92,15 +90,15 @@ class StoreKeys:
             raise KeyMaterialError(f"the store key document is malformed: {type(exc).__name__}") from None
 
     @classmethod
-    def load(cls, path: str | None, environ: Mapping[str, str] | None = None) -> StoreKeys | None:
-        """The keys from ``CAREBRIDGE_STORE_KEYS`` or ``path``; None when neither exists."""
-        document = KeyFile.load(path, ENV_KEYS, environ)
+    def load(cls, source: KeySource | str | None) -> StoreKeys | None:
+        """The keys from ``CAREBRIDGE_STORE_KEYS`` or the key file; None when neither exists."""
+        document = KeyFile.load(KeySource.of(source))
         return None if document is None else cls(document)
 
     @classmethod
-    def create(cls, path: str | None, environ: Mapping[str, str] | None = None) -> StoreKeys:
+    def create(cls, source: KeySource | str | None) -> StoreKeys:
         """Load, or create the key file (0600); a process racing to create it gets the same keys."""
-        return cls(KeyFile.load_or_create(path, ENV_KEYS, _fresh, environ))
+        return cls(KeyFile.load_or_create(KeySource.of(source), _fresh))
 
     @property
     def location(self) -> str:

@@ -15,8 +15,6 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-DEFAULT_DATABASE_URL = "sqlite:///var/carebridge.db"
-
 
 def normalize_url(database_url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and pin the psycopg 3 driver."""

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from common.keyring import KeyMaterialError
+from common.keyring import KeyMaterialError, KeySource
 from fhir_store.blind_index import has_index_rows, reindex
 from fhir_store.content_cipher import StoreCipher, StoreKeys
 from fhir_store.database import writer
@@ -105,7 +105,7 @@ def _ensure(conn: Connection, keys: StoreKeys) -> str:
     return blind_kid
 
 
-def open_cipher(engine: Engine, key_file: str, environ: Mapping[str, str] | None = None) -> StoreCipher:
+def open_cipher(engine: Engine, keys_from: KeySource | str) -> StoreCipher:
     """The store cipher for ``engine``'s database, keys checked (and created for a new database).
 
     Raises :class:`KeyMaterialError` with an operator-readable reason when the
@@ -113,15 +113,16 @@ def open_cipher(engine: Engine, key_file: str, environ: Mapping[str, str] | None
     """
     with writer(engine).begin() as conn:
         lock_registry(conn)
-        keys = StoreKeys.load(key_file, environ)
+        source = KeySource.of(keys_from)
+        keys = StoreKeys.load(source)
         if keys is None:
             needed = sorted(kid for (_, kid), (_, retired) in registered(conn).items() if retired is None)
             if needed:
                 raise KeyMaterialError(
-                    f"store key file {key_file} does not exist, but this database has data under keys "
+                    f"store key file {source.path} does not exist, but this database has data under keys "
                     f"{', '.join(needed)}: restore the key file (a new key cannot open existing rows)"
                 )
-            keys = StoreKeys.create(key_file, environ)
+            keys = StoreKeys.create(source)
         blind_kid = _ensure(conn, keys)
     return StoreCipher(keys, blind_kid)
 

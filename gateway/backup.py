@@ -32,11 +32,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from audit.verify import VerifyResult
-from common.keyring import KeyMaterialError
+from common.keyring import KeyMaterialError, KeySource
 from fhir_store.content_cipher import StoreCipher
 from gateway.backup_archive import (
-    DEFAULT_KEY_FILE,
-    KEY_FILE_ENV,
     BackupError,
     TamperedArchive,
     WrongKey,
@@ -56,8 +54,6 @@ from gateway.backup_engines import (
 )
 
 __all__ = [
-    "DEFAULT_KEY_FILE",
-    "KEY_FILE_ENV",
     "AuditChainBroken",
     "BackupError",
     "BackupInfo",
@@ -133,21 +129,23 @@ def backup(database_url: str, output: str | os.PathLike[str], key: bytes) -> Bac
     return BackupInfo(backend, out, size, out.stat().st_size, key_id(key))
 
 
-def reapply_tombstones(engine: Engine, cipher: StoreCipher) -> int:
+def reapply_tombstones(engine: Engine, cipher: StoreCipher, tombstone_file: Path) -> int:
     """Re-apply erasures recorded after the backup was taken; returns how many were applied.
 
     Why (Law 91/2025/QH15 Art. 14, Decree 356/2025/ND-CP Art. 5): restoring an
     old backup must not bring back personal data a patient had erased.  Erasure
     tombstones (hashes only) are also appended to a file outside the database
-    (``CAREBRIDGE_PRIVACY_TOMBSTONE_FILE``, default ``var/erasure-tombstones.jsonl``);
+    (``tombstone_file``: setting ``CAREBRIDGE_PRIVACY_TOMBSTONE_FILE``, default
+    ``var/erasure-tombstones.jsonl``);
     every tombstone the restored database lacks is re-applied by
     :func:`consent.rights.restore.reapply` (links and outbox purged, consents
     withdrawn, held records labelled restricted, tombstone row restored).
     """
     from consent.rights.restore import reapply
+    from consent.rights.tombstones import read_file
     from crm_bridge.processors import forget_patient_links
 
-    return reapply(engine, cipher, forget_links=forget_patient_links)
+    return reapply(engine, cipher, read_file(tombstone_file), forget_links=forget_patient_links)
 
 
 def restore(
@@ -156,7 +154,8 @@ def restore(
     key: bytes,
     *,
     audit_key_file: str | os.PathLike[str] | None,
-    store_key_file: str,
+    store_keys: KeySource | str,
+    tombstone_file: Path,
 ) -> RestoreInfo:
     """Restore ``archive`` into ``database_url``, migrate, re-apply tombstones, verify the audit chain.
 
@@ -164,7 +163,7 @@ def restore(
     chain head.  Raises :class:`WrongKey`/:class:`TamperedArchive` before the
     target is touched, :class:`AuditChainBroken` after loading if the restored
     chain does not verify.  The archive holds resource content and HL7 messages
-    still sealed under the store keys (``store_key_file``, backed up separately):
+    still sealed under the store keys (``store_keys``, backed up separately):
     a restored database whose keys that file does not hold is reported as an error.
     """
     from audit.checkpoints import AuditKeys
@@ -198,10 +197,10 @@ def restore(
     engine = make_engine(database_url, pool_size=1)
     try:
         try:
-            cipher = open_cipher(engine, store_key_file)
+            cipher = open_cipher(engine, store_keys)
         except KeyMaterialError as exc:
             raise BackupError(f"restored, but the store keys do not match: {exc}") from None
-        tombstones = reapply_tombstones(engine, cipher)
+        tombstones = reapply_tombstones(engine, cipher, tombstone_file)
         result = verify_engine(engine, keys)
         revision = current_revision(engine)
     finally:

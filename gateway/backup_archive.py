@@ -47,8 +47,6 @@ _TAG_BYTES = 16
 #: Engines an archive can hold, as coded in its header.
 BACKEND_CODES = {"sqlite": 1, "postgresql": 2}
 _BACKEND_NAMES = {code: name for name, code in BACKEND_CODES.items()}
-DEFAULT_KEY_FILE = "var/backup.key"
-KEY_FILE_ENV = "CAREBRIDGE_BACKUP_KEY_FILE"
 
 
 class BackupError(Exception):

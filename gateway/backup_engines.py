@@ -15,7 +15,6 @@ in a private temporary directory and encrypts them
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 
+from common.settings import child_environment
 from fhir_store.database import normalize_url
 from gateway.backup_archive import BACKEND_CODES, BackupError
 
@@ -81,10 +81,8 @@ def libpq_target(url: URL) -> tuple[str, dict[str, str]]:
         params["dbname"] = url.database
     for name, value in url.query.items():
         params[name] = value if isinstance(value, str) else value[-1]
-    env = dict(os.environ)
-    if url.password is not None:
-        env["PGPASSWORD"] = str(url.password)
-    return make_conninfo(**params), env
+    password = {} if url.password is None else {"PGPASSWORD": str(url.password)}
+    return make_conninfo(**params), child_environment(**password)
 
 
 def _run(args: list[str], env: dict[str, str], what: str) -> None:

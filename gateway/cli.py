@@ -11,19 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_store
 from gateway.registration import register_all
-from gateway.settings import Settings
+from gateway.settings import settings_from
 
 
 def _add_database_url(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database-url", default=None, help="SQLAlchemy URL (env CAREBRIDGE_DATABASE_URL)")
-
-
-def settings_from(args: argparse.Namespace, **extra: Any) -> Settings:
-    return Settings.from_env(None, database_url=getattr(args, "database_url", None), **extra)
 
 
 def _serve(args: argparse.Namespace) -> int:

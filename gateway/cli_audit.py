@@ -33,14 +33,14 @@ from fhir_store.database import make_engine
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.migrations import upgrade
 from fhir_store.model import RequestContext
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_from
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {"database_url": args.database_url}
+    overrides: dict[str, Any] = {}
     if getattr(args, "key_file", None):
         overrides["audit_key_file"] = args.key_file
-    return Settings.from_env(None, **overrides)
+    return settings_from(args, **overrides)
 
 
 def operator_context() -> RequestContext:
@@ -69,11 +69,11 @@ def append_operator_event(
     """
     from fhir_store.instants import now_us
 
-    if not Path(settings.audit_key_file).exists():
-        return f"{what} not recorded in the audit trail: no audit key file at {settings.audit_key_file}"
+    if not Path(settings.audit.key_file).exists():
+        return f"{what} not recorded in the audit trail: no audit key file at {settings.audit.key_file}"
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=1)
-    hook = AuditHook.from_settings(engine, settings)
+    hook = AuditHook.from_settings(engine, settings.audit)
     try:
         hook.append([event_for(operator_context(), now_us())])
     finally:
@@ -139,15 +139,15 @@ def _verify(args: argparse.Namespace) -> int:
     keys: AuditKeys | None = None
     if args.public_key:
         trusted.append(VerifyKey.from_pem(Path(args.public_key).read_bytes()))
-    elif Path(settings.audit_key_file).exists():
-        keys = AuditKeys.load(settings.audit_key_file)
+    elif Path(settings.audit.key_file).exists():
+        keys = AuditKeys.load(settings.audit.key_file)
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         result = verify_engine(engine, keys, trusted)
     finally:
         engine.dispose()
     if keys is None and not trusted and result.events:
-        print(f"error: no audit key file at {settings.audit_key_file}; pass --public-key", file=sys.stderr)
+        print(f"error: no audit key file at {settings.audit.key_file}; pass --public-key", file=sys.stderr)
         return 1
     print(result.line())
     return 0 if result.ok else 1
@@ -156,7 +156,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _hook(settings: Settings) -> AuditHook:
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=2)
-    return AuditHook.from_settings(engine, settings)
+    return AuditHook.from_settings(engine, settings.audit)
 
 
 def _instant(text: str | None, *, end: bool) -> int | None:
@@ -187,7 +187,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _public_key(args: argparse.Namespace) -> int:
-    keys = AuditKeys.load_or_create(_settings(args).audit_key_file)
+    keys = AuditKeys.load_or_create(_settings(args).audit.key_file)
     sys.stdout.write(keys.verify_key.public_pem())
     return 0
 

@@ -12,11 +12,11 @@ from fhir_store.database import make_engine
 from fhir_store.migrations import upgrade
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.scopes import ROLES
-from gateway.settings import Settings
+from gateway.settings import settings_from
 
 
 def _registry(args: argparse.Namespace) -> tuple[ClientRegistry, Any]:
-    settings = Settings.from_env(None, database_url=args.database_url)
+    settings = settings_from(args)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=1)
     return ClientRegistry(engine), engine

@@ -30,29 +30,28 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from consent.keys import ENV_KEYS, KeyMaterialError, KeyStore
-from crm_bridge.config import CrmSettings
 from crm_bridge.field_keys import field_keys_in_use, rewrap_fields, rows_under_old_keys
 from crm_bridge.outbox import rotate_pseudonyms
 from crm_bridge.schema import crm_outbox, crm_subscription
 from fhir_store.database import make_engine, writer
 from fhir_store.migrations import upgrade
 from gateway.cli_audit import run_key_command
-from gateway.settings import Settings
+from gateway.settings import settings_from
 
 Work = Callable[[argparse.Namespace, Engine, KeyStore], str]
 
 
 def _run(args: argparse.Namespace, command: str, work: Work, *, audited: bool = True) -> int:
     """Open the database and the CRM key file, run ``work``, print and audit its outcome line."""
-    settings = Settings.from_env(None, database_url=args.database_url)
+    settings = settings_from(args)
     upgrade(settings.database_url)
-    crm = CrmSettings.from_sources(settings.extra)
+    crm = settings.crm
     engine = make_engine(settings.database_url, pool_size=2)
     try:
         return run_key_command(
             settings,
             f"crm-{command}",
-            lambda: work(args, engine, KeyStore.load_or_create(crm.key_file)),
+            lambda: work(args, engine, KeyStore.load_or_create(crm.key_source)),
             audited=audited,
         )
     finally:

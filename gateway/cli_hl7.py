@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_from
 
 NO_ANSWER = "-"
 
@@ -67,14 +67,14 @@ def split_messages(data: bytes) -> list[bytes]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(None, database_url=getattr(args, "database_url", None))
+    return settings_from(args)
 
 
 def _send(args: argparse.Namespace) -> int:
     from gateway.mllp.client import MllpClient
     from gateway.mllp.tls import client_context
 
-    port = args.port if args.port is not None else _settings(args).mllp_port
+    port = args.port if args.port is not None else _settings(args).mllp.port
     context = None
     if args.tls_ca or args.tls_cert:
         context = client_context(args.tls_ca, args.tls_cert, args.tls_key)

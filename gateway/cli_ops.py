@@ -18,7 +18,6 @@ Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,18 +25,18 @@ from typing import Any
 
 from gateway import backup as engine_backup
 from gateway.cli_audit import append_operator_event
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_from
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {"database_url": args.database_url}
+    overrides: dict[str, Any] = {}
     if getattr(args, "audit_key_file", None):
         overrides["audit_key_file"] = args.audit_key_file
-    return Settings.from_env(None, **overrides)
+    return settings_from(args, **overrides)
 
 
-def _key_file(args: argparse.Namespace) -> str:
-    return str(args.key_file or os.environ.get(engine_backup.KEY_FILE_ENV) or engine_backup.DEFAULT_KEY_FILE)
+def _key_file(args: argparse.Namespace, settings: Settings) -> str:
+    return str(args.key_file or settings.backup.key_file)
 
 
 def _audit_backup(settings: Settings, output: str) -> str | None:
@@ -52,7 +51,7 @@ def _audit_backup(settings: Settings, output: str) -> str | None:
 
 def _backup(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    key_path = _key_file(args)
+    key_path = _key_file(args, settings)
     try:
         key, created = engine_backup.load_or_create_key(key_path)
         if created:
@@ -79,13 +78,14 @@ def _backup(args: argparse.Namespace) -> int:
 def _restore(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        key = engine_backup.load_key(_key_file(args))
+        key = engine_backup.load_key(_key_file(args, settings))
         info = engine_backup.restore(
             settings.database_url,
             args.input,
             key,
-            audit_key_file=settings.audit_key_file,
-            store_key_file=settings.store_key_file,
+            audit_key_file=settings.audit.key_file,
+            store_keys=settings.store.key_source,
+            tombstone_file=settings.privacy.tombstone_path,
         )
     except engine_backup.BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -106,7 +106,7 @@ def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser]
         parser.add_argument(
             "--key-file",
             default=None,
-            help=f"backup key file (env {engine_backup.KEY_FILE_ENV}, default {engine_backup.DEFAULT_KEY_FILE})",
+            help=f"backup key file (env CAREBRIDGE_BACKUP_KEY_FILE, default {Settings().backup.key_file})",
         )
         parser.add_argument(
             "--audit-key-file", default=None, help="audit key file (env CAREBRIDGE_AUDIT_KEY_FILE)"

@@ -35,14 +35,14 @@ from fhir_store.migrations import upgrade
 from fhir_store.rewrap import keys_in_use, rewrap
 from gateway.cli_audit import run_key_command
 from gateway.registration import register_all
-from gateway.settings import Settings
+from gateway.settings import Settings, settings_from
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, Any] = {"database_url": args.database_url}
+    overrides: dict[str, Any] = {}
     if args.key_file:
         overrides["store_key_file"] = args.key_file
-    return Settings.from_env(None, **overrides)
+    return settings_from(args, **overrides)
 
 
 def _run(args: argparse.Namespace, command: str, work: Callable[[Settings, Any, StoreCipher], str]) -> int:
@@ -53,7 +53,7 @@ def _run(args: argparse.Namespace, command: str, work: Callable[[Settings, Any, 
 
     def run() -> str:
         register_all()  # the sealed columns of every package: rewrap and status must see them
-        return work(settings, engine, open_cipher(engine, settings.store_key_file))
+        return work(settings, engine, open_cipher(engine, settings.store.key_source))
 
     try:
         return run_key_command(settings, f"store-{command}", run, audited=command != "status")

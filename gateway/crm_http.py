@@ -29,7 +29,7 @@ from consent.pdp import Decision
 from consent.purposes import PURPOSE_SYSTEM, PURPOSES, build_consent
 from crm_bridge.booking import HisAnswer
 from crm_bridge.bridge import CrmBridge
-from crm_bridge.config import EVENT_TYPES, CrmSettings
+from crm_bridge.config import EVENT_TYPES
 from crm_bridge.delivery import read_feed
 from crm_bridge.outbox import resolve_pseudonym
 from fhir_store.instants import format_instant, now_us
@@ -94,7 +94,7 @@ def build_crm_bridge(
     return CrmBridge.create(
         store.engine,
         store,
-        CrmSettings.from_sources(settings.extra),
+        settings.crm,
         auditor=AuditDecisionRecorder(audit) if audit is not None else None,
         transport=mllp_transport,
         build_siu=appointment_to_siu_s12,

@@ -36,7 +36,6 @@ ACK modes: see :mod:`gateway.ingest_model`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from sqlalchemy import Connection
@@ -50,7 +49,6 @@ from fhir_store.repository import FhirStore
 from fhir_store.write_path import WriteUnit
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.ingest_model import (
-    CRASH_HOOK_ENV,
     AlreadyJournaled,
     Inbound,
     InternalError,
@@ -87,14 +85,13 @@ class Ingestor:
         self.metrics = metrics if metrics is not None else Hl7Counters()
         self.engine = store.engine
         self.settings = settings
-        self.strict = settings.hl7_strict
+        self.strict = settings.hl7.strict
         # Mapper output is validated against the FHIR models by the mapper test suite
         # (including hypothesis properties), so re-validating it per message is opt-in:
         # it is the largest single CPU cost of the ingest path (bench/mllp_ingest.py).
-        self.validate_resources = settings.hl7_strict or settings.hl7_validate_resources
+        self.validate_resources = settings.hl7.strict or settings.hl7.validate_resources
         self.policy = policy or SenderPolicy()
-        self._charsets = settings.sender_charsets()
-        self._crash_after_journal = bool(os.environ.get(CRASH_HOOK_ENV))
+        self._charsets = settings.hl7.charset_map()
 
     # -- step 1: pure --------------------------------------------------------------------
 
@@ -102,7 +99,7 @@ class Ingestor:
         return (
             self._charsets.get(f"{application}^{facility}")
             or self._charsets.get(application)
-            or self.settings.hl7_default_charset
+            or self.settings.hl7.default_charset
         )
 
     def prepare(self, raw: bytes, *, peer: str = "", identity: str | None = None) -> Inbound:
@@ -180,8 +177,6 @@ class Ingestor:
                 return self._duplicate(inbound, existing, on_commit)
             journal_id = existing.id  # a crash left it 'received': finish it now
             log.info("hl7 resuming journaled message", journal_id=journal_id)
-        elif self._crash_after_journal:
-            os._exit(86)
         if on_commit is not None:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
@@ -239,9 +234,7 @@ class Ingestor:
         return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids)
 
     def applied(self, inbound: Inbound, write: JournaledWrite) -> Outcome:
-        """The outcome of a committed one-phase write (the test crash hook fires here)."""
-        if self._crash_after_journal:
-            os._exit(86)
+        """The outcome of a committed one-phase write (its ACK has not left yet)."""
         _, application = self._wanted(inbound, success=True)
         return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], journal.PROCESSED)
 

@@ -24,9 +24,6 @@ from mappers.ack import acks_to_send, build_fallback_ack, build_mode_ack
 from mappers.hl7_message import Header, Hl7Message
 from mappers.result import MappingResult
 
-#: Test-only hook: when set, the process dies (``os._exit``) right after the first journal commit.
-CRASH_HOOK_ENV = "CAREBRIDGE_TEST_CRASH_AFTER_JOURNAL"
-
 
 class AlreadyJournaled(Exception):
     """Raised inside the store transaction when the journal already holds this message."""

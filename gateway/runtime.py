@@ -58,15 +58,15 @@ class Runtime:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         register_all()
-        cipher = open_cipher(engine, settings.store_key_file)  # refuses a key file that does not match
-        audit = AuditHook.from_settings(engine, settings)
-        store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit_async_reads)
+        cipher = open_cipher(engine, settings.store.key_source)  # refuses a key file that does not match
+        audit = AuditHook.from_settings(engine, settings.audit)
+        store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit.async_reads)
         from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
         from consent.rights import TombstoneHook, build_rights  # patient-rights workflow (issue #6)
 
-        privacy = build_rights(store, settings.extra, audit, processors=crm.processors())
+        privacy = build_rights(store, settings.privacy, audit, processors=crm.processors())
         store.pipeline = declare_pipeline(
             policy=ScopePolicyHook(),
             intake=crm.intake,
@@ -94,14 +94,14 @@ def prepare_keys(settings: Settings) -> None:
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         register_all()  # a first start may rebuild the blind index: every search parameter counts
-        open_cipher(engine, settings.store_key_file)
+        open_cipher(engine, settings.store.key_source)
     finally:
         engine.dispose()
     from consent.keys import KeyStore
-    from crm_bridge.config import CrmSettings, ProjectionConfig
+    from crm_bridge.config import ProjectionConfig
 
-    crm = CrmSettings.from_sources(settings.extra)
-    keys = KeyStore.load_or_create(crm.key_file)
+    crm = settings.crm
+    keys = KeyStore.load_or_create(crm.key_source)
     for crm_id in ProjectionConfig.load(crm.projection_file).clients:
         keys.ring_for(crm_id)
 
@@ -120,14 +120,14 @@ async def serve_forever(
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.http_port,
+        port=settings.http.port,
         log_config=None,
         access_log=False,
         lifespan="on",
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
-    mllp = MllpServer(runtime, settings.host, settings.mllp_port)
+    mllp = MllpServer(runtime, settings.host, settings.mllp.port)
     await mllp.start()
     runtime.crm.start()  # webhook dispatcher + HIS booking sender (threads)
     loop = asyncio.get_running_loop()
@@ -138,7 +138,7 @@ async def serve_forever(
     # We own SIGINT/SIGTERM so the MLLP listener stops too; uvicorn must not re-raise them.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     http_task = asyncio.create_task(server.serve(sockets=[http_socket] if http_socket else None))
-    log.info("carebridge started", http_port=settings.http_port, mllp_port=mllp.port)
+    log.info("carebridge started", http_port=settings.http.port, mllp_port=mllp.port)
     if ready is not None:
         ready.set()
     stop_task = asyncio.create_task(stop.wait())
@@ -158,7 +158,7 @@ def _bind_http_socket(settings: Settings) -> socket.socket:
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.host, settings.http_port))
+    sock.bind((settings.host, settings.http.port))
     sock.listen(1024)
     sock.set_inheritable(True)
     return sock
@@ -203,7 +203,7 @@ def run(settings: Settings) -> None:
     # from threads burning CPU; CPython's default 5 ms hand-over interval made them queue
     # (8-connection MLLP ingest: 75 -> 96 msg/s with 0.5 ms in bench/mllp_ingest.py).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    if settings.http_workers <= 1:
+    if settings.http.workers <= 1:
         asyncio.run(serve_forever(settings))
         return
     upgrade(settings.database_url)
@@ -213,7 +213,7 @@ def run(settings: Settings) -> None:
     # workers: unwind to the ``finally`` below instead of dying with them orphaned.
     signal.signal(signal.SIGTERM, _exit_on_signal)
     children: list[int] = []
-    for _ in range(settings.http_workers - 1):
+    for _ in range(settings.http.workers - 1):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - child process
             signal.signal(signal.SIGTERM, signal.SIG_DFL)

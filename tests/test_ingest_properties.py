@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from fhir_store.search import parse_query
 from gateway.ingest import Ingestor
 from gateway.runtime import Runtime
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, Settings
 from tests.mappers.test_properties import cccds, dates, mobiles, names, phone_styles, record_numbers
 
 _control = itertools.count(1)
@@ -29,7 +29,7 @@ _control = itertools.count(1)
 def runtime() -> Iterator[Runtime]:
     folder = tempfile.mkdtemp(prefix="carebridge-prop-")
     rt = Runtime.create(
-        Settings(database_url=f"sqlite:///{folder}/p.db", audit_key_file=f"{folder}/audit.pem")
+        Settings(database_url=f"sqlite:///{folder}/p.db", audit=AuditSettings(key_file=f"{folder}/audit.pem"))
     )
     yield rt
     rt.close()

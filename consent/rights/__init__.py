@@ -16,11 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.settings import PrivacySettings
 from consent.rights.calendar import ManualClock, SystemClock, WorkingCalendar
 from consent.rights.deps import RightsDeps
 from consent.rights.processors import Processors
 from consent.rights.service import RightsService
-from consent.rights.tombstones import TombstoneHook, tombstone_file
+from consent.rights.tombstones import TombstoneHook
 from fhir_store.repository import FhirStore
 
 __all__ = [
@@ -37,12 +38,14 @@ __all__ = [
 
 def build_rights(
     store: FhirStore,
-    extra: dict[str, str],
+    settings: PrivacySettings,
     audit: Any | None,
     *,
     processors: Processors | None = None,
 ) -> RightsService:
     """Create the service (its store hook, :class:`TombstoneHook`, is built by the gateway).
+
+    ``settings`` is the ``privacy`` group of the settings tree (tombstone file, holidays).
 
     ``processors`` is whoever received patients (the CRM bridge), notified on erasure.
     """
@@ -50,6 +53,7 @@ def build_rights(
         store=store,
         audit=audit,
         processors=processors,
-        tombstone_path=tombstone_file(extra),
+        calendar=WorkingCalendar.load(settings.holidays_file),
+        tombstone_path=settings.tombstone_path,
     )
     return RightsService(deps)

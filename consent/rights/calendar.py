@@ -15,7 +15,6 @@ tested without waiting and without touching the system time.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from consent.rights.holidays_vn import VN_PUBLIC_HOLIDAYS
 from fhir_store.instants import now_us
 
 VN_TZ = timezone(timedelta(hours=7), "ICT")
-HOLIDAYS_ENV = "CAREBRIDGE_PRIVACY_HOLIDAYS_FILE"
 _DAY_US = 86_400_000_000
 
 
@@ -96,10 +94,8 @@ class WorkingCalendar:
         return cls(frozenset(date.fromisoformat(d.strip()) for d in items if d.strip()))
 
     @classmethod
-    def load(cls, environ: dict[str, str] | None = None) -> WorkingCalendar:
-        """Shipped Vietnamese holidays, or the file named by ``CAREBRIDGE_PRIVACY_HOLIDAYS_FILE``."""
-        env = os.environ if environ is None else environ
-        path = env.get(HOLIDAYS_ENV)
+    def load(cls, path: str = "") -> WorkingCalendar:
+        """Shipped Vietnamese holidays, or the file ``path`` (setting ``CAREBRIDGE_PRIVACY_HOLIDAYS_FILE``)."""
         if path:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
             return cls.from_dates(line.split("#", 1)[0] for line in lines)

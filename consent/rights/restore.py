@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, insert, select
 
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
-from consent.rights.tombstones import lookup_hashes, read_file, relabel, tombstone_file
+from consent.rights.tombstones import lookup_hashes, relabel
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, RequestContext, Update
@@ -50,17 +50,17 @@ def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> st
 def reapply(
     engine: Engine,
     cipher: StoreCipher,
-    records: list[dict[str, Any]] | None = None,
+    records: list[dict[str, Any]],
     *,
     forget_links: Callable[[Connection, str], None] | None = None,
 ) -> int:
-    """Apply the tombstones of the file the restored database lacks; returns how many requests.
+    """Apply the tombstones (``tombstones.read_file`` of the file) the restored database lacks.
 
+    Returns how many requests were applied.
     ``cipher`` is the store's (``fhir_store.key_registry.open_cipher``): content is sealed at rest.
     ``forget_links`` removes what processors (the CRM bridge) hold about the patient; the
     gateway passes it, so this package does not depend on theirs.
     """
-    records = read_file(tombstone_file()) if records is None else records
     by_request: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_request.setdefault(str(record["request_id"]), []).append(record)

@@ -22,7 +22,7 @@ key, ``StoreCipher.tombstone_hashes``), the request id, the date, the scope
 of a 12-digit CCCD or a record number is reversed by trying every number.
 Tombstones written before (unkeyed SHA-256, 64 hex digits) still match: the
 lookup also computes those legacy hashes.  Tombstones are also
-appended to a JSON-lines file outside the database (``privacy_tombstone_file``)
+appended to a JSON-lines file outside the database (``CAREBRIDGE_PRIVACY_TOMBSTONE_FILE``)
 so that restoring an older backup re-applies them (``gateway.backup``).
 """
 
@@ -47,8 +47,6 @@ from fhir_store.instants import now_us
 from fhir_store.model import Amend, OperationResult, RequestContext, ResourceChange
 from fhir_store.writer import load_current, write_version
 
-TOMBSTONE_FILE_ENV = "CAREBRIDGE_PRIVACY_TOMBSTONE_FILE"
-DEFAULT_TOMBSTONE_FILE = "var/erasure-tombstones.jsonl"
 
 
 def _legacy_hash(subject: str) -> str:
@@ -203,11 +201,6 @@ class TombstoneHook:
             )
         if events and self.audit_writer is not None:
             self.audit_writer.append(conn, events)
-
-
-def tombstone_file(extra: dict[str, str] | None = None) -> Path:
-    path = (extra or {}).get("privacy_tombstone_file") or os.environ.get(TOMBSTONE_FILE_ENV)
-    return Path(path or DEFAULT_TOMBSTONE_FILE)
 
 
 def append_to_file(path: Path, records: Sequence[dict[str, Any]]) -> None:

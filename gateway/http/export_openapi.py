@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
+from gateway.settings import Settings, StoreSettings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 
@@ -28,7 +28,8 @@ def render() -> str:
 
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(
-            database_url=f"sqlite:///{scratch}/openapi.db", store_key_file=f"{scratch}/store-keys.json"
+            database_url=f"sqlite:///{scratch}/openapi.db",
+            store=StoreSettings(key_file=f"{scratch}/store-keys.json"),
         )
         runtime = Runtime.create(settings)
         try:

@@ -61,11 +61,11 @@ class MllpServer:
         self.port = port
         self.settings = settings
         self.ingestor = ingestor or Ingestor(
-            runtime.store, settings, policy=sender_policy(settings), metrics=hl7_counters(runtime)
+            runtime.store, settings, policy=sender_policy(settings.mllp), metrics=hl7_counters(runtime)
         )
-        self.ssl_context = ssl_context if ssl_context is not None else server_context(settings)
-        self.max_message_bytes = settings.mllp_max_message_bytes
-        self.idle_timeout = settings.mllp_idle_timeout_s
+        self.ssl_context = ssl_context if ssl_context is not None else server_context(settings.mllp)
+        self.max_message_bytes = settings.mllp.max_message_bytes
+        self.idle_timeout = settings.mllp.idle_timeout_s
         self._lanes: IngestLanes | None = None
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mllp-db")
         self._server: asyncio.Server | None = None
@@ -77,7 +77,7 @@ class MllpServer:
 
     async def start(self) -> None:
         self._lanes = IngestLanes(
-            self.ingestor, lanes=self.settings.hl7_ingest_lanes, group_max=self.settings.hl7_group_max
+            self.ingestor, lanes=self.settings.hl7.ingest_lanes, group_max=self.settings.hl7.group_max
         )
         if self.ssl_context is not None:
             self._server = await asyncio.start_server(

@@ -1,8 +1,8 @@
 """TLS and mutual TLS for MLLP (HL7 "MLLP over TLS"; IHE ITI TF-2 §3.2 ATNA secure node).
 
 HL7 v2 has no authentication of its own: on an untrusted network the
-transport provides it.  With ``mllp_tls_cert``/``mllp_tls_key`` the listener
-speaks TLS ≥ 1.2; with ``mllp_tls_client_ca`` it also requires a client
+transport provides it.  With ``CAREBRIDGE_MLLP_TLS_CERT``/``_KEY`` the listener
+speaks TLS ≥ 1.2; with ``CAREBRIDGE_MLLP_TLS_CLIENT_CA`` it also requires a client
 certificate signed by that CA, and the certificate's subject CN becomes the
 *sender identity*.  A :class:`~gateway.hl7_senders.SenderPolicy` then limits which
 MSH-3/MSH-4 each identity may claim (so one hospital cannot inject messages
@@ -12,26 +12,23 @@ in another's name), configured as
 
 from __future__ import annotations
 
-import os
 import ssl
 from typing import Any
 
 from gateway.hl7_senders import SenderPolicy
-from gateway.settings import Settings
-
-ALLOWED_SENDERS_ENV = "CAREBRIDGE_MLLP_ALLOWED_SENDERS"
+from gateway.settings import MllpSettings
 
 
-def server_context(settings: Settings) -> ssl.SSLContext | None:
+def server_context(settings: MllpSettings) -> ssl.SSLContext | None:
     """The listener's TLS context, or None for plain TCP (no certificate configured)."""
-    if not settings.mllp_tls_cert:
+    if not settings.tls_cert:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.mllp_tls_cert, settings.mllp_tls_key or None)
-    if settings.mllp_tls_client_ca:
+    context.load_cert_chain(settings.tls_cert, settings.tls_key or None)
+    if settings.tls_client_ca:
         context.verify_mode = ssl.CERT_REQUIRED
-        context.load_verify_locations(cafile=settings.mllp_tls_client_ca)
+        context.load_verify_locations(cafile=settings.tls_client_ca)
     return context
 
 
@@ -57,6 +54,5 @@ def peer_identity(peercert: dict[str, Any] | None) -> str | None:
     return None
 
 
-def sender_policy(settings: Settings) -> SenderPolicy:
-    text = settings.extra.get("mllp_allowed_senders") or os.environ.get(ALLOWED_SENDERS_ENV, "")
-    return SenderPolicy.parse(text)
+def sender_policy(settings: MllpSettings) -> SenderPolicy:
+    return SenderPolicy.parse(settings.allowed_senders)

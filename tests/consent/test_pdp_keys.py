@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.errors import InvalidInput
+from common.settings import CrmSettings, Settings
 from consent.keys import KeyMaterialError, KeyStore
 from consent.pdp import ConsentRecord, decide
 from consent.purposes import APPOINTMENT_REMINDER, MARKETING, POST_VISIT_CARE, build_consent, check_consent
-from crm_bridge.config import CrmSettings, ProjectionConfig
+from crm_bridge.config import ProjectionConfig
 from crm_bridge.delivery import sign, verify_signature
 from crm_bridge.outbox_hook import appointment_event
 from crm_bridge.projection import project_appointment, project_encounter, project_patient
@@ -113,15 +114,20 @@ def test_pseudonyms_stable_per_crm_and_rotatable(tmp_path: Path) -> None:
     assert (old, new) == ("k1", "k2")
     assert keys.pseudonym("crm-a", "9180", kid="k1") == a != keys.pseudonym("crm-a", "9180")
     env = {"CAREBRIDGE_CRM_KEYS": (tmp_path / "k.json").read_text()}
-    assert KeyStore.load_or_create(None, env).pseudonym("crm-a", "9180", kid="k1") == a
+    assert (
+        KeyStore.load_or_create(Settings.from_env(env).crm.key_source).pseudonym("crm-a", "9180", kid="k1")
+        == a
+    )
 
 
 def test_environment_keys_never_make_up_a_pseudonym_key(tmp_path: Path) -> None:
     """A ring made up in memory would give the patient another pseudonym in every process."""
     KeyStore.load_or_create(str(tmp_path / "k.json")).pseudonym("crm-a", "1")
     env = {"CAREBRIDGE_CRM_KEYS": (tmp_path / "k.json").read_text()}
-    keys = KeyStore.load_or_create(None, env)
-    assert keys.pseudonym("crm-a", "1") == KeyStore.load_or_create(None, env).pseudonym("crm-a", "1")
+    keys = KeyStore.load_or_create(Settings.from_env(env).crm.key_source)
+    assert keys.pseudonym("crm-a", "1") == KeyStore.load_or_create(
+        Settings.from_env(env).crm.key_source
+    ).pseudonym("crm-a", "1")
     with pytest.raises(KeyMaterialError, match=r"crm-b.*CAREBRIDGE_CRM_KEYS"):
         keys.pseudonym("crm-b", "1")
     assert "crm-b" not in keys.rings
@@ -162,8 +168,8 @@ def test_projection_config_and_projections(tmp_path: Path) -> None:
     assert project_patient(wide, patient, "k1.x")["zalo"] == "0938555666"
     assert project_appointment(narrow, {"start": "x"}) == {}
     assert "completed_at" in project_encounter(wide, {"period": {"end": "2026-01-01"}})
-    assert CrmSettings.from_sources({"crm_his_mllp": "h:2575"}, {}).his_endpoint() == ("h", 2575)
-    assert json.loads(json.dumps(CrmSettings().__dict__))
+    assert Settings.from_env({"CAREBRIDGE_CRM_HIS_MLLP": "h:2575"}).crm.his_endpoint() == ("h", 2575)
+    assert json.loads(json.dumps(CrmSettings().model_dump(mode="json")))
 
 
 def test_appointment_transitions() -> None:

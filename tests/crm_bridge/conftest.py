@@ -121,7 +121,7 @@ def serve_crm(
         **extra,
     }
     keys = {"store_key_file": store_key_file} if store_key_file else {}
-    with serve(database_url, extra=settings_extra, **keys) as live:
+    with serve(database_url, **settings_extra, **keys) as live:
         yield live
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from common.settings import CrmSettings, Settings
 from consent.keys import KeyMaterialError, KeyStore
 from crm_bridge.bridge import CrmBridge
-from crm_bridge.config import CrmSettings, ProjectionConfig
+from crm_bridge.config import ProjectionConfig
 from fhir_store.database import make_engine
 from fhir_store.repository import FhirStore
 from tests.crm_bridge.conftest import CRM_ID, PROJECTION
@@ -38,10 +39,10 @@ def test_environment_keys_without_the_crms_key_refuse_to_start(database_url: str
     other.pseudonym("some-other-crm", "1")
     env = {"CAREBRIDGE_CRM_KEYS": (tmp_path / "other.json").read_text()}
     with pytest.raises(KeyMaterialError, match=CRM_ID):
-        _bridge(database_url, tmp_path, KeyStore.load_or_create(None, env))
+        _bridge(database_url, tmp_path, KeyStore.load_or_create(Settings.from_env(env).crm.key_source))
 
     complete = KeyStore.load_or_create(str(tmp_path / "complete.json"))
     complete.pseudonym(CRM_ID, "1")
     env = {"CAREBRIDGE_CRM_KEYS": (tmp_path / "complete.json").read_text()}
-    bridge = _bridge(database_url, tmp_path, KeyStore.load_or_create(None, env))
+    bridge = _bridge(database_url, tmp_path, KeyStore.load_or_create(Settings.from_env(env).crm.key_source))
     assert bridge.keys.pseudonym(CRM_ID, "1") == complete.pseudonym(CRM_ID, "1")

@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete, select, text, update
 
 from common.errors import InvalidInput
 from common.keyring import KeyMaterialError
+from common.settings import Settings
 from fhir_store import journal
 from fhir_store.blind_index import reindex
 from fhir_store.content_cipher import ENV_KEYS, MAGIC, SealedDataError, StoreKeys, envelope_kid
@@ -184,8 +185,8 @@ def test_a_missing_or_different_key_file_is_refused(engine: Engine, keyed: FhirS
     with pytest.raises(KeyMaterialError, match="not the key this database was written with"):
         open_cipher(engine, str(other))
     # the same keys through the environment variable are accepted
-    env = {ENV_KEYS: Path(keyed.cipher.keys.location).read_text()}
-    assert open_cipher(engine, str(missing), env).content_kid == "c1"
+    env = {ENV_KEYS: Path(keyed.cipher.keys.location).read_text(), "CAREBRIDGE_STORE_KEY_FILE": str(missing)}
+    assert open_cipher(engine, Settings.from_env(env).store.key_source).content_kid == "c1"
     assert oct(Path(keyed.cipher.keys.location).stat().st_mode & 0o777) == "0o600"
 
 

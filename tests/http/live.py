@@ -55,7 +55,9 @@ class LiveServer:
 @contextmanager
 def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
     """uvicorn on a socket bound here (no port race) against an already migrated database."""
-    settings = Settings(database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8, **overrides)
+    settings = Settings.from_env(
+        {}, database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8, **overrides
+    )
     runtime = Runtime.create(settings, migrate=False)
     app = create_app(runtime)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def start_server(database_url: str) -> Iterator[Callable[..., RunningServer]]:
     def start(
         *, policy: SenderPolicy | None = None, ssl_context: Any = None, **overrides: Any
     ) -> RunningServer:
-        settings = replace(Settings(database_url=database_url, db_pool_size=8), **overrides)
+        settings = Settings.from_env({}, database_url=database_url, db_pool_size=8, **overrides)
         runtime = Runtime.create(settings, migrate=False)
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, daemon=True).start()
@@ -122,9 +122,20 @@ _PORT_RE = re.compile(rb'"mllp_port":\s*(\d+)')
 
 
 class ServeProcess:
-    """``carebridge serve`` as a subprocess; the MLLP port is read from its start-up log line."""
+    """``carebridge serve`` as a subprocess; the MLLP port is read from its start-up log line.
 
-    def __init__(self, database_url: str, tmp: Path, env: dict[str, str] | None = None) -> None:
+    ``crash_after_journal`` runs it through :mod:`tests.mllp.crash_serve`, which makes the
+    process die right after its first journal commit (before the ACK).
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        *,
+        crash_after_journal: bool = False,
+    ) -> None:
         full_env = {
             **os.environ,
             "CAREBRIDGE_LOG_LEVEL": "INFO",
@@ -132,10 +143,14 @@ class ServeProcess:
             **(env or {}),
         }
         full_env.pop("CAREBRIDGE_DATABASE_URL", None)
+        command = [CAREBRIDGE]
+        if crash_after_journal:
+            command = [sys.executable, "-m", "tests.mllp.crash_serve"]
+            full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
         self.log_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [CAREBRIDGE, "serve", "--http-port", "0", "--mllp-port", "0", "--database-url", database_url],
+            [*command, "serve", "--http-port", "0", "--mllp-port", "0", "--database-url", database_url],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=full_env,
@@ -182,8 +197,10 @@ class ServeProcess:
 def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     running: list[ServeProcess] = []
 
-    def start(database_url: str, env: dict[str, str] | None = None) -> ServeProcess:
-        process = ServeProcess(database_url, tmp_path, env)
+    def start(
+        database_url: str, env: dict[str, str] | None = None, *, crash_after_journal: bool = False
+    ) -> ServeProcess:
+        process = ServeProcess(database_url, tmp_path, env, crash_after_journal=crash_after_journal)
         running.append(process)
         return process
 

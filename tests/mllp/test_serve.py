@@ -16,7 +16,6 @@ from fhir_store import journal
 from fhir_store.database import make_engine
 from fhir_store.repository import FhirStore
 from fhir_store.writer import find_identifier_owner
-from gateway.ingest_model import CRASH_HOOK_ENV
 from gateway.mllp.client import MllpClient, parse_ack
 from tests.mllp.conftest import BAD, CAREBRIDGE, FIXTURES, GOOD_ORDER, ServeProcess, a04, sample
 from tests.support.store_keys import cipher_for
@@ -98,7 +97,7 @@ def test_crash_between_commit_and_ack_loses_nothing(
     retry is a duplicate delivery answered with the stored AA, and nothing is applied twice.
     """
     message = a04("CRASH0", "CRASH-0")
-    doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
+    doomed = serve(database_url, crash_after_journal=True)
     with MllpClient("127.0.0.1", doomed.port, timeout=20) as client:
         try:
             answer = client.request(message)
@@ -126,7 +125,7 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
     """Enhanced mode (MSH-15/16 = AL): the journal commits first, then CA, then the work and AA."""
     enhanced = "|||AL|AL"
     message = a04("CRASH1", "CRASH-1", extra=enhanced)
-    doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
+    doomed = serve(database_url, crash_after_journal=True)
     with MllpClient("127.0.0.1", doomed.port, timeout=20) as client:
         try:
             answer = client.request(message)
@@ -150,7 +149,7 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
 
     # Second crash, recovered by `carebridge hl7 replay` before the sender retries.
     second = a04("CRASH2", "CRASH-2", extra=enhanced)
-    doomed = serve(database_url, env={CRASH_HOOK_ENV: "1"})
+    doomed = serve(database_url, crash_after_journal=True)
     with MllpClient("127.0.0.1", doomed.port, timeout=20) as client, contextlib.suppress(OSError):
         client.request(second)
     assert doomed.proc.wait(20) == 86

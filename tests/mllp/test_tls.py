@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from gateway.hl7_senders import SenderPolicy
 from gateway.mllp.client import MllpClient
 from gateway.mllp.tls import client_context, peer_identity, server_context
-from gateway.settings import Settings
+from gateway.settings import MllpSettings
 from tests.mllp.conftest import RunningServer, a04
 
 
@@ -83,7 +83,7 @@ def ca(tmp_path: Path) -> Ca:
 
 def _server_ctx(ca: Ca, *, mutual: bool) -> ssl.SSLContext:
     cert, key = ca.issue("localhost", server=True)
-    settings = Settings(mllp_tls_cert=cert, mllp_tls_key=key, mllp_tls_client_ca=ca.path if mutual else "")
+    settings = MllpSettings(tls_cert=cert, tls_key=key, tls_client_ca=ca.path if mutual else "")
     context = server_context(settings)
     assert context is not None
     return context

@@ -28,7 +28,7 @@ from gateway.cli import main
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
+from gateway.settings import AuditSettings, Settings
 from tests.support.postgres import PostgresCluster
 
 CTX = RequestContext(
@@ -70,7 +70,9 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def populate(url: str, audit_key: Path) -> list[str]:
     """Patients (one updated to version 2), an HL7 ADT^A04, audited reads; returns the Patient ids."""
-    runtime = Runtime.create(Settings(database_url=url, audit_key_file=str(audit_key)), migrate=False)
+    runtime = Runtime.create(
+        Settings(database_url=url, audit=AuditSettings(key_file=str(audit_key))), migrate=False
+    )
     try:
         ids = []
         for family, given in (("Nguyễn", ["Văn", "An"]), ("Lê", ["Thị", "Hà"])):

@@ -6,12 +6,13 @@ from datetime import date, datetime
 
 import pytest
 
+from common.settings import Settings
 from consent.rights.calendar import VN_TZ, WorkingCalendar, iso, local_date, to_us
 from tests.crm_bridge.conftest import full_patient
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, privacy, start_clock
 
-CAL = WorkingCalendar.load(environ={})
+CAL = WorkingCalendar.load()
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,9 @@ def test_holiday_file_replaces_the_shipped_list(tmp_path: object) -> None:
 
     file = Path(str(tmp_path)) / "holidays.txt"
     file.write_text("# only one day off\n2026-11-23\n", encoding="utf-8")
-    cal = WorkingCalendar.load(environ={"CAREBRIDGE_PRIVACY_HOLIDAYS_FILE": str(file)})
+    cal = WorkingCalendar.load(
+        Settings.from_env({"CAREBRIDGE_PRIVACY_HOLIDAYS_FILE": str(file)}).privacy.holidays_file
+    )
     assert cal.add_working_days(date(2026, 11, 20), 2) == date(2026, 11, 25)
     assert cal.is_working_day(date(2026, 9, 2))  # shipped holidays are replaced
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
+from common.settings import Settings
 from consent.pdp import load_consents
 from consent.purposes import APPOINTMENT_REMINDER
 from consent.rights.schema import privacy_tombstone
-from consent.rights.tombstones import TOMBSTONE_FILE_ENV, append_to_file, subject_hashes
+from consent.rights.tombstones import append_to_file, subject_hashes
 from crm_bridge.schema import crm_pseudonym
 from gateway.backup import reapply_tombstones
 from tests.crm_bridge.conftest import CrmClient, counter_consent, full_patient
@@ -19,9 +19,7 @@ from tests.http.live import LiveServer
 from tests.rights.conftest import create
 
 
-def test_reapply_after_restore(
-    rights_live: LiveServer, rights_crm: CrmClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_reapply_after_restore(rights_live: LiveServer, rights_crm: CrmClient, tmp_path: Path) -> None:
     pid = create(rights_live, full_patient())
     create(rights_live, counter_consent(pid, APPOINTMENT_REMINDER))
     assert rights_crm.feed(), "the CRM received the patient (the state an old backup holds)"
@@ -42,11 +40,11 @@ def test_reapply_after_restore(
             for h, kind in subject_hashes(patient, rights_live.runtime.store.cipher)
         ],
     )
-    monkeypatch.setenv(TOMBSTONE_FILE_ENV, str(file))
+    tombstones = Settings.from_env({"CAREBRIDGE_PRIVACY_TOMBSTONE_FILE": str(file)}).privacy.tombstone_path
     engine = rights_live.runtime.engine
     cipher = rights_live.runtime.store.cipher
-    assert reapply_tombstones(engine, cipher) == 1
-    assert reapply_tombstones(engine, cipher) == 0  # idempotent
+    assert reapply_tombstones(engine, cipher, tombstones) == 1
+    assert reapply_tombstones(engine, cipher, tombstones) == 0  # idempotent
     with engine.connect() as conn:
         assert conn.execute(select(crm_pseudonym).where(crm_pseudonym.c.patient_id == pid)).first() is None
         assert {c.status for c in load_consents(conn, pid, cipher)} == {"inactive"}

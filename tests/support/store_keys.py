@@ -1,6 +1,6 @@
 """The store cipher for tests that build a ``FhirStore`` themselves (without ``Runtime``).
 
-Same key file as ``Settings().store_key_file`` (``var/store-keys.json``), so a
+Same key file as ``Settings().store.key_file`` (``var/store-keys.json``), so a
 test that also starts a runtime or a ``carebridge`` subprocess on the same
 database opens the same keys (a different file would be refused as a mismatch).
 """
@@ -11,10 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from fhir_store.content_cipher import DEFAULT_KEY_FILE, StoreCipher
+from common.settings import StoreSettings
+from fhir_store.content_cipher import StoreCipher
 from fhir_store.key_registry import open_cipher
 
-KEY_FILE = str(Path(__file__).resolve().parents[2] / DEFAULT_KEY_FILE)
+KEY_FILE = str(Path(__file__).resolve().parents[2] / StoreSettings().key_file)
 """Absolute, so ``carebridge serve`` subprocesses started in a temporary directory share it."""
 
 

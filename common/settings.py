@@ -1,0 +1,261 @@
+"""One settings tree: every ``CAREBRIDGE_*`` environment variable, typed, read once at start.
+
+Why one place: an operator (and an auditor, ISO/IEC 27001:2022 A.8.9
+configuration management) must be able to list every knob the process reads,
+and a setting read deep inside a module is one nobody can find.  The
+entry points (``carebridge serve`` and the other commands, see
+``gateway.settings.settings_from``) call :meth:`Settings.from_env` once and pass
+the tree down; each package takes its own typed group (``settings.crm``,
+``settings.privacy``...) as a constructor argument, so ``consent``,
+``crm_bridge`` and ``common`` never import ``gateway``.  This module is the only
+one outside the tests that reads the process environment (:func:`child_environment`
+hands a copy to the subprocesses that need it).
+
+Names are a contract (DESIGN.md §2, README "Configuration"): the variable of
+a setting is ``CAREBRIDGE_`` + its *flat name*, in capitals.  A flat name is
+either a top-level field (``database_url`` -> ``CAREBRIDGE_DATABASE_URL``) or
+``<group>_<field>`` (``hl7_ingest_lanes`` -> ``CAREBRIDGE_HL7_INGEST_LANES``).
+pydantic-settings splits the variable once after the group
+(``env_nested_delimiter="_"``, ``env_nested_max_split=1``), so field names
+keep their own underscores.  Python callers (CLI flags, tests) may pass the
+same flat names as keyword arguments of :meth:`Settings.from_env`.
+
+Booleans keep the meaning the README documents: ``1``, ``true``, ``yes``,
+``on`` (any case) are true and anything else is false.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from common.keyring import KeySource
+
+ENV_PREFIX = "CAREBRIDGE_"
+DEFAULT_DATABASE_URL = "sqlite:///var/carebridge.db"
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _flag(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return value
+
+
+#: A boolean setting: the strings above are true, every other string is false.
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class Group(BaseModel):
+    """A group of settings: immutable once built; an unknown name is a typo, refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class HttpSettings(Group):
+    port: int = 8080  # FHIR/HTTP API, /healthz, /readyz, /metrics
+    workers: int = 1  # extra processes share the HTTP socket (one core each)
+
+
+class MllpSettings(Group):
+    port: int = 2575
+    max_message_bytes: int = 1024 * 1024
+    idle_timeout_s: float = 300.0
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""  # set to require client certificates (mutual TLS)
+    # which MSH-3/MSH-4 each TLS identity may claim (gateway.mllp.tls, gateway.hl7_senders)
+    allowed_senders: str = ""
+
+
+class Hl7Settings(Group):
+    default_charset: str = "utf-8"
+    sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
+    strict: Flag = False
+    validate_resources: Flag = False  # re-validate mapped resources (always on in strict mode)
+    ingest_lanes: int = 2  # MLLP writer threads; one patient's messages always use the same lane
+    group_max: int = 32  # messages waiting in a lane that share one transaction (group commit)
+
+    def charset_map(self) -> dict[str, str]:
+        """Per-sender default charset for messages with an empty MSH-18."""
+        mapping: dict[str, str] = {}
+        for item in filter(None, (part.strip() for part in self.sender_charsets.split(","))):
+            sender, _, charset = item.partition("=")
+            mapping[sender.strip()] = charset.strip()
+        return mapping
+
+
+class AuditSettings(Group):
+    """audit/: Ed25519 key file (created 0600 on first use), checkpoint interval, batched reads."""
+
+    key_file: str = "var/audit-signing-key.pem"
+    checkpoint_every: int = 1000
+    async_reads: Flag = True
+
+
+class StoreSettings(Group):
+    """Encryption at rest of the FHIR store (fhir_store.content_cipher): key file or inline JSON."""
+
+    key_file: str = "var/store-keys.json"
+    keys: SecretStr = SecretStr("")  # the same JSON as the file, e.g. a container secret; wins
+
+    @property
+    def key_source(self) -> KeySource:
+        return KeySource(self.key_file, self.keys.get_secret_value(), ENV_PREFIX + "STORE_KEYS")
+
+
+class BackupSettings(Group):
+    key_file: str = "var/backup.key"  # AES-256 key of `carebridge backup|restore`
+
+
+class CrmSettings(Group):
+    """The CRM bridge (crm_bridge/): projection allowlist, pseudonym keys, HIS booking, webhooks."""
+
+    projection_file: str = "config/crm_projection.yaml"
+    key_file: str = "var/crm-keys.json"
+    keys: SecretStr = SecretStr("")  # the same JSON as the key file, given directly; wins
+    # outbound booking (SIU^S12) to the HIS: "host:port"; empty disables the sender
+    his_mllp: str = ""
+    his_timeout_s: float = 10.0
+    sending_app: str = "CAREBRIDGE"
+    sending_facility: str = "CRM"
+    receiving_app: str = "HIS"
+    receiving_facility: str = "HIS"
+    # webhook delivery
+    webhook_max_attempts: int = 10
+    webhook_backoff_base_s: float = 1.0
+    webhook_backoff_max_s: float = 300.0
+    webhook_timeout_s: float = 5.0
+    poll_interval_s: float = 0.05
+    # under a steady stream, a round that sent events waits this long before the next one, so
+    # that each takes several events (fewer feed reads per event); an idle feed sends at once
+    webhook_batch_window_s: float = 0.01
+
+    @property
+    def key_source(self) -> KeySource:
+        return KeySource(self.key_file, self.keys.get_secret_value(), ENV_PREFIX + "CRM_KEYS")
+
+    def his_endpoint(self) -> tuple[str, int] | None:
+        if not self.his_mllp:
+            return None
+        host, _, port = self.his_mllp.rpartition(":")
+        return host or "127.0.0.1", int(port)
+
+
+class PrivacySettings(Group):
+    """Patients' rights (consent.rights): the tombstone file outside the database, the holiday list."""
+
+    tombstone_file: str = "var/erasure-tombstones.jsonl"
+    holidays_file: str = ""  # one ISO date per line; empty = the shipped Vietnamese holidays
+
+    @property
+    def tombstone_path(self) -> Path:
+        return Path(self.tombstone_file)
+
+
+class Settings(BaseSettings):
+    """The whole tree.  ``Settings(...)`` takes values only from its arguments (groups as
+    models: ``Settings(hl7=Hl7Settings(strict=True))``); :meth:`from_env` reads the
+    environment and takes flat names (``Settings.from_env({}, hl7_strict=True)``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        frozen=True,
+        extra="forbid",
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"  # listen address of the HTTP API and the MLLP listener
+    log_level: str = "INFO"
+    base_url: str = ""  # public base of the FHIR API; derived from the request when empty
+    max_body_bytes: int = 4 * 1024 * 1024
+    db_pool_size: int = 16
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    hl7: Hl7Settings = Field(default_factory=Hl7Settings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
+    crm: CrmSettings = Field(default_factory=CrmSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment is read by from_env only: no hidden reads
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The tree from ``environ`` (default: this process's environment), then ``overrides``.
+
+        ``overrides`` use flat names (``http_port=0``); ``None`` values are skipped, so
+        unset command-line flags leave the environment's value in place.
+        """
+        values = _MappingEnvSource(cls, os.environ if environ is None else environ)()
+        for key, value in overrides.items():
+            group, _, name = key.partition("_")
+            if value is None:
+                continue
+            if key not in cls.model_fields and group in _GROUPS:
+                values[group] = {**values.get(group, {}), name: value}
+            else:
+                values[key] = value  # an unknown name is refused by validation
+        return cls(**values)
+
+
+_GROUPS: dict[str, type[Group]] = {
+    name: field.annotation
+    for name, field in Settings.model_fields.items()
+    if isinstance(field.annotation, type) and issubclass(field.annotation, Group)
+}
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' own environment parsing, over a given mapping (tests pass their own).
+
+    Variables under a group's prefix that name no field are dropped here, as unknown
+    ``CAREBRIDGE_*`` variables always were (a later version's setting in a shared env
+    file must not stop this one from starting).
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name if self.case_sensitive else name.lower(): value for name, value in self._environ.items()}
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        for name, group in _GROUPS.items():
+            if isinstance(values.get(name), dict):
+                values[name] = {k: v for k, v in values[name].items() if k in group.model_fields}
+        return values
+
+
+def env_names() -> Iterator[str]:
+    """Every environment variable the tree reads (the README table lists exactly these)."""
+    for name in Settings.model_fields:
+        group = _GROUPS.get(name)
+        if group is None:
+            yield ENV_PREFIX + name.upper()
+        else:
+            yield from (f"{ENV_PREFIX}{name.upper()}_{sub.upper()}" for sub in group.model_fields)
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for a child process (PATH, locale, PG* variables), plus ``extra``."""
+    return {**os.environ, **extra}
