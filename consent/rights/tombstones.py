@@ -48,7 +48,6 @@ from fhir_store.model import Amend, OperationResult, RequestContext, ResourceCha
 from fhir_store.writer import load_current, write_version
 
 
-
 def _legacy_hash(subject: str) -> str:
     """The unkeyed SHA-256 tombstones had before they were keyed (still matched, never written)."""
     return hashlib.sha256(f"carebridge-tombstone\x00{subject}".encode()).hexdigest()
