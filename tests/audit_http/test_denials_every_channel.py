@@ -104,7 +104,11 @@ def test_unconfigured_crm_client_is_named_on_both_apis(live: LiveServer, auditor
 
 @pytest.mark.parametrize(
     ("path", "subtype"),
-    [("/fhir/Patient", "search-type"), ("/crm/v1/changes", "crm-api"), ("/privacy/v1/requests", "privacy-api")],
+    [
+        ("/fhir/Patient", "search-type"),
+        ("/crm/v1/changes", "crm-api"),
+        ("/privacy/v1/requests", "privacy-api"),
+    ],
 )
 @pytest.mark.parametrize("authorization", [None, "Bearer not-a-token", "Basic abc"])
 def test_missing_or_invalid_token_is_unauthenticated(
