@@ -68,7 +68,7 @@ _REQUEST_IDS = itertools.count()
 
 
 def context() -> RequestContext:
-    """A per-request context, as ``gateway.auth.http_binding`` builds one for every request."""
+    """A per-request context, as ``gateway.http.principal`` builds one for every request."""
     return dataclasses.replace(CTX, request_id=f"bench-{next(_REQUEST_IDS):012d}")
 
 

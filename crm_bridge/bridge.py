@@ -1,6 +1,6 @@
 """The CRM bridge assembled: keys, decision point, outbox hook, dispatcher, booking sender.
 
-``gateway.crm_http.build_crm_bridge`` creates one per :class:`gateway.runtime.Runtime`
+``gateway.crm_wiring.build_crm_bridge`` creates one per :class:`gateway.runtime.Runtime`
 (it injects the audit recorder and the MLLP transport, which live in other
 packages).  The bridge builds its store hooks (``hook``: CRM outbox, ``intake``:
 Consent rules) and hands them over; ``gateway.store_pipeline`` places them in the

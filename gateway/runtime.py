@@ -61,7 +61,7 @@ class Runtime:
         cipher = open_cipher(engine, settings.store.key_source)  # refuses a key file that does not match
         audit = AuditHook.from_settings(engine, settings.audit)
         store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit.async_reads)
-        from gateway.crm_http import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
+        from gateway.crm_wiring import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
         from consent.rights import TombstoneHook, build_rights  # patient-rights workflow (issue #6)

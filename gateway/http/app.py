@@ -11,17 +11,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from common.errors import CarebridgeError
-from fhir_store.model import RequestContext
 from fhir_store.validation import SUPPORTED_TYPES
-from gateway import crm_http, privacy_http
-from gateway.auth import http_binding
-from gateway.http import audit_routes, bundle_routes, errors, fhir_read_routes, fhir_write_routes, health
+from gateway.auth.clients import ClientRegistry
+from gateway.auth.routes import build_auth_router
+from gateway.http import (
+    audit_routes,
+    bundle_routes,
+    crm_routes,
+    errors,
+    fhir_read_routes,
+    fhir_write_routes,
+    health,
+    privacy_routes,
+)
 from gateway.http.capability import SOFTWARE_VERSION
-from gateway.http.request_context import ContextProvider, RequestContextMiddleware
+from gateway.http.request_context import RequestContextMiddleware
 from gateway.runtime import Runtime
 
 TITLE = "carebridge"
@@ -45,27 +52,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def _remember_context(provider: ContextProvider) -> ContextProvider:
-    """Wrap the auth binding's context provider for the error handler's audit.
-
-    The binding records the denials it raises itself, so they are flagged as
-    audited (no second event); a context it returns is kept on
-    ``request.state`` so a later denial or failed write (store path, route
-    scope check) is recorded with the real client and role.
-    """
-
-    async def provide(request: Request) -> RequestContext:
-        try:
-            context = await provider(request)
-        except CarebridgeError:
-            setattr(request.state, errors.AUDITED_STATE, True)
-            raise
-        setattr(request.state, errors.CONTEXT_STATE, context)
-        return context
-
-    return provide
-
-
 def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(
         title=TITLE,
@@ -83,11 +69,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(fhir_read_routes.router)
     app.include_router(fhir_write_routes.router)
     app.include_router(bundle_routes.router)
-    app.include_router(crm_http.router)
-    app.include_router(crm_http.reid_router)
-    privacy_http.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
-    http_binding.install(app, runtime)
-    app.state.context_provider = _remember_context(app.state.context_provider)
+    app.include_router(crm_routes.router)
+    app.include_router(crm_routes.reid_router)
+    privacy_routes.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
+    # token endpoint, JWKS, SMART discovery; every route authenticates through gateway.http.principal
+    app.include_router(build_auth_router(ClientRegistry(runtime.engine), runtime.tokens))
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -17,7 +17,7 @@ Design decisions:
   that changes a row.
 * **Authorization** needs ``AuditEvent.s`` (search) / ``AuditEvent.r`` (read)
   in the token *and* the role ceiling: only ``compliance_officer`` has them.
-  The route binding (``gateway.auth.http_binding``) only checks the FHIR
+  Authentication (``gateway.http.principal.FHIR``) only checks the FHIR
   channel for paths without a ``{type}``, so the scope check is done here; a
   refusal raises :class:`~common.errors.Forbidden`, which the error handler
   audits as a denial.

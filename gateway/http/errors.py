@@ -8,12 +8,12 @@ FHIR terms and become 400; routing 404/405 become OperationOutcomes too.
 
 Denials and failed writes are audited here (IHE BALP: outcome 12 for 401/403,
 4/8 for other failures), because they never reach the store's audit hook.
-Denials raised by the route binding (``gateway.auth.http_binding``) are already
-recorded there: the app marks them with ``request.state.audit_recorded`` (see
-:func:`gateway.http.app.create_app`) so they are not recorded twice; denials
-raised later, inside the store path (scope policy hook on a Bundle entry,
-patient compartment) or by a route's own scope check, are recorded here with the
-caller's context.  Only codes and fixed texts go into the event, never the
+Denials raised by authentication (:mod:`gateway.http.principal`, every channel)
+are already recorded there and marked with ``request.state.audit_recorded`` so
+they are not recorded twice; denials raised later on a FHIR route, inside the
+store path (scope policy hook on a Bundle entry, patient compartment) or by a
+route's own scope check, are recorded here with the caller's context, which
+authentication keeps on ``request.state``.  Only codes and fixed texts go into the event, never the
 error message of an input error (it can quote patient data).
 """
 
@@ -130,7 +130,7 @@ async def audit_error(request: Request, exc: CarebridgeError) -> None:
     hook = getattr(runtime, "audit", None)
     if hook is None or getattr(request.state, AUDITED_STATE, False):
         return
-    if not request.url.path.startswith("/fhir"):  # /crm/v1 and /privacy audit their own refusals
+    if not request.url.path.startswith("/fhir"):  # the CRM and privacy routes audit their own refusals
         return
     denial = isinstance(exc, Forbidden | Unauthenticated)
     if not denial and request.method not in _WRITE_METHODS:

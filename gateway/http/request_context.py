@@ -8,10 +8,9 @@ Prometheus sample.  Unhandled exceptions end here as a 500 OperationOutcome;
 they are logged by type only, because database error texts can quote bound
 parameters (patient data).
 
-:func:`rest_context` is the FastAPI dependency that builds the
-:class:`~fhir_store.model.RequestContext` handed to the store (and to its audit
-hooks).  Authentication installs the provider it delegates to
-(``app.state.context_provider``), without touching the routes.
+Who the caller is, and the :class:`~fhir_store.model.RequestContext` handed to
+the store, is decided by one dependency for every channel
+(:mod:`gateway.http.principal`); it reads the request id from ``REQUEST_ID_KEY``.
 """
 
 from __future__ import annotations
@@ -19,16 +18,12 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import structlog
-from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common.errors import Unauthenticated
-from fhir_store.model import RequestContext
 from gateway.http.errors import outcome
 from gateway.http.health import HttpMetrics
 from gateway.http.media import FHIR_JSON_UTF8
@@ -102,19 +97,3 @@ def _route_template(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
     return str(path) if path else "unmatched"
-
-
-ContextProvider = Callable[[Request], Awaitable[RequestContext]]
-
-
-async def rest_context(request: Request) -> RequestContext:
-    """The acting client of a REST request, from the provider authentication installs.
-
-    Deny by default: with no provider installed every FHIR request is refused.
-    (A provider on ``app.state`` rather than ``dependency_overrides``: FastAPI
-    re-inspects an override's signature on every request, ~15% of a read.)
-    """
-    provider: ContextProvider | None = getattr(request.app.state, "context_provider", None)
-    if provider is None:
-        raise Unauthenticated("no authentication is configured", location="Authorization")
-    return await provider(request)

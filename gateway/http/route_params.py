@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Path
 
 from fhir_store.model import RequestContext
-from gateway.http.request_context import rest_context
+from gateway.http.principal import fhir_context
 
-RestContext = Annotated[RequestContext, Depends(rest_context)]
+RestContext = Annotated[RequestContext, Depends(fhir_context)]
 TypeParam = Annotated[str, Path(alias="type", description="FHIR resource type")]
 IdParam = Annotated[str, Path(alias="id", description="Logical id")]

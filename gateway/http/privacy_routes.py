@@ -11,112 +11,60 @@ Who may do what (deny by default, ISO/IEC 27001:2022 A.5.15):
   patient (``POST /privacy/v1/erasure-receipts``), Law 91/2025/QH15 Art. 14.
 
 Deadlines follow Decree 356/2025/ND-CP Art. 5 (see ``consent.rights.model``).
-Errors are FHIR OperationOutcomes; refusals are audited and change nothing.
+Errors are FHIR OperationOutcomes; refusals are audited once and change nothing
+(who the caller is and which role it has: :mod:`gateway.http.principal`).
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import CarebridgeError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from common.errors import Forbidden, InvalidInput, NotFound
 from consent.rights.metrics import PrivacyClockCollector
 from consent.rights.model import PrivacyRequest
 from consent.rights.response import render_html
 from consent.rights.service import RightsService
-from fhir_store.model import RequestContext
-from gateway.auth.scopes import require_channel
-from gateway.auth.tokens import Principal
+from gateway.http.errors import AUDITED_STATE
 from gateway.http.openapi_docs import auth_errors
+from gateway.http.principal import Caller, PrivacyCaller, ReceiptCaller
+from gateway.http.responses import runtime_of
 
 STAFF_ROLES = frozenset({"privacy_officer"})
 
 
-class Caller:
-    def __init__(self, principal: Principal, context: RequestContext) -> None:
-        self.principal = principal
-        self.context = context
-
-    @property
-    def staff(self) -> bool:
-        return self.principal.role in STAFF_ROLES
-
-
-def _authenticate(request: Request, channel: str) -> Caller:
-    runtime = request.app.state.runtime
-    address = request.client.host if request.client else None
-    request_id = uuid.uuid4().hex
-    try:
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("expected 'Authorization: Bearer <token>'", location="Authorization")
-        principal: Principal = runtime.tokens.verify(token.strip())
-        require_channel(principal.role, channel)
-        if principal.role == "patient" and not principal.patient_id:
-            raise Forbidden("this patient token is not bound to a patient", location="patient")
-    except CarebridgeError as exc:
-        audit = runtime.audit
-        if audit is not None:
-            audit.record_denial(
-                RequestContext(
-                    request_id, client_id="unauthenticated", role="unknown", source_address=address
-                ),
-                "privacy-api",
-                reason=exc.message,
-            )
-        raise
-    context = RequestContext(
-        request_id, client_id=principal.client_id, role=principal.role, channel="rest", source_address=address
-    )
-    return Caller(principal, context)
-
-
-def privacy_caller(request: Request) -> Caller:
-    return _authenticate(request, "privacy")
-
-
-def crm_caller(request: Request) -> Caller:
-    caller = _authenticate(request, "crm")
-    crm = request.app.state.runtime.crm
-    if crm is None or caller.principal.client_id not in crm.config.clients:
-        raise Forbidden("this CRM client has no projection configured", location="client_id")
-    return caller
-
-
-PrivacyCaller = Annotated[Caller, Depends(privacy_caller)]
-CrmCaller = Annotated[Caller, Depends(crm_caller)]
+def _staff(caller: Caller) -> bool:
+    return caller.principal.role in STAFF_ROLES
 
 
 def _service(request: Request) -> RightsService:
-    service: RightsService = request.app.state.runtime.privacy
-    return service
+    return runtime_of(request).privacy
 
 
 def _refuse(request: Request, caller: Caller, message: str, patient_id: str | None = None) -> Forbidden:
-    audit = request.app.state.runtime.audit
-    if audit is not None:
-        audit.record_denial(
-            caller.context, "privacy-api", patient_ids=[patient_id] if patient_id else [], reason=message
-        )
+    """A refusal after authentication (not the caller's patient, not staff), audited once here."""
+    runtime_of(request).audit.record_denial(
+        caller.context, "privacy-api", patient_ids=[patient_id] if patient_id else [], reason=message
+    )
+    setattr(request.state, AUDITED_STATE, True)
     return Forbidden(message, location="patient")
 
 
 def _require_staff(request: Request, caller: Caller) -> None:
-    if not caller.staff:
+    if not _staff(caller):
         raise _refuse(request, caller, f"role '{caller.principal.role}' may not manage privacy requests")
 
 
 def _visible(request: Request, caller: Caller, req: PrivacyRequest) -> None:
-    if not caller.staff and req.patient_id != caller.principal.patient_id:
+    if not _staff(caller) and req.patient_id != caller.principal.patient_id:
         raise NotFound("unknown privacy request", location="id")  # never confirm another patient's request
 
 
 def _render(service: RightsService, req: PrivacyRequest, caller: Caller) -> dict[str, Any]:
-    return req.to_json(service.calendar, service.now(), staff=caller.staff)
+    return req.to_json(service.calendar, service.now(), staff=_staff(caller))
 
 
 def _patient_ref(value: Any) -> str:
@@ -132,7 +80,7 @@ async def file_request(request: Request, body: dict[str, Any], caller: PrivacyCa
     service = _service(request)
     wanted = _patient_ref(body.get("patient"))
     verification: str | None = None
-    if caller.staff:
+    if _staff(caller):
         if not wanted:
             raise InvalidInput(
                 "patient (Patient/<id>) is required when staff file a request", location="patient"
@@ -179,7 +127,7 @@ async def list_requests(
     if near_due:
         states.add("near-due")
     patient_id = _patient_ref(patient) or None
-    if not caller.staff:
+    if not _staff(caller):
         patient_id = caller.principal.patient_id
     found = await run_in_threadpool(
         service.find, patient_id=patient_id, status=status, states=frozenset(states) if states else None
@@ -266,7 +214,7 @@ for _name, _summary in (
 
 
 @router.post("/erasure-receipts", summary="CRM: confirm the deletion of an erased patient (deletion receipt)")
-async def erasure_receipt(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
+async def erasure_receipt(request: Request, body: dict[str, Any], caller: ReceiptCaller) -> dict[str, Any]:
     subject = str(body.get("subject") or "").strip()
     if not subject:
         raise InvalidInput(

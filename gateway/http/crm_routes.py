@@ -1,0 +1,184 @@
+"""HTTP API for CRMs (``/crm/v1``) and the re-identification of CRM pseudonyms.
+
+Why: a CRM is a processor that may only see minimal, consented, pseudonymous
+data (Decree 356/2025/ND-CP Art. 7; Law 91/2025 Art. 9/26/28).  A client of
+role ``crm`` reaches only these routes, and only when its client id is a CRM
+configured in the projection allowlist (``gateway.http.principal.CRM``);
+everything it receives is the sealed outbox (already filtered and projected).
+Turning a pseudonym back into a patient is reserved to role
+``privacy_officer``, needs a reason and is audited (ISO/IEC 27001:2022 A.8.11).
+The bridge itself is wired in :mod:`gateway.crm_wiring`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from audit.events import Target, build_event
+from audit.hooks import AuditHook
+from common.errors import InvalidInput, NotFound
+from consent.purposes import PURPOSES, build_consent
+from crm_bridge.bridge import CrmBridge
+from crm_bridge.config import EVENT_TYPES
+from crm_bridge.delivery import read_feed
+from crm_bridge.outbox import resolve_pseudonym
+from fhir_store.instants import format_instant, now_us
+from fhir_store.model import Create
+from gateway.http.openapi_docs import auth_errors
+from gateway.http.principal import CrmCaller, OfficerCaller
+from gateway.http.responses import runtime_of
+
+
+def _bridge(request: Request) -> CrmBridge:
+    return runtime_of(request).crm
+
+
+router = APIRouter(prefix="/crm/v1", tags=["crm"], responses=auth_errors())
+
+
+@router.get("/changes", summary="Ordered, resumable change feed (at-least-once; de-duplicate on event id)")
+def changes(
+    request: Request,
+    caller: CrmCaller,
+    cursor: int = Query(0, ge=0),
+    limit: int = Query(100, ge=1, le=1000),
+) -> dict[str, Any]:
+    bridge = _bridge(request)
+    events = read_feed(bridge.subscriptions.engine, bridge.keys, caller.principal.client_id, cursor, limit)
+    return {
+        "events": [{**e.body, "seq": e.seq} for e in events],
+        "next_cursor": events[-1].seq if events else cursor,
+        "has_more": len(events) == limit,
+    }
+
+
+@router.post(
+    "/subscriptions", status_code=201, summary="Register a webhook; the signing secret is shown once"
+)
+def subscribe(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
+    url = str(body.get("url") or "")
+    if not url.startswith(("https://", "http://")):
+        raise InvalidInput("url must be an http(s) URL", location="url")
+    events = body.get("events") or None
+    if events is not None and any(e not in EVENT_TYPES for e in events):
+        raise InvalidInput(f"events must be among {list(EVENT_TYPES)}", location="events")
+    from_cursor = body.get("from_cursor")
+    return _bridge(request).subscriptions.create(
+        caller.principal.client_id,
+        url,
+        events,
+        from_seq=int(from_cursor) if from_cursor is not None else None,
+    )
+
+
+@router.get("/subscriptions", summary="This CRM's webhooks with cursor, retry state and dead letters")
+def subscriptions(request: Request, caller: CrmCaller) -> dict[str, Any]:
+    return {"subscriptions": _bridge(request).subscriptions.list(caller.principal.client_id)}
+
+
+@router.delete("/subscriptions/{sub_id}", status_code=204, summary="Stop a webhook")
+def unsubscribe(request: Request, sub_id: str, caller: CrmCaller) -> None:
+    if not _bridge(request).subscriptions.deactivate(caller.principal.client_id, sub_id):
+        raise NotFound("unknown subscription", location="id")
+
+
+@router.post(
+    "/subscriptions/{sub_id}/redeliver", summary="Re-deliver dead letters (optionally rewind the cursor)"
+)
+def redeliver(
+    request: Request,
+    sub_id: str,
+    caller: CrmCaller,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    from_cursor = (body or {}).get("from_cursor")
+    bridge = _bridge(request)
+    count = bridge.subscriptions.redeliver(
+        caller.principal.client_id, sub_id, from_seq=int(from_cursor) if from_cursor is not None else None
+    )
+    if count < 0:
+        raise NotFound("unknown subscription", location="id")
+    bridge.dispatcher.wake.set()
+    return {"requeued": count}
+
+
+@router.post(
+    "/appointments", status_code=202, summary="Book from the CRM: proposed now, booked when the HIS accepts"
+)
+def book(
+    request: Request,
+    body: dict[str, Any],
+    caller: CrmCaller,
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key"),
+) -> dict[str, Any]:
+    return _bridge(request).booking.request(caller.principal.client_id, body, caller.context, idempotency_key)
+
+
+@router.post(
+    "/consents", status_code=201, summary="Record a patient's answer collected by the CRM (grant or withdraw)"
+)
+def record_consent(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
+    bridge = _bridge(request)
+    purpose = str(body.get("purpose") or "")
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"purpose must be one of {list(PURPOSES)}", location="purpose")
+    with bridge.subscriptions.engine.connect() as conn:
+        patient_id = resolve_pseudonym(conn, caller.principal.client_id, str(body.get("subject") or ""))
+    if patient_id is None:
+        raise NotFound("unknown pseudonym for this CRM", location="subject")
+    granted = bool(body.get("granted"))
+    resource = build_consent(
+        patient_id,
+        purpose,
+        permit=granted,
+        date_time=str(body.get("date_time") or format_instant(now_us())),
+        channel=str(body.get("channel") or "crm"),
+        text_version=body.get("text_version"),
+        text_shown=body.get("text"),
+        recipient=caller.principal.client_id,
+    )
+    runtime = runtime_of(request)
+    results = runtime.store.transact([Create(resource)], caller.context)
+    stored = results[0].stored
+    return {"consent_id": stored.id if stored else None, "purpose": purpose, "granted": granted}
+
+
+reid_router = APIRouter(prefix="/crm/v1", tags=["privacy"], responses=auth_errors())
+
+
+@reid_router.post("/reidentify", summary="Pseudonym → patient, for a privacy officer with a reason (audited)")
+def reidentify(request: Request, body: dict[str, Any], caller: OfficerCaller) -> JSONResponse:
+    crm_id = str(body.get("crm") or "")
+    pseudonym = str(body.get("pseudonym") or "")
+    reason = str(body.get("reason") or "").strip()
+    if len(reason) < 10:
+        raise InvalidInput("a reason (at least 10 characters) is required", location="reason")
+    runtime = runtime_of(request)
+    with runtime.engine.connect() as conn:
+        patient_id = resolve_pseudonym(conn, crm_id, pseudonym)
+    audit: AuditHook | None = runtime.audit
+    if audit is not None:
+        event = build_event(
+            context=replace(
+                caller.context, purpose_of_use="http://terminology.hl7.org/CodeSystem/v3-ActReason|HOPERAT"
+            ),
+            event_type="110106",
+            subtype="re-identification",
+            action="R",
+            outcome="0" if patient_id else "4",
+            outcome_desc=f"reason: {reason[:200]}; crm={crm_id}",
+            targets=[Target("Patient", patient_id)] if patient_id else [],
+            patient_ids=[patient_id] if patient_id else [],
+            recorded_us=now_us(),
+        )
+        audit.append([event])
+    if patient_id is None:
+        raise NotFound("unknown pseudonym", location="pseudonym")
+    return JSONResponse({"patient": f"Patient/{patient_id}", "crm": crm_id})
+
+
+__all__ = ["reid_router", "router"]
