@@ -123,7 +123,7 @@ def url_at_0007(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
-        cluster = request.getfixturevalue("pg_cluster")
+        cluster = request.getfixturevalue("fast_pg_cluster")
         url = cluster.create_database(name)
     engine = make_engine(url, pool_size=1)
     with engine.begin() as conn:
