@@ -63,7 +63,7 @@ def test_render_equals_the_general_path(
     query: str | None,
     recorded_us: int,
 ) -> None:
-    inputs = {
+    inputs: dict[str, Any] = {
         "references": references,
         "patient_ids": patient_ids,
         "query": query,

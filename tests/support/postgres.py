@@ -212,7 +212,7 @@ class PostgresCluster:
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(_check_name(name)))
         )
 
-    def _admin(self, statement: sql.Composable) -> None:
+    def _admin(self, statement: sql.Composed) -> None:
         with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=30) as conn:
             conn.execute(statement)
 
