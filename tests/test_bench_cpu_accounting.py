@@ -8,9 +8,12 @@ import sys
 import time
 
 import psycopg
+import pytest
 
 from bench.cpu_accounting import postgres_cpu_s, process_cpu_s, process_tree_cpu_s
 from tests.support.postgres import PostgresCluster
+
+pytestmark = pytest.mark.slow  # burns CPU on purpose to measure it
 
 BURN = "import time\nend = time.process_time() + {s}\nwhile time.process_time() < end: pass\n"
 
@@ -33,15 +36,15 @@ def test_a_process_tree_includes_live_and_reaped_children() -> None:
     assert grown >= 0.4 + live_cpu - 0.02  # both children (clock ticks are 10 ms)
 
 
-def test_postgres_cpu_counts_live_backends_and_keeps_what_exited(pg_cluster: PostgresCluster) -> None:
-    before = postgres_cpu_s(pg_cluster.data_dir)
-    with psycopg.connect(pg_cluster.dsn()) as conn:
+def test_postgres_cpu_counts_live_backends_and_keeps_what_exited(fast_pg_cluster: PostgresCluster) -> None:
+    before = postgres_cpu_s(fast_pg_cluster.data_dir)
+    with psycopg.connect(fast_pg_cluster.dsn()) as conn:
         conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
-        while_connected = postgres_cpu_s(pg_cluster.data_dir) - before
+        while_connected = postgres_cpu_s(fast_pg_cluster.data_dir) - before
     assert while_connected >= 0.1  # the backend's own time, counted while it lives
     deadline = time.monotonic() + 5
-    after = postgres_cpu_s(pg_cluster.data_dir) - before
+    after = postgres_cpu_s(fast_pg_cluster.data_dir) - before
     while after < while_connected and time.monotonic() < deadline:  # until the postmaster reaps it
         time.sleep(0.05)
-        after = postgres_cpu_s(pg_cluster.data_dir) - before
+        after = postgres_cpu_s(fast_pg_cluster.data_dir) - before
     assert after >= while_connected  # then in the postmaster's children total: never goes back

@@ -287,6 +287,7 @@ def _rest_calls(server: Server) -> list[httpx.Response]:
     return out
 
 
+@pytest.mark.slow
 def test_no_patient_data_in_any_log_line(server: Server) -> None:
     files = sorted(str(p) for p in FIXTURES.glob("*.hl7"))
     good_first = sorted(files, key=lambda f: (Path(f).name.startswith("bad_"), "a40" in f, f))

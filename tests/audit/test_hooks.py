@@ -47,7 +47,7 @@ def test_create_and_read_are_audited_with_patient_entity(
         ("C", "create"),
         ("R", "read"),
     ]
-    read = AuditEvent.model_validate(events[2])
+    read: Any = AuditEvent.model_validate(events[2])
     patients = [e.what.reference for e in read.entity if e.role and e.role.code == "1"]
     assert patients == [f"Patient/{pid}"]
     assert read.entity[0].what.reference == f"Encounter/{eid}/_history/1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,6 +45,7 @@ def _general(prepared: Prepared, context: RequestContext, kind: dict[str, Any], 
     return prepare(build_event(context=context, event_id=event_id, **kind, **inputs))
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     context=contexts,
@@ -61,7 +63,7 @@ def test_render_equals_the_general_path(
     query: str | None,
     recorded_us: int,
 ) -> None:
-    inputs = {
+    inputs: dict[str, Any] = {
         "references": references,
         "patient_ids": patient_ids,
         "query": query,

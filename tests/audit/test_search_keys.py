@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -108,7 +109,8 @@ def search_statement(conn: Connection, column: str, pid: str) -> str:
     from audit.schema import audit_event
 
     value = pid if column == "patient" else f"Patient/{pid}"
-    stmt = _where(select(audit_event.c.content), AuditFilter(**{column: value}))
+    filters: dict[str, Any] = {column: value}
+    stmt = _where(select(audit_event.c.content), AuditFilter(**filters))
     compiled = stmt.compile(conn, compile_kwargs={"literal_binds": True})
     return str(compiled)
 
@@ -123,7 +125,7 @@ def url_at_0007(backend: str, request: pytest.FixtureRequest, tmp_path: Path) ->
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
-        cluster = request.getfixturevalue("pg_cluster")
+        cluster = request.getfixturevalue("fast_pg_cluster")
         url = cluster.create_database(name)
     engine = make_engine(url, pool_size=1)
     with engine.begin() as conn:

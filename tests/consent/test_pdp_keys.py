@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -35,7 +36,12 @@ def record(
 
 
 def test_default_deny_and_latest_answer_wins() -> None:
-    kw = {"patient_id": "1", "purpose": APPOINTMENT_REMINDER, "recipient": "crm", "at_us": 100}
+    kw: dict[str, Any] = {
+        "patient_id": "1",
+        "purpose": APPOINTMENT_REMINDER,
+        "recipient": "crm",
+        "at_us": 100,
+    }
     assert decide([], **kw).reason == "no-consent"
     granted = record("a", permit=True, purposes=(APPOINTMENT_REMINDER,), at=10)
     assert decide([granted], **kw).permit

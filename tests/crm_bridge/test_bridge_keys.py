@@ -28,7 +28,7 @@ def _bridge(database_url: str, tmp_path: Path, keys: KeyStore) -> CrmBridge:
         CrmSettings(),
         auditor=None,
         transport=lambda endpoint, message, timeout: None,
-        build_siu=lambda *args, **kwargs: b"",  # type: ignore[arg-type,return-value]
+        build_siu=lambda *args, **kwargs: b"",
         config=ProjectionConfig.load(str(projection)),
         keys=keys,
     )

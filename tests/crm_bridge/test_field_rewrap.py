@@ -191,7 +191,7 @@ def test_an_interrupted_rewrap_resumes_and_a_purged_row_is_skipped(
     assert field_keys_in_use(engine)["crm_outbox.payload"] == {"f1": 4, "f2": 3}  # the first batch stays
 
     # an erasure purges a row between the batch's read and its write: skipped, not resurrected
-    real_writer = batch_rewrite.writer
+    real_writer = batch_rewrite.writer  # type: ignore[attr-defined]  # the name the module looks up
 
     def purge_then_write(eng: Engine) -> Engine:
         with real_writer(eng).begin() as conn:

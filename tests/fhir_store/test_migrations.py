@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from typing import Any, cast
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from fhir_store.database import normalize_url
 from gateway.registration import register_all
+
+pytestmark = pytest.mark.fresh_migration  # the migrations themselves run here, not a template copy
 
 
 def test_migrated_database_matches_the_declared_schema(database_url: str) -> None:

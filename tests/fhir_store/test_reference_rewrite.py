@@ -50,8 +50,12 @@ def test_rewrite_matches_the_tree_walk(resource: dict[str, Any]) -> None:
 
 
 def test_rewrite_copies_and_leaves_the_input_alone() -> None:
-    resource = {"resourceType": "Encounter", "subject": {"reference": "urn:uuid:1"}, "x": [{"y": 1}]}
-    rewritten = _rewrite_references(resource, URL_MAP)
+    resource: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "subject": {"reference": "urn:uuid:1"},
+        "x": [{"y": 1}],
+    }
+    rewritten: Any = _rewrite_references(resource, URL_MAP)
     assert rewritten["subject"] == {"reference": "Patient/a"}
     assert resource["subject"] == {"reference": "urn:uuid:1"}
     rewritten["x"][0]["y"] = 2

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
+@pytest.mark.slow
 def test_two_http_workers_serve_and_stop(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "CAREBRIDGE_HTTP_WORKERS": "2", "CAREBRIDGE_LOG_LEVEL": "WARNING"}

@@ -21,7 +21,7 @@ E164 = "+84912000111"
 
 
 def _phone(resource: dict[str, Any]) -> dict[str, Any]:
-    phones = [t for t in resource["telecom"] if t["system"] == "phone"]
+    phones: list[dict[str, Any]] = [t for t in resource["telecom"] if t["system"] == "phone"]
     assert len(phones) == 1
     return phones[0]
 

@@ -37,7 +37,7 @@ def install() -> None:
             os._exit(CRASH_EXIT_CODE)
         return journal_id
 
-    journal.insert_message = insert_then_die  # type: ignore[assignment]
+    journal.insert_message = insert_then_die
     Ingestor.applied = _die_instead  # type: ignore[method-assign]
 
 

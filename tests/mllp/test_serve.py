@@ -45,6 +45,7 @@ def patient_versions(engine: Engine, mrn: str) -> tuple[int, str | None]:
     return 1, FhirStore(engine, cipher=cipher).read("Patient", owner).resource()["meta"]["versionId"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_hl7_send_cli_end_to_end(
     serve: Callable[..., ServeProcess], database_url: str, tmp_path: Path, engine: Engine
@@ -88,6 +89,8 @@ def test_hl7_send_cli_without_listener_exits_1(tmp_path: Path) -> None:
     assert result.stdout.startswith(f"{FIXTURES / 'adt_a28_add_person.hl7'} - - no answer")
 
 
+@pytest.mark.slow
+@pytest.mark.durable  # kills `carebridge serve` mid-message: committed work must survive
 def test_crash_between_commit_and_ack_loses_nothing(
     serve: Callable[..., ServeProcess], database_url: str, engine: Engine
 ) -> None:
@@ -119,6 +122,8 @@ def test_crash_between_commit_and_ack_loses_nothing(
     restarted.stop()
 
 
+@pytest.mark.slow
+@pytest.mark.durable  # kills `carebridge serve` mid-message: committed work must survive
 def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
     serve: Callable[..., ServeProcess], database_url: str, engine: Engine
 ) -> None:
@@ -166,6 +171,7 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
     assert journal.count_by_status(engine) == {"processed": 2}
 
 
+@pytest.mark.slow
 def test_replay_cli_after_a_mapping_fix(database_url: str, engine: Engine, tmp_path: Path) -> None:
     """A failed message is re-run by id; unknown ids are reported; exit code tells whether all succeeded."""
     from gateway.ingest import Ingestor

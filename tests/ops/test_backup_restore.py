@@ -102,7 +102,7 @@ def empty_database(backend: str, request: pytest.FixtureRequest, tmp_path: Path)
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'restored' / 'carebridge.db'}"
         return
-    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    cluster: PostgresCluster = request.getfixturevalue("fast_pg_cluster")
     name = f"r_{uuid.uuid4().hex}"
     url = cluster.create_database(name)
     yield url
@@ -115,6 +115,7 @@ def verify_line(url: str, audit_key: Path) -> str:
     return out.strip()
 
 
+@pytest.mark.slow
 def test_backup_wipe_restore_verify(
     database_url: str, empty_database: str, keys: tuple[Path, Path], tmp_path: Path
 ) -> None:

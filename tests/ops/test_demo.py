@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from demo.his_day import DAY, REGISTRATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DIRECT_IDENTIFIERS = ("BN000123", "BN000999", "KH20261118-07", "079085001234", "DN4797912345678", "19851345")
 
 
+@pytest.mark.slow
 def test_make_demo_completes() -> None:
     started = time.monotonic()
     result = subprocess.run(

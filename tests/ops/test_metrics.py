@@ -49,6 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Demo, sub
         yield running
 
 
+@pytest.mark.slow
 def test_hl7_counters_and_journal_gauges_move(server: tuple[Demo, subprocess.Popen[bytes]]) -> None:
     demo, _ = server
     before = scrape(demo)
@@ -88,6 +89,7 @@ def test_hl7_counters_and_journal_gauges_move(server: tuple[Demo, subprocess.Pop
     assert any(k.startswith("carebridge_http_request_duration_seconds_bucket") for k in again)
 
 
+@pytest.mark.slow
 def test_crm_subscription_backlog_while_the_receiver_is_down(
     server: tuple[Demo, subprocess.Popen[bytes]],
 ) -> None:

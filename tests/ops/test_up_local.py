@@ -24,7 +24,8 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.postgres
+# slow: starts a PostgreSQL cluster and `carebridge serve` as subprocesses
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def free_port() -> int:

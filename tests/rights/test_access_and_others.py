@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from consent.purposes import APPOINTMENT_REMINDER, MARKETING
 from tests.crm_bridge.conftest import CRM_ID, CrmClient, appointment, counter_consent, full_patient
@@ -50,6 +51,7 @@ def test_access_export_and_disclosure_history(rights_live: LiveServer, rights_cr
         assert page.status_code == 200 and CRM_ID in page.text and "Disclosure history" in page.text
 
 
+@pytest.mark.slow
 def test_restriction_objection_rectification(rights_live: LiveServer, rights_crm: CrmClient) -> None:
     pid = create(rights_live, full_patient())
     _consent(rights_live, pid, APPOINTMENT_REMINDER)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import func, select
 
 from consent.rights.schema import privacy_request
@@ -26,6 +27,7 @@ def _issue(response: object) -> str:
     return str(body["issue"][0]["diagnostics"])
 
 
+@pytest.mark.slow
 def test_bad_requests_are_refused_and_change_nothing(rights_live: LiveServer) -> None:
     mine = create(rights_live, full_patient())
     other = create(rights_live, full_patient())

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from audit.schema import audit_event
@@ -50,6 +51,7 @@ def _subtypes(live: LiveServer) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_erasure_end_to_end(
     rights_live: LiveServer, rights_crm: CrmClient, receiver: Receiver, tmp_path: Path
 ) -> None:

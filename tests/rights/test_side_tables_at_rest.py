@@ -76,6 +76,7 @@ def in_clear(engine: Engine) -> list[str]:
     return found + [s for s in SIDE_SECRETS if s.encode() in side]
 
 
+@pytest.mark.slow
 def test_side_tables_hold_no_personal_data_in_clear(
     flow_live: tuple[LiveServer, HisPeer, str], receiver: Receiver, database_url: str
 ) -> None:

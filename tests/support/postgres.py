@@ -1,16 +1,31 @@
 """Throwaway PostgreSQL clusters for tests and benchmarks.
 
-``PostgresCluster.start()`` runs ``initdb`` into a fresh temporary directory and starts a
+``PostgresCluster.start(durable=...)`` runs ``initdb`` into a fresh temporary directory and starts a
 server listening only on 127.0.0.1 at a free port, with a private Unix-socket directory, so
 several clusters (one per pytest-xdist worker, a benchmark, a developer shell) never collide.
 When running as root the directory is handed to the ``postgres`` user (``nobody`` if that user
 does not exist) and the server binaries run as that user, because PostgreSQL refuses to run
 as root.  ``stop()`` shuts the server down (``pg_ctl stop -m fast``) and removes the directory.
 
+Durable or fast, chosen by every caller:
+
+- ``durable=True`` (the default, and what benchmarks use): ``fsync``, ``synchronous_commit`` and
+  ``full_page_writes`` on, so a commit costs what it costs in production and a crash of the
+  server loses nothing committed.
+- ``durable=False`` (the functional test suite): all three off.  Commits are still atomic and
+  visible to every other session at once -- only a crash of the *server* or the machine could
+  lose them, and a throwaway cluster never outlives one.  Tests that kill a process and then
+  check what survived use a durable cluster anyway (``durable`` marker in tests/conftest.py).
+
+``create_database(name, template=...)`` clones a database (``CREATE DATABASE ... TEMPLATE``):
+the suite migrates one template per cluster and clones it per test, which is much cheaper
+than running every migration again (PostgreSQL docs, "Template Databases").
+
 Standalone use keeps a cluster up until Ctrl-C or SIGTERM and prints its URL first::
 
     python -m tests.support.postgres            # creates and prints database "carebridge"
     python -m tests.support.postgres --port 55432 --dbname bench
+    python -m tests.support.postgres --fast      # fsync off: for a quick functional check only
 """
 
 from __future__ import annotations
@@ -34,14 +49,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-# Server settings: durable commits (benchmarks must measure real fsync cost), room for pools.
+# Server settings of every cluster: loopback only, room for the pools of parallel tests.
 SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
-    "fsync": "on",
-    "synchronous_commit": "on",
     "max_connections": "200",
     "shared_buffers": "256MB",
 }
+# Durable commits: benchmarks must measure the real fsync cost.
+DURABLE_SETTINGS = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+# The functional suite: nothing of a throwaway cluster has to survive a server or machine crash.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 SUPERUSER = "postgres"
 # --no-sync only skips flushing initdb's own files: nothing of a throwaway cluster must survive a crash.
 INITDB_OPTIONS = ("-A", "trust", "-U", SUPERUSER, "--encoding=UTF8", "--no-locale", "--no-sync")
@@ -94,8 +111,11 @@ def _server_user() -> pwd.struct_passwd | None:
 class PostgresCluster:
     """A running throwaway cluster. Use ``start()``; ``stop()`` is idempotent."""
 
-    def __init__(self, base_dir: Path, port: int, pg_ctl: Path, user: pwd.struct_passwd | None) -> None:
+    def __init__(
+        self, base_dir: Path, port: int, pg_ctl: Path, user: pwd.struct_passwd | None, *, durable: bool = True
+    ) -> None:
         self.base_dir = base_dir
+        self.durable = durable
         self.data_dir = base_dir / "data"
         self.socket_dir = base_dir / "sock"
         self.log_file = base_dir / "server.log"
@@ -107,11 +127,12 @@ class PostgresCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, port: int | None = None) -> PostgresCluster:
+    def start(cls, port: int | None = None, *, durable: bool = True) -> PostgresCluster:
+        """Start a new cluster; ``durable=False`` turns fsync, synchronous_commit, full_page_writes off."""
         initdb, pg_ctl = find_binaries()
         user = _server_user()
         base_dir = Path(tempfile.mkdtemp(prefix="carebridge-pg-"))
-        cluster = cls(base_dir, port or 0, pg_ctl, user)
+        cluster = cls(base_dir, port or 0, pg_ctl, user, durable=durable)
         try:
             cluster.socket_dir.mkdir()
             if user is not None:
@@ -130,7 +151,8 @@ class PostgresCluster:
         for _ in range(attempts):
             self.port = fixed_port or _free_port()
             options = [f"-p {self.port}", f"-k {shlex.quote(str(self.socket_dir))}"]
-            options += [f"-c {key}={value}" for key, value in SERVER_SETTINGS.items()]
+            settings = {**SERVER_SETTINGS, **(DURABLE_SETTINGS if self.durable else FAST_SETTINGS)}
+            options += [f"-c {key}={value}" for key, value in settings.items()]
             result = self._ctl("-l", self.log_file, "-w", "-t", "120", "-o", " ".join(options), "start")
             if result.returncode == 0:
                 self._running = True
@@ -167,10 +189,22 @@ class PostgresCluster:
         """libpq connection string, for plain ``psycopg.connect``."""
         return f"host=127.0.0.1 port={self.port} user={SUPERUSER} dbname={dbname}"
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
-        self._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_check_name(name))))
+    def create_database(self, name: str, *, template: str | None = None) -> str:
+        """Create a database -- empty, or a copy of ``template`` -- and return its SQLAlchemy URL.
+
+        Nobody may be connected to the template while it is copied (PostgreSQL refuses);
+        :meth:`make_template` makes sure nobody can.
+        """
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_check_name(name)))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(_check_name(template)))
+        self._admin(statement)
         return self.url(name)
+
+    def make_template(self, name: str) -> None:
+        """Mark a prepared database as a template that accepts no connections from now on."""
+        ident = sql.Identifier(_check_name(name))
+        self._admin(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(ident))
 
     def drop_database(self, name: str) -> None:
         """Drop a database, disconnecting whoever is still connected to it."""
@@ -233,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run a throwaway PostgreSQL cluster until Ctrl-C/SIGTERM.")
     parser.add_argument("--port", type=int, default=None, help="fixed port (default: a free one)")
     parser.add_argument("--dbname", default="carebridge", help="database to create and print")
+    parser.add_argument(
+        "--fast", action="store_true", help="fsync, synchronous_commit, full_page_writes off (not durable)"
+    )
     args = parser.parse_args(argv)
 
     # SIGTERM -> SystemExit, so the `with` block below stops the server and removes its files.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with PostgresCluster.start(port=args.port) as cluster:
+    with PostgresCluster.start(port=args.port, durable=not args.fast) as cluster:
         url = cluster.url(args.dbname) if args.dbname == "postgres" else cluster.create_database(args.dbname)
         print(url, flush=True)
         print(f"data: {cluster.data_dir}  (Ctrl-C or SIGTERM stops and removes it)", file=sys.stderr)
