@@ -62,6 +62,17 @@ class HttpSettings(Group):
     workers: int = 1  # extra processes share the HTTP socket (one core each)
 
 
+class AuthSettings(Group):
+    """OAuth clients (gateway.auth): the scrypt cost, as log2(N), of client secrets registered from now on.
+
+    Each hash records its own parameters, so changing this never breaks existing clients.
+    14 (N=2^14, r=8: RFC 7914 §2's interactive figure) is the floor a deployment should
+    keep; the test suite registers its throwaway clients at 10.
+    """
+
+    secret_log2n: int = Field(default=14, ge=10, le=20)
+
+
 class MllpSettings(Group):
     port: int = 2575
     max_message_bytes: int = 1024 * 1024
@@ -178,6 +189,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 16
     http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7: Hl7Settings = Field(default_factory=Hl7Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)

@@ -19,7 +19,7 @@ def _registry(args: argparse.Namespace) -> tuple[ClientRegistry, Any]:
     settings = settings_from(args)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=1)
-    return ClientRegistry(engine), engine
+    return ClientRegistry(engine, secret_log2n=settings.auth.secret_log2n), engine
 
 
 def _add(args: argparse.Namespace) -> int:

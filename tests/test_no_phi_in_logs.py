@@ -32,6 +32,7 @@ import httpx
 import pytest
 
 from gateway.logging_setup import drop_patient_data
+from tests.support import TEST_SECRET_LOG2N
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hl7v2"
 CAREBRIDGE = str(Path(sys.executable).with_name("carebridge"))
@@ -206,7 +207,7 @@ class Server:
         engine = make_engine(self.db, pool_size=1)
         try:
             client_id = f"{role}-phi"
-            secret = ClientRegistry(engine).add(client_id, role, None)
+            secret = ClientRegistry(engine, secret_log2n=TEST_SECRET_LOG2N).add(client_id, role, None)
         finally:
             engine.dispose()
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret or ""}

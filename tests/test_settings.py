@@ -34,7 +34,7 @@ def _other_value(default: Any) -> tuple[str, Any]:
     if isinstance(default, bool):
         return ("no", False) if default else ("yes", True)
     if isinstance(default, int):
-        return str(default + 7), default + 7
+        return str(default + 1), default + 1
     if isinstance(default, float):
         return str(default + 0.25), default + 0.25
     return "x-" + str(default), "x-" + str(default)

@@ -15,7 +15,10 @@ from fhir_store.instants import now_us
 from gateway.auth.schema import oauth_client
 from gateway.auth.scopes import ROLES, grantable
 
-_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+#: scrypt cost as log2(N), with r=8, p=1 (RFC 7914 §2: N=2^14 for interactive logins).  The
+#: parameters are stored with each hash, so a hash made at any cost verifies at its own cost.
+DEFAULT_SECRET_LOG2N = 14
+_R, _P = 8, 1
 
 
 @dataclass(frozen=True)
@@ -29,24 +32,46 @@ class Client:
     secret_hash: str | None
 
 
-def hash_secret(secret: str, salt: bytes | None = None) -> str:
+def _scrypt(secret: str, salt: bytes, log2n: int, r: int, p: int) -> bytes:
+    # maxmem: OpenSSL's 32 MiB default refuses N=2^15 and up with r=8.
+    return hashlib.scrypt(secret.encode(), salt=salt, n=2**log2n, r=r, p=p, dklen=32, maxmem=2**30)
+
+
+def hash_secret(secret: str, salt: bytes | None = None, *, log2n: int = DEFAULT_SECRET_LOG2N) -> str:
+    """``scrypt$ln=<log2 N>,r=<r>,p=<p>$<salt hex>$<digest hex>`` (PHC-style parameters)."""
     salt = salt or secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
-    return f"scrypt${salt.hex()}${digest.hex()}"
+    digest = _scrypt(secret, salt, log2n, _R, _P)
+    return f"scrypt$ln={log2n},r={_R},p={_P}${salt.hex()}${digest.hex()}"
+
+
+def _parameters(text: str) -> tuple[int, int, int]:
+    values = dict(part.split("=", 1) for part in text.split(","))
+    return int(values["ln"]), int(values["r"]), int(values["p"])
 
 
 def secret_matches(secret: str, stored: str) -> bool:
+    """Whether ``secret`` hashes to ``stored``; hashes without parameters are the original N=2^14."""
+    parts = stored.split("$")
     try:
-        _, salt_hex, digest_hex = stored.split("$")
-    except ValueError:
+        if len(parts) == 3:  # scrypt$salt$digest, written before the parameters were stored
+            (log2n, r, p), salt_hex, digest_hex = (DEFAULT_SECRET_LOG2N, _R, _P), parts[1], parts[2]
+        else:
+            _, params, salt_hex, digest_hex = parts
+            log2n, r, p = _parameters(params)
+        if not (1 <= log2n <= 20 and 1 <= r <= 32 and 1 <= p <= 16):
+            return False
+        expected = _scrypt(secret, bytes.fromhex(salt_hex), log2n, r, p).hex()
+    except (ValueError, KeyError):
         return False
-    expected = hash_secret(secret, bytes.fromhex(salt_hex)).split("$")[2]
     return hmac.compare_digest(expected, digest_hex)
 
 
 class ClientRegistry:
-    def __init__(self, engine: Engine) -> None:
+    """``secret_log2n`` is the scrypt cost of secrets made from now on (``CAREBRIDGE_AUTH_SECRET_LOG2N``)."""
+
+    def __init__(self, engine: Engine, *, secret_log2n: int = DEFAULT_SECRET_LOG2N) -> None:
         self.engine = engine
+        self.secret_log2n = secret_log2n
 
     def add(
         self,
@@ -73,7 +98,7 @@ class ClientRegistry:
             conn.execute(
                 insert(oauth_client).values(
                     client_id=client_id,
-                    secret_hash=hash_secret(secret) if secret else None,
+                    secret_hash=hash_secret(secret, log2n=self.secret_log2n) if secret else None,
                     role=role,
                     scopes=granted,
                     jwks=jwks,

@@ -73,7 +73,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(crm_routes.reid_router)
     privacy_routes.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
     # token endpoint, JWKS, SMART discovery; every route authenticates through gateway.http.principal
-    app.include_router(build_auth_router(ClientRegistry(runtime.engine), runtime.tokens))
+    app.include_router(
+        build_auth_router(
+            ClientRegistry(runtime.engine, secret_log2n=runtime.settings.auth.secret_log2n), runtime.tokens
+        )
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

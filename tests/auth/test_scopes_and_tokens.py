@@ -10,7 +10,7 @@ from joserfc.jwk import ECKey
 
 from common.errors import Forbidden, InvalidInput, Unauthenticated, VersionConflict
 from fhir_store.database import make_engine
-from gateway.auth.clients import ClientRegistry, hash_secret, secret_matches
+from gateway.auth.clients import DEFAULT_SECRET_LOG2N, ClientRegistry, hash_secret, secret_matches
 from gateway.auth.scopes import grant, grantable, parse_scope, parse_scopes, require
 from gateway.auth.tokens import TokenService
 
@@ -88,3 +88,29 @@ def test_clients_and_tokens(database_url: str) -> None:
     with pytest.raises(Unauthenticated):
         fresh.verify(forged)
     engine.dispose()
+
+
+def test_secret_hash_keeps_its_cost() -> None:
+    """Each hash records its scrypt parameters: a cheap test hash and a default one both verify,
+    and a hash stored before parameters were recorded (scrypt$salt$digest) is read as N=2^14."""
+    default = hash_secret("s3cret")
+    assert default.startswith(f"scrypt$ln={DEFAULT_SECRET_LOG2N},r=8,p=1$")
+    cheap = hash_secret("s3cret", log2n=10)
+    assert cheap.startswith("scrypt$ln=10,r=8,p=1$")
+    assert secret_matches("s3cret", cheap) and not secret_matches("s3creT", cheap)
+    _, _, salt_hex, digest_hex = default.split("$")
+    legacy = f"scrypt${salt_hex}${digest_hex}"
+    assert secret_matches("s3cret", legacy) and not secret_matches("s3cret!", legacy)
+    assert not secret_matches("s3cret", f"scrypt$ln=99,r=8,p=1${salt_hex}${digest_hex}")
+    assert not secret_matches("s3cret", "not a hash")
+
+
+def test_registry_hashes_at_the_configured_cost(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=2)
+    registry = ClientRegistry(engine, secret_log2n=11)
+    secret = registry.add("his-cost", "his_integration")
+    client = registry.get("his-cost")
+    assert secret and client is not None and client.secret_hash is not None
+    assert client.secret_hash.startswith("scrypt$ln=11,")
+    assert registry.authenticate_secret("his-cost", secret).client_id == "his-cost"
+    assert ClientRegistry(engine).authenticate_secret("his-cost", secret).client_id == "his-cost"

@@ -26,6 +26,7 @@ import pytest
 from consent.purposes import build_consent
 from crm_bridge.delivery import SIGNATURE_HEADER
 from tests.http.live import LiveServer, serve
+from tests.support import TEST_SECRET_LOG2N
 
 CRM_ID = "crm-main"
 MRN_SYSTEM = "https://id.carebridge.vn/mrn/BVDK_HN"
@@ -147,7 +148,7 @@ class CrmClient:
     def __init__(self, live: LiveServer) -> None:
         from gateway.auth.clients import ClientRegistry
 
-        secret = ClientRegistry(live.runtime.engine).add(CRM_ID, "crm") or ""
+        secret = ClientRegistry(live.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(CRM_ID, "crm") or ""
         token = httpx.post(
             f"{live.base_url}/auth/token",
             data={"grant_type": "client_credentials", "client_id": CRM_ID, "client_secret": secret},

@@ -18,6 +18,7 @@ from gateway.auth.clients import ClientRegistry
 from gateway.http.app import create_app
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from tests.support import TEST_SECRET_LOG2N
 
 
 @dataclass
@@ -40,7 +41,9 @@ class LiveServer:
     ) -> str:
         """Register a client of ``role`` and get a real token from ``POST /auth/token``."""
         client_id = f"{role}-{uuid.uuid4().hex[:8]}"
-        secret = ClientRegistry(self.runtime.engine).add(client_id, role, scopes, patient_id=patient_id)
+        secret = ClientRegistry(self.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(
+            client_id, role, scopes, patient_id=patient_id
+        )
         form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret or ""}
         if requested:
             form["scope"] = requested
