@@ -27,12 +27,12 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
 from consent.keys import ENV_KEYS, KeyMaterialError, KeyStore
 from crm_bridge.field_keys import field_keys_in_use, rewrap_fields, rows_under_old_keys
 from crm_bridge.outbox import rotate_pseudonyms
-from crm_bridge.schema import crm_outbox, crm_subscription
+from crm_bridge.status import outbox_size, subscription_cursors
 from fhir_store.database import make_engine, writer
 from fhir_store.migrations import upgrade
 from gateway.cli_audit import run_key_command
@@ -101,10 +101,8 @@ def _rewrap(args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
 
 def _status(_args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
     with engine.connect() as conn:
-        events = conn.execute(select(func.count()).select_from(crm_outbox)).scalar()
-        subs = conn.execute(
-            select(crm_subscription.c.id, crm_subscription.c.crm_id, crm_subscription.c.cursor)
-        ).all()
+        events = outbox_size(conn)
+        subs = subscription_cursors(conn)
     lines = [f"outbox events: {events}"]
     lines += [f"subscription {sub_id} crm={crm_id} cursor={cursor}" for sub_id, crm_id, cursor in subs]
     current = keys.field.current
