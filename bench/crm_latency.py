@@ -41,9 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cpu_accounting import process_cpu_s  # noqa: E402
 from bench.mllp_ingest import start_serve  # noqa: E402
-from consent.purposes import POST_VISIT_CARE, build_consent  # noqa: E402
-from fhir_store.migrations import upgrade  # noqa: E402
-from fhir_store.model import Create, RequestContext  # noqa: E402
+from consent import POST_VISIT_CARE, build_consent  # noqa: E402
+from fhir_store import Create, RequestContext, upgrade  # noqa: E402
 from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
@@ -117,8 +116,8 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
         ingestor = Ingestor(runtime.store, settings)
         for mrn in mrns:
             assert ingestor.handle(a04(mrn)).ack_code == "AA"
-        from crm_bridge.status import outbox_head
-        from fhir_store.table_reads import claimed_ids
+        from crm_bridge import outbox_head
+        from fhir_store import claimed_ids
 
         with runtime.engine.connect() as conn:
             blinded = {runtime.store.cipher.blind(m): m for m in mrns}  # claims hold keyed hashes

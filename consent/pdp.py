@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from consent.purposes import (
     MARKETING,
     RESTRICTED_LABELS,
@@ -36,10 +36,7 @@ from consent.purposes import (
     consent_recipients,
     security_labels,
 )
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.instants import parse_fhir_instant_range
-from fhir_store.model import RequestContext
-from fhir_store.table_reads import current_consents_of_patient
+from fhir_store import RequestContext, StoreCipher, current_consents_of_patient, parse_fhir_instant_range
 
 
 @dataclass(frozen=True)

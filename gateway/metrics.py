@@ -44,23 +44,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import Connection, Engine
 
-from audit.status import chain_length, last_checkpoint
-from crm_bridge.status import (
+from audit import chain_length, last_checkpoint
+from crm_bridge import (
     dead_letter_counts,
     his_outbox_counts,
     outbox_heads,
     subscribed_crm_ids,
     webhook_backlogs,
 )
-from fhir_store.database import reader
-from fhir_store.journal import OPEN_STATUSES as JOURNAL_OPEN_STATUSES
-from fhir_store.journal import RECEIVED as JOURNAL_RECEIVED
-from fhir_store.journal import open_counts as journal_open_counts
+from fhir_store import JOURNAL_OPEN_STATUSES, JOURNAL_RECEIVED, for_reading, journal_open_counts
 from gateway.logging_setup import get_logger
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
-    from mappers.hl7_message import Header
+    from mappers import Header
 
 log = get_logger("carebridge.metrics")
 
@@ -186,7 +183,7 @@ class OpsCollector(Collector):
         up = 1.0
         families: list[Metric] = []
         try:
-            with reader(self.engine).connect() as conn:
+            with for_reading(self.engine).connect() as conn:
                 for section in (self._journal, self._audit, self._crm):
                     try:
                         families.extend(section(conn))

@@ -20,11 +20,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
 from consent.rights.tombstones import lookup_hashes, relabel
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.instants import now_us
-from fhir_store.model import Operation, RequestContext, Update
-from fhir_store.repository import FhirStore
-from fhir_store.table_reads import iter_current_sealed
+from fhir_store import FhirStore, Operation, RequestContext, StoreCipher, Update, iter_current_sealed, now_us
 
 
 def _known_requests(conn: Connection) -> set[str]:

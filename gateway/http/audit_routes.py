@@ -44,13 +44,9 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from audit.events import Target, outcome_for_status, rest_event
-from audit.export import search_audit
-from audit.hooks import AuditHook
-from audit.status import stored_event
-from common.errors import InvalidInput, MethodNotAllowed, NotFound
-from fhir_store.instants import now_us, parse_fhir_instant_range
-from fhir_store.model import RequestContext
+from audit import AuditHook, Target, outcome_for_status, rest_event, search_audit, stored_event
+from common import InvalidInput, MethodNotAllowed, NotFound
+from fhir_store import RequestContext, now_us, parse_fhir_instant_range
 from gateway.auth.scopes import Interaction, parse_scopes, require
 from gateway.http import bundle_render as render
 from gateway.http import openapi_docs as doc
