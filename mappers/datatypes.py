@@ -22,6 +22,8 @@ from common import (
     normalize_contact_point,
     practitioner_system,
 )
+from common import ORIGINAL_TEXT_URL as ORIGINAL_TEXT_URL
+from common import normalize_phone as normalize_phone
 from mappers.hl7_message import Repetition, cx_authority
 
 JSON = dict[str, Any]
