@@ -1,1 +1,76 @@
-"""carebridge: audit package."""
+"""The audit trail's public API: what the other packages may import (``from audit import ...``).
+
+Everything else in the package is internal (import-linter ``protected``
+contract in pyproject.toml); the audit tables are read by the functions of
+``audit.status`` and ``audit.export``, not by SQL in other packages.
+"""
+
+from __future__ import annotations
+
+from audit.checkpoints import (
+    AuditKeys,
+    VerifyKey,
+)
+from audit.codes import (
+    DCM_SYSTEM,
+    SERIOUS_FAILURE,
+    SUCCESS,
+)
+from audit.events import (
+    SUBTYPE_SYSTEM,
+    Target,
+    build_event,
+    coding,
+    export_event,
+    outcome_for_status,
+    rest_event,
+)
+from audit.export import (
+    AuditFilter,
+    search_audit,
+)
+from audit.export import (
+    export as export_audit,
+)
+from audit.hooks import (
+    AuditHook,
+    patient_refs,
+)
+from audit.registration import (
+    register as register_audit,
+)
+from audit.status import (
+    chain_length,
+    last_checkpoint,
+    stored_event,
+)
+from audit.verify import (
+    VerifyResult,
+    verify_engine,
+)
+
+__all__ = [
+    "DCM_SYSTEM",
+    "SERIOUS_FAILURE",
+    "SUBTYPE_SYSTEM",
+    "SUCCESS",
+    "AuditFilter",
+    "AuditHook",
+    "AuditKeys",
+    "Target",
+    "VerifyKey",
+    "VerifyResult",
+    "build_event",
+    "chain_length",
+    "coding",
+    "export_audit",
+    "export_event",
+    "last_checkpoint",
+    "outcome_for_status",
+    "patient_refs",
+    "register_audit",
+    "rest_event",
+    "search_audit",
+    "stored_event",
+    "verify_engine",
+]

@@ -33,7 +33,7 @@ from audit.chain_sql import lock_chain as lock_chain  # re-exported: on-demand c
 from audit.checkpoints import AuditKeys, write_checkpoint
 from audit.rows import COLUMNS, Prepared, event_keys, prepare
 from audit.schema import audit_event, audit_event_key
-from fhir_store.driver_sql import cursor
+from fhir_store import driver_cursor
 
 _INSERT = PairInsert(RowInsert(audit_event, COLUMNS), RowInsert(audit_event_key, ("seq", "key", "patient")))
 _ENTITY = COLUMNS.index("entity") - 1  # in Prepared.columns, which start at event_id
@@ -86,7 +86,7 @@ class ChainWriter:
         if not events:
             return head(conn)[0]
         dialect = conn.dialect.name
-        cur = cursor(conn)
+        cur = driver_cursor(conn)
         try:
             held = _held_head(conn) if dialect == "postgresql" else None
             first_seq, prev = lock_and_head(cur, dialect) if held is None else held

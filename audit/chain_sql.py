@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from sqlalchemy import BigInteger, Boolean, Connection, LargeBinary, Table
 
-from fhir_store.driver_sql import cursor
+from fhir_store import driver_cursor
 
 GENESIS: Final = b"\x00" * 32
 # pg_advisory_xact_lock key: ASCII "cbaudit\0" (any constant unique to this lock will do)
@@ -75,7 +75,7 @@ def lock_and_head(cur: Any, dialect: str) -> tuple[int, bytes]:
 def lock_chain(conn: Connection) -> None:
     """Serialize appends (PostgreSQL); SQLite callers must be in a BEGIN IMMEDIATE transaction."""
     if conn.dialect.name == "postgresql":
-        cur = cursor(conn)
+        cur = driver_cursor(conn)
         try:
             cur.execute(_LOCK, (CHAIN_LOCK_KEY,))
         finally:
@@ -84,7 +84,7 @@ def lock_chain(conn: Connection) -> None:
 
 def head(conn: Connection) -> tuple[int, bytes]:
     """``(seq, hash)`` of the last event, without taking the lock."""
-    cur = cursor(conn)
+    cur = driver_cursor(conn)
     try:
         cur.execute(_HEAD)
         row = cur.fetchone()

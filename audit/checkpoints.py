@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import Connection, insert, select
 
 from audit.schema import audit_checkpoint, audit_event
-from fhir_store.instants import now_us
+from fhir_store import now_us
 
 _SIGNED_PREFIX = b"carebridge-audit-checkpoint/v1\n"
 _MAC_INFO = b"carebridge audit event mac v1"

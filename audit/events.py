@@ -56,8 +56,7 @@ from audit.codes import (
 )
 from audit.codes import SUBTYPE_SYSTEM as SUBTYPE_SYSTEM  # re-exported: callers name their subtypes
 from audit.codes import outcome_for_status as outcome_for_status  # re-exported for the HTTP layer
-from fhir_store.instants import from_us
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext, from_us
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from sqlalchemy import Connection, Select, func, or_, select
 from audit.events import export_event, format_recorded
 from audit.hooks import AuditHook
 from audit.schema import audit_event, audit_event_key
-from fhir_store.instants import format_instant, now_us
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext, format_instant, now_us
 
 CSV_COLUMNS = (
     "seq",

@@ -51,10 +51,16 @@ from audit.events import Target, import_event, outcome_for_status, rest_event
 from audit.rows import Prepared
 from audit.store_events import AccessAction, access_row, change_row
 from audit.store_events import patient_refs as patient_refs  # re-exported (consent tombstones use it)
-from common.settings import AuditSettings
-from fhir_store.database import is_sqlite, make_engine, writer
-from fhir_store.instants import now_us
-from fhir_store.model import RequestContext, ResourceChange, StoredResource
+from common import AuditSettings
+from fhir_store import (
+    RequestContext,
+    ResourceChange,
+    StoredResource,
+    for_writing,
+    is_sqlite,
+    make_engine,
+    now_us,
+)
 
 log = logging.getLogger("carebridge.audit")
 BATCH_MAX = 2000
@@ -239,7 +245,7 @@ class AuditHook:
             if self._side_engine is None:
                 url = self.engine.url.render_as_string(hide_password=False)
                 self._side_engine = make_engine(url, pool_size=1)
-            with writer(self._side_engine).begin() as conn:
+            with for_writing(self._side_engine).begin() as conn:
                 self.writer.append_prepared(conn, events)
 
     def append_rows(self, events: Sequence[Prepared]) -> int:
@@ -248,7 +254,7 @@ class AuditHook:
             return self.writer.append_prepared(conn, events)
 
     def _write_engine(self) -> Engine:
-        return writer(self.engine)  # BEGIN IMMEDIATE on SQLite; made once per engine
+        return for_writing(self.engine)  # BEGIN IMMEDIATE on SQLite; made once per engine
 
     # -- outside the store: failures, denials, messages ------------------------
 

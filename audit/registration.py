@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from audit.schema import metadata
-from fhir_store.registry import Registry
+from fhir_store import Registry
 
 
 def register(registry: Registry) -> None:

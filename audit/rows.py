@@ -44,8 +44,7 @@ from audit.events import (
     request_entity,
     resource_entity,
 )
-from fhir_store.instants import to_us
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext, to_us
 
 #: the columns an event's content determines (searched by ``GET /fhir/AuditEvent``); verify compares them
 INDEX_COLUMNS: Final = (

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, LargeBinary, String, Table
 
-from fhir_store.schema import new_metadata
+from fhir_store import new_metadata
 
 AUDIT_TABLES = ("audit_event", "audit_event_key", "audit_checkpoint")
 

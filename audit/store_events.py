@@ -16,7 +16,7 @@ from typing import Any, Literal
 from audit.codes import ACTIONS
 from audit.events import import_action
 from audit.rows import Prepared, render
-from fhir_store.model import RequestContext, ResourceChange, StoredResource
+from fhir_store import RequestContext, ResourceChange, StoredResource
 
 AccessAction = Literal["read", "vread", "search", "history"]
 _ACCESS_SUBTYPE = {"read": "read", "vread": "vread", "search": "search-type", "history": "history"}

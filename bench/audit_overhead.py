@@ -46,15 +46,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from audit.checkpoints import AuditKeys
-from audit.hooks import AuditHook
+from audit import AuditHook, AuditKeys
 from bench.fhir_load import synthetic_patient
-from fhir_store.database import make_engine, writer
-from fhir_store.key_registry import open_cipher
-from fhir_store.migrations import upgrade
-from fhir_store.model import Create, RequestContext, ResourceChange, StoredResource
-from fhir_store.pipeline import HookPipeline
-from fhir_store.repository import FhirStore
+from fhir_store import (
+    Create,
+    FhirStore,
+    HookPipeline,
+    RequestContext,
+    ResourceChange,
+    StoredResource,
+    for_writing,
+    make_engine,
+    open_cipher,
+    upgrade,
+)
 
 CTX = RequestContext(
     request_id="bench",
@@ -183,7 +188,7 @@ def per_event(url: str, *, rounds: int, reads: int, creates: int) -> dict[str, f
         for i in range(creates):
             ctx = context()
             change = ResourceChange("create", "Patient", f"c{rnd}-{i}", 1, 0, {"resourceType": "Patient"})
-            with writer(engine).begin() as conn:
+            with for_writing(engine).begin() as conn:
                 conn.exec_driver_sql("SELECT 1")
                 begin = time.thread_time()
                 hook.on_changes(conn, [change], ctx)

@@ -41,9 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.cpu_accounting import process_cpu_s  # noqa: E402
 from bench.mllp_ingest import start_serve  # noqa: E402
-from consent.purposes import POST_VISIT_CARE, build_consent  # noqa: E402
-from fhir_store.migrations import upgrade  # noqa: E402
-from fhir_store.model import Create, RequestContext  # noqa: E402
+from consent import POST_VISIT_CARE, build_consent  # noqa: E402
+from fhir_store import Create, RequestContext, upgrade  # noqa: E402
 from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
@@ -117,19 +116,13 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
         ingestor = Ingestor(runtime.store, settings)
         for mrn in mrns:
             assert ingestor.handle(a04(mrn)).ack_code == "AA"
-        from sqlalchemy import func, select
-
-        from crm_bridge.schema import crm_outbox
-        from fhir_store.schema import identifier_claim
+        from crm_bridge import outbox_head
+        from fhir_store import claimed_ids
 
         with runtime.engine.connect() as conn:
             blinded = {runtime.store.cipher.blind(m): m for m in mrns}  # claims hold keyed hashes
-            rows = conn.execute(
-                select(identifier_claim.c.value, identifier_claim.c.res_id).where(
-                    identifier_claim.c.res_type == "Patient", identifier_claim.c.value.in_(list(blinded))
-                )
-            ).all()
-        ids = {blinded[str(v)]: str(r) for v, r in rows}
+            claimed = claimed_ids(conn, "Patient", blinded)
+        ids = {blinded[value]: res_id for value, res_id in claimed.items()}
         ctx = RequestContext("bench-setup")
         pseudonyms: dict[str, str] = {}
         for mrn in mrns:
@@ -147,7 +140,7 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
             runtime.store.transact([Create(consent)], ctx)
             pseudonyms[bridge.keys.pseudonym(CRM, pid)] = mrn
         with runtime.engine.connect() as conn:
-            head = int(conn.execute(select(func.coalesce(func.max(crm_outbox.c.seq), 0))).scalar() or 0)
+            head = outbox_head(conn)
         bridge.subscriptions.create(CRM, receiver_url, ["encounter.completed"], from_seq=head)
         return pseudonyms
     finally:

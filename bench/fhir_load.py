@@ -31,11 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.loadgen import LoadResult, run_load, summarize
-from fhir_store.database import make_engine
-from fhir_store.key_registry import open_cipher
-from fhir_store.migrations import upgrade
-from fhir_store.model import Create, RequestContext
-from fhir_store.repository import FhirStore
+from fhir_store import Create, FhirStore, RequestContext, make_engine, open_cipher, upgrade
 
 MRN = "https://id.carebridge.vn/mrn/BENCH"
 FAMILIES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ"]

@@ -21,10 +21,8 @@ sys.path.insert(0, str(ROOT))
 import hl7  # noqa: E402
 from hl7apy.parser import parse_message as hl7apy_parse  # noqa: E402
 
-from common.errors import InvalidInput  # noqa: E402
-from mappers.ack import build_ack, build_ack_hl7apy  # noqa: E402
-from mappers.hl7_message import parse_message  # noqa: E402
-from mappers.router import map_message  # noqa: E402
+from common import InvalidInput  # noqa: E402
+from mappers import build_ack, build_ack_hl7apy, map_message, parse_message  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "fixtures" / "hl7v2" / "adt_a04_register_outpatient.hl7"
 

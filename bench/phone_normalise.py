@@ -24,8 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import common.phones as phones  # noqa: E402
-from mappers.hl7_message import parse_message  # noqa: E402
-from mappers.router import map_message  # noqa: E402
+from mappers import map_message, parse_message  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "fixtures" / "hl7v2" / "adt_a04_register_outpatient.hl7"
 SHAPES = {

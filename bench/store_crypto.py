@@ -29,13 +29,16 @@ from typing import Any
 import orjson
 
 from bench.fhir_load import synthetic_patient
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.database import make_engine
-from fhir_store.key_registry import open_cipher
-from fhir_store.migrations import upgrade
-from fhir_store.model import Create, RequestContext
-from fhir_store.repository import FhirStore
-from fhir_store.search_params import extract_index_rows
+from fhir_store import (
+    Create,
+    FhirStore,
+    RequestContext,
+    StoreCipher,
+    extract_index_rows,
+    make_engine,
+    open_cipher,
+    upgrade,
+)
 
 CTX = RequestContext("bench-crypto")
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, KeySource, hmac_sha256
+from common import AeadCipher, KeyFile, KeyMaterialError, KeyRing, KeySource, hmac_sha256
 
 ENV_KEYS = "CAREBRIDGE_CRM_KEYS"
 RELOAD_EVERY_S = 5.0  # a running process notices a rotated key file within this time

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import orjson
 from sqlalchemy import Connection
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from consent.purposes import (
     MARKETING,
     RESTRICTED_LABELS,
@@ -36,10 +36,7 @@ from consent.purposes import (
     consent_recipients,
     security_labels,
 )
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.driver_sql import DriverQuery
-from fhir_store.instants import parse_fhir_instant_range
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext, StoreCipher, current_consents_of_patient, parse_fhir_instant_range
 
 
 @dataclass(frozen=True)
@@ -108,22 +105,12 @@ def _record(res_id: str, updated_us: int, resource: dict[str, Any]) -> ConsentRe
     )
 
 
-# Read for every disclosure decision (each HL7 message that may reach a CRM): a driver-level
-# statement (fhir_store.driver_sql), ~3x cheaper in client CPU than the same query through Core.
-_CURRENT_CONSENTS = DriverQuery(
-    "SELECT r.res_id, r.last_updated_us, r.version, r.content FROM resource_current r"
-    " WHERE r.res_type = 'Consent' AND r.deleted = :deleted AND r.res_id IN ("
-    "SELECT s.res_id FROM search_reference s WHERE s.res_type = 'Consent' AND s.param = 'patient'"
-    " AND s.target_type = 'Patient' AND s.target_id = :patient)"
-)
-
-
 def load_consents(conn: Connection, patient_id: str, cipher: StoreCipher) -> list[ConsentRecord]:
     """The patient's current Consents, read on ``conn`` (sees this transaction's writes).
 
     Content is sealed at rest: ``cipher`` (the store's) opens it.
     """
-    rows = _CURRENT_CONSENTS.all(conn, {"patient": patient_id, "deleted": False})
+    rows = current_consents_of_patient(conn, patient_id)
     return [
         _record(
             str(r[0]), int(r[1]), orjson.loads(cipher.open_resource("Consent", str(r[0]), r[2], bytes(r[3])))

@@ -33,10 +33,9 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from consent.retention import RESTRICTED_CODE, is_held
-from fhir_store.model import RequestContext, ResourceChange
-from fhir_store.search_params import ResourceSearchSpec, SearchParam
+from fhir_store import RequestContext, ResourceChange, ResourceSearchSpec, SearchParam
 
 PURPOSE_SYSTEM = "https://fhir.carebridge.vn/CodeSystem/consent-purpose"
 APPOINTMENT_REMINDER = "appointment-reminder"

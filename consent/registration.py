@@ -10,7 +10,7 @@ from consent.purposes import CONSENT_SEARCH
 from consent.rights.model import TASK_SEARCH
 from consent.rights.schema import SEALED
 from consent.rights.schema import metadata as rights_metadata
-from fhir_store.registry import Registry
+from fhir_store import Registry
 
 
 def register(registry: Registry) -> None:

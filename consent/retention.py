@@ -40,8 +40,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from common.errors import RetentionHold
-from fhir_store.model import RequestContext, ResourceChange
+from common import RetentionHold
+from fhir_store import RequestContext, ResourceChange
 
 CIRCULAR_RETENTION = "Circular 33/2025/TT-BYT (medical record retention: at least 10 years)"
 CIRCULAR_RECORDS = "Circular 13/2025/TT-BYT (replacing Circular 46/2018/TT-BYT) Art. 8"

@@ -1,1 +1,80 @@
-"""carebridge: crm_bridge package."""
+"""The CRM bridge's public API: what the gateway may import (``from crm_bridge import ...``).
+
+Everything else in the package is internal (import-linter ``protected``
+contract in pyproject.toml); its tables are read by the functions of
+``crm_bridge.status``, not by SQL in other packages.
+"""
+
+from __future__ import annotations
+
+from crm_bridge.booking import (
+    HisAnswer,
+)
+from crm_bridge.bridge import (
+    CrmBridge,
+)
+from crm_bridge.config import (
+    EVENT_TYPES,
+    ProjectionConfig,
+)
+from crm_bridge.delivery import (
+    SIGNATURE_HEADER,
+    read_feed,
+    verify_signature,
+)
+from crm_bridge.field_keys import (
+    field_keys_in_use,
+    rewrap_fields,
+    rows_under_old_keys,
+)
+from crm_bridge.outbox import (
+    resolve_pseudonym,
+    rotate_pseudonyms,
+)
+from crm_bridge.outbox_hook import (
+    CrmOutboxHook,
+)
+from crm_bridge.processors import (
+    forget_patient_links,
+)
+from crm_bridge.registration import (
+    register as register_crm,
+)
+from crm_bridge.status import (
+    HIS_OPEN_STATUSES,
+    dead_letter_counts,
+    his_outbox_counts,
+    outbox_head,
+    outbox_heads,
+    outbox_size,
+    subscribed_crm_ids,
+    subscription_cursors,
+    webhook_backlogs,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "HIS_OPEN_STATUSES",
+    "SIGNATURE_HEADER",
+    "CrmBridge",
+    "CrmOutboxHook",
+    "HisAnswer",
+    "ProjectionConfig",
+    "dead_letter_counts",
+    "field_keys_in_use",
+    "forget_patient_links",
+    "his_outbox_counts",
+    "outbox_head",
+    "outbox_heads",
+    "outbox_size",
+    "read_feed",
+    "register_crm",
+    "resolve_pseudonym",
+    "rewrap_fields",
+    "rotate_pseudonyms",
+    "rows_under_old_keys",
+    "subscribed_crm_ids",
+    "subscription_cursors",
+    "verify_signature",
+    "webhook_backlogs",
+]

@@ -27,16 +27,21 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, insert, select, update
 
-from common.errors import InvalidInput, NotFound
-from common.settings import CrmSettings
-from consent.keys import KeyStore
+from common import CrmSettings, InvalidInput, NotFound
+from consent import KeyStore
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
 from crm_bridge.schema import HIS_LAST_ERROR, crm_his_outbox
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
-from fhir_store.database import reader, writer
-from fhir_store.instants import now_us
-from fhir_store.model import Create, OperationResult, RequestContext, Update
-from fhir_store.repository import FhirStore
+from fhir_store import (
+    Create,
+    FhirStore,
+    OperationResult,
+    RequestContext,
+    Update,
+    for_reading,
+    for_writing,
+    now_us,
+)
 
 log = logging.getLogger("carebridge.crm.booking")
 MRN_PREFIX = "https://id.carebridge.vn/mrn/"
@@ -189,7 +194,7 @@ class Booking:
         if endpoint is None:
             return 0
         o = crm_his_outbox
-        with reader(self.store.engine).connect() as conn:
+        with for_reading(self.store.engine).connect() as conn:
             rows = conn.execute(
                 select(
                     o.c.id,
@@ -235,7 +240,7 @@ class Booking:
                 delay = backoff_s(
                     attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s
                 )
-                with writer(self.store.engine).begin() as conn:
+                with for_writing(self.store.engine).begin() as conn:
                     conn.execute(
                         update(crm_his_outbox)
                         .where(crm_his_outbox.c.id == row_id)

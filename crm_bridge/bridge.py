@@ -14,16 +14,14 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from common.settings import CrmSettings
-from consent.keys import KeyStore
-from consent.pdp import DecisionAuditor, PolicyDecisionPoint
-from consent.purposes import ConsentIntakeHook
+from common import CrmSettings
+from consent import ConsentIntakeHook, DecisionAuditor, KeyStore, PolicyDecisionPoint
 from crm_bridge.booking import Booking, HisTransport, SiuBuilder
 from crm_bridge.config import ProjectionConfig
 from crm_bridge.delivery import Dispatcher, Subscriptions
 from crm_bridge.outbox_hook import CrmOutboxHook
 from crm_bridge.processors import CrmProcessors
-from fhir_store.repository import FhirStore
+from fhir_store import FhirStore
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from crm_bridge.projection import PROJECTION_FIELDS
 
 # The allowlist's vocabulary is what the projection code can build (one list, in projection.py).

@@ -32,14 +32,12 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, insert, select, update
 
-from common.settings import CrmSettings
-from consent.keys import KeyStore
+from common import CrmSettings
+from consent import KeyStore
 from crm_bridge.schema import crm_dead_letter, crm_subscription
 from crm_bridge.webhook_http import WebhookClient, WebhookError
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
-from fhir_store.database import reader, writer
-from fhir_store.driver_sql import DriverQuery
-from fhir_store.instants import now_us
+from fhir_store import DriverQuery, for_reading, for_writing, now_us
 
 log = logging.getLogger("carebridge.crm.delivery")
 SIGNATURE_HEADER = "X-Carebridge-Signature"
@@ -91,7 +89,7 @@ _DUE_SUBSCRIPTIONS = DriverQuery(
 
 def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: int = 100) -> list[FeedEvent]:
     """Events after ``after`` in ``seq`` order (a driver-level statement: the dispatcher polls it)."""
-    with reader(engine).connect() as conn:
+    with for_reading(engine).connect() as conn:
         rows = _FEED.all(conn, {"crm": crm_id, "after": after, "limit": limit})
     return [
         FeedEvent(
@@ -114,7 +112,7 @@ class Subscriptions:
         sub_id = str(uuid.uuid4())
         secret = secrets.token_urlsafe(32)
         kid, sealed = self.keys.cipher.seal(secret.encode(), sub_id.encode())
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             if from_seq is None:  # start at the head: a new subscription gets new events
                 from_seq = 0
             conn.execute(
@@ -136,7 +134,7 @@ class Subscriptions:
 
     def list(self, crm_id: str) -> list[dict[str, Any]]:
         s = crm_subscription
-        with reader(self.engine).connect() as conn:
+        with for_reading(self.engine).connect() as conn:
             rows = conn.execute(
                 select(
                     s.c.id, s.c.url, s.c.events, s.c.active, s.c.cursor, s.c.attempts, s.c.last_error
@@ -165,7 +163,7 @@ class Subscriptions:
         ]
 
     def deactivate(self, crm_id: str, sub_id: str) -> bool:
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             result = conn.execute(
                 update(crm_subscription)
                 .where(crm_subscription.c.id == sub_id, crm_subscription.c.crm_id == crm_id)
@@ -175,7 +173,7 @@ class Subscriptions:
 
     def redeliver(self, crm_id: str, sub_id: str, *, from_seq: int | None = None) -> int:
         """Requeue the dead letters (and optionally rewind the cursor to ``from_seq``)."""
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             owner = conn.execute(
                 select(crm_subscription.c.crm_id).where(crm_subscription.c.id == sub_id)
             ).scalar()
@@ -239,7 +237,7 @@ class Dispatcher:
     def run_once(self) -> int:
         """One pass over active subscriptions; returns the number of events delivered."""
         now = int(self.clock() * 1_000_000)
-        with reader(self.engine).connect() as conn:  # polled 20 times a second: no ROLLBACK
+        with for_reading(self.engine).connect() as conn:  # polled 20 times a second: no ROLLBACK
             subs = _DUE_SUBSCRIPTIONS.all(conn, {"active": True, "now": now})
         total = 0
         self._backlog = False
@@ -329,7 +327,7 @@ class Dispatcher:
         return delivered
 
     def _save(self, sub_id: str, cursor: int, attempts: int, next_us: int, error: str | None) -> None:
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             conn.execute(
                 update(crm_subscription)
                 .where(crm_subscription.c.id == sub_id)
@@ -341,7 +339,7 @@ class Dispatcher:
     def _dead_letter(self, sub_id: str, seq: int, attempts: int, error: str) -> None:
         log.warning("webhook event seq=%d dead-lettered for subscription %s (%s)", seq, sub_id, error)
         self.dead_lettered += 1
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             conn.execute(
                 insert(crm_dead_letter).values(
                     subscription_id=sub_id,
@@ -354,7 +352,7 @@ class Dispatcher:
             )
 
     def _requeued(self, sub_id: str, crm_id: str, url: str, secret: bytes) -> int:
-        with reader(self.engine).connect() as conn:
+        with for_reading(self.engine).connect() as conn:
             rows = conn.execute(
                 select(crm_dead_letter.c.id, crm_dead_letter.c.seq)
                 .where(crm_dead_letter.c.subscription_id == sub_id, crm_dead_letter.c.status == "requeued")
@@ -366,7 +364,7 @@ class Dispatcher:
                 e for e in read_feed(self.engine, self.keys, crm_id, int(seq) - 1, limit=1) if e.seq == seq
             ]
             error = self._post(url, secret, events[0]) if events else None
-            with writer(self.engine).begin() as conn:
+            with for_writing(self.engine).begin() as conn:
                 conn.execute(
                     update(crm_dead_letter)
                     .where(crm_dead_letter.c.id == dead_id)

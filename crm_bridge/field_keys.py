@@ -26,9 +26,9 @@ from typing import Any
 
 from sqlalchemy import Column, Engine, Table, func, select
 
-from consent.keys import RELOAD_EVERY_S, KeyStore
+from consent import RELOAD_EVERY_S, KeyStore
 from crm_bridge.schema import crm_his_outbox, crm_outbox, crm_subscription
-from fhir_store.batch_rewrite import rewrite_rows
+from fhir_store import rewrite_rows
 
 SETTLE_S = 2 * RELOAD_EVERY_S  # after a key-file change, before an old field key may be retired
 

@@ -24,10 +24,9 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, delete, select
 
-from consent.keys import KeyStore
+from consent import KeyStore
 from crm_bridge.schema import crm_disclosure, crm_outbox, crm_pseudonym
-from fhir_store.driver_sql import cursor, run
-from fhir_store.instants import format_instant, now_us
+from fhir_store import driver_cursor, format_instant, now_us, run_on_driver
 
 _OUTBOX_LOCK = 0x43524D31  # pg_advisory_xact_lock key ("CRM1")
 
@@ -112,20 +111,20 @@ def append_events(
         }
         kid, sealed = keys.cipher.seal(orjson.dumps(body), event_id.encode())
         event_rows.append((event_id, event.crm_id, event.event_type, event.patient_id, now, kid, sealed))
-    cur = cursor(conn)
+    cur = driver_cursor(conn)
     try:
         if conn.dialect.name == "postgresql":
             params: list[Any] = [value for row in link_rows for value in row]
             params += [value for row in event_rows for value in row]
             if event_rows:
                 params.append(_OUTBOX_LOCK)
-            run(conn, cur, _postgres_statement(len(event_rows), len(link_rows)), params)
+            run_on_driver(conn, cur, _postgres_statement(len(event_rows), len(link_rows)), params)
             return
         if link_rows:  # SQLite: writers are serialized by BEGIN IMMEDIATE already
             sql = f"INSERT INTO crm_pseudonym ({_LINK_COLUMNS}) VALUES (?, ?, ?, ?, ?){_LINK_CONFLICT}"
-            run(conn, cur, sql, link_rows, many=True)
+            run_on_driver(conn, cur, sql, link_rows, many=True)
         if event_rows:
-            run(
+            run_on_driver(
                 conn,
                 cur,
                 f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -29,23 +29,21 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from consent.keys import KeyStore
-from consent.pdp import ConsentRecord, DecisionSession, PolicyDecisionPoint
-from consent.purposes import (
+from consent import (
     APPOINTMENT_REMINDER,
     POST_VISIT_CARE,
     PURPOSES,
+    ConsentRecord,
+    DecisionSession,
+    KeyStore,
+    PolicyDecisionPoint,
     consent_patient,
     security_labels,
 )
 from crm_bridge.config import CrmClient, ProjectionConfig
 from crm_bridge.outbox import PendingEvent, PseudonymLink, append_events, pseudonym_link
 from crm_bridge.projection import project_appointment, project_encounter, project_patient
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.driver_sql import DriverQuery
-from fhir_store.instants import now_us
-from fhir_store.model import RequestContext, ResourceChange
-from fhir_store.writer import load_current
+from fhir_store import DriverQuery, RequestContext, ResourceChange, StoreCipher, load_current, now_us
 
 _APPOINTMENT_EVENTS = {
     "cancelled": "appointment.cancelled",

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, delete, select, update
 
-from consent.keys import KeyStore
+from consent import KeyStore
 from crm_bridge.outbox import emit_patient_erased
 from crm_bridge.schema import crm_disclosure, crm_his_outbox, crm_outbox, crm_pseudonym
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from common.phones import normalize_phone
+from common import normalize_phone
 
 JSON = dict[str, Any]
 

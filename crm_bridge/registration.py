@@ -8,7 +8,7 @@ key.  The columns sealed under the CRM field key are not the store's business:
 from __future__ import annotations
 
 from crm_bridge.schema import HIS_LAST_ERROR, metadata
-from fhir_store.registry import Registry
+from fhir_store import Registry
 
 
 def register(registry: Registry) -> None:

@@ -36,8 +36,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
-from fhir_store.schema import SequenceId, new_metadata
-from fhir_store.sealed_columns import SealedText
+from fhir_store import SealedText, SequenceId, new_metadata
 
 metadata = new_metadata()
 

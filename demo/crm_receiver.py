@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from crm_bridge.delivery import SIGNATURE_HEADER, verify_signature
+from crm_bridge import SIGNATURE_HEADER, verify_signature
 
 
 def describe(event: dict[str, Any]) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from consent.purposes import APPOINTMENT_REMINDER, POST_VISIT_CARE, build_consent
+from consent import APPOINTMENT_REMINDER, POST_VISIT_CARE, build_consent
 from demo.crm_receiver import CrmReceiver, describe
 
 ROOT = Path(__file__).resolve().parent.parent

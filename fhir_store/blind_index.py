@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
-from common.phones import PHONE_SYSTEMS, phone_variants
+from common import PHONE_SYSTEMS, phone_variants
 from fhir_store.schema import identifier_claim, resource_current, search_token
 from fhir_store.search import Filter, SearchQuery
 from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from common.errors import InvalidInput, MethodNotAllowed
+from common import InvalidInput, MethodNotAllowed
 from fhir_store.model import (
     ConditionalDelete,
     ConditionalUpdate,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from common.errors import Forbidden
+from common import Forbidden
 from fhir_store.search import Filter, SearchQuery
 
 # The search parameter that selects a patient's compartment, per resource type.

@@ -42,8 +42,16 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from common.errors import CarebridgeError
-from common.keyring import AeadCipher, KeyFile, KeyMaterialError, KeyRing, KeySource, fingerprint, hmac_sha256
+from common import (
+    AeadCipher,
+    CarebridgeError,
+    KeyFile,
+    KeyMaterialError,
+    KeyRing,
+    KeySource,
+    fingerprint,
+    hmac_sha256,
+)
 
 ENV_KEYS = "CAREBRIDGE_STORE_KEYS"
 MAGIC = b"\x00CB1"

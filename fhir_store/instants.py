@@ -12,7 +12,7 @@ import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
-from common.errors import InvalidInput
+from common import InvalidInput
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PATTERN = re.compile(

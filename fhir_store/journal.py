@@ -240,3 +240,20 @@ def count_by_status(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
         rows = conn.execute(select(_j.c.status, func.count()).group_by(_j.c.status)).all()
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+OPEN_STATUSES = (RECEIVED, FAILED, REJECTED)
+
+
+def open_counts(conn: Connection) -> dict[str, tuple[int, int | None]]:
+    """``(rows, oldest received_us)`` per status not applied (received, failed, rejected).
+
+    For the operations metrics (``gateway.metrics``): the backlog and the oldest
+    waiting message; processed rows are history and are not counted.
+    """
+    rows = conn.execute(
+        select(_j.c.status, func.count(), func.min(_j.c.received_us))
+        .where(_j.c.status.in_(OPEN_STATUSES))
+        .group_by(_j.c.status)
+    ).all()
+    return {str(r[0]): (int(r[1]), r[2]) for r in rows}

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from common.keyring import KeyMaterialError, KeySource
+from common import KeyMaterialError, KeySource
 from fhir_store.blind_index import has_index_rows, reindex
 from fhir_store.content_cipher import StoreCipher, StoreKeys
 from fhir_store.database import writer

@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, Engine, bindparam, select
 
-from common.errors import Forbidden, Gone, NotFound
+from common import Forbidden, Gone, NotFound
 from fhir_store import write_path
 from fhir_store.blind_index import blind_query, blind_query_text
 from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment

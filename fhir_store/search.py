@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 from sqlalchemy import ColumnElement, Connection, and_, exists, func, not_, or_, select
 from sqlalchemy.sql import Select
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.schema import resource_current, search_date, search_reference, search_string, search_token
 from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam, normalize_text

@@ -15,7 +15,7 @@ import secrets
 import orjson
 from sqlalchemy import Connection, Engine, delete, insert, select
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from fhir_store.database import writer
 from fhir_store.schema import search_snapshot
 from fhir_store.search import SearchQuery

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from common.errors import BusinessRuleViolation, InvalidInput, MultipleMatches, NotFound, PreconditionFailed
+from common import BusinessRuleViolation, InvalidInput, MultipleMatches, NotFound, PreconditionFailed
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import (

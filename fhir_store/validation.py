@@ -18,8 +18,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from common.errors import InvalidInput
-from common.phones import normalize_telecoms
+from common import InvalidInput, normalize_telecoms
 
 SUPPORTED_TYPES: set[str] = {"Patient", "Encounter", "Appointment"}
 

@@ -18,7 +18,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from common.errors import VersionConflict
+from common import VersionConflict
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import Operation, OperationResult, RequestContext, ResourceChange
 from fhir_store.pipeline import HookPipeline

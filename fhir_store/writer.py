@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, bindparam, select, tuple_
 
-from common.errors import VersionConflict
+from common import VersionConflict
 from fhir_store.blind_index import claimed_identifiers
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import BulkInsert, DriverQuery, MultiInsert

@@ -31,9 +31,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from audit.verify import VerifyResult
-from common.keyring import KeyMaterialError, KeySource
-from fhir_store.content_cipher import StoreCipher
+from audit import VerifyResult
+from common import KeyMaterialError, KeySource
+from fhir_store import StoreCipher
 from gateway.backup_archive import (
     BackupError,
     TamperedArchive,
@@ -141,11 +141,12 @@ def reapply_tombstones(engine: Engine, cipher: StoreCipher, tombstone_file: Path
     :func:`consent.rights.restore.reapply` (links and outbox purged, consents
     withdrawn, held records labelled restricted, tombstone row restored).
     """
-    from consent.rights.restore import reapply
-    from consent.rights.tombstones import read_file
-    from crm_bridge.processors import forget_patient_links
+    from consent import read_tombstone_file, reapply_tombstones
+    from crm_bridge import forget_patient_links
 
-    return reapply(engine, cipher, read_file(tombstone_file), forget_links=forget_patient_links)
+    return reapply_tombstones(
+        engine, cipher, read_tombstone_file(tombstone_file), forget_links=forget_patient_links
+    )
 
 
 def restore(
@@ -166,11 +167,8 @@ def restore(
     still sealed under the store keys (``store_keys``, backed up separately):
     a restored database whose keys that file does not hold is reported as an error.
     """
-    from audit.checkpoints import AuditKeys
-    from audit.verify import verify_engine
-    from fhir_store.database import make_engine
-    from fhir_store.key_registry import open_cipher
-    from fhir_store.migrations import current_revision, upgrade
+    from audit import AuditKeys, verify_engine
+    from fhir_store import current_revision, make_engine, open_cipher, upgrade
     from gateway.registration import register_all
 
     backend = backend_of(database_url)

@@ -23,8 +23,8 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 
-from common.settings import child_environment
-from fhir_store.database import normalize_url
+from common import child_environment
+from fhir_store import normalize_url
 from gateway.backup_archive import BACKEND_CODES, BackupError
 
 # The NOLOGIN role migration 0002 grants rights to; a dump's GRANTs name it.

@@ -21,18 +21,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from audit.checkpoints import AuditKeys, VerifyKey
-from audit.codes import DCM_SYSTEM, SERIOUS_FAILURE, SUCCESS
-from audit.events import build_event, coding
-from audit.export import AuditFilter, export
-from audit.hooks import AuditHook
-from audit.verify import verify_engine
-from common.errors import InvalidInput
-from common.keyring import KeyMaterialError
-from fhir_store.database import make_engine
-from fhir_store.instants import parse_fhir_instant_range
-from fhir_store.migrations import upgrade
-from fhir_store.model import RequestContext
+from audit import (
+    DCM_SYSTEM,
+    SERIOUS_FAILURE,
+    SUCCESS,
+    AuditFilter,
+    AuditHook,
+    AuditKeys,
+    VerifyKey,
+    build_event,
+    coding,
+    export_audit,
+    verify_engine,
+)
+from common import InvalidInput, KeyMaterialError
+from fhir_store import RequestContext, make_engine, parse_fhir_instant_range, upgrade
 from gateway.settings import Settings, settings_from
 
 
@@ -67,7 +70,7 @@ def append_operator_event(
     this event under a key the earlier events do not match.  ``event_for``
     gets the operator context and the recording instant.
     """
-    from fhir_store.instants import now_us
+    from fhir_store import now_us
 
     if not Path(settings.audit.key_file).exists():
         return f"{what} not recorded in the audit trail: no audit key file at {settings.audit.key_file}"
@@ -178,7 +181,7 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     hook = _hook(_settings(args))
     try:
-        export(hook, sys.stdout, args.format, flt, operator_context())
+        export_audit(hook, sys.stdout, args.format, flt, operator_context())
     finally:
         hook.close()
         hook.engine.dispose()

@@ -7,9 +7,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import CarebridgeError
-from fhir_store.database import make_engine
-from fhir_store.migrations import upgrade
+from common import CarebridgeError
+from fhir_store import make_engine, upgrade
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.scopes import ROLES
 from gateway.settings import settings_from

@@ -27,14 +27,18 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from consent.keys import ENV_KEYS, KeyMaterialError, KeyStore
-from crm_bridge.field_keys import field_keys_in_use, rewrap_fields, rows_under_old_keys
-from crm_bridge.outbox import rotate_pseudonyms
-from crm_bridge.schema import crm_outbox, crm_subscription
-from fhir_store.database import make_engine, writer
-from fhir_store.migrations import upgrade
+from consent import ENV_KEYS, KeyMaterialError, KeyStore
+from crm_bridge import (
+    field_keys_in_use,
+    outbox_size,
+    rewrap_fields,
+    rotate_pseudonyms,
+    rows_under_old_keys,
+    subscription_cursors,
+)
+from fhir_store import for_writing, make_engine, upgrade
 from gateway.cli_audit import run_key_command
 from gateway.settings import settings_from
 
@@ -67,7 +71,7 @@ def _writable(keys: KeyStore) -> None:
 
 def _rotate_pseudonym(args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
     _writable(keys)
-    with writer(engine).begin() as conn:
+    with for_writing(engine).begin() as conn:
         count = rotate_pseudonyms(conn, keys, args.crm)
     return f"rotated {args.crm} to {keys.ring_for(args.crm).current}; {count} pseudonym links re-keyed"
 
@@ -101,10 +105,8 @@ def _rewrap(args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
 
 def _status(_args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
     with engine.connect() as conn:
-        events = conn.execute(select(func.count()).select_from(crm_outbox)).scalar()
-        subs = conn.execute(
-            select(crm_subscription.c.id, crm_subscription.c.crm_id, crm_subscription.c.cursor)
-        ).all()
+        events = outbox_size(conn)
+        subs = subscription_cursors(conn)
     lines = [f"outbox events: {events}"]
     lines += [f"subscription {sub_id} crm={crm_id} cursor={cursor}" for sub_id, crm_id, cursor in subs]
     current = keys.field.current

@@ -113,8 +113,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from fhir_store import journal
-    from fhir_store.instants import now_us
+    from fhir_store import JOURNAL_PROCESSED, journal_list_to_replay, now_us
     from gateway.ingest import Ingestor
     from gateway.runtime import Runtime
 
@@ -124,7 +123,7 @@ def _replay(args: argparse.Namespace) -> int:
         ingestor = Ingestor(runtime.store, settings)
         if args.failed:
             stale = now_us() - int(args.stale_after * 1_000_000)
-            ids = journal.list_to_replay(runtime.engine, stale_before_us=stale)
+            ids = journal_list_to_replay(runtime.engine, stale_before_us=stale)
         else:
             ids = list(args.ids)
         ok = True
@@ -135,7 +134,7 @@ def _replay(args: argparse.Namespace) -> int:
                 print(f"{journal_id} unknown {NO_ANSWER} no such journal entry")
                 ok = False
                 continue
-            ok = ok and outcome.status == journal.PROCESSED
+            ok = ok and outcome.status == JOURNAL_PROCESSED
             line = f"{journal_id} {outcome.status} {outcome.ack_code}"
             print(f"{line} {outcome.error}" if outcome.error else line, flush=True)
         return 0 if ok else 1

@@ -41,7 +41,7 @@ def _key_file(args: argparse.Namespace, settings: Settings) -> str:
 
 def _audit_backup(settings: Settings, output: str) -> str | None:
     """Append the backup's own AuditEvent; returns a warning instead when that is impossible."""
-    from audit.events import export_event
+    from audit import export_event
 
     query = f"carebridge backup --output {Path(output).name}"
     return append_operator_event(

@@ -28,11 +28,18 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.database import make_engine, writer
-from fhir_store.key_registry import open_cipher, register_key, registered, rotate_blind_key
-from fhir_store.migrations import upgrade
-from fhir_store.rewrap import keys_in_use, rewrap
+from fhir_store import (
+    StoreCipher,
+    for_writing,
+    keys_in_use,
+    make_engine,
+    open_cipher,
+    register_key,
+    registered,
+    rewrap_store,
+    rotate_blind_key,
+    upgrade,
+)
 from gateway.cli_audit import run_key_command
 from gateway.registration import register_all
 from gateway.settings import Settings, settings_from
@@ -76,7 +83,7 @@ def _status(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
 
 def _rotate(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
     old, new = cipher.keys.rotate_content()
-    with writer(engine).begin() as conn:
+    with for_writing(engine).begin() as conn:
         register_key(conn, "content", new, cipher.keys.fingerprints()[("content", new)])
     return (
         f"content key {old} -> {new} in {cipher.keys.location} (old key kept to read existing rows); "
@@ -86,7 +93,7 @@ def _rotate(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
 
 def _rewrap_with(batch: int) -> Callable[[Settings, Any, StoreCipher], str]:
     def work(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
-        report = rewrap(engine, cipher, batch=batch)
+        report = rewrap_store(engine, cipher, batch=batch)
         moved = ", ".join(f"{table}={n}" for table, n in report.rewritten.items())
         retired = ", ".join(report.retired) or "none"
         return (
@@ -99,9 +106,9 @@ def _rewrap_with(batch: int) -> Callable[[Settings, Any, StoreCipher], str]:
 
 def _reindex_with(rotate: bool) -> Callable[[Settings, Any, StoreCipher], str]:
     def work(_settings: Settings, engine: Any, cipher: StoreCipher) -> str:
-        from fhir_store.blind_index import reindex
+        from fhir_store import reindex
 
-        with writer(engine).begin() as conn:
+        with for_writing(engine).begin() as conn:
             if rotate:
                 old, new, count = rotate_blind_key(conn, cipher)
                 return f"blind-index key {old} -> {new}; {count} resources reindexed (restart carebridge now)"

@@ -14,18 +14,13 @@ from dataclasses import replace
 
 from sqlalchemy import Connection, Engine
 
-from audit.events import SUBTYPE_SYSTEM, Target, build_event
-from audit.hooks import AuditHook
-from consent.pdp import Decision
-from consent.purposes import PURPOSE_SYSTEM
-from crm_bridge.booking import HisAnswer
-from crm_bridge.bridge import CrmBridge
-from fhir_store.instants import now_us
-from fhir_store.model import RequestContext
-from fhir_store.repository import FhirStore
+from audit import SUBTYPE_SYSTEM, AuditHook, Target, build_event
+from consent import PURPOSE_SYSTEM, Decision
+from crm_bridge import CrmBridge, HisAnswer
+from fhir_store import FhirStore, RequestContext, now_us
 from gateway.mllp.client import MllpClient
 from gateway.settings import Settings
-from mappers.outbound_siu import appointment_to_siu_s12
+from mappers import appointment_to_siu_s12
 
 _ = SUBTYPE_SYSTEM  # the subtype below is a carebridge code in that system
 

@@ -40,13 +40,28 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from audit.hooks import AuditHook
-from common.errors import CarebridgeError, Forbidden, UnparseableMessage
-from fhir_store import journal
-from fhir_store.bundles import ReadEntry, bundle_operations
-from fhir_store.model import Operation, OperationResult, RequestContext
-from fhir_store.repository import FhirStore
-from fhir_store.write_path import WriteUnit
+from audit import AuditHook
+from common import CarebridgeError, Forbidden, UnparseableMessage
+from fhir_store import (
+    JOURNAL_FAILED,
+    JOURNAL_FINAL_STATUSES,
+    JOURNAL_PROCESSED,
+    JOURNAL_REJECTED,
+    FhirStore,
+    JournalEntry,
+    Operation,
+    OperationResult,
+    ReadEntry,
+    RequestContext,
+    WriteUnit,
+    bundle_operations,
+    journal_find_duplicate,
+    journal_insert_message,
+    journal_insert_row,
+    journal_load,
+    journal_mark_failed,
+    journal_mark_processed,
+)
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.ingest_model import (
     AlreadyJournaled,
@@ -63,9 +78,7 @@ from gateway.ingest_model import (
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.settings import Settings
-from mappers.ack import commit_ack_code
-from mappers.hl7_message import parse_message, patient_key, peek_header
-from mappers.router import map_message
+from mappers import commit_ack_code, map_message, parse_message, patient_key, peek_header
 
 log = get_logger("carebridge.ingest")
 
@@ -170,10 +183,10 @@ class Ingestor:
         if self.one_phase(inbound):
             return self._journal_and_apply(inbound, on_commit)
         # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
-        journal_id = journal.insert_message(self.engine, **journal_fields(inbound), cipher=self.store.cipher)
+        journal_id = journal_insert_message(self.engine, **journal_fields(inbound), cipher=self.store.cipher)
         if journal_id is None:
             existing = self._existing(inbound)
-            if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
+            if existing.status in JOURNAL_FINAL_STATUSES and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
             journal_id = existing.id  # a crash left it 'received': finish it now
             log.info("hl7 resuming journaled message", journal_id=journal_id)
@@ -181,10 +194,10 @@ class Ingestor:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
 
-    def _existing(self, inbound: Inbound) -> journal.JournalEntry:
+    def _existing(self, inbound: Inbound) -> JournalEntry:
         """The journal row a duplicate delivery collided with."""
         fields = journal_fields(inbound)
-        existing = journal.find_duplicate(
+        existing = journal_find_duplicate(
             self.engine,
             fields["sending_application"],
             fields["sending_facility"],
@@ -218,8 +231,8 @@ class Ingestor:
         fields = journal_fields(inbound)
 
         def journal_row(conn: Connection) -> RequestContext:
-            journal_id = journal.insert_row(
-                conn, **fields, status=journal.PROCESSED, ack_code="AA", ack=ack, cipher=self.store.cipher
+            journal_id = journal_insert_row(
+                conn, **fields, status=JOURNAL_PROCESSED, ack_code="AA", ack=ack, cipher=self.store.cipher
             )
             if journal_id is None:
                 raise AlreadyJournaled
@@ -236,7 +249,7 @@ class Ingestor:
     def applied(self, inbound: Inbound, write: JournaledWrite) -> Outcome:
         """The outcome of a committed one-phase write (its ACK has not left yet)."""
         _, application = self._wanted(inbound, success=True)
-        return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], journal.PROCESSED)
+        return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], JOURNAL_PROCESSED)
 
     def _journal_and_apply(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:
         """One transaction for the journal row and the effects (:meth:`write_unit`).
@@ -250,7 +263,7 @@ class Ingestor:
             self.store.transact(unit.ops, unit.context, validate=self.validate_resources, extra=unit.extra)
         except AlreadyJournaled:
             existing = self._existing(inbound)
-            if existing.status in journal.FINAL_STATUSES and existing.ack is not None:
+            if existing.status in JOURNAL_FINAL_STATUSES and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
             log.info("hl7 resuming journaled message", journal_id=existing.id)
             return self.apply(inbound, existing.id)
@@ -274,7 +287,7 @@ class Ingestor:
             audit = self._audit()
 
             def finish(conn: Connection, results: list[OperationResult]) -> None:
-                journal.mark_processed(conn, journal_id, "AA", ack)
+                journal_mark_processed(conn, journal_id, "AA", ack)
                 if audit is not None and all(r.message == "unchanged" for r in results):
                     # nothing changed, so the store hook wrote no import event
                     record(audit, inbound, journal_id, "AA", conn=conn)
@@ -286,13 +299,13 @@ class Ingestor:
             log.error("hl7 internal error", journal_id=journal_id, error_type=type(exc).__name__)
             return self._fail(inbound, journal_id, InternalError("internal error while applying the message"))
         _, application = self._wanted(inbound, success=True)
-        return Outcome([ack] if application else [], "AA", journal_id, journal.PROCESSED)
+        return Outcome([ack] if application else [], "AA", journal_id, JOURNAL_PROCESSED)
 
     def _fail(self, inbound: Inbound, journal_id: int, error: CarebridgeError) -> Outcome:
         code = error.hl7_ack if error.hl7_ack in ("AE", "AR") else "AE"
-        status = journal.REJECTED if code == "AR" else journal.FAILED
+        status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
         ack = self._ack(inbound, code, error)
-        journal.mark_failed(self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error))
+        journal_mark_failed(self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error))
         self._record(inbound, journal_id, code)
         log.info(
             "hl7 message not applied", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
@@ -305,8 +318,8 @@ class Ingestor:
     ) -> Outcome:
         code = "AR" if error.hl7_ack == "AR" else "AE"
         ack = self._ack(inbound, code, error)
-        status = journal.REJECTED if code == "AR" else journal.FAILED
-        journal_id = journal.insert_message(
+        status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
+        journal_id = journal_insert_message(
             self.engine,
             **journal_fields(inbound),
             status=status,
@@ -331,7 +344,7 @@ class Ingestor:
         return Outcome([ack] if application else [], code, journal_id, status, error=str(error))
 
     def _duplicate(
-        self, inbound: Inbound, existing: journal.JournalEntry, on_commit: Callable[[bytes], None] | None
+        self, inbound: Inbound, existing: JournalEntry, on_commit: Callable[[bytes], None] | None
     ) -> Outcome:
         assert existing.ack is not None
         self._record(inbound, existing.id, existing.ack_code or "AE")
@@ -369,7 +382,7 @@ class Ingestor:
 
     def replay(self, journal_id: int) -> Outcome:
         """Re-run one journaled message through the current mappers and update its row."""
-        entry = journal.load(self.engine, journal_id, self.store.cipher)
+        entry = journal_load(self.engine, journal_id, self.store.cipher)
         if entry is None:
             raise KeyError(journal_id)
         inbound = self.prepare(entry.raw, peer=entry.peer)
@@ -377,8 +390,8 @@ class Ingestor:
             error = inbound.error
             code = "AR" if error.hl7_ack == "AR" else "AE"
             ack = self._ack(inbound, code, error)
-            status = journal.REJECTED if code == "AR" else journal.FAILED
-            journal.mark_failed(
+            status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
+            journal_mark_failed(
                 self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error)
             )
             return Outcome([ack], code, journal_id, status, error=str(error))

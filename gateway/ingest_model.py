@@ -16,13 +16,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from audit.hooks import AuditHook
-from common.errors import CarebridgeError, UnparseableMessage
-from fhir_store.model import RequestContext
-from fhir_store.write_path import WriteUnit
-from mappers.ack import acks_to_send, build_fallback_ack, build_mode_ack
-from mappers.hl7_message import Header, Hl7Message
-from mappers.result import MappingResult
+from audit import AuditHook
+from common import CarebridgeError, UnparseableMessage
+from fhir_store import RequestContext, WriteUnit
+from mappers import Header, Hl7Message, MappingResult, acks_to_send, build_fallback_ack, build_mode_ack
 
 
 class AlreadyJournaled(Exception):

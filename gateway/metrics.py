@@ -42,24 +42,27 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine
 
-from audit.schema import audit_checkpoint, audit_event
-from crm_bridge.schema import crm_dead_letter, crm_his_outbox, crm_outbox, crm_subscription
-from fhir_store import journal
-from fhir_store.database import reader
-from fhir_store.schema import hl7_journal
+from audit import chain_length, last_checkpoint
+from crm_bridge import (
+    dead_letter_counts,
+    his_outbox_counts,
+    outbox_heads,
+    subscribed_crm_ids,
+    webhook_backlogs,
+)
+from fhir_store import JOURNAL_OPEN_STATUSES, JOURNAL_RECEIVED, for_reading, journal_open_counts
 from gateway.logging_setup import get_logger
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
-    from mappers.hl7_message import Header
+    from mappers import Header
 
 log = get_logger("carebridge.metrics")
 
 UNKNOWN = "unknown"
 _MESSAGE_TYPE = re.compile(r"^[A-Z][A-Z0-9]{2}\^[A-Z0-9]{3}$")
-_HIS_OPEN = ("pending", "failed")  # booked/rejected rows are history; counting them would scan it all
 _WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -180,7 +183,7 @@ class OpsCollector(Collector):
         up = 1.0
         families: list[Metric] = []
         try:
-            with reader(self.engine).connect() as conn:
+            with for_reading(self.engine).connect() as conn:
                 for section in (self._journal, self._audit, self._crm):
                     try:
                         families.extend(section(conn))
@@ -244,29 +247,22 @@ class OpsCollector(Collector):
     # -- database state ----------------------------------------------------------------------
 
     def _journal(self, conn: Connection) -> list[Metric]:
-        j = hl7_journal
-        open_statuses = (journal.RECEIVED, journal.FAILED, journal.REJECTED)
-        rows = conn.execute(
-            select(j.c.status, func.count(), func.min(j.c.received_us))
-            .where(j.c.status.in_(open_statuses))
-            .group_by(j.c.status)
-        ).all()
-        by_status = {str(r[0]): (int(r[1]), r[2]) for r in rows}
+        by_status = journal_open_counts(conn)
         family = _gauge(
             "carebridge_hl7_journal_messages",
             "Journal rows not applied: received (backlog: not yet processed), failed (AE), rejected (AR)",
             labels=["status"],
         )
-        for status in open_statuses:
+        for status in JOURNAL_OPEN_STATUSES:
             family.add_metric([status], by_status.get(status, (0, None))[0])
-        oldest = by_status.get(journal.RECEIVED, (0, None))[1]
+        oldest = by_status.get(JOURNAL_RECEIVED, (0, None))[1]
         age = max(0.0, time.time() - int(oldest) / 1e6) if oldest is not None else 0.0
         return [
             family,
             _gauge(
                 "carebridge_hl7_journal_backlog",
                 "Journal rows still 'received' (journaled, not yet processed)",
-                by_status.get(journal.RECEIVED, (0, None))[0],
+                by_status.get(JOURNAL_RECEIVED, (0, None))[0],
             ),
             _gauge(
                 "carebridge_hl7_journal_oldest_received_age_seconds",
@@ -276,37 +272,29 @@ class OpsCollector(Collector):
         ]
 
     def _audit(self, conn: Connection) -> list[Metric]:
-        # seq is gap-free from 1 (audit.schema), so MAX(seq) is the chain length: an index lookup.
-        length = conn.execute(select(func.max(audit_event.c.seq))).scalar()
-        cp = conn.execute(
-            select(audit_checkpoint.c.seq, audit_checkpoint.c.created_us)
-            .order_by(audit_checkpoint.c.seq.desc())
-            .limit(1)
-        ).first()
+        length = chain_length(conn)
+        cp = last_checkpoint(conn)
         return [
-            _gauge("carebridge_audit_chain_length", "Events in the audit hash chain", int(length or 0)),
+            _gauge("carebridge_audit_chain_length", "Events in the audit hash chain", length),
             _gauge(
                 "carebridge_audit_last_checkpoint_seq",
                 "Chain position of the last signed checkpoint (0 when none)",
-                int(cp[0]) if cp else 0,
+                cp[0] if cp else 0,
             ),
             _gauge(
                 "carebridge_audit_last_checkpoint_timestamp_seconds",
                 "Unix time of the last signed checkpoint (0 when none)",
-                int(cp[1]) / 1e6 if cp else 0.0,
+                cp[1] / 1e6 if cp else 0.0,
             ),
         ]
 
     def _crm(self, conn: Connection) -> list[Metric]:
-        o, s, d = crm_outbox, crm_subscription, crm_dead_letter
         head = _gauge("carebridge_crm_outbox_head_seq", "Highest change-feed seq per CRM", labels=["crm"])
-        # One index lookup per CRM ((crm_id, seq) index) rather than a GROUP BY over the whole outbox.
-        crm_ids = {str(c) for c in conn.execute(select(s.c.crm_id).distinct()).scalars()}
+        crm_ids = subscribed_crm_ids(conn)
         config = getattr(self.crm, "config", None)
         crm_ids.update(str(c) for c in getattr(config, "clients", {}) or {})
-        for crm_id in sorted(crm_ids):
-            seq = conn.execute(select(func.max(o.c.seq)).where(o.c.crm_id == crm_id)).scalar()
-            head.add_metric([crm_id], int(seq or 0))
+        for crm_id, seq in outbox_heads(conn, sorted(crm_ids)).items():
+            head.add_metric([crm_id], seq)
         backlog = _gauge(
             "carebridge_crm_webhook_backlog",
             "Feed events after an active subscription's saved cursor (not yet delivered; the dispatcher "
@@ -318,44 +306,24 @@ class OpsCollector(Collector):
             "How long the oldest undelivered event of an active subscription has waited",
             labels=["crm", "subscription"],
         )
-        pending = (
-            select(s.c.crm_id, s.c.id, func.count(o.c.seq), func.min(o.c.created_us))
-            .select_from(s.outerjoin(o, and_(o.c.crm_id == s.c.crm_id, o.c.seq > s.c.cursor)))
-            .where(s.c.active.is_(True))
-            .group_by(s.c.crm_id, s.c.id)
-        )
         now = time.time()
-        for crm_id, sub_id, count, oldest in conn.execute(pending):
-            backlog.add_metric([str(crm_id), str(sub_id)], int(count or 0))
-            age.add_metric(
-                [str(crm_id), str(sub_id)], max(0.0, now - int(oldest) / 1e6) if oldest is not None else 0.0
-            )
+        for crm_id, sub_id, count, oldest in webhook_backlogs(conn):
+            backlog.add_metric([crm_id, sub_id], count)
+            age.add_metric([crm_id, sub_id], max(0.0, now - int(oldest) / 1e6) if oldest is not None else 0.0)
         dead = _gauge(
             "carebridge_crm_dead_letters",
             "Webhook events given up on and not yet redelivered, per subscription",
             labels=["crm", "subscription"],
         )
-        dead_rows = conn.execute(
-            select(s.c.crm_id, s.c.id, func.count(d.c.id))
-            .select_from(
-                s.outerjoin(d, and_(d.c.subscription_id == s.c.id, d.c.status.in_(("dead", "requeued"))))
-            )
-            .group_by(s.c.crm_id, s.c.id)
-        )
-        for crm_id, sub_id, count in dead_rows:
-            dead.add_metric([str(crm_id), str(sub_id)], int(count))
+        for crm_id, sub_id, count in dead_letter_counts(conn):
+            dead.add_metric([crm_id, sub_id], count)
         his = _gauge(
             "carebridge_crm_his_booking_outbox",
             "CRM booking requests (SIU^S12 to the HIS) waiting for the HIS (pending) or given up (failed)",
             labels=["status"],
         )
-        h = crm_his_outbox
-        counts: dict[str, int] = {}
-        query = select(h.c.status, func.count()).where(h.c.status.in_(_HIS_OPEN)).group_by(h.c.status)
-        for status, count in conn.execute(query):
-            counts[str(status)] = int(count)
-        for status in _HIS_OPEN:
-            his.add_metric([status], int(counts.get(status, 0)))
+        for status, count in his_outbox_counts(conn).items():
+            his.add_metric([status], count)
         return [head, backlog, age, dead, his]
 
 

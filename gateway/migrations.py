@@ -27,8 +27,8 @@ from alembic import command
 from alembic.config import CommandLine, Config
 from sqlalchemy import Connection, create_engine
 
-from fhir_store.database import make_engine
-from fhir_store.migrations import alembic_config as store_alembic_config
+from fhir_store import alembic_config as store_alembic_config
+from fhir_store import make_engine
 from gateway.registration import register_all
 
 THROWAWAY = "sqlite://"

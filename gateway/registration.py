@@ -12,11 +12,10 @@ be known), the CLI before ``store status|rewrap`` (sealed columns), and
 
 from __future__ import annotations
 
-import audit.registration
-import consent.registration
-import crm_bridge.registration
-import fhir_store.registration
-from fhir_store.registry import Registry
+from audit import register_audit
+from consent import register_consent
+from crm_bridge import register_crm
+from fhir_store import Registry, register_store
 from gateway.auth.schema import metadata as auth_metadata
 
 
@@ -28,9 +27,9 @@ def register(registry: Registry) -> None:
 def register_all() -> Registry:
     """Register every package, lowest layer first; idempotent, so every entry point may call it."""
     registry = Registry()
-    fhir_store.registration.register(registry)
-    audit.registration.register(registry)
-    consent.registration.register(registry)
-    crm_bridge.registration.register(registry)
+    register_store(registry)
+    register_audit(registry)
+    register_consent(registry)
+    register_crm(registry)
     register(registry)
     return registry

@@ -17,13 +17,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from audit.hooks import AuditHook
-from consent.rights.service import RightsService
-from crm_bridge.bridge import CrmBridge
-from fhir_store.database import make_engine
-from fhir_store.key_registry import open_cipher
-from fhir_store.migrations import upgrade
-from fhir_store.repository import FhirStore
+from audit import AuditHook
+from consent import RightsService
+from crm_bridge import CrmBridge
+from fhir_store import FhirStore, make_engine, open_cipher, upgrade
 from gateway.auth.policy import ScopePolicyHook
 from gateway.auth.tokens import TokenService
 from gateway.logging_setup import configure_logging, get_logger
@@ -64,7 +61,7 @@ class Runtime:
         from gateway.crm_wiring import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
-        from consent.rights import TombstoneHook, build_rights  # patient-rights workflow (issue #6)
+        from consent import TombstoneHook, build_rights  # patient-rights workflow (issue #6)
 
         privacy = build_rights(store, settings.privacy, audit, processors=crm.processors())
         store.pipeline = declare_pipeline(
@@ -97,8 +94,8 @@ def prepare_keys(settings: Settings) -> None:
         open_cipher(engine, settings.store.key_source)
     finally:
         engine.dispose()
-    from consent.keys import KeyStore
-    from crm_bridge.config import ProjectionConfig
+    from consent import KeyStore
+    from crm_bridge import ProjectionConfig
 
     crm = settings.crm
     keys = KeyStore.load_or_create(crm.key_source)

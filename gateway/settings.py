@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common.settings import (
+from common import (
     ENV_PREFIX,
     AuditSettings,
     CrmSettings,

@@ -10,12 +10,10 @@ is built here.
 
 from __future__ import annotations
 
-from audit.hooks import AuditHook
-from consent.purposes import ConsentIntakeHook
-from consent.retention import RetentionHoldHook
-from consent.rights.tombstones import TombstoneHook
-from crm_bridge.outbox_hook import CrmOutboxHook
-from fhir_store.pipeline import HookPipeline
+from audit import AuditHook
+from consent import ConsentIntakeHook, RetentionHoldHook, TombstoneHook
+from crm_bridge import CrmOutboxHook
+from fhir_store import HookPipeline
 from gateway.auth.policy import ScopePolicyHook
 
 

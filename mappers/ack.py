@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta, timezone
 
-from common.errors import CarebridgeError
+from common import CarebridgeError
 from mappers.hl7_encoding import EncodingChars
 from mappers.hl7_message import Header, peek_header
 

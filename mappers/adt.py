@@ -14,8 +14,7 @@ a thin PID never wipes data.  Encounters are keyed by visit number (PV1-19).
 
 from __future__ import annotations
 
-from common.errors import RequiredFieldMissing, UnsupportedMessageType
-from common.identifiers import visit_system
+from common import RequiredFieldMissing, UnsupportedMessageType, visit_system
 from mappers.datatypes import (
     JSON,
     cwe_to_codeable_concept,

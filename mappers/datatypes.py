@@ -13,17 +13,17 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from common.errors import InvalidInput
-from common.identifiers import (
+from common import (
     BHYT_SYSTEM,
     CCCD_SYSTEM,
+    InvalidInput,
     identifier_type_system,
     mrn_system,
+    normalize_contact_point,
     practitioner_system,
 )
-from common.phones import ORIGINAL_TEXT_URL as ORIGINAL_TEXT_URL
-from common.phones import normalize_contact_point
-from common.phones import normalize_phone as normalize_phone
+from common import ORIGINAL_TEXT_URL as ORIGINAL_TEXT_URL
+from common import normalize_phone as normalize_phone
 from mappers.hl7_message import Repetition, cx_authority
 
 JSON = dict[str, Any]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.errors import UnparseableMessage
+from common import UnparseableMessage
 
 #: HL7 table 0211 (MSH-18) → Python codec.  ``UNICODE`` alone is deprecated
 #: (it meant UCS-2 in v2.3) but every sender we know uses it for UTF-8.

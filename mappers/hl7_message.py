@@ -23,7 +23,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
-from common.errors import UnparseableMessage, UnsupportedVersion
+from common import UnparseableMessage, UnsupportedVersion
 from mappers.hl7_encoding import CHARSETS, EncodingChars, codec_for, encoding_from, unescape
 
 # CHARSETS, EncodingChars and unescape stay importable from here for callers written before

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from common.identifiers import BASE
+from common import BASE
 from mappers.ack import escape
 from mappers.datatypes import fhir_to_dtm
 from mappers.hl7_encoding import EncodingChars

@@ -5,7 +5,7 @@ and https://hl7.org/fhir/uv/v2mappings/ConceptMap-segment-nk1-to-patient.html
 
 from __future__ import annotations
 
-from common.errors import RequiredFieldMissing
+from common import RequiredFieldMissing
 from mappers.datatypes import (
     JSON,
     cwe_to_codeable_concept,

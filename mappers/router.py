@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from common.errors import UnsupportedMessageType
+from common import UnsupportedMessageType
 from mappers.adt import map_adt
 from mappers.hl7_message import Hl7Message, patient_key
 from mappers.result import BundleBuilder, MappingResult

@@ -9,8 +9,12 @@ carries a thin PID and must not overwrite ADT demographics.
 
 from __future__ import annotations
 
-from common.errors import RequiredFieldMissing, UnsupportedMessageType
-from common.identifiers import filler_appointment_system, placer_appointment_system
+from common import (
+    RequiredFieldMissing,
+    UnsupportedMessageType,
+    filler_appointment_system,
+    placer_appointment_system,
+)
 from mappers.datatypes import (
     JSON,
     add_minutes,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 
-from common.errors import InvalidInput
+from common import InvalidInput
 from mappers.hl7_message import Hl7Message, parse_message
 
 # Message structure (MSH-9.3) by trigger, for senders that leave it empty (v2.3).

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.settings import PrivacySettings
+from common import PrivacySettings
 from consent.rights.calendar import ManualClock, SystemClock, WorkingCalendar
 from consent.rights.deps import RightsDeps
 from consent.rights.processors import Processors
 from consent.rights.service import RightsService
 from consent.rights.tombstones import TombstoneHook
-from fhir_store.repository import FhirStore
+from fhir_store import FhirStore
 
 __all__ = [
     "ManualClock",

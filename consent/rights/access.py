@@ -17,14 +17,14 @@ from typing import Any
 
 import orjson
 
-from audit.export import search_audit
+from audit import search_audit
 from consent.pdp import load_consents
 from consent.rights import model as m
 from consent.rights.calendar import iso
 from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext
 
 MAX_AUDIT = 5000
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from consent.rights.holidays_vn import VN_PUBLIC_HOLIDAYS
-from fhir_store.instants import now_us
+from fhir_store import now_us
 
 VN_TZ = timezone(timedelta(hours=7), "ICT")
 _DAY_US = 86_400_000_000

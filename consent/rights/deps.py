@@ -9,12 +9,10 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from audit.events import Target, build_event
+from audit import Target, build_event
 from consent.rights.calendar import Clock, SystemClock, WorkingCalendar
 from consent.rights.processors import Processors
-from fhir_store.instants import now_us
-from fhir_store.model import RequestContext
-from fhir_store.repository import FhirStore
+from fhir_store import FhirStore, RequestContext, now_us
 
 PRIVACY_PURPOSE = "http://terminology.hl7.org/CodeSystem/v3-ActReason|PATADMIN"
 

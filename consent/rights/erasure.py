@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from audit.events import Target
+from audit import Target
 from consent.pdp import load_consents
 from consent.retention import CIRCULAR_RECORDS, CIRCULAR_RETENTION, RECORD_TYPES, held_until
 from consent.rights import model as m
@@ -41,7 +41,7 @@ from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES, LAW_ERASURE
 from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
 from consent.rights.tombstones import append_to_file, relabel, relabelled_version, subject_hashes
-from fhir_store.model import Operation, OperationResult, RequestContext, Update
+from fhir_store import Operation, OperationResult, RequestContext, Update
 
 
 def handle_erasure(

@@ -18,13 +18,12 @@ import orjson
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from audit.events import Target
-from common.errors import InvalidInput, NotFound, VersionConflict
+from audit import Target
+from common import InvalidInput, NotFound, VersionConflict
 from consent.rights import model as m
 from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.schema import privacy_request
-from fhir_store.model import Create, RequestContext
-from fhir_store.writer import load_current
+from fhir_store import Create, RequestContext, load_current
 
 
 def file_request(

@@ -30,8 +30,7 @@ import orjson
 
 from consent.rights.calendar import WorkingCalendar, iso
 from consent.rights.schema import SEALED
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.search_params import ResourceSearchSpec, SearchParam
+from fhir_store import ResourceSearchSpec, SearchParam, StoreCipher
 
 ERASURE: Final = "erasure"
 ACCESS: Final = "access"

@@ -21,8 +21,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from audit.events import Target
-from common.errors import InvalidInput
+from audit import Target
+from common import InvalidInput
 from consent.purposes import PURPOSES, build_consent
 from consent.rights import model as m
 from consent.rights.calendar import iso
@@ -30,7 +30,7 @@ from consent.rights.deps import RightsDeps
 from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES
 from consent.rights.tombstones import relabel, relabelled_version
-from fhir_store.model import Create, Operation, OperationResult, RequestContext
+from fhir_store import Create, Operation, OperationResult, RequestContext
 
 LAW_CONSENT = "Law 91/2025/QH15 Art. 9 (withdrawal), Art. 28 (marketing opt-out)"
 

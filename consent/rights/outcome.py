@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from fhir_store.model import Operation, OperationResult
+from fhir_store import Operation, OperationResult
 
 InTransaction = Callable[[Connection, Sequence[OperationResult]], None]
 """Runs in the request's store transaction after the writes; gets the results of ``Outcome.ops``."""

@@ -20,11 +20,7 @@ from sqlalchemy import Connection, Engine, insert, select
 from consent.pdp import load_consents
 from consent.rights.schema import privacy_tombstone
 from consent.rights.tombstones import lookup_hashes, relabel
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.instants import now_us
-from fhir_store.model import Operation, RequestContext, Update
-from fhir_store.repository import FhirStore
-from fhir_store.schema import resource_current
+from fhir_store import FhirStore, Operation, RequestContext, StoreCipher, Update, iter_current_sealed, now_us
 
 
 def _known_requests(conn: Connection) -> set[str]:
@@ -34,13 +30,8 @@ def _known_requests(conn: Connection) -> set[str]:
 def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> str | None:
     import orjson
 
-    rows = conn.execute(
-        select(resource_current.c.res_id, resource_current.c.version, resource_current.c.content).where(
-            resource_current.c.res_type == "Patient", resource_current.c.deleted.is_(False)
-        )
-    )
-    for res_id, version, content in rows:
-        plain = cipher.open_resource("Patient", str(res_id), version, bytes(content))  # sealed at rest
+    for res_id, version, content in iter_current_sealed(conn, "Patient"):
+        plain = cipher.open_resource("Patient", res_id, version, content)  # sealed at rest
         resource = {**orjson.loads(plain), "id": res_id}
         if hashes.intersection(lookup_hashes(resource, cipher)):
             return str(res_id)

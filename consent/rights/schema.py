@@ -26,8 +26,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
-from fhir_store.schema import new_metadata
-from fhir_store.sealed_columns import SealedText
+from fhir_store import SealedText, new_metadata
 
 metadata = new_metadata()
 

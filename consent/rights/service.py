@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, select, update
 
-from audit.events import Target
-from common.errors import BusinessRuleViolation, InvalidInput, NotFound, VersionConflict
+from audit import Target
+from common import BusinessRuleViolation, InvalidInput, NotFound, VersionConflict
 from consent.rights import model as m
 from consent.rights.access import handle_access
 from consent.rights.calendar import WorkingCalendar, end_of_day_us, iso, local_date
@@ -31,7 +31,7 @@ from consent.rights.filing import file_request
 from consent.rights.others import handle_objection, handle_rectification, handle_restriction
 from consent.rights.outcome import InTransaction, Outcome
 from consent.rights.schema import SEALED, privacy_receipt, privacy_request
-from fhir_store.model import Operation, OperationResult, RequestContext, Update
+from fhir_store import Operation, OperationResult, RequestContext, Update
 
 Handler = Callable[[RightsDeps, m.PrivacyRequest, RequestContext, dict[str, Any]], Outcome]
 HANDLERS: dict[str, Handler] = {

@@ -37,15 +37,20 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from audit.events import Target, build_event
-from audit.hooks import patient_refs
+from audit import Target, build_event, patient_refs
 from consent.retention import is_held, is_record_type, is_restricted, with_hold_labels, with_restricted_label
 from consent.rights.schema import privacy_tombstone
-from fhir_store.content_cipher import StoreCipher
-from fhir_store.driver_sql import DriverQuery
-from fhir_store.instants import now_us
-from fhir_store.model import Amend, OperationResult, RequestContext, ResourceChange
-from fhir_store.writer import load_current, write_version
+from fhir_store import (
+    Amend,
+    DriverQuery,
+    OperationResult,
+    RequestContext,
+    ResourceChange,
+    StoreCipher,
+    load_current,
+    now_us,
+    write_version,
+)
 
 
 def _legacy_hash(subject: str) -> str:

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine, insert, select
 
-from common.errors import InvalidInput, Unauthenticated, VersionConflict
-from fhir_store.database import writer
-from fhir_store.instants import now_us
+from common import InvalidInput, Unauthenticated, VersionConflict
+from fhir_store import for_writing, now_us
 from gateway.auth.schema import oauth_client
 from gateway.auth.scopes import ROLES, grantable
 
@@ -90,7 +89,7 @@ class ClientRegistry:
             raise InvalidInput("a patient client needs --patient-id", location="patient_id")
         granted = " ".join(str(s) for s in grantable(role, scopes))
         secret = secrets.token_urlsafe(32) if with_secret else None
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             if conn.execute(
                 select(oauth_client.c.client_id).where(oauth_client.c.client_id == client_id)
             ).first():

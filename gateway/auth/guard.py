@@ -9,7 +9,7 @@ confined to the patient's compartment by the store itself
 
 from __future__ import annotations
 
-from common.errors import Unauthenticated
+from common import Unauthenticated
 from gateway.auth.scopes import Interaction, require
 from gateway.auth.tokens import Principal, TokenService
 

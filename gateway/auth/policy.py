@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Connection
 
-from fhir_store.model import RequestContext, ResourceChange, StoredResource
+from fhir_store import RequestContext, ResourceChange, StoredResource
 from gateway.auth.scopes import Interaction, Scope, parse_scopes, require
 
 _CHANGE_INTERACTION: dict[str, Interaction] = {"create": "c", "update": "u", "delete": "d"}

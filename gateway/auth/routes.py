@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from common.errors import CarebridgeError, Unauthenticated
+from common import CarebridgeError, Unauthenticated
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.scopes import ROLE_CEILINGS, grant, grantable
 from gateway.auth.tokens import ASSERTION_TYPE, TokenService

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, String, Table, Text
 
-from fhir_store.schema import new_metadata
+from fhir_store import new_metadata
 
 metadata = new_metadata()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from common.errors import Forbidden, InvalidInput
+from common import Forbidden, InvalidInput
 
 Interaction = Literal["c", "r", "u", "d", "s"]
 CLINICAL_TYPES = ("Patient", "Encounter", "Appointment")

@@ -22,9 +22,8 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import Engine, insert, select, update
 
-from common.errors import Unauthenticated
-from fhir_store.database import writer
-from fhir_store.instants import now_us
+from common import Unauthenticated
+from fhir_store import for_writing, now_us
 from gateway.auth.clients import Client
 from gateway.auth.schema import signing_key
 from gateway.auth.scopes import Scope, parse_scopes
@@ -57,7 +56,7 @@ class TokenService:
     # -- keys --------------------------------------------------------------------
 
     def _load_keys(self) -> None:
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             rows = conn.execute(select(signing_key).order_by(signing_key.c.created_us)).all()
             if not any(r.retired_us is None for r in rows):
                 self._insert_key(conn)
@@ -84,7 +83,7 @@ class TokenService:
 
     def rotate(self) -> None:
         """Retire the current signing key and start signing with a new one."""
-        with writer(self.engine).begin() as conn:
+        with for_writing(self.engine).begin() as conn:
             conn.execute(
                 update(signing_key).where(signing_key.c.retired_us.is_(None)).values(retired_us=now_us())
             )

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from fhir_store.validation import SUPPORTED_TYPES
+from fhir_store import SUPPORTED_TYPES
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.routes import build_auth_router
 from gateway.http import (

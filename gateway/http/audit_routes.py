@@ -41,17 +41,12 @@ from urllib.parse import urlencode
 
 import orjson
 from fastapi import APIRouter, Path, Request
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from audit.events import Target, outcome_for_status, rest_event
-from audit.export import search_audit
-from audit.hooks import AuditHook
-from audit.schema import audit_event
-from common.errors import InvalidInput, MethodNotAllowed, NotFound
-from fhir_store.instants import now_us, parse_fhir_instant_range
-from fhir_store.model import RequestContext
+from audit import AuditHook, Target, outcome_for_status, rest_event, search_audit, stored_event
+from common import InvalidInput, MethodNotAllowed, NotFound
+from fhir_store import RequestContext, now_us, parse_fhir_instant_range
 from gateway.auth.scopes import Interaction, parse_scopes, require
 from gateway.http import bundle_render as render
 from gateway.http import openapi_docs as doc
@@ -228,9 +223,7 @@ def audit_search_bundle(
 def audit_read(hook: AuditHook, context: RequestContext, event_id: str) -> bytes:
     """One stored AuditEvent; the read is recorded (a miss as a 404 failure) before answering."""
     with hook.engine.connect() as conn:
-        content = conn.execute(
-            select(audit_event.c.content).where(audit_event.c.event_id == event_id)
-        ).scalar_one_or_none()
+        content = stored_event(conn, event_id)
     target = Target(AUDIT_TYPE, event_id)
     status = 200 if content is not None else 404
     hook.append(
@@ -247,7 +240,7 @@ def audit_read(hook: AuditHook, context: RequestContext, event_id: str) -> bytes
     )
     if content is None:
         raise NotFound(f"{AUDIT_TYPE}/{event_id} is not known", location="id")
-    return bytes(content)
+    return content
 
 
 _SEARCH_DOC = doc.responses({200: ("searchset Bundle of AuditEvents", doc.BUNDLE)}, (400, 404))

@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 
-from fhir_store.instants import format_instant, now_us
-from fhir_store.model import StoredResource
+from fhir_store import StoredResource, format_instant, now_us
 
 # Reason phrases for entry.response.status ("201 Created"), https://hl7.org/fhir/R4/bundle-definitions.html#Bundle.entry.response.status
 REASONS = {

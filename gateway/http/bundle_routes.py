@@ -23,22 +23,23 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from common.errors import CarebridgeError, InvalidInput, NotFound
-from fhir_store.bundles import ReadEntry, entry_operation
-from fhir_store.model import (
+from common import CarebridgeError, InvalidInput, NotFound
+from fhir_store import (
     ConditionalDelete,
     ConditionalUpdate,
     Create,
     Delete,
+    FhirStore,
     Operation,
     OperationResult,
+    ReadEntry,
     RequestContext,
     StoredResource,
     Update,
+    entry_operation,
+    parse_query,
+    validate_resource,
 )
-from fhir_store.repository import FhirStore
-from fhir_store.search import parse_query
-from fhir_store.validation import validate_resource
 from gateway.http import bundle_render as render
 from gateway.http import interactions as fhir
 from gateway.http import openapi_docs as doc

@@ -17,10 +17,8 @@ from typing import Any
 
 import orjson
 
-from common.errors import MethodNotAllowed, NotFound
-from fhir_store.instants import format_instant, now_us
-from fhir_store.search_params import INCLUDES, SEARCH_SPECS
-from fhir_store.validation import SUPPORTED_TYPES
+from common import MethodNotAllowed, NotFound
+from fhir_store import INCLUDES, SEARCH_SPECS, SUPPORTED_TYPES, format_instant, now_us
 
 # https://hl7.org/fhir/R4/valueset-type-restful-interaction.html (type-level subset we serve).
 ALL_INTERACTIONS: tuple[str, ...] = (

@@ -18,16 +18,11 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from audit.events import Target, build_event
-from audit.hooks import AuditHook
-from common.errors import InvalidInput, NotFound
-from consent.purposes import PURPOSES, build_consent
-from crm_bridge.bridge import CrmBridge
-from crm_bridge.config import EVENT_TYPES
-from crm_bridge.delivery import read_feed
-from crm_bridge.outbox import resolve_pseudonym
-from fhir_store.instants import format_instant, now_us
-from fhir_store.model import Create
+from audit import AuditHook, Target, build_event
+from common import InvalidInput, NotFound
+from consent import PURPOSES, build_consent
+from crm_bridge import EVENT_TYPES, CrmBridge, read_feed, resolve_pseudonym
+from fhir_store import Create, format_instant, now_us
 from gateway.http.openapi_docs import auth_errors
 from gateway.http.principal import CrmCaller, OfficerCaller
 from gateway.http.responses import runtime_of

@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common.errors import CarebridgeError, Forbidden, Unauthenticated
-from fhir_store.model import RequestContext
+from common import CarebridgeError, Forbidden, Unauthenticated
+from fhir_store import RequestContext
 from gateway.http.media import FHIR_JSON_UTF8
 from gateway.logging_setup import get_logger
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from common.errors import MethodNotAllowed, NotFound
+from common import MethodNotAllowed, NotFound
 from gateway.http import interactions as fhir
 from gateway.http import openapi_docs as doc
 from gateway.http.capability import capability_statement, require

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from common.errors import InvalidInput
-from fhir_store.model import (
+from common import InvalidInput
+from fhir_store import (
     ConditionalDelete,
     ConditionalUpdate,
     Create,

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from fhir_store.migrations import current_revision, head_revision
+from fhir_store import current_revision, head_revision
 from gateway.metrics import ops_collector
 from gateway.runtime import Runtime
 

@@ -21,11 +21,8 @@ from urllib.parse import urlencode
 
 import orjson
 
-from common.errors import InvalidInput, NotFound
-from fhir_store.instants import parse_fhir_instant_range
-from fhir_store.model import RequestContext
-from fhir_store.repository import FhirStore
-from fhir_store.search import parse_query
+from common import InvalidInput, NotFound
+from fhir_store import FhirStore, RequestContext, parse_fhir_instant_range, parse_query
 from gateway.http import bundle_render as render
 from gateway.http.elements import requested_elements, subset
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from starlette.datastructures import Headers, QueryParams
 
-from common.errors import CarebridgeError, UnsupportedMediaType
+from common import CarebridgeError, UnsupportedMediaType
 
 FHIR_JSON = "application/fhir+json"
 FHIR_JSON_UTF8 = "application/fhir+json; charset=utf-8"

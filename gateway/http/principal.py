@@ -38,9 +38,8 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import CarebridgeError, Forbidden
-from fhir_store.model import RequestContext
-from fhir_store.validation import SUPPORTED_TYPES
+from common import CarebridgeError, Forbidden
+from fhir_store import SUPPORTED_TYPES, RequestContext
 from gateway.auth.guard import AccessGuard
 from gateway.auth.scopes import ROLE_CHANNELS, Interaction, require, require_channel
 from gateway.auth.tokens import Principal

@@ -23,11 +23,8 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from common.errors import Forbidden, InvalidInput, NotFound
-from consent.rights.metrics import PrivacyClockCollector
-from consent.rights.model import PrivacyRequest
-from consent.rights.response import render_html
-from consent.rights.service import RightsService
+from common import Forbidden, InvalidInput, NotFound
+from consent import PrivacyClockCollector, PrivacyRequest, RightsService, render_html
 from gateway.http.errors import AUDITED_STATE
 from gateway.http.openapi_docs import auth_errors
 from gateway.http.principal import Caller, PrivacyCaller, ReceiptCaller

@@ -20,10 +20,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from common.errors import InvalidInput, PayloadTooLarge
-from fhir_store.instants import http_date
-from fhir_store.model import StoredResource
-from fhir_store.repository import FhirStore
+from common import InvalidInput, PayloadTooLarge
+from fhir_store import FhirStore, StoredResource, http_date
 from gateway.http.errors import outcome
 from gateway.http.media import FHIR_JSON_UTF8
 from gateway.runtime import Runtime

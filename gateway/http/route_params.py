@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
-from fhir_store.model import RequestContext
+from fhir_store import RequestContext
 from gateway.http.principal import fhir_context
 
 RestContext = Annotated[RequestContext, Depends(fhir_context)]

@@ -15,8 +15,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.mllp.framing import Frame, FrameDecoder, frame
-from mappers.ack import COMMIT_ACK_CODES
-from mappers.hl7_message import CHARSETS, EncodingChars, unescape
+from mappers import CHARSETS, COMMIT_ACK_CODES, EncodingChars, unescape
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,8 +27,8 @@ import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from common.errors import PayloadTooLarge
-from fhir_store import journal
+from common import PayloadTooLarge
+from fhir_store import JOURNAL_REJECTED, journal_insert_message
 from gateway.ingest import Ingestor
 from gateway.ingest_model import Inbound, InternalError
 from gateway.logging_setup import get_logger
@@ -36,7 +36,7 @@ from gateway.metrics import UNKNOWN, hl7_counters, message_type_label
 from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame
 from gateway.mllp.lanes import IngestLanes
 from gateway.mllp.tls import peer_identity, sender_policy, server_context
-from mappers.ack import build_fallback_ack
+from mappers import build_fallback_ack
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -176,7 +176,7 @@ class MllpServer:
         with contextlib.suppress(Exception):
             await loop.run_in_executor(
                 self._executor,
-                lambda: journal.insert_message(
+                lambda: journal_insert_message(
                     self.ingestor.engine,
                     raw=event.head,
                     peer=peer,
@@ -184,7 +184,7 @@ class MllpServer:
                     sending_facility="",
                     control_id="",
                     message_type="",
-                    status=journal.REJECTED,
+                    status=JOURNAL_REJECTED,
                     cipher=self.ingestor.store.cipher,
                     ack_code="AR",
                     ack=ack,

@@ -17,6 +17,8 @@ import os
 import sys
 from typing import Any
 
+import gateway.ingest
+import gateway.mllp.server
 from fhir_store import journal
 from gateway.cli import main
 from gateway.ingest import Ingestor
@@ -37,7 +39,9 @@ def install() -> None:
             os._exit(CRASH_EXIT_CODE)
         return journal_id
 
-    journal.insert_message = insert_then_die
+    # The gateway binds the journal's public name (fhir_store.journal_insert_message) at import.
+    gateway.ingest.journal_insert_message = insert_then_die  # type: ignore[attr-defined]
+    gateway.mllp.server.journal_insert_message = insert_then_die  # type: ignore[attr-defined]
     Ingestor.applied = _die_instead  # type: ignore[method-assign]
 
 
