@@ -46,11 +46,12 @@ def is_secondary_identifier(identifier: Mapping[str, Any]) -> bool:
         return True
     kind = identifier.get("type")
     codings = kind.get("coding") if isinstance(kind, Mapping) else None
-    for coding in codings or []:
-        if isinstance(coding, Mapping) and coding.get("system") == V2_0203:
-            if str(coding.get("code", "")).upper() in SECONDARY_IDENTIFIER_TYPES:
-                return True
-    return False
+    return any(
+        isinstance(coding, Mapping)
+        and coding.get("system") == V2_0203
+        and str(coding.get("code", "")).upper() in SECONDARY_IDENTIFIER_TYPES
+        for coding in codings or []
+    )
 
 
 def _is_tag(coding: Any) -> bool:

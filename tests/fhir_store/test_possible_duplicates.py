@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from common import CCCD_SYSTEM, PATIENT_STATUS_SYSTEM, VersionConflict, is_possible_duplicate
-from fhir_store.model import ConditionalUpdate, Create, MergePatients, RequestContext, Update
+from fhir_store.model import ConditionalUpdate, Create, MergePatients, Operation, RequestContext, Update
 from fhir_store.repository import FhirStore
 from fhir_store.search import parse_query
 from fhir_store.write_path import WriteUnit
@@ -84,11 +84,9 @@ def test_rest_keeps_its_409_without_naming_the_owner_and_can_clear_the_tag(store
 def test_a_merge_of_the_two_clears_the_tag_and_the_survivor_keeps_the_visit(store: FhirStore) -> None:
     first = store.transact([_upsert("BN200021", "079190006666", ["Thị", "Lan"])], HL7)[0].stored
     assert first is not None
-    bundle = [
-        _upsert("BN200022", "079190006666", ["Thị", "Lan"]),
-        Create(encounter("urn:uuid:p", "V200022")),
-    ]
-    bundle[0].full_url = "urn:uuid:p"  # type: ignore[union-attr]
+    registration = _upsert("BN200022", "079190006666", ["Thị", "Lan"])
+    registration.full_url = "urn:uuid:p"
+    bundle: list[Operation] = [registration, Create(encounter("urn:uuid:p", "V200022"))]
     results = store.transact(bundle, HL7)
     second, visit = results[0].stored, results[1].stored
     assert second is not None and visit is not None
