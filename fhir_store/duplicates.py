@@ -28,8 +28,8 @@ from sqlalchemy import Connection
 from common import is_possible_duplicate, with_possible_duplicate
 from fhir_store.blind_index import secondary_claims
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.model import StoredResource
-from fhir_store.writer import PendingRows, claim_owners, load_current
+from fhir_store.model import ResourceChange, StoredResource
+from fhir_store.writer import PendingRows, claim_owners, load_current, write_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,20 @@ def check_patient(
     return DuplicateCheck(resource, frozenset(held), tuple(partners))
 
 
-def tagged(current: dict[str, Any]) -> dict[str, Any] | None:
-    """``current`` with the tag added, or None when it already has it (nothing to write)."""
-    return None if is_possible_duplicate(current) else with_possible_duplicate(current, True)
+def tag_partner(
+    conn: Connection, patient_id: str, now_us: int, cipher: StoreCipher, pending: PendingRows
+) -> ResourceChange | None:
+    """Tag the other Patient of a possible duplicate as a version of its own (audited, seen by hooks).
+
+    None when it is gone or already tagged (nothing to write).
+    """
+    if ("Patient", patient_id) in pending.touched:
+        pending.flush(conn)  # written earlier in this transaction: read its rows
+    current = load_current(conn, "Patient", patient_id, cipher)
+    if current is None or current.deleted or is_possible_duplicate(current.resource()):
+        return None
+    body = with_possible_duplicate(current.resource(), True)
+    stored = write_version(conn, "Patient", patient_id, body, current, now_us, pending, cipher=cipher)
+    return ResourceChange(
+        "update", "Patient", patient_id, stored.version_id, now_us, stored.resource(), current.resource()
+    )

@@ -32,7 +32,7 @@ from common import (
 )
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
-from fhir_store.duplicates import DuplicateCheck, check_patient, tagged
+from fhir_store.duplicates import DuplicateCheck, check_patient, tag_partner
 from fhir_store.model import (
     Amend,
     ChangeAction,
@@ -376,36 +376,15 @@ def apply_operations(
         )
         results[index] = OperationResult(200 if resource is None or existed else 201, stored)
         for partner in check.partners:
-            _tag_partner(conn, partner, now_us, changes, cipher, pending)
+            tagging = tag_partner(conn, partner, now_us, cipher, pending)
+            if tagging is not None:
+                changes.append(tagging)
     if not shared:
         pending.flush(conn)
     return [r if r is not None else OperationResult(500) for r in results], changes
 
 
 _NO_CHECK = DuplicateCheck({})
-
-
-def _tag_partner(
-    conn: Connection,
-    patient_id: str,
-    now_us: int,
-    changes: list[ResourceChange],
-    cipher: StoreCipher,
-    pending: PendingRows,
-) -> None:
-    """Tag the other Patient of a possible duplicate, as a change of its own (audited, seen by hooks)."""
-    current = _load(conn, "Patient", patient_id, cipher, pending)
-    if current is None or current.deleted:
-        return
-    body = tagged(current.resource())
-    if body is None:
-        return
-    stored = write_version(conn, "Patient", patient_id, body, current, now_us, pending, cipher=cipher)
-    changes.append(
-        ResourceChange(
-            "update", "Patient", patient_id, stored.version_id, now_us, stored.resource(), current.resource()
-        )
-    )
 
 
 def _merge(
