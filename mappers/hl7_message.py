@@ -1,7 +1,7 @@
 """Fast, split-based HL7 v2 tokenizer (the MLLP hot path).
 
-Why not hl7apy here: hl7apy builds a full typed tree and parses only a few
-dozen messages per second on our hardware; the listener needs thousands.  This
+Why not hl7apy here: hl7apy builds a full typed tree, orders of magnitude
+slower than the listener's rate needs (docs/benchmarks.md, HL7 parsing).  This
 module does the minimum an ER7 reader must do and nothing more:
 
 * strips an optional UTF-8 BOM and accepts CR, LF or CRLF segment ends
