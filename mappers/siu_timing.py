@@ -144,7 +144,10 @@ def _span(found: list[_Found]) -> _Found:
             start = item.start
         if item.end and (end is None or _later(item.end, end)):
             end = item.end
-    return _Found(start, end, first.length, first.end_field)
+    if len(found) == 1 or end is None:
+        return _Found(start, end, first.length, first.end_field)
+    whole = datetime.fromisoformat(end) - datetime.fromisoformat(start)  # the span, not one service
+    return _Found(start, end, whole, first.end_field)
 
 
 def _sch11_defined(version: str) -> bool:

@@ -108,7 +108,7 @@ def test_several_services_span_from_first_start_to_last_end() -> None:
         "AIS|3|D|XQ01^Chụp X-quang^LOCAL|20210924120000+0700|||1|h",  # deleted: ignored
     )
     appt = appointment(siu(group=group))
-    assert (appt["start"], appt["end"]) == (START, END)
+    assert (appt["start"], appt["end"], appt["minutesDuration"]) == (START, END, 50)
 
 
 @pytest.mark.parametrize(
