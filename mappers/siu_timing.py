@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from common.errors import InvalidInput, RequiredFieldMissing
+from common import InvalidInput, RequiredFieldMissing
 from mappers.datatypes import ts_to_instant
 from mappers.hl7_message import Hl7Message, Segment
 
