@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit.hooks import AuditHook
-from common.errors import CarebridgeError, UnparseableMessage
+from common.errors import CarebridgeError, Forbidden, UnparseableMessage
 from fhir_store.model import RequestContext
 from fhir_store.write_path import WriteUnit
 from mappers.ack import acks_to_send, build_fallback_ack, build_mode_ack
+from mappers.hl7_content import canonical_content
 from mappers.hl7_message import Header, Hl7Message
 from mappers.result import MappingResult
 
@@ -33,6 +34,23 @@ class InternalError(CarebridgeError):
     """An unexpected failure, rendered without its details (they may quote patient data)."""
 
     hl7_error_code = "207"
+
+
+class ControlIdReused(CarebridgeError):
+    """The sender's MSH-10 was journaled before with other content, and this sender is refused for it.
+
+    HL7 table 0357 code 205 "duplicate key identifier", at MSH-10; AE, so the
+    sender may resend with a fresh control id (or an operator replays the row).
+    """
+
+    http_status = 409
+    issue_code = "duplicate"
+    hl7_error_code = "205"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "message control id was already used for a message with other content", location="MSH-10"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +74,7 @@ class JournaledWrite:
     unit: WriteUnit
     ack: bytes
     journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
+    reused: list[bool]  # per attempt: the sender + MSH-10 was journaled before with other content
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +93,24 @@ def message_type(header: Header) -> str:
     return f"{header.message_code}^{header.trigger_event}".strip("^")
 
 
+def content(inbound: Inbound) -> bytes:
+    """What a duplicate delivery has in common with the first (decoded text when decodable)."""
+    if inbound.message is not None:
+        return canonical_content(inbound.message.text.encode("utf-8"))
+    return canonical_content(inbound.raw)
+
+
 def journal_fields(inbound: Inbound) -> dict[str, Any]:
-    """The journal columns that describe the message (fhir_store.journal.insert_row keywords)."""
+    """The journal columns that describe the message (fhir_store.journal.insert_entry keywords).
+
+    A sender refused for this connection is never matched with a journaled message
+    (``dedup``): the sender check comes before the duplicate lookup, so a connection
+    that may not speak for MSH-3/MSH-4 never receives another connection's stored ACK.
+    """
     header = inbound.header
     return {
+        "content": content(inbound),
+        "dedup": not isinstance(inbound.error, Forbidden),
         "raw": inbound.raw,
         "peer": inbound.peer,
         "sending_application": header.sending_application if header else "",
