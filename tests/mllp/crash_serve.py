@@ -29,15 +29,15 @@ def _die_instead(*_args: Any, **_kwargs: Any) -> Any:
 
 
 def install() -> None:
-    insert_message = journal.insert_message
+    insert_message_entry = journal.insert_message_entry
 
-    def insert_then_die(engine: Any, **row: Any) -> int | None:
-        journal_id = insert_message(engine, **row)
-        if journal_id is not None and "status" not in row:  # a new ``received`` row (commit ACK wanted)
+    def insert_then_die(engine: Any, **row: Any) -> journal.Inserted | None:
+        inserted = insert_message_entry(engine, **row)
+        if inserted is not None and "status" not in row:  # a new ``received`` row (commit ACK wanted)
             os._exit(CRASH_EXIT_CODE)
-        return journal_id
+        return inserted
 
-    journal.insert_message = insert_then_die
+    journal.insert_message_entry = insert_then_die
     Ingestor.applied = _die_instead  # type: ignore[method-assign]
 
 
