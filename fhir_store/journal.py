@@ -138,7 +138,7 @@ _INSERT = DriverQuery(
     " :message_type, :raw, :status, :ack_code, :ack, :error, :processed_us, :attempts, :digest,"
     " EXISTS (SELECT 1 FROM hl7_journal WHERE sending_application = :sending_application"
     " AND sending_facility = :sending_facility AND control_id = :control_id"
-    " AND digest <> :digest AND substr(digest, 1, 1) <> '~'))"
+    " AND digest <> :digest AND substr(digest, 1, 1) <> '~') AND substr(:digest, 1, 1) <> '~')"
     " ON CONFLICT (sending_application, sending_facility, control_id, digest) DO NOTHING"
     " RETURNING id, control_id_reused"
 )
@@ -214,7 +214,7 @@ def insert_entry(
     )
     if row is None:
         return None
-    inserted = Inserted(int(row[0]), bool(row[1]) and dedup)
+    inserted = Inserted(int(row[0]), bool(row[1]))
     if inserted.reused and digests[0] and _older_match(conn, app, fac, control, digests[1:]):
         # the same content journaled before digests or under an older blind key: a duplicate
         conn.execute(delete(_j).where(_j.c.id == inserted.id))
