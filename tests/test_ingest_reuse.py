@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
+from common.settings import Hl7Settings
 from fhir_store.schema import hl7_journal
 from gateway.hl7_senders import SenderPolicy
 from gateway.ingest import Ingestor
@@ -73,7 +74,7 @@ def test_group_keeps_a_reused_id_apart_from_a_duplicate(runtime: Runtime) -> Non
 
 
 def test_group_refuses_a_reused_id_message_by_message(database_url: str) -> None:
-    settings = Settings(database_url=database_url, hl7={"control_id_reuse": "refuse"})
+    settings = Settings(database_url=database_url, hl7=Hl7Settings(control_id_reuse="refuse"))
     rt = Runtime.create(settings, migrate=False)
     try:
         ingestor = Ingestor(rt.store, settings)
