@@ -62,8 +62,10 @@ from gateway.ingest_model import (
     acks_wanted,
     journal_fields,
     message_context,
+    note_reuse,
     record,
     render_ack,
+    reuse_action,
 )
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
@@ -376,26 +378,10 @@ class Ingestor:
     # -- reused control ids ----------------------------------------------------------------
 
     def reuse_action(self, inbound: Inbound) -> str:
-        """``process`` or ``refuse`` a reused control id from this message's sender (settings)."""
-        header = inbound.header
-        if header is None:
-            return self.settings.hl7.control_id_reuse
-        return self.settings.hl7.control_id_reuse_for(header.sending_application, header.sending_facility)
+        return reuse_action(self.settings.hl7, inbound)
 
     def _reused(self, inbound: Inbound, journal_id: int) -> str:
-        """Count and log a reused control id (ids only: no message content); returns the action."""
-        action = self.reuse_action(inbound)
-        self.metrics.control_id_reused(action)
-        header = inbound.header
-        log.warning(
-            "hl7 control id reused with other content",
-            journal_id=journal_id,
-            action=action,
-            sending_application=header.sending_application if header else "",
-            sending_facility=header.sending_facility if header else "",
-            control_id=header.control_id.strip() if header else "",
-        )
-        return action
+        return note_reuse(self.settings.hl7, self.metrics, inbound, journal_id)
 
     # -- audit ---------------------------------------------------------------------------
 

@@ -18,8 +18,11 @@ from sqlalchemy import Connection
 
 from audit.hooks import AuditHook
 from common.errors import CarebridgeError, Forbidden, UnparseableMessage
+from common.settings import Hl7Settings
 from fhir_store.model import RequestContext
 from fhir_store.write_path import WriteUnit
+from gateway.logging_setup import get_logger
+from gateway.metrics import Hl7Counters
 from mappers.ack import acks_to_send, build_fallback_ack, build_mode_ack
 from mappers.hl7_content import canonical_content
 from mappers.hl7_message import Header, Hl7Message
@@ -170,3 +173,30 @@ def render_ack(inbound: Inbound, code: str, error: CarebridgeError | None = None
 def acks_wanted(inbound: Inbound, success: bool, *, strict: bool) -> tuple[bool, bool]:
     """(commit ACK, application ACK) to send: :func:`mappers.ack.acks_to_send` decides."""
     return acks_to_send(inbound.header, success=success, strict=strict)
+
+
+log = get_logger("carebridge.ingest")
+
+
+def reuse_action(settings: Hl7Settings, inbound: Inbound) -> str:
+    """``process`` or ``refuse`` a reused control id from this message's sender (settings)."""
+    header = inbound.header
+    if header is None:
+        return settings.control_id_reuse
+    return settings.control_id_reuse_for(header.sending_application, header.sending_facility)
+
+
+def note_reuse(settings: Hl7Settings, metrics: Hl7Counters, inbound: Inbound, journal_id: int) -> str:
+    """Count and log a reused control id (ids only: no message content); returns the action."""
+    action = reuse_action(settings, inbound)
+    metrics.control_id_reused(action)
+    header = inbound.header
+    log.warning(
+        "hl7 control id reused with other content",
+        journal_id=journal_id,
+        action=action,
+        sending_application=header.sending_application if header else "",
+        sending_facility=header.sending_facility if header else "",
+        control_id=header.control_id.strip() if header else "",
+    )
+    return action
