@@ -1,35 +1,33 @@
 """The statements of the chain writer, run on the DB-API cursor of the caller's connection.
 
-Why not SQLAlchemy Core: an audited create runs three statements (lock, head,
-insert) and SQLAlchemy spent ~110 µs of Python on each before the driver was
-reached; a buffered batch of read events spent ~15 µs per row in its
-executemany.  The statements here are fixed, so they are rendered once per
-dialect and executed on the raw cursor -- same connection, same transaction,
-nothing commits here (:mod:`fhir_store.driver_sql`).
+Why not SQLAlchemy Core: an audited create runs a few small statements
+(lock, head, insert) and a buffered batch of read events many rows, and
+SQLAlchemy's per-statement and per-row Python overhead dominates both.  The
+statements here are fixed, so they are rendered once per dialect and executed
+on the raw cursor -- same connection, same transaction, nothing commits here
+(:mod:`fhir_store.driver_sql`).
 
-How rows are inserted depends on the backend, by measurement (CPU µs per row,
-2 KB rows, batch of 65; docs/benchmarks.md):
+How rows are inserted depends on the backend, chosen by measurement
+(docs/benchmarks.md, "Design figures behind module choices"):
 
 * SQLite: multi-row INSERTs of power-of-two sizes (:meth:`RowInsert.write`).
-  ``executemany`` (~13 µs per row) released the GIL around every row, twice
-  per event once the key rows came; per event the CPU measured the same
-  either way, within the noise;
+  ``executemany`` releases the GIL around every row, twice per event with
+  the key rows, for no CPU saving per event;
 * PostgreSQL, up to :data:`PG_INSERT_ROWS` rows (a create's event): one
   multi-row INSERT.  psycopg caches the conversion of a query only when it
   has at most 50 parameters, so 16 columns x 3 rows is the most that stays
-  cached; a 64-row INSERT (1024 parameters) was re-parsed in Python on every
-  execution, ~110 µs per row;
+  cached; a larger multi-row INSERT is re-parsed in Python on every
+  execution;
 * PostgreSQL, larger batches (the read appender): ``COPY ... FROM STDIN``
-  in binary format, ~20 µs per row, and no query text to parse at all.
+  in binary format: no query text to parse at all.
 
 The writer runs lock, head and inserts on *one* cursor (:func:`lock_and_head`,
-:meth:`RowInsert.write`): a psycopg cursor per statement cost ~40 µs more per
-audited create (232 -> 191 µs for the three statements).  Sending lock and
-head in one psycopg pipeline saved nothing (242 µs): its bookkeeping costs
-what the round trip did.  Since migration 0008 they are one statement, the
-server-side function ``carebridge_audit_head``, and an event goes in with its
-search keys in one more (:class:`PairInsert`): two statements per audited
-change on PostgreSQL.
+:meth:`RowInsert.write`): creating a psycopg cursor per statement costs client
+CPU inside the write transaction.  A psycopg pipeline for lock and head saves
+nothing (its bookkeeping costs what the round trip does); instead they are
+one statement, the server-side function ``carebridge_audit_head``
+(migration 0008), and an event goes in with its search keys in one more
+(:class:`PairInsert`): two statements per audited change on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -164,7 +162,7 @@ class PairInsert:
 
     An audited create on PostgreSQL inserts one event and its one or two key
     rows (:mod:`audit.schema`): as two statements that would be one more
-    round trip and ~40 µs more psycopg CPU inside the write transaction, so
+    round trip and more psycopg CPU inside the write transaction, so
     up to :data:`PSYCOPG_CACHED_PARAMS` parameters both go in one statement
     (``WITH e AS (INSERT ...) INSERT ...``; PostgreSQL runs a data-modifying
     WITH exactly once).  Larger sets take :meth:`RowInsert.write` for each.

@@ -99,9 +99,9 @@ os.register_at_fork(after_in_child=_reseed_ids)
 def new_event_id() -> str:
     """A UUID v4-format id: 74 random bits per process + a 48-bit counter.
 
-    ``uuid.uuid4()`` reads ``os.urandom`` per call, measured at 17 µs on the
-    benchmark VM -- a third of building an event; and building a ``UUID``
-    object per event still cost 2.3 µs, so the random part (whose version and
+    ``uuid.uuid4()`` reads ``os.urandom`` per call, a large part of building
+    an event, and building a ``UUID`` object per event is not free either
+    (docs/benchmarks.md, "Design figures"), so the random part (whose version and
     variant bits all sit in the first 24 characters) is formatted once and
     the counter fills the last 12 hex digits.  Ids need to be unique (a
     database constraint enforces it), not unpredictable: tamper evidence comes
@@ -116,8 +116,8 @@ _SECOND_CACHE: tuple[int, str] = (-1, "")
 def format_recorded(recorded_us: int) -> str:
     """FHIR instant with microseconds (the chain orders events; precision helps the auditor).
 
-    The ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second: strftime was a
-    quarter of an event's build time, and events arrive many per second.
+    The ``YYYY-MM-DDTHH:MM:SS`` prefix is cached per second: strftime is a
+    sizeable part of an event's build time, and events arrive many per second.
     """
     global _SECOND_CACHE
     second, micros = divmod(recorded_us, 1_000_000)

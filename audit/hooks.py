@@ -11,16 +11,15 @@ reach the store, are recorded with :meth:`AuditHook.record_failure` and
 
 Access events are by default *buffered*: :meth:`on_access` only appends a
 tuple of what it was given (time, context, action, the returned resources,
-the query) to a deque -- ~3 µs on the request thread, no lock, no event
-building -- and a background appender renders, hashes and writes whatever
+the query) to a deque -- no lock and no event building on the request
+thread -- and a background appender renders, hashes and writes whatever
 has gathered in one transaction every ``FLUSH_INTERVAL_S`` (one chain lock,
-one commit for many reads).  The request thread used to build the event dict
-and ``queue.Queue.put`` it: 60-80 µs per read with a new context per request
-(docs/benchmarks.md).  A synchronous audit
-write per read costs a write commit per read (measured: -75% read throughput
-on SQLite, -74% with 8 threads on PostgreSQL, where the chain lock serializes
-the tails of all reads), far beyond the 25% budget.  The price: a *process*
-crash can lose the access events of the last few milliseconds -- never a
+one commit for many reads).  A synchronous audit write per read costs a
+write commit per read (and on PostgreSQL the chain lock serializes the tails
+of all reads), which takes read throughput far beyond the audit budget of
+issue #4 (at most 25 % of read throughput; the figures are in
+docs/benchmarks.md, "Design figures behind module choices").  The price: a
+*process* crash can lose the access events of the last few milliseconds -- never a
 change's record (those stay in the write transaction) and never the chain's
 integrity.  ``async_reads=False`` (setting ``audit_async_reads``) writes each
 access event inside the read's transaction instead.
@@ -64,7 +63,7 @@ from fhir_store import (
 
 log = logging.getLogger("carebridge.audit")
 BATCH_MAX = 2000
-FLUSH_INTERVAL_S = 0.02  # the most access events a process crash can lose: ~20 ms worth
+FLUSH_INTERVAL_S = 0.02  # the most access events a process crash can lose: one interval's worth
 IDLE_WAIT_S = 1.0  # an idle appender re-checks the buffer this often even without a wake-up
 #: what the request thread hands to the appender: (recorded_us, context, action, resources, query)
 Captured = tuple[int, RequestContext, AccessAction, tuple[StoredResource, ...], str | None]
@@ -171,7 +170,7 @@ class AuditHook:
                 continue
             if not isinstance(pending[0], threading.Event) and not self._stopping:
                 # Let a batch gather: one transaction for many reads.  Only flush() and close()
-                # set the event while we are busy, and then nobody should wait the 20 ms out.
+                # set the event while we are busy, and then nobody should wait the interval out.
                 self._wake.wait(FLUSH_INTERVAL_S)
                 self._wake.clear()
             batch: list[Captured] = []

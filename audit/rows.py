@@ -15,9 +15,9 @@ Two ways lead to the same row:
   vary (entities, id, time), keeps the canonical bytes around the
   placeholders, and then only splices the variable parts in, each one
   serialized by orjson as well.  The index columns come from the inputs, not
-  from re-walking the event.  Measured per read event on the 2-core benchmark
-  VM, old and new interleaved: build + ``canonical`` + ``index_fields``
-  24-29 µs, rendered 7-9 µs (docs/benchmarks.md).
+  from re-walking the event, which is why a read event costs a fraction of
+  building, serializing and indexing it from scratch (docs/benchmarks.md,
+  "Design figures behind module choices").
   ``tests/audit/test_rows.py`` checks with hypothesis that both ways give the
   same bytes and columns; the verifier re-derives columns from the stored
   bytes, so a divergence could not go unnoticed either.

@@ -21,9 +21,9 @@ records; IHE BALP):
   reference unless it is one of those patients -- so a Patient read or
   change, the commonest event, has a single key row instead of an entry in a
   patient index *and* an entity index on ``audit_event``.  Why: each
-  random-key B-tree insert was ~6-25 µs of SQLite CPU per event (more as the
-  trail outgrows the page cache), the largest part of an audited read on
-  SQLite (docs/benchmarks.md).  Its primary key ``(seq, key)`` is written in
+  random-key B-tree insert costs SQLite CPU per event (more as the trail
+  outgrows the page cache), the largest part of an audited read on SQLite
+  (docs/benchmarks.md, "Design figures").  Its primary key ``(seq, key)`` is written in
   chain order (cheap, and lets the verifier and the export read an event's
   keys by ``seq``); ``(key, seq)`` serves the searches.  The verifier
   re-derives every event's key rows from its content, so a deleted, edited

@@ -35,6 +35,11 @@ def visit_system(authority: str) -> str:
     return f"{BASE}/visit/{_slug(authority)}"
 
 
+def alternate_visit_system(authority: str) -> str:
+    """Alternate visit id (PV1-50) issued by ``authority`` (a second number for the same visit)."""
+    return f"{BASE}/visit-alternate/{_slug(authority)}"
+
+
 def placer_appointment_system(authority: str) -> str:
     """Placer appointment id (SCH-1)."""
     return f"{BASE}/appointment/placer/{_slug(authority)}"

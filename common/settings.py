@@ -29,9 +29,9 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from common.keyring import KeySource
@@ -84,6 +84,25 @@ class MllpSettings(Group):
     allowed_senders: str = ""
 
 
+ReuseAction = Literal["process", "refuse"]
+
+
+def _sender_map(text: str) -> dict[str, str]:
+    """``"APP^FAC=value,OTHER=value"`` as a dict (the per-sender setting style)."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        sender, _, value = item.partition("=")
+        mapping[sender.strip()] = value.strip()
+    return mapping
+
+
+def _reuse_map(text: str) -> str:
+    for sender, value in _sender_map(text).items():
+        if value not in ("process", "refuse"):
+            raise ValueError(f"control id reuse for {sender!r} must be process or refuse, not {value!r}")
+    return text
+
+
 class Hl7Settings(Group):
     default_charset: str = "utf-8"
     sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
@@ -91,14 +110,19 @@ class Hl7Settings(Group):
     validate_resources: Flag = False  # re-validate mapped resources (always on in strict mode)
     ingest_lanes: int = 2  # MLLP writer threads; one patient's messages always use the same lane
     group_max: int = 32  # messages waiting in a lane that share one transaction (group commit)
+    # a sender + MSH-10 already journaled with other content: "process" it or "refuse" it (AE)
+    control_id_reuse: ReuseAction = "process"
+    sender_control_id_reuse: Annotated[str, AfterValidator(_reuse_map)] = ""  # "APP^FAC=refuse,B=process"
+
+    def control_id_reuse_for(self, application: str, facility: str) -> ReuseAction:
+        """The reuse action for one sender: ``APP^FAC``, else ``APP``, else the default."""
+        mapping = _sender_map(self.sender_control_id_reuse)
+        chosen = mapping.get(f"{application}^{facility}") or mapping.get(application)
+        return "refuse" if chosen == "refuse" else "process" if chosen else self.control_id_reuse
 
     def charset_map(self) -> dict[str, str]:
         """Per-sender default charset for messages with an empty MSH-18."""
-        mapping: dict[str, str] = {}
-        for item in filter(None, (part.strip() for part in self.sender_charsets.split(","))):
-            sender, _, charset = item.partition("=")
-            mapping[sender.strip()] = charset.strip()
-        return mapping
+        return _sender_map(self.sender_charsets)
 
 
 class AuditSettings(Group):

@@ -1,11 +1,10 @@
 """The webhook dispatcher's HTTP client: one kept-alive ``http.client`` connection per receiver.
 
 Why not httpx (which the tests and tools use): on this hot path a POST through
-``httpx.Client`` cost 0.8–1.0 ms of CPU, against 0.15–0.23 ms through the
-standard library's ``http.client`` on the same kept-alive connection (1000
-POSTs to a loopback receiver, measured in the posting thread; see
-docs/benchmarks.md, CRM latency).  The dispatcher runs in the same process as
-MLLP ingest, under one GIL, so that CPU came straight out of ingest.
+``httpx.Client`` costs several times the CPU of the standard library's
+``http.client`` on the same kept-alive connection (docs/benchmarks.md,
+"Design figures behind module choices").  The dispatcher runs in the same
+process as MLLP ingest, under one GIL, so that CPU comes straight out of ingest.
 
 What a webhook POST needs is small, and is all here: HTTP/1.1 keep-alive,
 HTTPS with certificate and host name checks (the system trust store), a

@@ -75,13 +75,22 @@ from fhir_store.journal import (
     REJECTED as JOURNAL_REJECTED,
 )
 from fhir_store.journal import (
+    Inserted as JournalInserted,
+)
+from fhir_store.journal import (
     JournalEntry,
 )
 from fhir_store.journal import (
     find_duplicate as journal_find_duplicate,
 )
 from fhir_store.journal import (
+    insert_entry as journal_insert_entry,
+)
+from fhir_store.journal import (
     insert_message as journal_insert_message,
+)
+from fhir_store.journal import (
+    insert_message_entry as journal_insert_message_entry,
 )
 from fhir_store.journal import (
     insert_row as journal_insert_row,
@@ -198,6 +207,7 @@ __all__ = [
     "FhirStore",
     "HookPipeline",
     "JournalEntry",
+    "JournalInserted",
     "MultiInsert",
     "Operation",
     "OperationResult",
@@ -230,7 +240,9 @@ __all__ = [
     "is_sqlite",
     "iter_current_sealed",
     "journal_find_duplicate",
+    "journal_insert_entry",
     "journal_insert_message",
+    "journal_insert_message_entry",
     "journal_insert_row",
     "journal_list_to_replay",
     "journal_load",

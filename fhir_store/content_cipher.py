@@ -61,6 +61,7 @@ RELOAD_EVERY_S = 5.0  # a running process notices a rotated key file within this
 _RESOURCE_AAD = b"carebridge/resource\x00"
 _JOURNAL_AAD = b"carebridge/hl7\x00"
 _BLIND_DOMAIN = b"carebridge/blind\x00"
+_HL7_DIGEST_DOMAIN = b"carebridge/hl7-digest\x00"
 _TEXT_AAD = b"carebridge/text\x00"
 _TOMBSTONE_DOMAIN = b"carebridge/tombstone\x00"
 TEXT_MAGIC = "cb1:"  # sealed text: "cb1:<kid>:<base64url(nonce | ciphertext | tag)>"
@@ -270,6 +271,16 @@ class StoreCipher:
         """
         kids = [self.blind_kid, *(k for k in self.keys.blind.keys if k != self.blind_kid)]
         return [self._keyed(kid, _TOMBSTONE_DOMAIN + subject.encode()) for kid in kids]
+
+    def journal_digests(self, content: bytes) -> list[str]:
+        """``<kid>.<HMAC>`` of an HL7 message's canonical content, the active blind key first.
+
+        Keyed (not a bare SHA-256) because the content is patient data: a copy of
+        the database must not confirm a guessed message.  Every blind key held is
+        returned so a retry still matches a row journaled before a key rotation.
+        """
+        kids = [self.blind_kid, *(k for k in self.keys.blind.keys if k != self.blind_kid)]
+        return [self._keyed(kid, _HL7_DIGEST_DOMAIN + content) for kid in kids]
 
     def _keyed(self, kid: str, data: bytes) -> str:
         digest = hmac_sha256(self.keys.blind.keys[kid], data)

@@ -60,10 +60,10 @@ def reader(engine: Engine) -> Engine:
 
     Why: a block opened with ``engine.connect()`` that only reads ends in a ROLLBACK,
     and psycopg answers every ROLLBACK by dropping the connection's prepared
-    statements (``DEALLOCATE ALL``).  A poller doing that 20 times a second (the
-    webhook dispatcher) left the pooled connections the ingest lanes use without
-    their prepared statements, so the big write statements were parsed and planned
-    again and again.  Each statement of an autocommit block sees committed data
+    statements (``DEALLOCATE ALL``).  A poller doing that many times a second (the
+    webhook dispatcher) would leave the pooled connections the ingest lanes use
+    without their prepared statements, so the big write statements would be parsed
+    and planned again and again.  Each statement of an autocommit block sees committed data
     like READ COMMITTED; blocks that need one snapshot must not use this.  SQLite
     is left as it is (its begin is configured below).
     """
@@ -74,8 +74,8 @@ def _with_options(engine: Engine, **options: str) -> Engine:
     """``engine.execution_options(**options)``, made once per engine and option set.
 
     Why: every ``execution_options`` call builds a new option engine and registers
-    its event listeners (~0.3 ms of CPU here, more than the query it serves); the
-    webhook dispatcher asked for one three times per pass.
+    its event listeners, which costs more CPU than the short query it serves, and
+    the webhook dispatcher asks for one several times per pass.
     """
     key = tuple(sorted(options.items()))
     cached: dict[tuple[tuple[str, str], ...], Engine] | None = getattr(engine, _CACHE_ATTRIBUTE, None)

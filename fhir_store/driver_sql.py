@@ -1,11 +1,11 @@
 """Statements run on the DB-API cursor underneath SQLAlchemy, for the write hot path.
 
-Why: an HL7 message or an audited request writes a dozen small rows.  Through
-SQLAlchemy Core each ``Connection.execute`` costs ~110 µs of Python before
-the driver is reached, and an ``executemany`` of 8 rows ~300 µs; the same
-work as one multi-row ``INSERT ... VALUES (...), (...)`` on the driver
-cursor costs ~55 µs, and the rows of all tables as one statement less again
-(``MultiInsert``).  So the
+Why: an HL7 message or an audited request writes a dozen small rows, and
+SQLAlchemy Core adds per-statement Python overhead (compiling, parameter
+processing, result wrapping) that dominates such a small write.  One
+multi-row ``INSERT ... VALUES (...), (...)`` on the driver cursor, or the
+rows of all tables as one statement (``MultiInsert``), avoids most of it
+(docs/benchmarks.md, "Design figures behind module choices").  So the
 few statements every write runs are rendered once per dialect and executed on
 the raw cursor of the caller's SQLAlchemy :class:`~sqlalchemy.Connection`:
 same connection, same transaction, nothing commits here.
@@ -50,10 +50,11 @@ _SHARED_CURSOR = "carebridge_driver_cursor"
 def shared_cursor(conn: Connection) -> Any:
     """A cursor kept with the pooled DB-API connection, for statements that finish at once.
 
-    Why: creating a psycopg cursor (adapter maps, result state) costs ~20–30 µs,
-    a third of a small prepared statement's client CPU, and an HL7 message runs
-    a dozen of them.  Only :class:`DriverQuery` uses it (on PostgreSQL), and each
-    of its calls reads what it needs before returning, so no caller ever holds
+    Why: creating a psycopg cursor (adapter maps, result state) is a sizeable
+    part of a small prepared statement's client CPU, and an HL7 message runs
+    a dozen of them (docs/benchmarks.md, "Design figures").  Only
+    :class:`DriverQuery` uses it (on PostgreSQL), and each of its calls reads
+    what it needs before returning, so no caller ever holds
     it; psycopg discards an unread rest at the next execute.  Keyed by the DB-API
     connection itself: a reconnect after invalidation gets a new one.
     """
@@ -144,11 +145,10 @@ class MultiInsert:
 
     PostgreSQL: one statement, a data-modifying CTE per table reading its rows from
     a ``jsonb`` array parameter (https://www.postgresql.org/docs/15/queries-with.html#QUERIES-WITH-MODIFYING).
-    One fixed text, so psycopg prepares it once.  Measured against one ``COPY`` per
-    table (the previous path, each COPY two round trips) on a mapped ADT^A04 --
-    two resources, ~35 rows over seven tables: -1.1 ms Python CPU, -0.5 ms
-    PostgreSQL CPU and -2 ms wall per message.  Unique checks and triggers apply
-    as to any INSERT.  SQLite: the driver's C ``executemany`` per table, in order.
+    One fixed text, so psycopg prepares it once, and one round trip where a
+    ``COPY`` per table would take two per table (docs/benchmarks.md, "Design
+    figures").  Unique checks and triggers apply as to any INSERT.  SQLite:
+    the driver's C ``executemany`` per table, in order.
     """
 
     def __init__(self, targets: Sequence[BulkInsert]) -> None:

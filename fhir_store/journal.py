@@ -4,9 +4,20 @@ Why a journal: HL7 v2 "original mode" and enhanced-mode commit ACKs
 (HL7 v2.5 ch. 2.9.2-2.9.3) promise the sender that a message acknowledged is
 safely held by the receiver.  So the raw bytes of every message -- good, bad or
 unparseable -- are committed here *before* any ACK leaves the process, and
-the ACK itself is stored with the row so that a duplicate delivery (same
-MSH-3/MSH-4/MSH-10, HL7 v2.5 ch. 2.10.1 "sequence number protocol" spirit)
-is answered with the very bytes sent the first time.
+the ACK itself is stored with the row so that a duplicate delivery is
+answered with the very bytes sent the first time.
+
+A duplicate delivery is the same sender (MSH-3, MSH-4), the same MSH-10 *and*
+the same content (HL7 v2.5 ch. 2.10.1 "sequence number protocol" spirit):
+senders reuse control ids (counters reset on restart, fixed values), so the
+key alone would answer a new message with another message's ACK and drop it.
+The content is compared as ``digest``: an HMAC under the store's blind-index
+key (:meth:`~fhir_store.content_cipher.StoreCipher.journal_digests`) of the
+canonical content the caller passes (the gateway leaves MSH-7 out: senders
+restamp on retry).  Keyed, because the content is patient data and a bare
+hash would let a database copy confirm a guessed message.  The same key with
+other content is a row of its own, flagged ``control_id_reused``; rows
+journaled before digests existed (``""``) keep answering their key.
 
 Row lifecycle (``status``)::
 
@@ -35,7 +46,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, delete, func, or_, select, update
 
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
@@ -68,6 +79,15 @@ class JournalEntry:
     error: str | None
     processed_us: int | None
     attempts: int
+    control_id_reused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """A new journal row, and whether its sender + MSH-10 was journaled before with other content."""
+
+    id: int
+    reused: bool
 
 
 _COLUMNS = (
@@ -85,6 +105,7 @@ _COLUMNS = (
     _j.c.error,
     _j.c.processed_us,
     _j.c.attempts,
+    _j.c.control_id_reused,
 )
 
 
@@ -103,7 +124,7 @@ def _entry(row: Sequence[object], cipher: StoreCipher) -> JournalEntry:
     raw = cipher.open_journal(
         entry.sending_application, entry.sending_facility, entry.control_id, bytes(entry.raw)
     )
-    return replace(entry, raw=raw)
+    return replace(entry, raw=raw, control_id_reused=bool(entry.control_id_reused))
 
 
 def _clip(value: str, size: int) -> str:
@@ -112,14 +133,29 @@ def _clip(value: str, size: int) -> str:
 
 _INSERT = DriverQuery(
     "INSERT INTO hl7_journal (received_us, peer, sending_application, sending_facility, control_id,"
-    " message_type, raw, status, ack_code, ack, error, processed_us, attempts)"
+    " message_type, raw, status, ack_code, ack, error, processed_us, attempts, digest, control_id_reused)"
     " VALUES (:received_us, :peer, :sending_application, :sending_facility, :control_id,"
-    " :message_type, :raw, :status, :ack_code, :ack, :error, :processed_us, :attempts)"
-    " ON CONFLICT (sending_application, sending_facility, control_id) DO NOTHING RETURNING id"
+    " :message_type, :raw, :status, :ack_code, :ack, :error, :processed_us, :attempts, :digest,"
+    " EXISTS (SELECT 1 FROM hl7_journal WHERE sending_application = :sending_application"
+    " AND sending_facility = :sending_facility AND control_id = :control_id"
+    " AND digest <> :digest AND substr(digest, 1, 1) <> '~') AND substr(:digest, 1, 1) <> '~')"
+    " ON CONFLICT (sending_application, sending_facility, control_id, digest) DO NOTHING"
+    " RETURNING id, control_id_reused"
 )
 
 
-def insert_row(
+def _older_match(conn: Connection, app: str, fac: str, control: str, digests: Sequence[str]) -> bool:
+    """A row of this key whose digest is a legacy "" or this content under an older blind key."""
+    stmt = select(_j.c.id).where(
+        _j.c.sending_application == app,
+        _j.c.sending_facility == fac,
+        _j.c.control_id == control,
+        _j.c.digest.in_(["", *digests]),
+    )
+    return conn.execute(stmt.limit(1)).first() is not None
+
+
+def insert_entry(
     conn: Connection,
     *,
     raw: bytes,
@@ -128,15 +164,21 @@ def insert_row(
     sending_facility: str,
     control_id: str,
     message_type: str,
+    content: bytes | None = None,
+    dedup: bool = True,
     status: str = RECEIVED,
     ack_code: str | None = None,
     ack: bytes | None = None,
     error: str | None = None,
     cipher: StoreCipher,
-) -> int | None:
-    """Insert one row in the caller's transaction; None if the sender+control id already exists.
+) -> Inserted | None:
+    """Insert one row in the caller's transaction; None if it is a duplicate delivery.
 
-    An empty ``control_id`` is replaced by :func:`surrogate_control_id` (no dedup possible).
+    ``content`` is the canonical message content the duplicate check compares (None:
+    unknown, so any earlier row of the key is a duplicate, as before digests existed);
+    ``dedup=False`` gives the row a surrogate digest that nothing ever matches (a refused
+    sender's attempt must not be answered from another connection's row).  An empty
+    ``control_id`` is replaced by :func:`surrogate_control_id` (no dedup possible).
     Rows inserted in a final status carry their ACK already.  The HL7 ingest writes
     the row of an applied message in the store transaction that applies it (one commit:
     the row and the message's effects become durable together, before the ACK leaves).
@@ -145,6 +187,12 @@ def insert_row(
     final = status in FINAL_STATUSES
     app, fac = _clip(sending_application, 180), _clip(sending_facility, 180)
     control = _clip(control_id, 199) if control_id else surrogate_control_id()
+    if not dedup:
+        digests = ["~" + uuid.uuid4().hex]
+    elif content is None:
+        digests = [""]
+    else:
+        digests = cipher.journal_digests(content)
     row = _INSERT.first(
         conn,
         {
@@ -161,28 +209,59 @@ def insert_row(
             "error": error,
             "processed_us": now if final else None,
             "attempts": 1 if final else 0,
+            "digest": digests[0],
         },
     )
-    return None if row is None else int(row[0])
+    if row is None:
+        return None
+    inserted = Inserted(int(row[0]), bool(row[1]))
+    if inserted.reused and digests[0] and _older_match(conn, app, fac, control, digests[1:]):
+        # the same content journaled before digests or under an older blind key: a duplicate
+        conn.execute(delete(_j).where(_j.c.id == inserted.id))
+        return None
+    return inserted
+
+
+def insert_row(conn: Connection, **row: Any) -> int | None:
+    """:func:`insert_entry` (same keywords), returning only the new row's id."""
+    inserted = insert_entry(conn, **row)
+    return None if inserted is None else inserted.id
+
+
+def insert_message_entry(engine: Engine, **row: Any) -> Inserted | None:
+    """:func:`insert_entry` (same keywords) in a transaction of its own, COMMITted before returning."""
+    with _begin(engine) as conn, conn.begin():
+        return insert_entry(conn, **row)
 
 
 def insert_message(engine: Engine, **row: Any) -> int | None:
     """:func:`insert_row` (same keywords) in a transaction of its own, COMMITted before returning."""
-    with _begin(engine) as conn, conn.begin():
-        return insert_row(conn, **row)
+    inserted = insert_message_entry(engine, **row)
+    return None if inserted is None else inserted.id
 
 
 def find_duplicate(
-    engine: Engine, sending_application: str, sending_facility: str, control_id: str, cipher: StoreCipher
+    engine: Engine,
+    sending_application: str,
+    sending_facility: str,
+    control_id: str,
+    cipher: StoreCipher,
+    content: bytes | None = None,
 ) -> JournalEntry | None:
-    """The earlier row for the same sender and MSH-10, if any."""
+    """The earlier row for the same sender, MSH-10 and (when given) content, if any.
+
+    Without ``content`` any row of the key matches (the earliest); with it, a row of the
+    same content under any blind key, or a row journaled before digests existed.
+    """
     stmt = select(*_COLUMNS).where(
         _j.c.sending_application == _clip(sending_application, 180),
         _j.c.sending_facility == _clip(sending_facility, 180),
         _j.c.control_id == _clip(control_id, 199),
     )
+    if content is not None:
+        stmt = stmt.where(_j.c.digest.in_(["", *cipher.journal_digests(content)]))
     with engine.connect() as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(stmt.order_by(_j.c.id).limit(1)).first()
     return None if row is None else _entry(row, cipher)
 
 

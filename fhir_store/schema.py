@@ -32,6 +32,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 #: Constraint and index names every package's tables use (the migrations created them so).
@@ -175,16 +176,23 @@ hl7_journal = Table(
     Column("error", Text, nullable=True),
     Column("processed_us", BigInteger, nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    # keyed digest of the content without MSH-7 (fhir_store.journal): "<blind kid>.<HMAC>",
+    # "" for rows journaled before it existed, "~<uuid>" for rows never matched as duplicates
+    Column("digest", String(64), nullable=False, default="", server_default=""),
+    # the sender+MSH-10 was already journaled with other content (issue #15 item 1)
+    Column("control_id_reused", Boolean, nullable=False, default=False, server_default=false()),
     Index(None, "status"),
 )
 
-# Duplicate delivery detection: (sending app, facility, MSH-10). A partial index is not
-# portable, so messages without a usable control id get a unique surrogate "~<id>".
+# Duplicate delivery detection: the same sender, MSH-10 *and* content (HL7 v2.5 ch. 2.10.1).
+# A partial index is not portable, so messages without a usable control id get a unique
+# surrogate "~<id>", and those never to be answered from the journal a surrogate digest.
 hl7_journal_dedup = Index(
-    "uq_hl7_journal_sender_control",
+    "uq_hl7_journal_sender_control_digest",
     hl7_journal.c.sending_application,
     hl7_journal.c.sending_facility,
     hl7_journal.c.control_id,
+    hl7_journal.c.digest,
     unique=True,
 )
 

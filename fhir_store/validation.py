@@ -7,7 +7,10 @@ text kept in an extension (:mod:`common.phones`, DESIGN §3), so a phone sent
 over REST is stored, indexed and sent to the CRM like one mapped from HL7.  fhir.resources checks structure, datatypes and unknown elements
 but not required value-set bindings, so the bindings that matter to us
 (gender, Encounter/Appointment status) are checked here too
-(https://hl7.org/fhir/R4/terminologies.html#required).
+(https://hl7.org/fhir/R4/terminologies.html#required), and so are the
+Appointment timing invariants app-2 and app-3
+(https://hl7.org/fhir/R4/appointment.html#invs): the CRM reminders are sent
+from Appointment.start, so a booked appointment without one must not be stored.
 """
 
 from __future__ import annotations
@@ -52,6 +55,28 @@ _REQUIRED_BINDINGS: dict[tuple[str, str], frozenset[str]] = {
         }
     ),
 }
+
+
+# FHIR R4 app-3: only these statuses may lack start and end.
+_UNTIMED_APPOINTMENT = frozenset({"proposed", "cancelled", "waitlist"})
+
+
+def _check_appointment_times(resource: dict[str, Any]) -> None:
+    """app-2 (start and end both or neither), app-3 (only proposed/cancelled/waitlist may lack them)."""
+    has_start, has_end = "start" in resource, "end" in resource
+    if has_start != has_end:
+        missing = "end" if has_start else "start"
+        raise InvalidInput(
+            f"Appointment needs both start and end or neither (app-2); {missing} is missing",
+            location=f"Appointment.{missing}",
+        )
+    status = resource.get("status")
+    if not has_start and status not in _UNTIMED_APPOINTMENT:
+        raise InvalidInput(
+            f"a '{status}' Appointment needs start and end; only proposed, cancelled and waitlist"
+            " appointments may lack them (app-3)",
+            location="Appointment.start",
+        )
 
 
 def register_type(resource_type: str) -> None:
@@ -99,3 +124,5 @@ def validate_resource(resource: dict[str, Any]) -> None:
                 f"'{resource[element]}' is not a valid code for {resource_type}.{element}",
                 location=f"{resource_type}.{element}",
             )
+    if resource_type == "Appointment":
+        _check_appointment_times(resource)

@@ -34,7 +34,7 @@ from fhir_store.schema import (
 from fhir_store.search_params import extract_index_rows
 
 # The statements every write runs go straight to the driver (fhir_store.driver_sql):
-# through SQLAlchemy Core they cost ~2x the Python time of the database work itself.
+# through SQLAlchemy Core their Python overhead outweighs the database work itself.
 _LOAD_CURRENT = DriverQuery(
     "SELECT version, last_updated_us, deleted, content FROM resource_current"
     " WHERE res_type = :t AND res_id = :i"

@@ -15,8 +15,12 @@ Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
    holds the journal row -- inserted ``processed`` with the AA it will send --
    and the message's resources, audit and outbox rows (:meth:`write_unit`):
    the raw bytes are durable before the ACK leaves, with one commit.  A
-   unique (MSH-3, MSH-4, MSH-10) makes a duplicate delivery visible: its
-   *stored* ACK is returned and nothing is written.  A store error rolls it
+   unique (MSH-3, MSH-4, MSH-10, content digest) makes a duplicate delivery
+   visible: its *stored* ACK is returned and nothing is written.  The same
+   sender and MSH-10 with other content is a reused control id: journaled as
+   its own row and processed, or refused with AE (per sender,
+   ``CAREBRIDGE_HL7_CONTROL_ID_REUSE``); counted and logged either way.  A
+   sender refused by step 1 is never matched with a journaled message.  A store error rolls it
    all back and the row is journaled ``failed``/``rejected`` with its AE/AR;
    anything unexpected becomes AE 207 (HL7 table 0357).
 4. When MSH-15 asks for a commit ACK, the row is committed ``received`` first,
@@ -56,8 +60,8 @@ from fhir_store import (
     WriteUnit,
     bundle_operations,
     journal_find_duplicate,
-    journal_insert_message,
-    journal_insert_row,
+    journal_insert_entry,
+    journal_insert_message_entry,
     journal_load,
     journal_mark_failed,
     journal_mark_processed,
@@ -65,6 +69,7 @@ from fhir_store import (
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.ingest_model import (
     AlreadyJournaled,
+    ControlIdReused,
     Inbound,
     InternalError,
     JournaledWrite,
@@ -72,8 +77,10 @@ from gateway.ingest_model import (
     acks_wanted,
     journal_fields,
     message_context,
+    note_reuse,
     record,
     render_ack,
+    reuse_action,
 )
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
@@ -183,13 +190,21 @@ class Ingestor:
         if self.one_phase(inbound):
             return self._journal_and_apply(inbound, on_commit)
         # Enhanced mode with a commit ACK: the CA must follow the journal commit, before the work.
-        journal_id = journal_insert_message(self.engine, **journal_fields(inbound), cipher=self.store.cipher)
-        if journal_id is None:
+        inserted = journal_insert_message_entry(
+            self.engine, **journal_fields(inbound), cipher=self.store.cipher
+        )
+        if inserted is None:
             existing = self._existing(inbound)
             if existing.status in JOURNAL_FINAL_STATUSES and existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
             journal_id = existing.id  # a crash left it 'received': finish it now
             log.info("hl7 resuming journaled message", journal_id=journal_id)
+        else:
+            journal_id = inserted.id
+            if inserted.reused and self._reused(inbound, journal_id) == "refuse":
+                if on_commit is not None:
+                    on_commit(self._ack(inbound, "CA"))  # it is journaled: the commit ACK holds
+                return self._fail(inbound, journal_id, ControlIdReused())
         if on_commit is not None:
             on_commit(self._ack(inbound, "CA"))
         return self.apply(inbound, journal_id)
@@ -203,6 +218,7 @@ class Ingestor:
             fields["sending_facility"],
             fields["control_id"],
             self.store.cipher,
+            fields["content"],
         )
         if existing is None:  # pragma: no cover - the row cannot vanish
             raise RuntimeError("journal conflict without a row")
@@ -227,27 +243,34 @@ class Ingestor:
         ack = self._ack(inbound, "AA")
         audit = self._audit()
         journal_ids: list[int] = []
+        reused: list[bool] = []
 
         fields = journal_fields(inbound)
+        refuse_reuse = self.reuse_action(inbound) == "refuse"
 
         def journal_row(conn: Connection) -> RequestContext:
-            journal_id = journal_insert_row(
+            inserted = journal_insert_entry(
                 conn, **fields, status=JOURNAL_PROCESSED, ack_code="AA", ack=ack, cipher=self.store.cipher
             )
-            if journal_id is None:
+            if inserted is None:
                 raise AlreadyJournaled
-            journal_ids.append(journal_id)
-            return message_context(inbound, journal_id)
+            if inserted.reused and refuse_reuse:
+                raise ControlIdReused  # rolled back, then journaled failed with its AE (_reject)
+            journal_ids.append(inserted.id)
+            reused.append(inserted.reused)
+            return message_context(inbound, inserted.id)
 
         def finish(conn: Connection, results: list[OperationResult]) -> None:
             if audit is not None and all(r.message == "unchanged" for r in results):
                 # nothing changed, so the store hook wrote no import event
                 record(audit, inbound, journal_ids[-1], "AA", conn=conn)
 
-        return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids)
+        return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids, reused)
 
     def applied(self, inbound: Inbound, write: JournaledWrite) -> Outcome:
         """The outcome of a committed one-phase write (its ACK has not left yet)."""
+        if write.reused[-1]:
+            self._reused(inbound, write.journal_ids[-1])
         _, application = self._wanted(inbound, success=True)
         return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], JOURNAL_PROCESSED)
 
@@ -319,7 +342,7 @@ class Ingestor:
         code = "AR" if error.hl7_ack == "AR" else "AE"
         ack = self._ack(inbound, code, error)
         status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
-        journal_id = journal_insert_message(
+        inserted = journal_insert_message_entry(
             self.engine,
             **journal_fields(inbound),
             status=status,
@@ -328,10 +351,13 @@ class Ingestor:
             error=str(error),
             cipher=self.store.cipher,
         )
-        if journal_id is None:
+        journal_id = None if inserted is None else inserted.id
+        if inserted is None:
             existing = self._existing(inbound)
             if existing.ack is not None:
                 return self._duplicate(inbound, existing, on_commit)
+        elif inserted.reused:
+            self._reused(inbound, inserted.id)
         self._record(inbound, journal_id, code)
         log.info(
             "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
@@ -361,6 +387,14 @@ class Ingestor:
             duplicate=True,
             error=existing.error,
         )
+
+    # -- reused control ids ----------------------------------------------------------------
+
+    def reuse_action(self, inbound: Inbound) -> str:
+        return reuse_action(self.settings.hl7, inbound)
+
+    def _reused(self, inbound: Inbound, journal_id: int) -> str:
+        return note_reuse(self.settings.hl7, self.metrics, inbound, journal_id)
 
     # -- audit ---------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gateway.ingest import Ingestor
-from gateway.ingest_model import Inbound, JournaledWrite, Outcome
+from gateway.ingest_model import Inbound, JournaledWrite, Outcome, content
 from gateway.logging_setup import get_logger
 from gateway.metrics import message_type_label
 
@@ -31,11 +31,17 @@ log = get_logger("carebridge.ingest")
 OnCommit = Callable[[bytes], None] | None
 
 
-def _dedup_key(inbound: Inbound) -> tuple[str, str, str] | None:
+def _dedup_key(inbound: Inbound) -> tuple[str, str, str, bytes] | None:
+    """What makes a second delivery a duplicate (the journal's key): sender, MSH-10 and content.
+
+    The same sender and MSH-10 with other content is a reused control id, not a
+    duplicate: it may share the group (its journal row sees the first one's).
+    """
     header = inbound.header
     if header is None or not header.control_id.strip():
         return None  # journaled under a unique surrogate: never a duplicate
-    return header.sending_application, header.sending_facility, header.control_id.strip()
+    control = header.control_id.strip()
+    return header.sending_application, header.sending_facility, control, content(inbound)
 
 
 def process_group(ingestor: Ingestor, items: Sequence[tuple[Inbound, OnCommit]]) -> list[Outcome]:
@@ -47,7 +53,7 @@ def process_group(ingestor: Ingestor, items: Sequence[tuple[Inbound, OnCommit]])
     """
     outcomes: list[Outcome | None] = [None] * len(items)
     group: list[int] = []
-    keys: set[tuple[str, str, str]] = set()
+    keys: set[tuple[str, str, str, bytes]] = set()
 
     def flush() -> None:
         if not group:

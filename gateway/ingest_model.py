@@ -17,9 +17,19 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit import AuditHook
-from common import CarebridgeError, UnparseableMessage
+from common import CarebridgeError, Forbidden, Hl7Settings, UnparseableMessage
 from fhir_store import RequestContext, WriteUnit
-from mappers import Header, Hl7Message, MappingResult, acks_to_send, build_fallback_ack, build_mode_ack
+from gateway.logging_setup import get_logger
+from gateway.metrics import Hl7Counters
+from mappers import (
+    Header,
+    Hl7Message,
+    MappingResult,
+    acks_to_send,
+    build_fallback_ack,
+    build_mode_ack,
+    canonical_content,
+)
 
 
 class AlreadyJournaled(Exception):
@@ -30,6 +40,23 @@ class InternalError(CarebridgeError):
     """An unexpected failure, rendered without its details (they may quote patient data)."""
 
     hl7_error_code = "207"
+
+
+class ControlIdReused(CarebridgeError):
+    """The sender's MSH-10 was journaled before with other content, and this sender is refused for it.
+
+    HL7 table 0357 code 205 "duplicate key identifier", at MSH-10; AE, so the
+    sender may resend with a fresh control id (or an operator replays the row).
+    """
+
+    http_status = 409
+    issue_code = "duplicate"
+    hl7_error_code = "205"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "message control id was already used for a message with other content", location="MSH-10"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +80,7 @@ class JournaledWrite:
     unit: WriteUnit
     ack: bytes
     journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
+    reused: list[bool]  # per attempt: the sender + MSH-10 was journaled before with other content
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,10 +99,24 @@ def message_type(header: Header) -> str:
     return f"{header.message_code}^{header.trigger_event}".strip("^")
 
 
+def content(inbound: Inbound) -> bytes:
+    """What a duplicate delivery has in common with the first (decoded text when decodable)."""
+    if inbound.message is not None:
+        return canonical_content(inbound.message.text.encode("utf-8"))
+    return canonical_content(inbound.raw)
+
+
 def journal_fields(inbound: Inbound) -> dict[str, Any]:
-    """The journal columns that describe the message (fhir_store.journal.insert_row keywords)."""
+    """The journal columns that describe the message (fhir_store.journal.insert_entry keywords).
+
+    A sender refused for this connection is never matched with a journaled message
+    (``dedup``): the sender check comes before the duplicate lookup, so a connection
+    that may not speak for MSH-3/MSH-4 never receives another connection's stored ACK.
+    """
     header = inbound.header
     return {
+        "content": content(inbound),
+        "dedup": not isinstance(inbound.error, Forbidden),
         "raw": inbound.raw,
         "peer": inbound.peer,
         "sending_application": header.sending_application if header else "",
@@ -134,3 +176,30 @@ def render_ack(inbound: Inbound, code: str, error: CarebridgeError | None = None
 def acks_wanted(inbound: Inbound, success: bool, *, strict: bool) -> tuple[bool, bool]:
     """(commit ACK, application ACK) to send: :func:`mappers.ack.acks_to_send` decides."""
     return acks_to_send(inbound.header, success=success, strict=strict)
+
+
+log = get_logger("carebridge.ingest")
+
+
+def reuse_action(settings: Hl7Settings, inbound: Inbound) -> str:
+    """``process`` or ``refuse`` a reused control id from this message's sender (settings)."""
+    header = inbound.header
+    if header is None:
+        return settings.control_id_reuse
+    return settings.control_id_reuse_for(header.sending_application, header.sending_facility)
+
+
+def note_reuse(settings: Hl7Settings, metrics: Hl7Counters, inbound: Inbound, journal_id: int) -> str:
+    """Count and log a reused control id (ids only: no message content); returns the action."""
+    action = reuse_action(settings, inbound)
+    metrics.control_id_reused(action)
+    header = inbound.header
+    log.warning(
+        "hl7 control id reused with other content",
+        journal_id=journal_id,
+        action=action,
+        sending_application=header.sending_application if header else "",
+        sending_facility=header.sending_facility if header else "",
+        control_id=header.control_id.strip() if header else "",
+    )
+    return action

@@ -90,6 +90,7 @@ class Hl7Counters:
         self._lock = threading.Lock()
         self._received: dict[str, int] = {}
         self._answered: dict[tuple[str, str], int] = {}
+        self._reused: dict[str, int] = {}
 
     def received(self, message_type: str) -> None:
         with self._lock:
@@ -100,6 +101,15 @@ class Hl7Counters:
         with self._lock:
             key = (message_type, code)
             self._answered[key] = self._answered.get(key, 0) + 1
+
+    def control_id_reused(self, action: str) -> None:
+        """A sender + MSH-10 journaled before with other content (``action``: process or refuse)."""
+        with self._lock:
+            self._reused[action] = self._reused.get(action, 0) + 1
+
+    def reused_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._reused)
 
     def snapshot(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
         with self._lock:
@@ -227,7 +237,15 @@ class OpsCollector(Collector):
                 acked.add_metric([mtype], n)
             else:
                 nacked.add_metric([mtype, code], n)
-        yield from (total, acked, nacked)
+        reused = CounterMetricFamily(
+            "carebridge_hl7_control_id_reused",
+            "HL7 v2 messages whose sender and MSH-10 were journaled before with other content,"
+            " by the action taken (process or refuse)",
+            labels=["action"],
+        )
+        for action, n in sorted(self.counters.reused_snapshot().items()):
+            reused.add_metric([action], n)
+        yield from (total, acked, nacked, reused)
 
     def _dispatcher(self) -> Iterator[Metric]:
         dispatcher = getattr(self.crm, "dispatcher", None)

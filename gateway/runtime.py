@@ -151,7 +151,7 @@ async def serve_forever(
 
 def _bind_http_socket(settings: Settings) -> socket.socket:
     # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for sockets
-    # that say they are TCP, and without it small responses wait ~40 ms for delayed ACKs.
+    # that say they are TCP, and without it small responses wait for the peer's delayed ACK.
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -197,8 +197,8 @@ def run(settings: Settings) -> None:
     """
     configure_logging(settings.log_level)
     # Threads that wait on the database (MLLP lanes, HTTP) must get the GIL back promptly
-    # from threads burning CPU; CPython's default 5 ms hand-over interval made them queue
-    # (8-connection MLLP ingest: 75 -> 96 msg/s with 0.5 ms in bench/mllp_ingest.py).
+    # from threads burning CPU; with CPython's default hand-over interval they queue behind
+    # them (bench/mllp_ingest.py; docs/benchmarks.md, "Design figures").
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     if settings.http.workers <= 1:
         asyncio.run(serve_forever(settings))

@@ -15,6 +15,7 @@ from mappers.ack import (
     build_mode_ack,
     commit_ack_code,
 )
+from mappers.hl7_content import canonical_content
 from mappers.hl7_message import (
     CHARSETS,
     EncodingChars,
@@ -48,6 +49,7 @@ __all__ = [
     "build_ack_hl7apy",
     "build_fallback_ack",
     "build_mode_ack",
+    "canonical_content",
     "commit_ack_code",
     "map_message",
     "parse_message",

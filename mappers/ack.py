@@ -216,8 +216,13 @@ def build_fallback_ack(
 
 
 def is_enhanced_mode(header: Header) -> bool:
-    """HL7 v2.5 ch. 2.9.3: enhanced mode when MSH-15 or MSH-16 is valued."""
-    return bool(header.accept_ack_type or header.application_ack_type)
+    """HL7 v2.5 ch. 2.9.3: enhanced mode when MSH-15 or MSH-16 is valued.
+
+    Whitespace is not a value (a template's padded field): treating ``" "`` as
+    valued would send CA then AA to an original-mode sender, which reads the CA
+    as its answer and the AA as the answer to its next message.
+    """
+    return bool(header.accept_ack_type.strip() or header.application_ack_type.strip())
 
 
 def _wanted(condition: str, success: bool) -> bool:

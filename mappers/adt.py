@@ -14,7 +14,7 @@ a thin PID never wipes data.  Encounters are keyed by visit number (PV1-19).
 
 from __future__ import annotations
 
-from common import RequiredFieldMissing, UnsupportedMessageType, visit_system
+from common import RequiredFieldMissing, UnsupportedMessageType, alternate_visit_system, visit_system
 from mappers.datatypes import (
     JSON,
     cwe_to_codeable_concept,
@@ -120,9 +120,20 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
         end = None  # cancel discharge: the visit is open again
     status = _status(trigger, end is not None, start is not None)
 
+    identifiers: list[JSON] = [{"system": system, "value": visit_number}]
+    alternate = pv1.repetition(50)
+    if alternate.component(1).strip():
+        authority = cx_authority(alternate, msg.header.sending_facility)
+        identifiers.append(
+            {
+                "use": "secondary",
+                "system": alternate_visit_system(authority),
+                "value": alternate.component(1).strip(),
+            }
+        )
     enc: JSON = {
         "resourceType": "Encounter",
-        "identifier": [{"system": system, "value": visit_number}],
+        "identifier": identifiers,
         "status": status,
         "class": _class(pv1.component(2).strip().upper()),
         "subject": {"reference": patient_ref},
@@ -149,7 +160,8 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
     locations = []
     current = pl_display(pv1.repetition(3))
     if current:
-        locations.append({"location": {"display": current}, "status": "completed" if end else "active"})
+        state = "planned" if status == "planned" else "completed" if end else "active"
+        locations.append({"location": {"display": current}, "status": state})
     prior = pl_display(pv1.repetition(6))
     if trigger == "A02" and prior:
         locations.append({"location": {"display": prior}, "status": "completed"})
@@ -167,15 +179,20 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
 
 
 def _status(trigger: str, has_end: bool, has_start: bool) -> str:
-    """Encounter.status per trigger (A11 cancel admit, A13 cancel discharge, PV1-45 = finished)."""
+    """Encounter.status per trigger (A11 cancel admit, A13 cancel discharge, PV1-45 = finished).
+
+    A05 (pre-admit) is ``planned`` even with PV1-45 (an expected discharge on a
+    visit that has not begun): only a real discharge may finish a visit, since
+    ``finished`` is the "service completed" trigger for post-visit care.
+    """
     if trigger == "A11":
         return "cancelled"
     if trigger == "A13":
         return "in-progress"
-    if has_end:
-        return "finished"
     if trigger == "A05":
         return "planned"
+    if has_end:
+        return "finished"
     if trigger in ENCOUNTER_STATE_EVENTS:
         return "in-progress"
     return "in-progress" if has_start else "unknown"

@@ -44,6 +44,18 @@ CHARSETS: dict[str, str] = {
 }
 
 
+class UnsupportedCharset(UnparseableMessage):
+    """MSH-18 names a character set outside HL7 table 0211 (or one we cannot decode)."""
+
+    hl7_error_code = "103"  # table 0357: table value not found
+
+
+class UndecodableMessage(UnparseableMessage):
+    """The bytes are not valid in the character set MSH-18 (or the sender's default) names."""
+
+    hl7_error_code = "102"  # table 0357: data type error
+
+
 @dataclass(frozen=True, slots=True)
 class EncodingChars:
     """Delimiters read from MSH-1 and MSH-2 (HL7 v2.5 ch. 2.5.4)."""
@@ -126,10 +138,10 @@ def codec_for(msh_line: bytes, enc: EncodingChars, default_charset: str) -> tupl
     try:
         label = raw18.decode("ascii").split(enc.repetition)[0].split(enc.component)[0].strip()
     except UnicodeDecodeError:
-        raise UnparseableMessage("MSH-18 is not ASCII", location="MSH-18") from None
+        raise UnsupportedCharset("MSH-18 is not ASCII", location="MSH-18") from None
     if not label:
         return "", default_charset
     codec = CHARSETS.get(label.upper())
     if codec is None:
-        raise UnparseableMessage(f"unsupported character set {label!r}", location="MSH-18")
+        raise UnsupportedCharset(f"unsupported character set {label!r}", location="MSH-18")
     return label, codec

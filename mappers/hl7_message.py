@@ -1,7 +1,7 @@
 """Fast, split-based HL7 v2 tokenizer (the MLLP hot path).
 
-Why not hl7apy here: hl7apy builds a full typed tree and parses only a few
-dozen messages per second on our hardware; the listener needs thousands.  This
+Why not hl7apy here: hl7apy builds a full typed tree, orders of magnitude
+slower than the listener's rate needs (docs/benchmarks.md, HL7 parsing).  This
 module does the minimum an ER7 reader must do and nothing more:
 
 * strips an optional UTF-8 BOM and accepts CR, LF or CRLF segment ends
@@ -24,7 +24,14 @@ import re
 from dataclasses import dataclass
 
 from common import RECORD_NUMBER_TYPES, SECONDARY_IDENTIFIER_TYPES, UnparseableMessage, UnsupportedVersion
-from mappers.hl7_encoding import CHARSETS, EncodingChars, codec_for, encoding_from, unescape
+from mappers.hl7_encoding import (
+    CHARSETS,
+    EncodingChars,
+    UndecodableMessage,
+    codec_for,
+    encoding_from,
+    unescape,
+)
 
 # CHARSETS, EncodingChars and unescape stay importable from here for callers written before
 # mappers.hl7_encoding existed (gateway/mllp/client.py); new code imports them from there.
@@ -262,11 +269,34 @@ def parse_message(raw: bytes, *, default_charset: str = "utf-8") -> Hl7Message:
 
 
 def peek_header(raw: bytes, *, default_charset: str = "utf-8") -> Header | None:
-    """Best-effort MSH of a message that failed :func:`parse_message` (to address the ACK), or None."""
+    """Best-effort MSH of a message that failed :func:`parse_message` (to address the ACK), or None.
+
+    When the message cannot be decoded (unknown MSH-18, bytes invalid in its
+    charset, a malformed later segment), the MSH line alone is read as ASCII --
+    MSH-3 to MSH-12 are ASCII whatever MSH-18 says -- so the AR still names the
+    sender and echoes MSH-10 in MSA-2 (HL7 v2.5 ch. 2.14.8).
+    """
     try:
         return _tokenize(raw, default_charset).header
     except UnparseableMessage:
+        return _msh_only(raw)
+
+
+def _msh_only(raw: bytes) -> Header | None:
+    data = bytes(raw)
+    data = (data[3:] if data.startswith(_BOM) else data).lstrip(b"\r\n\t \x0b")
+    if not data.startswith(b"MSH") or len(data) < 8:
         return None
+    try:
+        enc = encoding_from(data)
+    except UnparseableMessage:
+        return None
+    line = data.replace(b"\n", b"\r").split(b"\r", 1)[0].decode("ascii", errors="replace")
+    parts = line.split(enc.field)
+    parts.insert(1, enc.field)
+    msh = Segment("MSH", parts, enc, "ascii")
+    label = msh.component(18).strip()
+    return _header(msh, label, CHARSETS.get(label.upper(), "ascii"), enc)
 
 
 def _tokenize(raw: bytes, default_charset: str) -> Hl7Message:
@@ -292,7 +322,7 @@ def _tokenize(raw: bytes, default_charset: str) -> Hl7Message:
         codecs.lookup(codec)
         text = data.decode(codec)
     except (UnicodeDecodeError, LookupError):
-        raise UnparseableMessage(f"message is not valid {codec}", location="MSH-18") from None
+        raise UndecodableMessage(f"message is not valid {codec}", location="MSH-18") from None
     fs = enc.field
     segments: list[Segment] = []
     for line in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):

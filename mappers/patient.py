@@ -69,6 +69,14 @@ def pid_to_patient(msg: Hl7Message, pid: Segment) -> JSON:
         if cp:
             cp.setdefault("use", "work")
             telecom.append(cp)
+    # PID-40 (v2.7+): the one telecom field once PID-13/14 were withdrawn; senders in transition
+    # fill both, so a number already read from PID-13/14 is not repeated.
+    seen = {(c["system"], c["value"]) for c in telecom}
+    for rep in pid.repetitions(40):
+        cp = xtn_to_contact_point(rep)
+        if cp and (cp["system"], cp["value"]) not in seen:
+            seen.add((cp["system"], cp["value"]))
+            telecom.append(cp)
     if telecom:
         patient["telecom"] = telecom
     gender = _GENDER.get(pid.component(8).strip().upper())

@@ -2,8 +2,9 @@
 
 Segment maps: SCH→Appointment
 (https://hl7.org/fhir/uv/v2mappings/ConceptMap-segment-sch-to-appointment.html),
-AIS/AIP/AIL→Appointment (service type and participants), filler status table
-0278 → AppointmentStatus.  The Patient is only created when unknown: a SIU
+AIS/AIG/AIL/AIP→Appointment (service type and participants: AIP practitioner,
+AIL location, AIG other resources), TQ1/AIx/SCH-11 timing in
+:mod:`mappers.siu_timing`, filler status table 0278 → AppointmentStatus.  The Patient is only created when unknown: a SIU
 carries a thin PID and must not overwrite ADT demographics.
 """
 
@@ -17,15 +18,15 @@ from common import (
 )
 from mappers.datatypes import (
     JSON,
-    add_minutes,
     cwe_to_codeable_concept,
     pl_display,
-    ts_to_instant,
     xcn_to_reference,
 )
-from mappers.hl7_message import Hl7Message, Repetition, Segment
+from mappers.hl7_message import Hl7Message, Segment
 from mappers.patient import patient_identity, pid_to_patient, require_pid
 from mappers.result import BundleBuilder
+from mappers.siu_timing import appointment_timing
+from mappers.siu_timing import kept as _kept
 
 EVENT_STATUS = {
     "S12": "booked",
@@ -50,8 +51,6 @@ FILLER_STATUS = {
     "DELETED": "entered-in-error",
     "NOSHOW": "noshow",
 }
-
-_MINUTES = {"MIN": 1, "M": 1, "MINUTE": 1, "H": 60, "HR": 60, "HOUR": 60, "D": 1440, "S": 0}
 
 
 def map_siu(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
@@ -95,13 +94,11 @@ def map_siu(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
     services = [c for c in (cwe_to_codeable_concept(s.repetition(3)) for s in ais if _kept(s)) if c]
     if services:
         appt["serviceType"] = services
-    start, end, minutes = _timing(sch, [s for s in ais if _kept(s)])
-    if start:
-        appt["start"] = start
-    if end:
-        appt["end"] = end
-    if minutes:
-        appt["minutesDuration"] = minutes
+    timing = appointment_timing(msg, sch, status)
+    if timing.start and timing.end:
+        appt["start"], appt["end"] = timing.start, timing.end
+    if timing.minutes:
+        appt["minutesDuration"] = timing.minutes
 
     participants: list[JSON] = [
         {"actor": {"reference": patient_ref, "type": "Patient"}, "required": "required", "status": "accepted"}
@@ -125,36 +122,32 @@ def map_siu(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
             if label:
                 actor = {"type": "Location", "display": label}
                 participants.append({"actor": actor, "required": "required", "status": "accepted"})
+    for aig in msg.segments("AIG"):
+        if _kept(aig):
+            participants += _general_resource(aig)
     appt["participant"] = participants
     key_system, key_value = identifiers[0]["system"], identifiers[0]["value"]
     builder.put(appt, key_system, key_value)
 
 
-def _kept(seg: Segment) -> bool:
-    """AIx-2 segment action code D = delete this resource from the appointment."""
-    return seg.field(2).strip().upper() != "D"
+def _general_resource(aig: Segment) -> list[JSON]:
+    """AIG → participant: AIG-4 resource type → type, AIG-3 resource id → actor display/identifier.
 
-
-def _duration_minutes(amount: str, unit: Repetition) -> int | None:
-    if not amount.strip().isdigit():
-        return None
-    factor = _MINUTES.get((unit.component(1).strip() or "MIN").upper())
-    if factor is None:
-        return None
-    return int(amount) * factor if factor else int(amount) // 60
-
-
-def _timing(sch: Segment, ais: list[Segment]) -> tuple[str | None, str | None, int | None]:
-    """Start/end from SCH-11 TQ.4/TQ.5, else AIS-4 + AIS-7 duration, else SCH-9 duration."""
-    tq = sch.repetition(11)
-    start = ts_to_instant(tq.component(4), location="SCH-11.4")
-    end = ts_to_instant(tq.component(5), location="SCH-11.5")
-    minutes = _duration_minutes(sch.field(9), sch.repetition(10))
-    for seg in ais:
-        if not start:
-            start = ts_to_instant(seg.component(4), location="AIS-4")
-        if minutes is None:
-            minutes = _duration_minutes(seg.field(7), seg.repetition(8))
-    if start and not end and minutes:
-        end = add_minutes(start, minutes)
-    return start, end, minutes
+    A general resource (chair, X-ray unit, interpreter) has no FHIR resource of ours, so the
+    actor is a logical reference (segment-aig-to-appointment: AIG-3 → participant.actor,
+    AIG-4 → participant.type); app-1 needs a type or an actor, and AIG-4 is required.
+    """
+    resource = aig.repetition(3)
+    code, label = resource.component(1).strip(), resource.component(2).strip()
+    kind = cwe_to_codeable_concept(aig.repetition(4))
+    if not code and not label and not kind:
+        return []
+    part: JSON = {"required": "required", "status": "accepted"}
+    if code or label:
+        actor: JSON = {"display": label or code}
+        if code:
+            actor["identifier"] = {"value": code}
+        part["actor"] = actor
+    if kind:
+        part["type"] = [kind]
+    return [part]

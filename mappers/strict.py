@@ -1,6 +1,6 @@
 """Strict validation mode: hl7apy with ``VALIDATION_LEVEL.STRICT``.
 
-Not on the hot path (hl7apy parses a few dozen messages per second).  It is
+Not on the hot path (hl7apy is far too slow for it; docs/benchmarks.md).  It is
 used for senders on probation or for ``replay --strict``: on top of the fast
 tokenizer's checks it enforces the HL7 message structures (required segments
 and fields, cardinality, data type formats) of the declared version, see

@@ -82,7 +82,7 @@ privacy_receipt = Table(
     Column("pseudonym_hash", String(64), nullable=False),
     Column("notified_us", BigInteger, nullable=False),
     Column("confirmed_us", BigInteger, nullable=True),
-    Column("note", Text, nullable=True),  # sealed (was String(200) before migration 0009)
+    Column("note", Text, nullable=True),  # sealed (migration 0009)
     Index(None, "crm_id", "pseudonym_hash"),
 )
 

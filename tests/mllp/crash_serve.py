@@ -6,7 +6,7 @@ points are the two moments the commit-acknowledge rule (HL7 v2.5 ch. 2.9) is abo
 * original mode: the store transaction holding the journal row and the message's
   effects has committed, and the AA has not been sent (``Ingestor.applied``);
 * enhanced mode with a commit ACK: the ``received`` journal row has committed in a
-  transaction of its own, and the CA has not been sent (``journal.insert_message``).
+  transaction of its own, and the CA has not been sent (``journal_insert_message_entry`` as ``gateway.ingest`` binds it).
 
 Production code carries no hook for this: the patches below exist only in this process.
 """
@@ -18,7 +18,6 @@ import sys
 from typing import Any
 
 import gateway.ingest
-import gateway.mllp.server
 from fhir_store import journal
 from gateway.cli import main
 from gateway.ingest import Ingestor
@@ -31,17 +30,16 @@ def _die_instead(*_args: Any, **_kwargs: Any) -> Any:
 
 
 def install() -> None:
-    insert_message = journal.insert_message
+    insert_message_entry = journal.insert_message_entry
 
-    def insert_then_die(engine: Any, **row: Any) -> int | None:
-        journal_id = insert_message(engine, **row)
-        if journal_id is not None and "status" not in row:  # a new ``received`` row (commit ACK wanted)
+    def insert_then_die(engine: Any, **row: Any) -> journal.Inserted | None:
+        inserted = insert_message_entry(engine, **row)
+        if inserted is not None and "status" not in row:  # a new ``received`` row (commit ACK wanted)
             os._exit(CRASH_EXIT_CODE)
-        return journal_id
+        return inserted
 
-    # The gateway binds the journal's public name (fhir_store.journal_insert_message) at import.
-    gateway.ingest.journal_insert_message = insert_then_die  # type: ignore[attr-defined]
-    gateway.mllp.server.journal_insert_message = insert_then_die  # type: ignore[attr-defined]
+    # gateway.ingest binds the journal's public name (fhir_store.journal_insert_message_entry) at import.
+    gateway.ingest.journal_insert_message_entry = insert_then_die  # type: ignore[attr-defined]
     Ingestor.applied = _die_instead  # type: ignore[method-assign]
 
 

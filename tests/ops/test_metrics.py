@@ -90,6 +90,19 @@ def test_hl7_counters_and_journal_gauges_move(server: tuple[Demo, subprocess.Pop
 
 
 @pytest.mark.slow
+def test_reused_control_id_is_counted(server: tuple[Demo, subprocess.Popen[bytes]], tmp_path: Path) -> None:
+    """An A08 carrying the A04's MSH-10 (the HIS counter restarted) is processed and counted."""
+    demo, _ = server
+    assert send(demo, GOOD[0]) == ["AA"]  # journaled (or already, as HIS000001)
+    reused = tmp_path / "a08_reused_control_id.hl7"
+    a08 = (SAMPLES / "adt_a08_update_patient.hl7").read_bytes()
+    reused.write_bytes(a08.replace(b"|HIS000003|", b"|HIS000001|", 1))
+    result = demo.cli("hl7", "send", "--port", str(demo.mllp_port), str(reused), check=False)
+    assert [line.split()[1:3] for line in result.stdout.splitlines()] == [["AA", "HIS000001"]]
+    assert scrape(demo)['carebridge_hl7_control_id_reused_total{action="process"}'] == 1.0
+
+
+@pytest.mark.slow
 def test_crm_subscription_backlog_while_the_receiver_is_down(
     server: tuple[Demo, subprocess.Popen[bytes]],
 ) -> None:
