@@ -6,6 +6,17 @@ contract in pyproject.toml).
 
 from __future__ import annotations
 
+from common.duplicates import (
+    PATIENT_STATUS_SYSTEM,
+    POSSIBLE_DUPLICATE,
+    POSSIBLE_DUPLICATE_TAG,
+    RECORD_NUMBER_TYPES,
+    SECONDARY_IDENTIFIER_SYSTEMS,
+    SECONDARY_IDENTIFIER_TYPES,
+    is_possible_duplicate,
+    is_secondary_identifier,
+    with_possible_duplicate,
+)
 from common.errors import (
     BusinessRuleViolation,
     CarebridgeError,
@@ -74,7 +85,13 @@ __all__ = [
     "CCCD_SYSTEM",
     "ENV_PREFIX",
     "ORIGINAL_TEXT_URL",
+    "PATIENT_STATUS_SYSTEM",
     "PHONE_SYSTEMS",
+    "POSSIBLE_DUPLICATE",
+    "POSSIBLE_DUPLICATE_TAG",
+    "RECORD_NUMBER_TYPES",
+    "SECONDARY_IDENTIFIER_SYSTEMS",
+    "SECONDARY_IDENTIFIER_TYPES",
     "AeadCipher",
     "AuditSettings",
     "BusinessRuleViolation",
@@ -112,6 +129,8 @@ __all__ = [
     "fingerprint",
     "hmac_sha256",
     "identifier_type_system",
+    "is_possible_duplicate",
+    "is_secondary_identifier",
     "mrn_system",
     "normalize_contact_point",
     "normalize_phone",
@@ -120,4 +139,5 @@ __all__ = [
     "placer_appointment_system",
     "practitioner_system",
     "visit_system",
+    "with_possible_duplicate",
 ]

@@ -18,6 +18,13 @@ pseudonym and appends the events to the outbox:
   ``patient.upserted`` when the projection changed and some purpose is permitted;
 * Appointment status transitions → ``appointment.booked|rescheduled|cancelled|noshow|fulfilled``;
 * Encounter → ``encounter.completed`` when it becomes ``finished`` (post-visit care).
+
+A Patient tagged as a possible duplicate (``common.POSSIBLE_DUPLICATE_TAG``:
+two registrations sharing a CCCD/BHYT, ``fhir_store.duplicates``) is held
+back until resolved: no ``patient.upserted``, no grant, no appointment or
+encounter event, so the CRM never builds a second customer for one person.
+A withdrawal still goes out (``consent.changed`` with the purposes left):
+holding it back would keep disclosing against the patient's will (Law 91/2025 Art. 9).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
+from common import is_possible_duplicate
 from consent import (
     APPOINTMENT_REMINDER,
     POST_VISIT_CARE,
@@ -188,12 +196,13 @@ class CrmOutboxHook:
             patient = patients[patient_id]
             if patient is None:
                 continue
+            held = is_possible_duplicate(patient)
             for client in self.config.clients.values():
                 if change.resource_type in ("Patient", "Consent"):
                     if (client.crm_id, patient_id) not in synced:
                         synced.add((client.crm_id, patient_id))
-                        events += self._sync(conn, session, client, patient_id, patient, links)
-                else:
+                        events += self._sync(conn, session, client, patient_id, patient, links, held=held)
+                elif not held:
                     events += self._clinical(session, client, change, patient_id, patient, links)
         return events
 
@@ -205,7 +214,10 @@ class CrmOutboxHook:
         patient_id: str,
         patient: dict[str, Any],
         links: list[PseudonymLink],
+        *,
+        held: bool = False,
     ) -> list[PendingEvent]:
+        """Consent and projection events of one patient for one CRM; ``held``: withdrawals only."""
         labels = security_labels(patient)
         permitted = [
             p
@@ -217,6 +229,8 @@ class CrmOutboxHook:
         row = _DISCLOSURE.first(conn, {"crm": client.crm_id, "patient": patient_id})
         old = row[0].split() if row is not None else []
         old_hash = row[1] if row is not None else ""
+        if held:  # a possible duplicate: nothing new reaches the CRM until it is resolved
+            permitted = [p for p in permitted if p in old]
         if not permitted and not old:
             return []
         links.append(pseudonym_link(self.keys, client.crm_id, patient_id))
@@ -237,8 +251,8 @@ class CrmOutboxHook:
                     },
                 )
             )
-        new_hash = ""
-        if permitted:
+        new_hash = old_hash if held else ""
+        if permitted and not held:
             projection = project_patient(client, patient, pseudonym)
             canonical = orjson.dumps(projection, option=orjson.OPT_SORT_KEYS)
             new_hash = self.keys.projection_digest(client.crm_id, canonical)

@@ -34,7 +34,7 @@ from urllib.parse import parse_qsl, urlencode
 import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
-from common import PHONE_SYSTEMS, phone_variants
+from common import PHONE_SYSTEMS, is_secondary_identifier, phone_variants
 from fhir_store.schema import identifier_claim, resource_current, search_token
 from fhir_store.search import Filter, SearchQuery
 from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows
@@ -115,6 +115,15 @@ def claimed_identifiers(resource: dict[str, Any], blind: Blind) -> dict[tuple[st
         if isinstance(ident, dict) and ident.get("value"):
             value = str(ident["value"])
             found[(str(ident.get("system", ""))[:255], blind(value))] = value
+    return found
+
+
+def secondary_claims(resource: dict[str, Any] | None, blind: Blind) -> set[tuple[str, str]]:
+    """Claim keys ``(system, blind(value))`` of the resource's person-level identifiers (CCCD, BHYT...)."""
+    found: set[tuple[str, str]] = set()
+    for ident in (resource or {}).get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value") and is_secondary_identifier(ident):
+            found.add((str(ident.get("system", ""))[:255], blind(str(ident["value"]))))
     return found
 
 

@@ -56,10 +56,20 @@ class ResourceSearchSpec:
     includes: dict[str, str] = field(default_factory=dict)  # "Type:param" -> target type
 
 
+TAG = SearchParam(
+    "_tag",
+    "token",
+    ("meta.tag",),
+    documentation="Tags in Resource.meta.tag, e.g. "
+    "https://fhir.carebridge.vn/CodeSystem/patient-status|possible-duplicate",
+)
+"""The common ``_tag`` parameter (https://hl7.org/fhir/R4/search.html#tag)."""
+
+
 def _spec(
     resource_type: str, *params: SearchParam, sortable: dict[str, str] | None = None
 ) -> ResourceSearchSpec:
-    return ResourceSearchSpec(resource_type, {p.name: p for p in params}, sortable or {})
+    return ResourceSearchSpec(resource_type, {p.name: p for p in (*params, TAG)}, sortable or {})
 
 
 _NAME_PATHS = ("name.family", "name.given", "name.text", "name.prefix", "name.suffix")

@@ -21,9 +21,18 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from common import BusinessRuleViolation, InvalidInput, MultipleMatches, NotFound, PreconditionFailed
+from common import (
+    SECONDARY_IDENTIFIER_SYSTEMS,
+    BusinessRuleViolation,
+    InvalidInput,
+    MultipleMatches,
+    NotFound,
+    PreconditionFailed,
+    with_possible_duplicate,
+)
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.duplicates import DuplicateCheck, check_patient, tag_partner
 from fhir_store.model import (
     Amend,
     ChangeAction,
@@ -77,8 +86,8 @@ def identifier_lookup(
     if only.param != "identifier" or only.modifier is not None or len(only.values) != 1:
         return None
     system, bar, value = only.values[0].partition("|")
-    if not bar or not value:
-        return None
+    if not bar or not value or system in SECONDARY_IDENTIFIER_SYSTEMS:
+        return None  # a CCCD/BHYT may be shared by possible duplicates: only the index knows them all
     owner = None if pending is None else pending.claims.get((query.resource_type, system, value))
     if owner is None and prefetch is not None:
         found = find_identifier_owner_current(conn, query.resource_type, system, value, prefetch.cipher)
@@ -296,7 +305,14 @@ def apply_operations(
     cipher: StoreCipher,
     optimistic_claims: bool = False,
     pending: PendingRows | None = None,
+    flag_duplicates: bool = False,
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
+    """Apply ``ops`` in the caller's transaction; (one result per op, the changes written).
+
+    ``flag_duplicates`` (the HL7 channel): a Patient whose CCCD/BHYT already belongs
+    to another Patient is written and both are tagged (``fhir_store.duplicates``)
+    instead of the write being refused.
+    """
     shared = pending is not None  # the caller's rows (a group commit): it flushes them
     if pending is None:
         pending = PendingRows(check_claims=not optimistic_claims)
@@ -314,6 +330,7 @@ def apply_operations(
             results[index] = OperationResult(plan.status_if_noop, plan.previous)
             continue
         resource = None
+        check = _NO_CHECK
         if plan.resource is not None:
             unresolved: list[str] = []
             resource = _rewrite_references(plan.resource, url_map, unresolved)
@@ -323,6 +340,9 @@ def apply_operations(
                     location="reference",
                 )
             prev = plan.previous
+            if flag_duplicates and plan.resource_type == "Patient":
+                check = check_patient(conn, plan.target_id, resource, prev, cipher, pending)
+                resource = check.resource
             if (
                 prev is not None
                 and not prev.deleted
@@ -331,7 +351,15 @@ def apply_operations(
                 results[index] = OperationResult(200, prev, "unchanged")
                 continue
         stored = write_version(
-            conn, plan.resource_type, plan.target_id, resource, plan.previous, now_us, pending, cipher=cipher
+            conn,
+            plan.resource_type,
+            plan.target_id,
+            resource,
+            plan.previous,
+            now_us,
+            pending,
+            cipher=cipher,
+            unclaimed=check.unclaimed,
         )
         existed = plan.previous is not None and not plan.previous.deleted
         action: ChangeAction = "delete" if resource is None else ("update" if existed else "create")
@@ -347,9 +375,16 @@ def apply_operations(
             )
         )
         results[index] = OperationResult(200 if resource is None or existed else 201, stored)
+        for partner in check.partners:
+            tagging = tag_partner(conn, partner, now_us, cipher, pending)
+            if tagging is not None:
+                changes.append(tagging)
     if not shared:
         pending.flush(conn)
     return [r if r is not None else OperationResult(500) for r in results], changes
+
+
+_NO_CHECK = DuplicateCheck({})
 
 
 def _merge(
@@ -378,9 +413,11 @@ def _merge(
         }
     else:
         source_body = source.resource() if source and not source.deleted else {"resourceType": "Patient"}
+    # the merge is the resolution of a possible duplicate: neither record is one any more
+    source_body = with_possible_duplicate(source_body, False)
     source_body["active"] = False
     source_body["link"] = [{"other": {"reference": f"Patient/{target_id}"}, "type": "replaced-by"}]
-    target_body = target.resource()
+    target_body = with_possible_duplicate(target.resource(), False)
     links = [
         lk
         for lk in target_body.get("link", [])

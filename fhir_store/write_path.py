@@ -53,6 +53,15 @@ class WriteTarget(Protocol):
     def write_connection(self) -> AbstractContextManager[Connection]: ...
 
 
+def flags_duplicates(context: RequestContext) -> bool:
+    """Whether a shared CCCD/BHYT is tagged as a possible duplicate rather than refused.
+
+    The HL7 channel reports registrations the HIS already made (ADT^A40 fixes
+    duplicates later), so refusing loses data; a REST client gets 409 and can correct.
+    """
+    return context.channel == "hl7"
+
+
 def _validate(ops: Sequence[Operation]) -> None:
     for op in ops:
         resource = getattr(op, "resource", None)
@@ -85,7 +94,12 @@ def transact(
             with store.write_connection() as conn:
                 acting = context(conn) if callable(context) else context
                 results, changes = apply_operations(
-                    conn, ops, store.clock(), cipher=store.cipher, optimistic_claims=optimistic
+                    conn,
+                    ops,
+                    store.clock(),
+                    cipher=store.cipher,
+                    optimistic_claims=optimistic,
+                    flag_duplicates=flags_duplicates(acting),
                 )
                 if changes:
                     store.pipeline.on_changes(conn, changes, acting)
@@ -141,7 +155,13 @@ def transact_group(
         for unit in units:
             acting = unit.context(conn) if callable(unit.context) else unit.context
             results, changes = apply_operations(
-                conn, unit.ops, store.clock(), cipher=store.cipher, optimistic_claims=True, pending=pending
+                conn,
+                unit.ops,
+                store.clock(),
+                cipher=store.cipher,
+                optimistic_claims=True,
+                pending=pending,
+                flag_duplicates=flags_duplicates(acting),
             )
             out.append(results)
             if changes:

@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, tuple_
 
 from common import VersionConflict
-from fhir_store.blind_index import claimed_identifiers
+from fhir_store.blind_index import claimed_identifiers, secondary_claims
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.driver_sql import BulkInsert, DriverQuery, MultiInsert
 from fhir_store.instants import format_instant
@@ -158,6 +158,21 @@ def find_identifier_owner_current(
     return owner, None if row[1] is None else _opened(resource_type, owner, row[1:], cipher)
 
 
+def claim_owners(
+    conn: Connection, resource_type: str, keys: set[tuple[str, str]], pending: PendingRows
+) -> dict[tuple[str, str], str]:
+    """Who holds each claim key ``(system, blinded value)``, this transaction's unsent claims included."""
+    found: dict[tuple[str, str], str] = {}
+    if keys:
+        query = {"t": resource_type, "pairs": sorted(keys)}
+        found = {(str(r[0]), str(r[1])): str(r[2]) for r in conn.execute(_CLAIM_OWNERS, query)}
+    for system, value in keys:
+        owner = pending.claims.get((resource_type, system, value))
+        if owner is not None:
+            found[(system, value)] = owner
+    return found
+
+
 def _sync_claims(
     conn: Connection,
     resource_type: str,
@@ -167,11 +182,16 @@ def _sync_claims(
     *,
     is_new: bool,
     batch: PendingRows,
+    carried: tuple[StoredResource | None, StoreCipher],
 ) -> None:
     """Claim every business identifier; a claim held by another resource is a conflict.
 
     The primary key on (type, system, value) is what makes concurrent duplicate
-    creation impossible; the explicit check only produces a readable error.
+    creation impossible; the explicit check only produces a readable error, which
+    never names the owner (another patient's id is not the sender's business).
+    A secondary identifier the previous version (``carried``) already had
+    while another Patient held its claim is a known possible duplicate: it stays
+    unclaimed instead of refusing the update (``fhir_store.duplicates``).
     """
     for system, value in held - wanted:
         _CLAIM_RELEASE.rowcount(conn, {"t": resource_type, "s": system, "v": value})
@@ -187,12 +207,21 @@ def _sync_claims(
         for s, v in to_add
         if (resource_type, s, v) in batch.claims
     ]
+    kept: set[tuple[str, str]] | None = None  # computed on the first conflict only (blinding costs)
     for system, value, owner in owners:
         if (system, value) in to_add and owner != resource_id:
-            raise VersionConflict(  # the value is not named: it is a direct identifier (and blinded here)
-                f"an identifier of system {system} already belongs to {resource_type}/{owner}",
+            if kept is None:
+                previous, cipher = carried
+                kept = set() if previous is None else secondary_claims(previous.resource(), cipher.blind)
+            if (system, value) in kept:
+                to_add.discard((system, value))
+                continue
+            raise VersionConflict(  # neither the value (a direct identifier) nor the owner is named
+                f"an identifier of system {system} already belongs to another {resource_type}",
                 location=f"{resource_type}.identifier",
             )
+    if not to_add:
+        return
     batch.claims.update({(resource_type, s, v): resource_id for s, v in to_add})
     batch.add(CLAIM_ROWS, [(resource_type, s, v, resource_id) for s, v in sorted(to_add)])
 
@@ -239,12 +268,15 @@ def write_version(
     pending: PendingRows | None = None,
     *,
     cipher: StoreCipher,
+    unclaimed: frozenset[tuple[str, str]] = frozenset(),
 ) -> StoredResource:
     """Write a new version (``resource`` None means delete) and return it as stored.
 
     With ``pending``, insert-only rows are queued for the caller to flush once per
     transaction; without it they are written before returning.  Rows get the
     sealed content; the returned version carries the plaintext (served bytes).
+    ``unclaimed``: claim keys left to the resource that holds them (a possible
+    duplicate's shared CCCD/BHYT, decided by ``fhir_store.duplicates``).
     """
     batch = pending if pending is not None else PendingRows()
     if (resource_type, resource_id) in batch.touched:
@@ -282,8 +314,11 @@ def write_version(
             raise VersionConflict(f"{resource_type}/{resource_id} was changed concurrently")
     is_new = previous is None
     _queue_index_rows(resource_type, resource_id, resource, batch=batch, cipher=cipher)
-    wanted = set() if resource is None else set(claimed_identifiers(resource, cipher.blind))
-    _sync_claims(conn, resource_type, resource_id, wanted, held, is_new=is_new, batch=batch)
+    wanted = set() if resource is None else set(claimed_identifiers(resource, cipher.blind)) - unclaimed
+    carried = None if previous is None or previous.deleted else previous
+    _sync_claims(
+        conn, resource_type, resource_id, wanted, held, is_new=is_new, batch=batch, carried=(carried, cipher)
+    )
     if pending is None:
         batch.flush(conn)
     return StoredResource(resource_type, resource_id, version, now_us, resource is None, content)

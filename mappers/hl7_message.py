@@ -23,7 +23,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
-from common import UnparseableMessage, UnsupportedVersion
+from common import RECORD_NUMBER_TYPES, SECONDARY_IDENTIFIER_TYPES, UnparseableMessage, UnsupportedVersion
 from mappers.hl7_encoding import (
     CHARSETS,
     EncodingChars,
@@ -344,12 +344,21 @@ def _tokenize(raw: bytes, default_charset: str) -> Hl7Message:
 
 
 def primary_cx(pid: Segment) -> Repetition | None:
-    """The PID-3 repetition used as the patient's key: type MR first, else the first with an id."""
+    """The PID-3 repetition used as the patient's key: the facility's record number.
+
+    Type MR first, then PI, then the first repetition whose type is not a
+    person-level number (CCCD, BHYT, passport, SSN: ``common.SECONDARY_IDENTIFIER_TYPES``);
+    None when PID-3 holds only such numbers.  Why: the same person may hold two
+    record numbers (a duplicate registration, fixed by ADT^A40), so a national
+    number must never decide which Patient a message updates.
+    """
     reps = [r for r in pid.repetitions(3) if r.component(1).strip()]
-    for rep in reps:
-        if rep.component(5).strip().upper() == "MR":
-            return rep
-    return reps[0] if reps else None
+    kinds = [r.component(5).strip().upper() for r in reps]
+    for wanted in RECORD_NUMBER_TYPES:
+        for rep, kind in zip(reps, kinds, strict=True):
+            if kind == wanted:
+                return rep
+    return next((r for r, k in zip(reps, kinds, strict=True) if k not in SECONDARY_IDENTIFIER_TYPES), None)
 
 
 def cx_authority(rep: Repetition, default: str) -> str:

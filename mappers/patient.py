@@ -25,9 +25,13 @@ V3_MARITAL = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
 
 
 def patient_identity(msg: Hl7Message, pid: Segment) -> tuple[str, str]:
-    """(system, value) the Patient is upserted by: PID-3 of type MR, else the first repetition."""
+    """(system, value) the Patient is upserted by: the record number of PID-3 (``primary_cx``)."""
     rep = primary_cx(pid)
     if rep is None:
+        if any(r.component(1).strip() for r in pid.repetitions(3)):
+            raise RequiredFieldMissing(
+                "PID-3 holds no record number (identifier type MR or PI)", location="PID-3"
+            )
         raise RequiredFieldMissing("PID-3 (patient identifier list) is empty", location="PID-3")
     authority = cx_authority(rep, msg.header.sending_facility)
     return identifier_system(rep.component(5).strip(), authority), rep.component(1).strip()

@@ -80,12 +80,13 @@ def test_a_failing_message_sends_the_group_back_to_one_transaction_each(
 ) -> None:
     ingestor = Ingestor(runtime.store, runtime.settings)
 
-    def with_cccd(control_id: str, mrn: str) -> bytes:  # a second record claiming one CCCD is a conflict
-        return a04(control_id, mrn).replace(b"^^^PK_CU^MR|", b"^^^PK_CU^MR~001085012345^^^BCA^NI|")
+    def claiming_f0(control_id: str, mrn: str) -> bytes:
+        # another patient's record number is a conflict (a shared CCCD is not: it is tagged, issue #15)
+        return a04(control_id, mrn).replace(b"^^^PK_CU^MR|", b"^^^PK_CU^MR~F-0^^^PK_CU^MR|")
 
-    assert run(ingestor, [with_cccd("F0", "F-0")])[0].ack_code == "AA"
+    assert run(ingestor, [a04("F0", "F-0")])[0].ack_code == "AA"
     counter = TransactionCounter(runtime, monkeypatch)
-    outcomes = run(ingestor, [a04("F1", "F-1"), with_cccd("F2", "F-2"), a04("F3", "F-3")])
+    outcomes = run(ingestor, [a04("F1", "F-1"), claiming_f0("F2", "F-2"), a04("F3", "F-3")])
     assert [o.ack_code for o in outcomes] == ["AA", "AE", "AA"]
     assert counter.count >= 1 + 3  # the group, rolled back; then each message alone
     assert outcomes[1].status == journal.FAILED and "already belongs" in (outcomes[1].error or "")
