@@ -128,6 +128,13 @@ def _entry(row: Sequence[object], cipher: StoreCipher) -> JournalEntry:
 
 
 def _clip(value: str, size: int) -> str:
+    """A text column's value: NUL replaced (PostgreSQL text cannot hold it; SQLite would), clipped.
+
+    The message's own bytes are kept unchanged in the sealed ``raw`` column; the text
+    columns only describe it, so both backends store and compare the same description.
+    """
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
     return value if len(value) <= size else value[:size]
 
 
@@ -206,7 +213,7 @@ def insert_entry(
             "status": status,
             "ack_code": ack_code,
             "ack": ack,
-            "error": error,
+            "error": None if error is None else _clip(error, len(error)),
             "processed_us": now if final else None,
             "attempts": 1 if final else 0,
             "digest": digests[0],
@@ -299,7 +306,7 @@ def mark_failed(
                 status=status,
                 ack_code=ack_code,
                 ack=ack,
-                error=error,
+                error=_clip(error, len(error)),
                 processed_us=now_us(),
                 attempts=_j.c.attempts + 1,
             )
