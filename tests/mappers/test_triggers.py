@@ -247,3 +247,19 @@ def test_every_trigger_is_mapped_or_has_a_reason_and_the_docs_list_them_all() ->
     assert set(documented) == {key for key, _, _ in rows}
     for key, _, action in rows:
         assert (documented[key].strip() == "mapped") == (action == "mapped"), key
+
+
+def test_sender_ignore_setting_matches_types_and_triggers_per_sender() -> None:
+    from pydantic import ValidationError
+
+    from common import Settings
+
+    hl7 = Settings.from_env({"CAREBRIDGE_HL7_SENDER_IGNORE": "HIS^FAC=ADT^A60|SIU^S23,OTHER=oru"}).hl7
+    assert hl7.ignored_for("HIS", "FAC", "ADT", "A60")
+    assert not hl7.ignored_for("HIS", "FAC", "ADT", "A08")
+    assert hl7.ignored_for("HIS", "FAC", "SIU", "S23")
+    assert not hl7.ignored_for("HIS", "KHAC", "ADT", "A60")  # APP^FAC is not APP
+    assert hl7.ignored_for("OTHER", "ANY", "ORU", "R01")
+    assert not hl7.ignored_for("THIRD", "FAC", "ORU", "R01")
+    with pytest.raises(ValidationError):
+        Settings.from_env({"CAREBRIDGE_HL7_SENDER_IGNORE": "HIS=ADT^A60^ADT_A60"})
