@@ -22,6 +22,7 @@ class CarebridgeError(Exception):
     issue_code: str = "exception"  # http://hl7.org/fhir/valueset-issue-type.html
     hl7_ack: str = "AE"  # AE = application error, AR = application reject
     hl7_error_code: str = "207"  # table 0357: application internal error
+    hl7_severity: str = "E"  # ERR-4, table 0516: E error, W warning, I information
 
     def __init__(self, message: str, *, location: str | None = None) -> None:
         super().__init__(message)
@@ -68,6 +69,23 @@ class UnsupportedMessageType(CarebridgeError):
         super().__init__(message, location=location)
         if event:
             self.hl7_error_code = "201"  # unsupported event code
+
+
+class MessageIgnored(CarebridgeError):
+    """A message accepted and journaled ``ignored``: it carries nothing carebridge stores.
+
+    Not a failure: the sender gets AA (HL7 v2.5 ch. 2.9.2, the receiver accepted
+    responsibility), with an ERR of severity I (table 0516 "information") and
+    code 0 (table 0357 "message accepted") whose ERR-8 says why nothing was
+    stored.  A reject (AR) would stop many HIS outbound queues until a person
+    intervenes, for a message nobody needs to resend.
+    """
+
+    http_status = 200
+    issue_code = "informational"
+    hl7_ack = "AA"
+    hl7_error_code = "0"
+    hl7_severity = "I"
 
 
 class UnsupportedVersion(UnsupportedMessageType):

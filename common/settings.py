@@ -27,6 +27,7 @@ Booleans keep the meaning the README documents: ``1``, ``true``, ``yes``,
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,6 +104,17 @@ def _reuse_map(text: str) -> str:
     return text
 
 
+_MESSAGE_TYPE = re.compile(r"[A-Z0-9]{3}(\^[A-Z0-9]{3})?")
+
+
+def _ignore_map(text: str) -> str:
+    for sender, value in _sender_map(text).items():
+        for item in value.split("|"):
+            if not _MESSAGE_TYPE.fullmatch(item.strip().upper()):
+                raise ValueError(f"ignored types for {sender!r}: {item!r} is not TYPE or TYPE^TRIGGER")
+    return text
+
+
 class Hl7Settings(Group):
     default_charset: str = "utf-8"
     sender_charsets: str = ""  # "APP^FAC=latin-1,OTHER=cp1258"
@@ -113,12 +125,27 @@ class Hl7Settings(Group):
     # a sender + MSH-10 already journaled with other content: "process" it or "refuse" it (AE)
     control_id_reuse: ReuseAction = "process"
     sender_control_id_reuse: Annotated[str, AfterValidator(_reuse_map)] = ""  # "APP^FAC=refuse,B=process"
+    # per sender, message types or triggers answered AA and journaled "ignored" instead of mapped
+    # or refused: "HIS^FAC=ADT^A60|SIU^S23,OTHER=ORU"
+    sender_ignore: Annotated[str, AfterValidator(_ignore_map)] = ""
 
     def control_id_reuse_for(self, application: str, facility: str) -> ReuseAction:
         """The reuse action for one sender: ``APP^FAC``, else ``APP``, else the default."""
         mapping = _sender_map(self.sender_control_id_reuse)
         chosen = mapping.get(f"{application}^{facility}") or mapping.get(application)
         return "refuse" if chosen == "refuse" else "process" if chosen else self.control_id_reuse
+
+    def ignored_for(self, application: str, facility: str, code: str, trigger: str) -> bool:
+        """Whether this sender's ``code^trigger`` is on its ignore list (``APP^FAC``, else ``APP``).
+
+        Checked before mapping: an operator may silence a type carebridge refuses
+        (AR stays the default) or one it maps but this sender should not feed.
+        """
+        mapping = _sender_map(self.sender_ignore)
+        chosen = mapping.get(f"{application}^{facility}") or mapping.get(application) or ""
+        wanted = {item.strip().upper() for item in chosen.split("|") if item.strip()}
+        code, trigger = code.strip().upper(), trigger.strip().upper()
+        return code in wanted or f"{code}^{trigger}" in wanted
 
     def charset_map(self) -> dict[str, str]:
         """Per-sender default charset for messages with an empty MSH-18."""

@@ -63,6 +63,9 @@ from fhir_store.journal import (
     FINAL_STATUSES as JOURNAL_FINAL_STATUSES,
 )
 from fhir_store.journal import (
+    IGNORED as JOURNAL_IGNORED,
+)
+from fhir_store.journal import (
     OPEN_STATUSES as JOURNAL_OPEN_STATUSES,
 )
 from fhir_store.journal import (
@@ -191,6 +194,7 @@ __all__ = [
     "INCLUDES",
     "JOURNAL_FAILED",
     "JOURNAL_FINAL_STATUSES",
+    "JOURNAL_IGNORED",
     "JOURNAL_OPEN_STATUSES",
     "JOURNAL_PROCESSED",
     "JOURNAL_RECEIVED",

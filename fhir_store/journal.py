@@ -24,6 +24,7 @@ Row lifecycle (``status``)::
     processed  inserted in the store transaction that applies the message (ack AA)
     failed     written in one step when the message cannot be applied (ack AE)
     rejected   written in one step: unparseable, unsupported, not allowed (ack AR)
+    ignored    written in one step: accepted, nothing to apply; ``error`` holds why (ack AA)
     received --(store transaction)--> processed | failed
                only when the sender asked for an enhanced-mode commit ACK, which
                must follow the journal commit and precede the work
@@ -58,7 +59,8 @@ RECEIVED = "received"
 PROCESSED = "processed"
 FAILED = "failed"
 REJECTED = "rejected"
-FINAL_STATUSES = frozenset({PROCESSED, FAILED, REJECTED})
+IGNORED = "ignored"
+FINAL_STATUSES = frozenset({PROCESSED, FAILED, REJECTED, IGNORED})
 
 _j = hl7_journal
 

@@ -170,7 +170,7 @@ hl7_journal = Table(
     Column("control_id", String(199), nullable=False, default=""),
     Column("message_type", String(40), nullable=False, default=""),
     Column("raw", LargeBinary, nullable=False),
-    Column("status", String(16), nullable=False),  # received | processed | failed | rejected
+    Column("status", String(16), nullable=False),  # received | processed | failed | rejected | ignored
     Column("ack_code", String(2), nullable=True),
     Column("ack", LargeBinary, nullable=True),
     Column("error", Text, nullable=True),

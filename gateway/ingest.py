@@ -81,6 +81,8 @@ from gateway.ingest_model import (
     record,
     render_ack,
     reuse_action,
+    sender_ignores,
+    settled,
 )
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
@@ -142,6 +144,9 @@ class Ingestor:
                 location="MSH-3",
             )
             return Inbound(raw, peer, identity, msg, header, error, key, None)
+        ignored = sender_ignores(self.settings.hl7, msg)
+        if ignored is not None:
+            return Inbound(raw, peer, identity, msg, header, ignored, key, None)
         try:
             mapping = map_message(msg)
         except CarebridgeError as exc:
@@ -339,9 +344,9 @@ class Ingestor:
     def _reject(
         self, inbound: Inbound, error: CarebridgeError, on_commit: Callable[[bytes], None] | None
     ) -> Outcome:
-        code = "AR" if error.hl7_ack == "AR" else "AE"
+        """Journal a message that is not applied in one step: refused (AE/AR) or ignored (AA)."""
+        code, status = settled(error)
         ack = self._ack(inbound, code, error)
-        status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
         inserted = journal_insert_message_entry(
             self.engine,
             **journal_fields(inbound),
@@ -360,10 +365,13 @@ class Ingestor:
             self._reused(inbound, inserted.id)
         self._record(inbound, journal_id, code)
         log.info(
-            "hl7 message rejected", journal_id=journal_id, ack_code=code, error_code=error.hl7_error_code
+            "hl7 message ignored" if code == "AA" else "hl7 message rejected",
+            journal_id=journal_id,
+            ack_code=code,
+            error_code=error.hl7_error_code,
         )
-        commit = self._wanted(inbound, success=code == "AE")[0]
-        application = self._wanted(inbound, success=False)[1]
+        commit = self._wanted(inbound, success=code != "AR")[0]
+        application = self._wanted(inbound, success=code == "AA")[1]
         if commit and on_commit is not None:
             commit_code = commit_ack_code(code)
             on_commit(self._ack(inbound, commit_code, error if commit_code == "CR" else None))
@@ -422,9 +430,8 @@ class Ingestor:
         inbound = self.prepare(entry.raw, peer=entry.peer)
         if inbound.error is not None:
             error = inbound.error
-            code = "AR" if error.hl7_ack == "AR" else "AE"
+            code, status = settled(error)
             ack = self._ack(inbound, code, error)
-            status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
             journal_mark_failed(
                 self.engine, journal_id, status=status, ack_code=code, ack=ack, error=str(error)
             )

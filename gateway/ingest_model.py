@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from audit import AuditHook
-from common import CarebridgeError, Forbidden, Hl7Settings, UnparseableMessage
-from fhir_store import RequestContext, WriteUnit
+from common import CarebridgeError, Forbidden, Hl7Settings, MessageIgnored, UnparseableMessage
+from fhir_store import JOURNAL_FAILED, JOURNAL_IGNORED, JOURNAL_REJECTED, RequestContext, WriteUnit
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters
 from mappers import (
@@ -68,7 +68,7 @@ class Inbound:
     identity: str | None
     message: Hl7Message | None
     header: Header | None  # also set for some unparseable messages (to address the AR)
-    error: CarebridgeError | None  # set → journaled as failed/rejected, never applied
+    error: CarebridgeError | None  # set → journaled failed/rejected/ignored, never applied
     patient_key: str | None
     mapping: MappingResult | None  # the FHIR transaction Bundle (mappers are pure: done up front)
 
@@ -203,3 +203,26 @@ def note_reuse(settings: Hl7Settings, metrics: Hl7Counters, inbound: Inbound, jo
         control_id=header.control_id.strip() if header else "",
     )
     return action
+
+
+def settled(error: CarebridgeError) -> tuple[str, str]:
+    """(ACK code, journal status) of a message that is not applied: AA ignored, AR rejected, else AE failed."""
+    if isinstance(error, MessageIgnored):
+        return "AA", JOURNAL_IGNORED
+    if error.hl7_ack == "AR":
+        return "AR", JOURNAL_REJECTED
+    return "AE", JOURNAL_FAILED
+
+
+def sender_ignores(settings: Hl7Settings, message: Hl7Message) -> MessageIgnored | None:
+    """The sender's ignore list (``CAREBRIDGE_HL7_SENDER_IGNORE``) names this message's type or trigger."""
+    header = message.header
+    app, fac = header.sending_application, header.sending_facility
+    code, trigger = header.message_code.strip().upper(), header.trigger_event.strip().upper()
+    if not settings.ignored_for(app, fac, code, trigger):
+        return None
+    kind = f"{code}^{trigger}".strip("^")
+    return MessageIgnored(
+        f"{kind} ignored: on the ignore list of sender {app}^{fac} (CAREBRIDGE_HL7_SENDER_IGNORE)",
+        location="MSH-9",
+    )

@@ -143,7 +143,7 @@ def ack_parts(
             segments.append(["ERR", c.join(eld)])
         else:
             err3 = c.join([code, label, "HL70357"])
-            segments.append(["ERR", "", c.join(erl), err3, "E", "", "", "", text])
+            segments.append(["ERR", "", c.join(erl), err3, error.hl7_severity, "", "", "", text])
     return segments
 
 

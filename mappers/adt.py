@@ -30,10 +30,34 @@ from mappers.result import BundleBuilder
 FULL_UPDATE_EVENTS = frozenset({"A01", "A04", "A05", "A08", "A28", "A31"})
 """Events whose PID is a full demographic record: Patient conditional PUT."""
 
-ENCOUNTER_STATE_EVENTS = frozenset({"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A11", "A13"})
+IN_VISIT_EVENTS = frozenset({"A09", "A10", "A12", "A15", "A16", "A25", "A26"})
+"""Events during a visit that is going on: ``in-progress``, and PV1-45 is never its end.
+
+Patient tracking (A09/A10), cancel transfer (A12), pending transfer (A15/A26) and
+pending discharge (A16/A25): a PV1-45 on a pending discharge is the *expected*
+time, so it must not finish the visit (``finished`` fires "service completed").
+"""
+
+ENCOUNTER_STATE_EVENTS = (
+    frozenset({"A01", "A02", "A03", "A04", "A05", "A06", "A07", "A11", "A13", "A14", "A27", "A38", "A45"})
+    | IN_VISIT_EVENTS
+)
 """Events that define the visit state: Encounter conditional PUT.  Others (A08...) only create it."""
 
-SUPPORTED_EVENTS = FULL_UPDATE_EVENTS | ENCOUNTER_STATE_EVENTS | {"A40"}
+MERGE_EVENTS = frozenset({"A40", "A47"})
+"""``Patient/$merge`` of MRG-1 into PID-3: merge (A40) and change of identifier list (A47)."""
+
+SUPPORTED_EVENTS = FULL_UPDATE_EVENTS | ENCOUNTER_STATE_EVENTS | MERGE_EVENTS | {"A29"}
+
+_STATUS = {
+    "A05": "planned",  # pre-admit
+    "A11": "cancelled",  # cancel admit
+    "A13": "in-progress",  # cancel discharge: the visit is open again
+    "A14": "planned",  # pending admit
+    "A27": "cancelled",  # cancel pending admit
+    "A38": "cancelled",  # cancel pre-admit
+}
+"""Encounter.status fixed by the trigger (IG ConceptMap table-hl70003-to-encounter-status)."""
 
 V3_ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 V3_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
@@ -64,11 +88,17 @@ def map_adt(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
     pid = require_pid(msg)
     system, value = patient_identity(msg, pid)
     patient = pid_to_patient(msg, pid)
+    if trigger == "A29":
+        # Delete person information: a medical record is never deleted (retention,
+        # consent/retention.py); the record is kept and marked no longer in use.
+        patient["active"] = False
+        builder.put(patient, system, value)
+        return
     if trigger in FULL_UPDATE_EVENTS:
         patient_ref = builder.put(patient, system, value)
     else:
         patient_ref = builder.create_if_absent(patient, system, value)
-    if trigger == "A40":
+    if trigger in MERGE_EVENTS:
         _merge(msg, builder, pid)
         return
     pv1 = msg.segment("PV1")
@@ -103,10 +133,14 @@ def _merge(msg: Hl7Message, builder: BundleBuilder, pid: Segment) -> None:
 
 def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, builder: BundleBuilder) -> None:
     visit = pv1.repetition(19)
+    if trigger == "A45" and not visit.component(1).strip():
+        mrg = msg.segment("MRG")
+        if mrg is not None:
+            visit = mrg.repetition(5)  # MRG-5 prior visit number: the visit that moves
     visit_number = visit.component(1).strip()
     if not visit_number:
-        if trigger == "A03":
-            raise RequiredFieldMissing("A03 needs a visit number to close the encounter", location="PV1-19")
+        if trigger in ("A03", "A45"):
+            raise RequiredFieldMissing(f"{trigger} needs a visit number", location="PV1-19")
         return
     system = visit_system(cx_authority(visit, msg.header.sending_facility))
     start = ts_to_datetime(pv1.component(44), location="PV1-44")
@@ -116,8 +150,8 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
         end = ts_to_datetime(evn.component(2) if evn else "", location="EVN-2") or ts_to_datetime(
             msg.header.datetime, location="MSH-7"
         )
-    if trigger == "A13":
-        end = None  # cancel discharge: the visit is open again
+    if trigger == "A13" or trigger in IN_VISIT_EVENTS:
+        end = None  # cancel discharge: open again; pending discharge: PV1-45 is only expected
     status = _status(trigger, end is not None, start is not None)
 
     identifiers: list[JSON] = [{"system": system, "value": visit_number}]
@@ -157,14 +191,7 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
         period["end"] = end
     if period:
         enc["period"] = period
-    locations = []
-    current = pl_display(pv1.repetition(3))
-    if current:
-        state = "planned" if status == "planned" else "completed" if end else "active"
-        locations.append({"location": {"display": current}, "status": state})
-    prior = pl_display(pv1.repetition(6))
-    if trigger == "A02" and prior:
-        locations.append({"location": {"display": prior}, "status": "completed"})
+    locations = _locations(trigger, pv1, status, end is not None)
     if locations:
         enc["location"] = locations
     disposition = pv1.component(36).strip()
@@ -178,19 +205,47 @@ def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, bu
         builder.create_if_absent(enc, system, visit_number)
 
 
-def _status(trigger: str, has_end: bool, has_start: bool) -> str:
-    """Encounter.status per trigger (A11 cancel admit, A13 cancel discharge, PV1-45 = finished).
+def _locations(trigger: str, pv1: Segment, status: str, has_end: bool) -> list[JSON]:
+    """Encounter.location with its status (planned | active | reserved | completed).
 
-    A05 (pre-admit) is ``planned`` even with PV1-45 (an expected discharge on a
-    visit that has not begun): only a real discharge may finish a visit, since
-    ``finished`` is the "service completed" trigger for post-visit care.
+    PV1-3 is where the patient is assigned.  A02 adds the prior location (PV1-6)
+    ``completed``; a pending transfer (A15) the pending location (PV1-42)
+    ``planned``.  Patient tracking (HL7 v2.5.1 ch. 3.3.9/3.3.10) moves the patient
+    without changing the assignment: on departure (A09) the assigned bed is kept
+    (``reserved``) and the destination, PV1-11 temporary or PV1-42 pending
+    location, is ``planned``; on arrival (A10) a temporary location PV1-11 becomes
+    ``active`` with the assigned bed ``reserved``, else PV1-3 is ``active``.
     """
-    if trigger == "A11":
-        return "cancelled"
-    if trigger == "A13":
-        return "in-progress"
-    if trigger == "A05":
-        return "planned"
+    current = pl_display(pv1.repetition(3))
+    temporary = pl_display(pv1.repetition(11))
+    pending = pl_display(pv1.repetition(42))
+    out: list[tuple[str, str]] = []
+    if trigger == "A09":
+        out = [(current, "reserved"), (temporary or pending, "planned")]
+    elif trigger == "A10":
+        out = [(current, "reserved"), (temporary, "active")] if temporary else [(current, "active")]
+    else:
+        state = "planned" if status == "planned" else "completed" if has_end else "active"
+        out = [(current, state)]
+        if trigger == "A02":
+            out.append((pl_display(pv1.repetition(6)), "completed"))
+        if trigger == "A15":
+            out.append((pending, "planned"))
+    return [{"location": {"display": label}, "status": state} for label, state in out if label]
+
+
+def _status(trigger: str, has_end: bool, has_start: bool) -> str:
+    """Encounter.status per trigger (fixed ones in ``_STATUS``, else PV1-45 = finished).
+
+    A05 (pre-admit) and A14 (pending admit) are ``planned`` even with PV1-45 (an
+    expected discharge on a visit that has not begun), and the in-visit events
+    never carry an end: only a real discharge may finish a visit, since
+    ``finished`` is the "service completed" trigger for post-visit care.  A45
+    (move visit) restates the visit as the HIS holds it: finished only if it was
+    discharged (PV1-45), which the store already knows, so nothing fires again.
+    """
+    if trigger in _STATUS:
+        return _STATUS[trigger]
     if has_end:
         return "finished"
     if trigger in ENCOUNTER_STATE_EVENTS:

@@ -33,6 +33,7 @@ EVENT_STATUS = {
     "S13": "booked",  # rescheduled: new period
     "S14": "booked",  # modified
     "S15": "cancelled",
+    "S16": "cancelled",  # discontinued: stopped and will not be completed (table 0278 DC -> cancelled)
     "S17": "entered-in-error",  # deleted
     "S26": "noshow",
 }

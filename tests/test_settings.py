@@ -19,6 +19,7 @@ NOT_SETTINGS = {"CAREBRIDGE_HL7_INGEST_PROCESSES"}
 CONSTRAINED = {
     "hl7_control_id_reuse": ("refuse", "refuse"),
     "hl7_sender_control_id_reuse": ("HIS_VN^BVDK_HN=refuse", "HIS_VN^BVDK_HN=refuse"),
+    "hl7_sender_ignore": ("HIS_VN^BVDK_HN=ADT^A60|ORU", "HIS_VN^BVDK_HN=ADT^A60|ORU"),
 }
 
 
