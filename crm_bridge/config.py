@@ -37,6 +37,7 @@ EVENT_TYPES = (
     "consent.changed",
     "patient.erased",
     "pseudonym.rotated",
+    "patient.merged",
 )
 
 

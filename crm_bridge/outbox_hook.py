@@ -17,7 +17,11 @@ pseudonym and appends the events to the outbox:
   consented: the CRM must not even learn the patient exists) and
   ``patient.upserted`` when the projection changed and some purpose is permitted;
 * Appointment status transitions → ``appointment.booked|rescheduled|cancelled|noshow|fulfilled``;
-* Encounter → ``encounter.completed`` when it becomes ``finished`` (post-visit care).
+* Encounter → ``encounter.completed`` when it becomes ``finished`` (post-visit care);
+* a Patient that becomes ``replaced-by`` another (HL7 ADT^A40 merge) →
+  ``patient.merged`` with the old and the new pseudonym, only when the CRM was
+  told about both under consent (each has purposes in ``crm_disclosure``), so
+  the CRM merges its own customers and learns of no patient it was not told of.
 
 A Patient tagged as a possible duplicate (``common.POSSIBLE_DUPLICATE_TAG``:
 two registrations sharing a CCCD/BHYT, ``fhir_store.duplicates``) is held
@@ -50,8 +54,16 @@ from consent import (
 )
 from crm_bridge.config import CrmClient, ProjectionConfig
 from crm_bridge.outbox import PendingEvent, PseudonymLink, append_events, pseudonym_link
-from crm_bridge.projection import project_appointment, project_encounter, project_patient
-from fhir_store import DriverQuery, RequestContext, ResourceChange, StoreCipher, load_current, now_us
+from crm_bridge.projection import project_appointment, project_encounter, project_merge, project_patient
+from fhir_store import (
+    DriverQuery,
+    RequestContext,
+    ResourceChange,
+    StoreCipher,
+    load_current,
+    now_us,
+    replaced_by,
+)
 
 _APPOINTMENT_EVENTS = {
     "cancelled": "appointment.cancelled",
@@ -204,6 +216,25 @@ class CrmOutboxHook:
                         events += self._sync(conn, session, client, patient_id, patient, links, held=held)
                 elif not held:
                     events += self._clinical(session, client, change, patient_id, patient, links)
+        for change in relevant:
+            survivor = replaced_by(change.resource or {}) if change.resource_type == "Patient" else None
+            if survivor is not None and survivor != replaced_by(change.previous or {}):
+                events += self._merged(conn, change.id, survivor, links)
+        return events
+
+    def _merged(
+        self, conn: Connection, old_id: str, new_id: str, links: list[PseudonymLink]
+    ) -> list[PendingEvent]:
+        """``patient.merged`` for every CRM that holds both patients under consent (after their sync)."""
+        events: list[PendingEvent] = []
+        for client in self.config.clients.values():
+            told = [_DISCLOSURE.first(conn, {"crm": client.crm_id, "patient": p}) for p in (old_id, new_id)]
+            if not all(row is not None and row[0].split() for row in told):
+                continue
+            old, new = (pseudonym_link(self.keys, client.crm_id, p) for p in (old_id, new_id))
+            links += [old, new]
+            data = project_merge(old.pseudonym, new.pseudonym)
+            events.append(PendingEvent(client.crm_id, "patient.merged", new_id, new.pseudonym, data))
         return events
 
     def _sync(

@@ -121,3 +121,12 @@ def project_appointment(client: FieldAllowlist, appointment: JSON) -> JSON:
 def project_encounter(client: FieldAllowlist, encounter: JSON) -> JSON:
     allowed = {k: f for k, f in ENCOUNTER_PROJECTION.items() if client.allows("encounter", k)}
     return _keep(client, "encounter", {k: f(encounter) for k, f in allowed.items()})
+
+
+def project_merge(old_pseudonym: str, new_pseudonym: str) -> JSON:
+    """``patient.merged`` data: the CRM's two pseudonyms, nothing else (no record numbers).
+
+    Why: the CRM holds a customer per pseudonym and must merge them as the HIS
+    merged the records (HL7 ADT^A40); only pseudonyms it already knows are named.
+    """
+    return {"old": old_pseudonym, "new": new_pseudonym}

@@ -138,6 +138,9 @@ from fhir_store.model import (
     StoredResource,
     Update,
 )
+from fhir_store.patient_links import (
+    replaced_by,
+)
 from fhir_store.pipeline import (
     HookPipeline,
 )
@@ -266,6 +269,7 @@ __all__ = [
     "register_store",
     "registered",
     "reindex",
+    "replaced_by",
     "rewrap_store",
     "rewrite_rows",
     "rotate_blind_key",

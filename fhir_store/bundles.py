@@ -20,6 +20,7 @@ from fhir_store.model import (
     Delete,
     MergePatients,
     Operation,
+    UnlinkPatients,
     Update,
 )
 
@@ -63,6 +64,13 @@ def entry_operation(entry: dict[str, Any], index: int) -> Operation | ReadEntry:
         return MergePatients(
             _identifier_param(resource, "source-patient-identifier"),
             _identifier_param(resource, "target-patient-identifier"),
+        )
+    if method == "POST" and segments == ["Patient", "$unlink"]:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Parameters":
+            raise InvalidInput("Patient/$unlink needs a Parameters resource", location=f"{where}.resource")
+        return UnlinkPatients(
+            _identifier_param(resource, "patient-identifier"),
+            _identifier_param(resource, "other-patient-identifier"),
         )
     if method in ("POST", "PUT") and not isinstance(resource, dict):
         raise InvalidInput(f"{method} entry needs a resource", location=f"{where}.resource")

@@ -108,6 +108,19 @@ class MergePatients:
 
 
 @dataclass
+class UnlinkPatients:
+    """Undo a Patient link pair (HL7 ADT^A37): both records lose their links to each other.
+
+    A record that was ``replaced-by`` the other becomes active again.  Parameters
+    ``patient-identifier`` and ``other-patient-identifier`` (carebridge's
+    ``Patient/$unlink``; FHIR defines no unlink operation).
+    """
+
+    first_identifier: tuple[str, str]
+    second_identifier: tuple[str, str]
+
+
+@dataclass
 class Amend:
     """An internal read-modify-write of the current version, decided inside the transaction.
 
@@ -125,7 +138,9 @@ class Amend:
     change: Callable[[dict[str, Any]], dict[str, Any]]
 
 
-Operation = Create | Update | ConditionalUpdate | Delete | ConditionalDelete | MergePatients | Amend
+Operation = (
+    Create | Update | ConditionalUpdate | Delete | ConditionalDelete | MergePatients | UnlinkPatients | Amend
+)
 
 
 @dataclass

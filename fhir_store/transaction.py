@@ -23,12 +23,9 @@ from sqlalchemy import Connection
 
 from common import (
     SECONDARY_IDENTIFIER_SYSTEMS,
-    BusinessRuleViolation,
     InvalidInput,
     MultipleMatches,
-    NotFound,
     PreconditionFailed,
-    with_possible_duplicate,
 )
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
@@ -45,9 +42,12 @@ from fhir_store.model import (
     OperationResult,
     ResourceChange,
     StoredResource,
+    UnlinkPatients,
     Update,
 )
-from fhir_store.search import SearchQuery, find_ids, parse_criteria, referencing_ids
+from fhir_store.patient_links import follow_replaced_by, keep_links, onto_survivor
+from fhir_store.patient_merge import merge_patients, unlink_patients
+from fhir_store.search import SearchQuery, find_ids, parse_criteria
 from fhir_store.writer import (
     PendingRows,
     find_identifier_owner,
@@ -164,6 +164,21 @@ def _single(
     return ids[0] if ids else None
 
 
+def _survivor(
+    conn: Connection,
+    found: str,
+    cipher: StoreCipher,
+    pending: PendingRows,
+    prefetch: _Prefetch,
+) -> tuple[str, list[StoredResource]]:
+    """The Patient a conditional write for ``found`` goes to: the end of its ``replaced-by`` chain.
+
+    A message quoting a merged record's number updates the survivor and never
+    revives the merged record (``fhir_store.patient_links``).
+    """
+    return follow_replaced_by(found, lambda pid: _load(conn, "Patient", pid, cipher, pending, prefetch))
+
+
 def _if_match_version(if_match: str) -> int:
     text = if_match.strip()
     if text.startswith("W/"):
@@ -185,6 +200,8 @@ def _plan(
         previous = None
         if op.if_none_exist:
             existing = _single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch)
+            if existing is not None and resource_type == "Patient":
+                existing, _ = _survivor(conn, existing, cipher, pending, prefetch)
             if existing is not None:
                 target, previous = None, _load(conn, resource_type, existing, cipher, pending, prefetch)
                 if op.full_url:
@@ -205,7 +222,12 @@ def _plan(
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
             found = _single(conn, resource_type, op.criteria, cipher, pending, prefetch)
+            retired: list[StoredResource] = []
+            if found is not None and resource_type == "Patient":
+                found, retired = _survivor(conn, found, cipher, pending, prefetch)
             body_id = op.resource.get("id")
+            if retired and body_id == retired[0].id:
+                body_id = None
             if found is not None and body_id not in (None, found):
                 raise InvalidInput(
                     "resource id does not match the resource found by the criteria", location="id"
@@ -224,7 +246,10 @@ def _plan(
                 )
         if op.full_url:
             url_map[op.full_url] = f"{resource_type}/{target_id}"
-        return _Planned(op, resource_type, target_id, previous, op.resource)
+        resource = op.resource
+        if isinstance(op, ConditionalUpdate) and retired and previous is not None:
+            resource = onto_survivor(resource, previous.resource(), retired)
+        return _Planned(op, resource_type, target_id, previous, resource)
     if isinstance(op, Delete | ConditionalDelete):
         found = (
             op.id
@@ -294,6 +319,7 @@ _ORDER = {
     ConditionalUpdate: 2,
     Amend: 2,
     MergePatients: 3,
+    UnlinkPatients: 4,
 }
 
 
@@ -311,7 +337,8 @@ def apply_operations(
 
     ``flag_duplicates`` (the HL7 channel): a Patient whose CCCD/BHYT already belongs
     to another Patient is written and both are tagged (``fhir_store.duplicates``)
-    instead of the write being refused.
+    instead of the write being refused; and a Patient update keeps the links
+    (merges) it does not carry, since an HIS knows nothing of FHIR links.
     """
     shared = pending is not None  # the caller's rows (a group commit): it flushes them
     if pending is None:
@@ -320,11 +347,20 @@ def apply_operations(
     plans = [_plan(conn, op, url_map, cipher, pending) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
+
+    def apply(inner: list[Operation]) -> None:
+        """Writes of a merge/unlink: a nested transaction step on the same connection."""
+        changes.extend(apply_operations(conn, inner, now_us, cipher=cipher)[1])
+
     for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
             pending.flush(conn)  # the merge reads and rewrites what this transaction wrote
-            results[index] = _merge(conn, plan.op, now_us, changes, cipher)
+            results[index] = merge_patients(conn, plan.op, cipher, apply, _rewrite_references)
+            continue
+        if isinstance(plan.op, UnlinkPatients):
+            pending.flush(conn)
+            results[index] = unlink_patients(conn, plan.op, cipher, apply)
             continue
         if plan.target_id is None:
             results[index] = OperationResult(plan.status_if_noop, plan.previous)
@@ -340,6 +376,8 @@ def apply_operations(
                     location="reference",
                 )
             prev = plan.previous
+            if flag_duplicates and plan.resource_type == "Patient" and prev is not None and not prev.deleted:
+                resource = keep_links(resource, prev.resource())
             if flag_duplicates and plan.resource_type == "Patient":
                 check = check_patient(conn, plan.target_id, resource, prev, cipher, pending)
                 resource = check.resource
@@ -385,59 +423,3 @@ def apply_operations(
 
 
 _NO_CHECK = DuplicateCheck({})
-
-
-def _merge(
-    conn: Connection, op: MergePatients, now_us: int, changes: list[ResourceChange], cipher: StoreCipher
-) -> OperationResult:
-    target_system, target_value = op.target_identifier
-    target_id = find_identifier_owner(conn, "Patient", target_system, cipher.blind(target_value))
-    if target_id is None:
-        raise NotFound(f"surviving patient {op.target_identifier[1]} is unknown", location="PID-3")
-    target = load_current(conn, "Patient", target_id, cipher)
-    if target is None or target.deleted:
-        raise NotFound("surviving patient was deleted", location="PID-3")
-    source_id = find_identifier_owner(
-        conn, "Patient", op.source_identifier[0], cipher.blind(op.source_identifier[1])
-    )
-    if source_id == target_id:
-        raise BusinessRuleViolation("a patient cannot be merged into itself", location="MRG-1")
-    source = None if source_id is None else load_current(conn, "Patient", source_id, cipher)
-    if source_id is None:
-        # The duplicate never reached us: record its identifier as a retired record so
-        # later messages quoting it resolve to the survivor.
-        source_id = str(uuid.uuid4())
-        source_body: dict[str, Any] = {
-            "resourceType": "Patient",
-            "identifier": [{"system": op.source_identifier[0], "value": op.source_identifier[1]}],
-        }
-    else:
-        source_body = source.resource() if source and not source.deleted else {"resourceType": "Patient"}
-    # the merge is the resolution of a possible duplicate: neither record is one any more
-    source_body = with_possible_duplicate(source_body, False)
-    source_body["active"] = False
-    source_body["link"] = [{"other": {"reference": f"Patient/{target_id}"}, "type": "replaced-by"}]
-    target_body = with_possible_duplicate(target.resource(), False)
-    links = [
-        lk
-        for lk in target_body.get("link", [])
-        if lk.get("other", {}).get("reference") != f"Patient/{source_id}"
-    ]
-    target_body["link"] = [*links, {"other": {"reference": f"Patient/{source_id}"}, "type": "replaces"}]
-    ops: list[Operation] = [
-        Update("Patient", source_id, source_body),
-        Update("Patient", target_id, target_body),
-    ]
-    old_ref, new_ref = f"Patient/{source_id}", f"Patient/{target_id}"
-    for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
-        for res_id in referencing_ids(conn, res_type, param, "Patient", [source_id]):
-            current = load_current(conn, res_type, res_id, cipher)
-            if current is not None and not current.deleted:
-                ops.append(
-                    Update(res_type, res_id, _rewrite_references(current.resource(), {old_ref: new_ref}))
-                )
-    _, merge_changes = apply_operations(conn, ops, now_us, cipher=cipher)
-    changes.extend(merge_changes)
-    return OperationResult(
-        200, load_current(conn, "Patient", target_id, cipher), f"merged Patient/{source_id}"
-    )

@@ -47,7 +47,7 @@ ENCOUNTER_STATE_EVENTS = (
 MERGE_EVENTS = frozenset({"A40", "A47"})
 """``Patient/$merge`` of MRG-1 into PID-3: merge (A40) and change of identifier list (A47)."""
 
-SUPPORTED_EVENTS = FULL_UPDATE_EVENTS | ENCOUNTER_STATE_EVENTS | MERGE_EVENTS | {"A29"}
+SUPPORTED_EVENTS = FULL_UPDATE_EVENTS | ENCOUNTER_STATE_EVENTS | MERGE_EVENTS | {"A29", "A37"}
 
 _STATUS = {
     "A05": "planned",  # pre-admit
@@ -94,41 +94,72 @@ def map_adt(msg: Hl7Message, trigger: str, builder: BundleBuilder) -> None:
         patient["active"] = False
         builder.put(patient, system, value)
         return
+    if trigger in MERGE_EVENTS:
+        _merge(msg, builder)
+        return
+    if trigger == "A37":
+        _unlink(msg, builder)
+        return
     if trigger in FULL_UPDATE_EVENTS:
         patient_ref = builder.put(patient, system, value)
     else:
         patient_ref = builder.create_if_absent(patient, system, value)
-    if trigger in MERGE_EVENTS:
-        _merge(msg, builder, pid)
-        return
     pv1 = msg.segment("PV1")
     if pv1 is not None:
         _encounter(msg, trigger, pv1, patient_ref, builder)
 
 
-def _merge(msg: Hl7Message, builder: BundleBuilder, pid: Segment) -> None:
-    """A40: ask the store to merge MRG-1 (source) into PID-3 (target) via ``Patient/$merge``."""
+def _merge(msg: Hl7Message, builder: BundleBuilder) -> None:
+    """A40/A47: every PID/MRG pair merges MRG-1 (source) into PID-3 (target) via ``Patient/$merge``.
+
+    HL7 v2.5.1 ch. 3.3.40 (message structure ADT_A39) repeats the PID/PD1/MRG/PV1
+    group: one message may retire several duplicates, and all of them go into the
+    one transaction so a message is applied whole or not at all.  A survivor
+    named by several pairs is created (if unknown) once.
+    """
     facility = msg.header.sending_facility
-    mrg = msg.segment("MRG")
-    source = None
-    if mrg is not None:
+    pids, mrgs = msg.segments("PID"), msg.segments("MRG")
+    if len(mrgs) < len(pids):
+        raise RequiredFieldMissing("every PID of a merge needs its MRG segment", location="MRG")
+    survivors: set[tuple[str, str]] = set()
+    for pid, mrg in zip(pids, mrgs, strict=False):
         reps = mrg.repetitions(1)
         chosen = next((r for r in reps if r.component(5).strip().upper() == "MR"), reps[0] if reps else None)
         source = cx_to_identifier(chosen, default_authority=facility) if chosen else None
-    if source is None:
-        raise RequiredFieldMissing("MRG-1 (prior patient identifier) is empty", location="MRG-1")
-    system, value = patient_identity(msg, pid)
-    target = next(
-        i for i in pid_to_patient(msg, pid)["identifier"] if i["system"] == system and i["value"] == value
-    )
-    parameters: JSON = {
-        "resourceType": "Parameters",
-        "parameter": [
-            {"name": "source-patient-identifier", "valueIdentifier": source},
-            {"name": "target-patient-identifier", "valueIdentifier": target},
-        ],
-    }
-    builder.add(parameters, {"method": "POST", "url": "Patient/$merge"})
+        if source is None:
+            raise RequiredFieldMissing("MRG-1 (prior patient identifier) is empty", location="MRG-1")
+        system, value = patient_identity(msg, pid)
+        patient = pid_to_patient(msg, pid)
+        if (system, value) not in survivors:
+            survivors.add((system, value))
+            builder.create_if_absent(patient, system, value)
+        target = next(i for i in patient["identifier"] if i["system"] == system and i["value"] == value)
+        parameters: JSON = {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "source-patient-identifier", "valueIdentifier": source},
+                {"name": "target-patient-identifier", "valueIdentifier": target},
+            ],
+        }
+        builder.add(parameters, {"method": "POST", "url": "Patient/$merge"})
+
+
+def _unlink(msg: Hl7Message, builder: BundleBuilder) -> None:
+    """A37: undo the link between the two patients named by the two PID segments.
+
+    HL7 v2.5.1 ch. 3.3.37 (structure ADT_A37: PID, PD1, PV1, DB1 twice).  In FHIR
+    terms (Patient.link) the pair's links are removed in both directions and a
+    record that was ``replaced-by`` the other is active again.  Encounters moved
+    by the merge stay with the survivor: the message does not say whose they were.
+    """
+    pids = msg.segments("PID")
+    if len(pids) < 2:
+        raise RequiredFieldMissing("A37 needs the second patient's PID segment", location="PID")
+    parameters: JSON = {"resourceType": "Parameters", "parameter": []}
+    for name, pid in (("patient-identifier", pids[0]), ("other-patient-identifier", pids[1])):
+        system, value = patient_identity(msg, pid)
+        parameters["parameter"].append({"name": name, "valueIdentifier": {"system": system, "value": value}})
+    builder.add(parameters, {"method": "POST", "url": "Patient/$unlink"})
 
 
 def _encounter(msg: Hl7Message, trigger: str, pv1: Segment, patient_ref: str, builder: BundleBuilder) -> None:

@@ -113,7 +113,6 @@ IGNORE_REASONS: dict[str, str] = {
     "ADT^A34": _WITHDRAWN,
     "ADT^A35": _WITHDRAWN,
     "ADT^A36": _WITHDRAWN,
-    "ADT^A37": "unlink is not applied: merges are reviewed by an operator",
     "ADT^A39": _WITHDRAWN,
     "ADT^A41": _ACCOUNTS,
     "ADT^A42": _MERGE_TODO,
