@@ -19,7 +19,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make run                start carebridge (HTTP :8080, MLLP :2575) on $(DATABASE_URL)"
 	@echo "make test               lint, then the whole test suite (SQLite and a throwaway PostgreSQL)"
-	@echo "make lint               import-linter (layers), ruff check, ruff format --check, mypy"
+	@echo "make lint               import-linter (layers, public APIs), ruff check, ruff format --check, mypy (packages and tests)"
 	@echo "make venv               create .venv and install carebridge[test] (editable)"
 	@echo "make postgres-binaries  install PostgreSQL server binaries with apt-get if missing"
 	@echo "make clean              remove .venv, caches and build files (keeps var/)"
