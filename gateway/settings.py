@@ -11,30 +11,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from common import (
-    ENV_PREFIX,
-    AuditSettings,
-    CrmSettings,
-    Hl7Settings,
-    MllpSettings,
-    PrivacySettings,
-    Settings,
-    StoreSettings,
-    env_names,
-)
+from common import Settings
 
-__all__ = [
-    "ENV_PREFIX",
-    "AuditSettings",
-    "CrmSettings",
-    "Hl7Settings",
-    "MllpSettings",
-    "PrivacySettings",
-    "Settings",
-    "StoreSettings",
-    "env_names",
-    "settings_from",
-]
+__all__ = ["Settings", "settings_from"]
 
 
 def settings_from(args: argparse.Namespace, **overrides: Any) -> Settings:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from common import Hl7Settings
 from common.identifiers import mrn_system
 from fhir_store import journal
 from fhir_store.writer import find_identifier_owner
@@ -13,7 +14,7 @@ from gateway.hl7_senders import SenderPolicy
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Hl7Settings, Settings
+from gateway.settings import Settings
 
 
 def a04(control_id: str, mrn: str, *, name: bytes = "Nguyễn^An^Văn".encode(), msh18: bytes = b"") -> bytes:

@@ -16,10 +16,11 @@ from fhir.resources.R4B import get_fhir_model_class
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from common import AuditSettings
 from fhir_store.search import parse_query
 from gateway.ingest import Ingestor
 from gateway.runtime import Runtime
-from gateway.settings import AuditSettings, Settings
+from gateway.settings import Settings
 from tests.mappers.test_properties import cccds, dates, mobiles, names, phone_styles, record_numbers
 
 _control = itertools.count(1)

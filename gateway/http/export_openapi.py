@@ -17,7 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings, StoreSettings
+from common import StoreSettings
+from gateway.settings import Settings
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "openapi" / "openapi.json"
 

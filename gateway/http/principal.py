@@ -146,15 +146,11 @@ def _context(
             channel=access.context_channel,
             source_address=address,
         )
-    if not access.scoped:
-        return RequestContext(
-            request_id,
-            client_id=principal.client_id,
-            role=principal.role,
-            channel=access.context_channel,
-            source_address=address,
-        )
-    confined = (principal.patient_id,) if principal.role == "patient" and principal.patient_id else ()
+    # Only FHIR routes carry SMART grants and a patient compartment to the store's policy hooks.
+    scoped = access.scoped
+    confined = (
+        (principal.patient_id,) if scoped and principal.role == "patient" and principal.patient_id else ()
+    )
     return RequestContext(
         request_id,
         client_id=principal.client_id,
@@ -162,7 +158,7 @@ def _context(
         channel=access.context_channel,
         source_address=address,
         patient_ids=confined,
-        grants=tuple(str(s) for s in principal.scopes),
+        grants=tuple(str(s) for s in principal.scopes) if scoped else (),
     )
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+from common import MllpSettings
 from gateway.hl7_senders import SenderPolicy
-from gateway.settings import MllpSettings
 
 
 def server_context(settings: MllpSettings) -> ssl.SSLContext | None:

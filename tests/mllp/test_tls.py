@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common import MllpSettings
 from gateway.hl7_senders import SenderPolicy
 from gateway.mllp.client import MllpClient
 from gateway.mllp.tls import client_context, peer_identity, server_context
-from gateway.settings import MllpSettings
 from tests.mllp.conftest import RunningServer, a04
 
 

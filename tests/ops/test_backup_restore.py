@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from common import AuditSettings
 from fhir_store.database import make_engine
 from fhir_store.model import Create, RequestContext, Update
 from fhir_store.schema import hl7_journal, resource_current, resource_version
@@ -28,7 +29,7 @@ from gateway.cli import main
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import AuditSettings, Settings
+from gateway.settings import Settings
 from tests.support.postgres import PostgresCluster
 
 CTX = RequestContext(

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import yaml
 
+from common import env_names
 from gateway.cli import build_parser
-from gateway.settings import env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 

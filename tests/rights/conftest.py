@@ -53,3 +53,15 @@ def create(live: LiveServer, resource: dict[str, Any]) -> str:
     )
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
+
+
+def erase(live: LiveServer, pid: str) -> None:
+    """The patient files an erasure request and a privacy officer processes it (both over HTTP)."""
+    with (
+        privacy(live, live.auth("patient", patient_id=pid)) as mine,
+        privacy(live, live.auth("privacy_officer")) as officer,
+    ):
+        filed = mine.post("/requests", json={"type": "erasure", "reason": "Tôi không dùng dịch vụ nữa"})
+        assert filed.status_code == 201, filed.text
+        done = officer.post(f"/requests/{filed.json()['id']}/process", json={})
+        assert done.status_code == 200, done.text

@@ -18,7 +18,7 @@ from consent.purposes import APPOINTMENT_REMINDER
 from crm_bridge.schema import crm_outbox
 from tests.crm_bridge.conftest import CRM_ID, CrmClient, counter_consent, full_patient
 from tests.http.live import LiveServer
-from tests.rights.conftest import create, privacy
+from tests.rights.conftest import create, erase, privacy
 
 
 def _events(live: LiveServer) -> list[dict[str, object]]:
@@ -82,14 +82,7 @@ def test_erasure_hold_labels_are_audited_and_the_outbox_keeps_only_the_erasure(
     pid = create(live, full_patient())
     create(live, counter_consent(pid, APPOINTMENT_REMINDER))
     assert any(e["type"] == "patient.upserted" for e in rights_crm.feed())
-    with (
-        privacy(live, live.auth("patient", patient_id=pid)) as mine,
-        privacy(live, live.auth("privacy_officer")) as officer,
-    ):
-        filed = mine.post("/requests", json={"type": "erasure", "reason": "Tôi không dùng dịch vụ nữa"})
-        assert filed.status_code == 201, filed.text
-        done = officer.post(f"/requests/{filed.json()['id']}/process", json={})
-        assert done.status_code == 200, done.text
+    erase(live, pid)
     record = _patient(live, pid)
     assert {"code": "legal-hold"}.items() <= record["meta"]["tag"][0].items()  # type: ignore[index]
     reference = f"Patient/{pid}/_history/{record['meta']['versionId']}"  # type: ignore[index]

@@ -15,7 +15,7 @@ import httpx
 
 from tests.crm_bridge.conftest import MRN_SYSTEM, encounter, full_patient
 from tests.http.live import LiveServer
-from tests.rights.conftest import create, privacy
+from tests.rights.conftest import create, erase
 
 
 def _fhir(live: LiveServer) -> httpx.Client:
@@ -24,17 +24,6 @@ def _fhir(live: LiveServer) -> httpx.Client:
         headers={**live.headers, "Content-Type": "application/fhir+json"},
         timeout=30,
     )
-
-
-def _erase(live: LiveServer, pid: str) -> None:
-    with (
-        privacy(live, live.auth("patient", patient_id=pid)) as mine,
-        privacy(live, live.auth("privacy_officer")) as officer,
-    ):
-        filed = mine.post("/requests", json={"type": "erasure", "reason": "Tôi không dùng dịch vụ nữa"})
-        assert filed.status_code == 201, filed.text
-        done = officer.post(f"/requests/{filed.json()['id']}/process", json={})
-        assert done.status_code == 200, done.text
 
 
 def _tags(record: dict[str, Any]) -> list[str]:
@@ -57,7 +46,7 @@ def test_a_held_patient_is_not_deleted_and_stays_readable(rights_live: LiveServe
     mrn = patient["identifier"][0]["value"]
     pid = create(live, patient)
     eid = create(live, encounter(pid))
-    _erase(live, pid)
+    erase(live, pid)
     with _fhir(live) as his:
         before = his.get(f"/Patient/{pid}").json()
         assert "legal-hold" in _tags(before)
@@ -85,7 +74,7 @@ def test_a_held_patient_is_not_deleted_and_stays_readable(rights_live: LiveServe
 def test_an_update_dropping_the_hold_tag_does_not_make_the_record_deletable(rights_live: LiveServer) -> None:
     live = rights_live
     pid = create(live, full_patient())
-    _erase(live, pid)
+    erase(live, pid)
     with _fhir(live) as his:
         record = his.get(f"/Patient/{pid}").json()
         record["meta"] = {"security": record["meta"]["security"]}  # keeps R, drops the legal-hold tag
@@ -99,7 +88,7 @@ def test_an_update_dropping_the_hold_tag_does_not_make_the_record_deletable(righ
 def test_a_patient_not_under_hold_is_still_deleted(rights_live: LiveServer) -> None:
     live = rights_live
     held = create(live, full_patient())
-    _erase(live, held)
+    erase(live, held)
     pid = create(live, full_patient())
     with _fhir(live) as his:
         assert his.delete(f"/Patient/{pid}").status_code == 204
