@@ -48,6 +48,7 @@ from fhir_store.driver_sql import (
 from fhir_store.driver_sql import (
     run as run_on_driver,
 )
+from fhir_store.event_order import stale_notes
 from fhir_store.instants import (
     format_instant,
     from_us,
@@ -76,6 +77,9 @@ from fhir_store.journal import (
 )
 from fhir_store.journal import (
     REJECTED as JOURNAL_REJECTED,
+)
+from fhir_store.journal import (
+    STALE as JOURNAL_STALE,
 )
 from fhir_store.journal import (
     Inserted as JournalInserted,
@@ -109,6 +113,9 @@ from fhir_store.journal import (
 )
 from fhir_store.journal import (
     mark_processed as journal_mark_processed,
+)
+from fhir_store.journal import (
+    mark_stale as journal_mark_stale,
 )
 from fhir_store.journal import (
     open_counts as journal_open_counts,
@@ -202,6 +209,7 @@ __all__ = [
     "JOURNAL_PROCESSED",
     "JOURNAL_RECEIVED",
     "JOURNAL_REJECTED",
+    "JOURNAL_STALE",
     "SEARCH_SPECS",
     "SUPPORTED_TYPES",
     "Amend",
@@ -255,6 +263,7 @@ __all__ = [
     "journal_load",
     "journal_mark_failed",
     "journal_mark_processed",
+    "journal_mark_stale",
     "journal_open_counts",
     "keys_in_use",
     "load_current",
@@ -274,6 +283,7 @@ __all__ = [
     "rewrite_rows",
     "rotate_blind_key",
     "run_on_driver",
+    "stale_notes",
     "to_us",
     "upgrade",
     "validate_resource",

@@ -25,6 +25,9 @@ Row lifecycle (``status``)::
     failed     written in one step when the message cannot be applied (ack AE)
     rejected   written in one step: unparseable, unsupported, not allowed (ack AR)
     ignored    written in one step: accepted, nothing to apply; ``error`` holds why (ack AA)
+    stale      applied in the store transaction, but older than the state of at least one
+               resource it would set, which was left as it was; ``error`` names the newer
+               event (ack AA; ``fhir_store.event_order``)
     received --(store transaction)--> processed | failed
                only when the sender asked for an enhanced-mode commit ACK, which
                must follow the journal commit and precede the work
@@ -60,7 +63,8 @@ PROCESSED = "processed"
 FAILED = "failed"
 REJECTED = "rejected"
 IGNORED = "ignored"
-FINAL_STATUSES = frozenset({PROCESSED, FAILED, REJECTED, IGNORED})
+STALE = "stale"
+FINAL_STATUSES = frozenset({PROCESSED, FAILED, REJECTED, IGNORED, STALE})
 
 _j = hl7_journal
 
@@ -294,6 +298,11 @@ def mark_processed(conn: Connection, journal_id: int, ack_code: str, ack: bytes)
             attempts=_j.c.attempts + 1,
         )
     )
+
+
+def mark_stale(conn: Connection, journal_id: int, note: str) -> None:
+    """Inside the store transaction, after the writes: some were held back as older (``note`` says which)."""
+    conn.execute(update(_j).where(_j.c.id == journal_id).values(status=STALE, error=_clip(note, len(note))))
 
 
 def mark_failed(

@@ -30,6 +30,9 @@ class RequestContext:
     patient_ids: tuple[str, ...] = ()
     # Opaque authorization grants (e.g. SMART scopes) for policy hooks; the store ignores them.
     grants: tuple[str, ...] = ()
+    # HL7 v2: the message's event time (EVN-2/EVN-6/MSH-7, UTC microseconds); an older
+    # message does not overwrite newer state (fhir_store.event_order).  None: no ordering.
+    event_time_us: int | None = None
 
 
 @dataclass(frozen=True)

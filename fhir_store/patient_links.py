@@ -69,6 +69,14 @@ def onto_survivor(
     return {**incoming, "identifier": [*kept, *extra]}
 
 
+def as_retired(incoming: dict[str, Any]) -> dict[str, Any]:
+    """``incoming`` written to a merged record (a message from before its merge): it stays inactive.
+
+    Its ``replaced-by`` link is kept by :func:`keep_links` like any link the HIS does not send.
+    """
+    return {**incoming, "active": False}
+
+
 def keep_links(incoming: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
     """``incoming`` with the previous version's links it does not carry (HL7 senders know no links)."""
     before = previous.get("link") or []

@@ -20,6 +20,7 @@ from sqlalchemy import Connection
 
 from common import BusinessRuleViolation, NotFound, with_possible_duplicate
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.event_order import EventOrder, mark_merged
 from fhir_store.model import MergePatients, Operation, OperationResult, StoredResource, UnlinkPatients, Update
 from fhir_store.patient_links import unlinked
 from fhir_store.search import referencing_ids
@@ -30,9 +31,19 @@ Rewrite = Callable[[Any, dict[str, str]], Any]
 
 
 def merge_patients(
-    conn: Connection, op: MergePatients, cipher: StoreCipher, apply: Apply, rewrite: Rewrite
+    conn: Connection,
+    op: MergePatients,
+    cipher: StoreCipher,
+    apply: Apply,
+    rewrite: Rewrite,
+    event: EventOrder | None = None,
 ) -> OperationResult:
-    """A40: the source becomes inactive, ``replaced-by`` the target; its visits and bookings move."""
+    """A40: the source becomes inactive, ``replaced-by`` the target; its visits and bookings move.
+
+    With ``event`` (an HL7 merge), the source remembers when it was merged, so a
+    message from before the merge that arrives later is written to it, not to the
+    survivor (``fhir_store.event_order``).
+    """
     target_system, target_value = op.target_identifier
     target_id = find_identifier_owner(conn, "Patient", target_system, cipher.blind(target_value))
     if target_id is None:
@@ -78,6 +89,8 @@ def merge_patients(
             if current is not None and not current.deleted:
                 ops.append(Update(res_type, res_id, rewrite(current.resource(), {old_ref: new_ref})))
     apply(ops)
+    if event is not None:
+        mark_merged(conn, source_id, event)
     return OperationResult(
         200, load_current(conn, "Patient", target_id, cipher), f"merged Patient/{source_id}"
     )

@@ -148,6 +148,19 @@ identifier_claim = Table(
     Index(None, "res_id", "res_type"),  # res_id first: see migration 0007
 )
 
+resource_event_time = Table(
+    "resource_event_time",
+    metadata,
+    # The HL7 v2 event time that last set the resource's content, and who sent it
+    # (``fhir_store.event_order``): an older message never overwrites newer state.
+    Column("res_type", String(40), nullable=False),
+    Column("res_id", String(64), nullable=False),
+    Column("event_us", BigInteger, nullable=True),
+    Column("event_source", String(64), nullable=True),  # request id of the message, "hl7-<journal id>"
+    Column("merged_us", BigInteger, nullable=True),  # a Patient: event time of the merge that retired it
+    PrimaryKeyConstraint("res_type", "res_id"),
+)
+
 search_snapshot = Table(
     "search_snapshot",
     metadata,

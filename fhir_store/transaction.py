@@ -30,6 +30,16 @@ from common import (
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.duplicates import DuplicateCheck, check_patient, tag_partner
+from fhir_store.event_order import (
+    EventOrder,
+    EventStamp,
+    Key,
+    is_older,
+    load_stamps,
+    predates_merge,
+    save_stamps,
+    stale_note,
+)
 from fhir_store.model import (
     Amend,
     ChangeAction,
@@ -45,7 +55,7 @@ from fhir_store.model import (
     UnlinkPatients,
     Update,
 )
-from fhir_store.patient_links import follow_replaced_by, keep_links, onto_survivor
+from fhir_store.patient_links import as_retired, follow_replaced_by, keep_links, onto_survivor
 from fhir_store.patient_merge import merge_patients, unlink_patients
 from fhir_store.search import SearchQuery, find_ids, parse_criteria
 from fhir_store.writer import (
@@ -65,6 +75,7 @@ class _Planned:
     previous: StoredResource | None
     resource: dict[str, Any] | None
     status_if_noop: int = 200
+    retired_write: bool = False  # a message from before a merge, written to the merged record
 
 
 def identifier_lookup(
@@ -190,7 +201,12 @@ def _if_match_version(if_match: str) -> int:
 
 
 def _plan(
-    conn: Connection, op: Operation, url_map: dict[str, str], cipher: StoreCipher, pending: PendingRows
+    conn: Connection,
+    op: Operation,
+    url_map: dict[str, str],
+    cipher: StoreCipher,
+    pending: PendingRows,
+    event: EventOrder | None = None,
 ) -> _Planned:
     """What ``op`` will do, read from the database and from ``pending`` (rows not yet sent)."""
     prefetch = _Prefetch(cipher)  # lives for this step only: nothing is written before its _load
@@ -248,6 +264,12 @@ def _plan(
             url_map[op.full_url] = f"{resource_type}/{target_id}"
         resource = op.resource
         if isinstance(op, ConditionalUpdate) and retired and previous is not None:
+            if event is not None and predates_merge(conn, retired[0].id, event):
+                # the merged record's own history (fhir_store.event_order); references still
+                # go to the survivor, as the merge moved everything that points at the patient
+                return _Planned(
+                    op, resource_type, retired[0].id, retired[0], as_retired(resource), retired_write=True
+                )
             resource = onto_survivor(resource, previous.resource(), retired)
         return _Planned(op, resource_type, target_id, previous, resource)
     if isinstance(op, Delete | ConditionalDelete):
@@ -332,6 +354,7 @@ def apply_operations(
     optimistic_claims: bool = False,
     pending: PendingRows | None = None,
     flag_duplicates: bool = False,
+    event: EventOrder | None = None,
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
     """Apply ``ops`` in the caller's transaction; (one result per op, the changes written).
 
@@ -339,14 +362,19 @@ def apply_operations(
     to another Patient is written and both are tagged (``fhir_store.duplicates``)
     instead of the write being refused; and a Patient update keeps the links
     (merges) it does not carry, since an HIS knows nothing of FHIR links.
+    ``event`` (an HL7 message's event time): a conditional update older than the
+    event that last set its resource is held back, its result's message saying so
+    (``fhir_store.event_order``); the others record the event time.
     """
     shared = pending is not None  # the caller's rows (a group commit): it flushes them
     if pending is None:
         pending = PendingRows(check_claims=not optimistic_claims)
     url_map: dict[str, str] = {}
-    plans = [_plan(conn, op, url_map, cipher, pending) for op in ops]
+    plans = [_plan(conn, op, url_map, cipher, pending, event) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
+    stamps = _stamps(conn, plans, event)
+    stamped: list[Key] = []
 
     def apply(inner: list[Operation]) -> None:
         """Writes of a merge/unlink: a nested transaction step on the same connection."""
@@ -356,7 +384,7 @@ def apply_operations(
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
             pending.flush(conn)  # the merge reads and rewrites what this transaction wrote
-            results[index] = merge_patients(conn, plan.op, cipher, apply, _rewrite_references)
+            results[index] = merge_patients(conn, plan.op, cipher, apply, _rewrite_references, event)
             continue
         if isinstance(plan.op, UnlinkPatients):
             pending.flush(conn)
@@ -365,6 +393,13 @@ def apply_operations(
         if plan.target_id is None:
             results[index] = OperationResult(plan.status_if_noop, plan.previous)
             continue
+        if event is not None and isinstance(plan.op, ConditionalUpdate):
+            key = (plan.resource_type, plan.target_id)
+            stamp = stamps.get(key)
+            if stamp is not None and is_older(stamp, event):
+                results[index] = OperationResult(200, plan.previous, stale_note(*key, stamp))
+                continue
+            stamped.append(key)
         resource = None
         check = _NO_CHECK
         if plan.resource is not None:
@@ -378,7 +413,7 @@ def apply_operations(
             prev = plan.previous
             if flag_duplicates and plan.resource_type == "Patient" and prev is not None and not prev.deleted:
                 resource = keep_links(resource, prev.resource())
-            if flag_duplicates and plan.resource_type == "Patient":
+            if flag_duplicates and plan.resource_type == "Patient" and not plan.retired_write:
                 check = check_patient(conn, plan.target_id, resource, prev, cipher, pending)
                 resource = check.resource
             if (
@@ -417,9 +452,23 @@ def apply_operations(
             tagging = tag_partner(conn, partner, now_us, cipher, pending)
             if tagging is not None:
                 changes.append(tagging)
+    if event is not None and stamped:
+        save_stamps(conn, stamped, event)
     if not shared:
         pending.flush(conn)
     return [r if r is not None else OperationResult(500) for r in results], changes
+
+
+def _stamps(conn: Connection, plans: list[_Planned], event: EventOrder | None) -> dict[Key, EventStamp]:
+    """Stored event times of the existing resources ``plans`` set by conditional update (one query)."""
+    if event is None:
+        return {}
+    keys = [
+        (p.resource_type, p.target_id)
+        for p in plans
+        if isinstance(p.op, ConditionalUpdate) and p.target_id is not None and p.previous is not None
+    ]
+    return load_stamps(conn, keys)
 
 
 _NO_CHECK = DuplicateCheck({})

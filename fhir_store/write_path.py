@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from common import VersionConflict
 from fhir_store.content_cipher import StoreCipher
+from fhir_store.event_order import event_order
 from fhir_store.model import Operation, OperationResult, RequestContext, ResourceChange
 from fhir_store.pipeline import HookPipeline
 from fhir_store.transaction import apply_operations
@@ -100,6 +101,7 @@ def transact(
                     cipher=store.cipher,
                     optimistic_claims=optimistic,
                     flag_duplicates=flags_duplicates(acting),
+                    event=event_order(acting),
                 )
                 if changes:
                     store.pipeline.on_changes(conn, changes, acting)
@@ -162,6 +164,7 @@ def transact_group(
                 optimistic_claims=True,
                 pending=pending,
                 flag_duplicates=flags_duplicates(acting),
+                event=event_order(acting),
             )
             out.append(results)
             if changes:

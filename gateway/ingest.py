@@ -51,6 +51,7 @@ from fhir_store import (
     JOURNAL_FINAL_STATUSES,
     JOURNAL_PROCESSED,
     JOURNAL_REJECTED,
+    JOURNAL_STALE,
     FhirStore,
     JournalEntry,
     Operation,
@@ -65,6 +66,8 @@ from fhir_store import (
     journal_load,
     journal_mark_failed,
     journal_mark_processed,
+    journal_mark_stale,
+    stale_notes,
 )
 from gateway.hl7_senders import SenderPolicy, peek_sender
 from gateway.ingest_model import (
@@ -90,6 +93,11 @@ from gateway.settings import Settings
 from mappers import commit_ack_code, map_message, parse_message, patient_key, peek_header
 
 log = get_logger("carebridge.ingest")
+
+
+def _nothing_changed(results: list[OperationResult]) -> bool:
+    """No write changed a resource (identical content, or held back as older): no import event."""
+    return all(r.message == "unchanged" or (r.message or "").startswith("stale:") for r in results)
 
 
 class Ingestor:
@@ -249,6 +257,7 @@ class Ingestor:
         audit = self._audit()
         journal_ids: list[int] = []
         reused: list[bool] = []
+        stale: list[str] = []
 
         fields = journal_fields(inbound)
         refuse_reuse = self.reuse_action(inbound) == "refuse"
@@ -266,18 +275,20 @@ class Ingestor:
             return message_context(inbound, inserted.id)
 
         def finish(conn: Connection, results: list[OperationResult]) -> None:
-            if audit is not None and all(r.message == "unchanged" for r in results):
+            stale[:] = self._held_back(conn, journal_ids[-1], results)
+            if audit is not None and _nothing_changed(results):
                 # nothing changed, so the store hook wrote no import event
                 record(audit, inbound, journal_ids[-1], "AA", conn=conn)
 
-        return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids, reused)
+        return JournaledWrite(WriteUnit(ops, journal_row, finish), ack, journal_ids, reused, stale)
 
     def applied(self, inbound: Inbound, write: JournaledWrite) -> Outcome:
         """The outcome of a committed one-phase write (its ACK has not left yet)."""
         if write.reused[-1]:
             self._reused(inbound, write.journal_ids[-1])
         _, application = self._wanted(inbound, success=True)
-        return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], JOURNAL_PROCESSED)
+        status = self._settled_status(inbound, write.journal_ids[-1], write.stale)
+        return Outcome([write.ack] if application else [], "AA", write.journal_ids[-1], status)
 
     def _journal_and_apply(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:
         """One transaction for the journal row and the effects (:meth:`write_unit`).
@@ -314,9 +325,12 @@ class Ingestor:
             context = message_context(inbound, journal_id)
             audit = self._audit()
 
+            stale: list[str] = []
+
             def finish(conn: Connection, results: list[OperationResult]) -> None:
                 journal_mark_processed(conn, journal_id, "AA", ack)
-                if audit is not None and all(r.message == "unchanged" for r in results):
+                stale[:] = self._held_back(conn, journal_id, results)
+                if audit is not None and _nothing_changed(results):
                     # nothing changed, so the store hook wrote no import event
                     record(audit, inbound, journal_id, "AA", conn=conn)
 
@@ -327,7 +341,25 @@ class Ingestor:
             log.error("hl7 internal error", journal_id=journal_id, error_type=type(exc).__name__)
             return self._fail(inbound, journal_id, InternalError("internal error while applying the message"))
         _, application = self._wanted(inbound, success=True)
-        return Outcome([ack] if application else [], "AA", journal_id, JOURNAL_PROCESSED)
+        status = self._settled_status(inbound, journal_id, stale)
+        return Outcome([ack] if application else [], "AA", journal_id, status)
+
+    # -- event-time ordering ---------------------------------------------------------------
+
+    def _held_back(self, conn: Connection, journal_id: int, results: list[OperationResult]) -> list[str]:
+        """In the store transaction: mark the row ``stale`` when writes were held back as older."""
+        notes = stale_notes(results)
+        if notes:
+            journal_mark_stale(conn, journal_id, "; ".join(notes))
+        return notes
+
+    def _settled_status(self, inbound: Inbound, journal_id: int, stale: list[str]) -> str:
+        """After the commit: ``stale`` is counted and logged (ids and times only, never patient data)."""
+        if not stale:
+            return JOURNAL_PROCESSED
+        self.metrics.stale(message_type_label(inbound.header))
+        log.info("hl7 message older than stored state", journal_id=journal_id, held_back=len(stale))
+        return JOURNAL_STALE
 
     def _fail(self, inbound: Inbound, journal_id: int, error: CarebridgeError) -> Outcome:
         code = error.hl7_ack if error.hl7_ack in ("AE", "AR") else "AE"

@@ -11,7 +11,7 @@ journal commit, the application ACK after the work.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
@@ -81,6 +81,7 @@ class JournaledWrite:
     ack: bytes
     journal_ids: list[int]  # appended by each attempt's journal insert; the last one committed
     reused: list[bool]  # per attempt: the sender + MSH-10 was journaled before with other content
+    stale: list[str] = field(default_factory=list)  # the last attempt's held-back writes (event order)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ def message_context(inbound: Inbound, journal_id: int | None) -> RequestContext:
         role="hl7-sender",
         channel="hl7",
         source_address=inbound.peer or None,
+        event_time_us=inbound.mapping.event_time_us if inbound.mapping is not None else None,
     )
 
 

@@ -91,6 +91,7 @@ class Hl7Counters:
         self._received: dict[str, int] = {}
         self._answered: dict[tuple[str, str], int] = {}
         self._reused: dict[str, int] = {}
+        self._stale: dict[str, int] = {}
 
     def received(self, message_type: str) -> None:
         with self._lock:
@@ -106,6 +107,15 @@ class Hl7Counters:
         """A sender + MSH-10 journaled before with other content (``action``: process or refuse)."""
         with self._lock:
             self._reused[action] = self._reused.get(action, 0) + 1
+
+    def stale(self, message_type: str) -> None:
+        """A message applied in part: writes older than the stored state held back (event order)."""
+        with self._lock:
+            self._stale[message_type] = self._stale.get(message_type, 0) + 1
+
+    def stale_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stale)
 
     def reused_snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -245,7 +255,15 @@ class OpsCollector(Collector):
         )
         for action, n in sorted(self.counters.reused_snapshot().items()):
             reused.add_metric([action], n)
-        yield from (total, acked, nacked, reused)
+        stale = CounterMetricFamily(
+            "carebridge_hl7_messages_stale",
+            "HL7 v2 messages answered AA whose event was older than the stored state of a resource"
+            " they would set, which was left unchanged (journal status stale), by message type",
+            labels=["message_type"],
+        )
+        for mtype, n in sorted(self.counters.stale_snapshot().items()):
+            stale.add_metric([mtype], n)
+        yield from (total, acked, nacked, reused, stale)
 
     def _dispatcher(self) -> Iterator[Metric]:
         dispatcher = getattr(self.crm, "dispatcher", None)

@@ -15,6 +15,7 @@ from mappers.ack import (
     build_mode_ack,
     commit_ack_code,
 )
+from mappers.event_time import event_instant
 from mappers.hl7_content import canonical_content
 from mappers.hl7_message import (
     CHARSETS,
@@ -51,6 +52,7 @@ __all__ = [
     "build_mode_ack",
     "canonical_content",
     "commit_ack_code",
+    "event_instant",
     "map_message",
     "parse_message",
     "patient_key",

@@ -27,6 +27,8 @@ class MappingResult:
     bundle: JSON  # FHIR R4 Bundle, type "transaction"
     event: str  # "ADT^A04", "SIU^S12", ...
     patient_key: str | None  # "<authority>|<id>", see mappers.hl7_message.patient_key
+    event_time: str | None = None  # FHIR instant of EVN-2/EVN-6/MSH-7 (mappers.event_time)
+    event_time_us: int | None = None  # the same, microseconds since the epoch (UTC), for ordering
 
 
 @dataclass(slots=True)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from common import MessageIgnored, UnsupportedMessageType
 from mappers.adt import map_adt
+from mappers.event_time import event_instant, instant_to_us
 from mappers.hl7_message import Hl7Message, patient_key
 from mappers.result import BundleBuilder, MappingResult
 from mappers.siu import map_siu
@@ -38,5 +39,12 @@ def map_message(msg: Hl7Message, *, new_id: Callable[[], str] | None = None) -> 
     if reason is not None:
         raise MessageIgnored(reason, location="MSH-9.2")
     builder = BundleBuilder() if new_id is None else BundleBuilder(new_id=new_id)
+    when = event_instant(msg)
     mapper(msg, trigger, builder)
-    return MappingResult(bundle=builder.bundle(), event=f"{code}^{trigger}", patient_key=patient_key(msg))
+    return MappingResult(
+        bundle=builder.bundle(),
+        event=f"{code}^{trigger}",
+        patient_key=patient_key(msg),
+        event_time=when,
+        event_time_us=None if when is None else instant_to_us(when),
+    )

@@ -14,7 +14,7 @@ from common.identifiers import (
 from fhir_store import journal
 from fhir_store.schema import hl7_journal
 from gateway.mllp.client import MllpClient, parse_ack
-from tests.mllp.conftest import BAD, GOOD_ORDER, RunningServer, sample
+from tests.mllp.conftest import BAD, FIXTURES, GOOD_ORDER, RunningServer, sample
 
 
 def test_good_samples_get_aa_and_land_in_the_store(mllp: RunningServer) -> None:
@@ -94,3 +94,28 @@ def test_python_hl7_mllp_client_gets_acks(mllp: RunningServer) -> None:
     assert str(good.segment("MSH")[9]) == "ACK^A04^ACK"
     assert str(bad.segment("MSA")[1]) == "AE" and str(bad.segment("ERR")[3][0][0]) == "101"
     assert str(unicode_reply.segment("MSA")[1]) == "AA"
+
+
+def test_sample_folder_in_file_name_order_leaves_the_visit_finished(mllp: RunningServer) -> None:
+    """Issue #15 item 2: the A03 (10:15) sorts before the A04 (08:30) of the same visit."""
+    names = sorted(p.stem for p in FIXTURES.glob("*.hl7"))
+    assert names.index("adt_a03_discharge_service_completed") < names.index("adt_a04_register_outpatient")
+    with MllpClient("127.0.0.1", mllp.port) as client:
+        acks = {name: client.exchange(sample(name)) for name in names}
+    assert acks["adt_a04_register_outpatient"] is not None
+    assert acks["adt_a04_register_outpatient"].code == "AA"  # the sender did nothing wrong
+
+    visit = mllp.owner("Encounter", visit_system("BVDK_HN"), "V2026112000001")
+    assert visit is not None and visit["status"] == "finished"
+    assert visit["period"]["end"].startswith("2026-11-20T10:15")
+    an = mllp.owner("Patient", mrn_system("BVDK_HN"), "BN000123")
+    assert an is not None  # the A08 of 22/11 is the newest demographic picture
+    assert {"system": "phone", "value": "+84977888999"}.items() <= an["telecom"][0].items()
+
+    with mllp.runtime.engine.connect() as conn:
+        rows = conn.execute(select(hl7_journal.c.control_id, hl7_journal.c.status, hl7_journal.c.error)).all()
+    by_control = {r.control_id: (r.status, r.error) for r in rows}
+    status, note = by_control["HIS000001"]  # the A04
+    assert status == "stale"
+    assert note is not None and f"Encounter/{visit['id']}" in note and "2026-11-20T03:15:00" in note
+    assert by_control["HIS000004"][0] == "processed"  # the A03
