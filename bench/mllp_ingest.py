@@ -61,6 +61,30 @@ def a04(run: str, i: int) -> bytes:
     ).encode()
 
 
+def a08(run: str, i: int) -> bytes:
+    """An ADT^A08 for the patient of ``a04(run, i)``, an hour later (a new address): an update."""
+    update = a04(run, i).decode()
+    update = update.replace(f"ADT^A04^ADT_A01|{run}-{i}|", f"ADT^A08^ADT_A01|{run}-{i}U|")
+    update = update.replace("EVN|A04|20261120083000+0700", "EVN|A08|20261120093000+0700")
+    return update.replace(" Trần Hưng Đạo^", " Lê Duẩn^").encode()
+
+
+def workload(run: str, messages: int, connections: int, updates: bool) -> list[bytes]:
+    """``messages`` ADT^A04; with ``updates``, half A04 and half A08 of the same patients.
+
+    Blocks of ``connections`` registrations are followed by their updates, so the
+    round-robin split of :func:`run_load` sends each update on its registration's
+    connection, after it.
+    """
+    if not updates:
+        return [a04(run, i) for i in range(messages)]
+    out: list[bytes] = []
+    for start in range(0, messages // 2, connections):
+        block = range(start, min(start + connections, messages // 2))
+        out += [a04(run, i) for i in block] + [a08(run, i) for i in block]
+    return out
+
+
 def run_load(
     host: str,
     port: int,
@@ -171,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--messages", type=int, default=3000, help="messages per run")
     parser.add_argument("--connections", default="1,8", help="comma-separated concurrency levels")
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--updates", action="store_true", help="half the messages are A08 updates of the registered patients"
+    )
     parser.add_argument("--target", help="host:port of a running listener (no server is started)")
     parser.add_argument("--database-url", help="PostgreSQL URL for the started server (default: throwaway)")
     parser.add_argument("--json", action="store_true", help="print results as JSON lines")
@@ -200,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             run_load(host, port, [a04(run + "W", i) for i in range(args.warmup)], 4)
         results = []
         for level in (int(x) for x in args.connections.split(",")):
-            batch = [a04(f"{run}C{level}", i) for i in range(args.messages)]
+            batch = workload(f"{run}C{level}", args.messages, level, args.updates)
             result = run_load(host, port, batch, level, server_pid=server_pid, pg_data_dir=pg_data_dir)
             results.append(result)
             if args.json:

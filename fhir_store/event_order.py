@@ -25,14 +25,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, case, or_, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection
 
+from fhir_store.driver_sql import DriverQuery
 from fhir_store.instants import format_instant
 from fhir_store.model import OperationResult, RequestContext
-from fhir_store.schema import resource_event_time
-
-_t = resource_event_time
 
 STALE = "stale"
 """``OperationResult.message`` prefix of a write held back as older than the stored state."""
@@ -66,16 +63,13 @@ def event_order(context: RequestContext) -> EventOrder | None:
 
 
 def load_stamps(conn: Connection, keys: Iterable[Key]) -> dict[Key, EventStamp]:
-    """The stamps of ``keys`` (absent keys have none), in one query."""
-    wanted = sorted(set(keys))
-    if not wanted:
-        return {}
-    rows = conn.execute(
-        select(_t.c.res_type, _t.c.res_id, _t.c.event_us, _t.c.event_source, _t.c.merged_us).where(
-            tuple_(_t.c.res_type, _t.c.res_id).in_(wanted)
-        )
-    )
-    return {(r[0], r[1]): EventStamp(r[2], r[3], r[4]) for r in rows}
+    """The stamps of ``keys`` (absent keys have none): one statement per key, on the driver path."""
+    found: dict[Key, EventStamp] = {}
+    for key in sorted(set(keys)):
+        row = _LOAD.first(conn, {"t": key[0], "i": key[1]})
+        if row is not None:
+            found[key] = EventStamp(row[0], row[1], row[2])
+    return found
 
 
 def is_older(stamp: EventStamp | None, event: EventOrder) -> bool:
@@ -97,42 +91,41 @@ def stale_notes(results: Iterable[OperationResult]) -> list[str]:
     return [r.message for r in results if r.message is not None and r.message.startswith(f"{STALE}:")]
 
 
-def _insert(conn: Connection):  # type: ignore[no-untyped-def]
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(_t)
+# Statements of the write hot path run on the driver cursor (fhir_store.driver_sql); the
+# upsert is ``INSERT ... ON CONFLICT DO UPDATE``, the same text on SQLite (3.24+) and PostgreSQL.
+_LOAD = DriverQuery(
+    "SELECT event_us, event_source, merged_us FROM resource_event_time WHERE res_type = :t AND res_id = :i"
+)
+_SAVE = DriverQuery(
+    "INSERT INTO resource_event_time (res_type, res_id, event_us, event_source) VALUES (:t, :i, :e, :s)"
+    " ON CONFLICT (res_type, res_id) DO UPDATE SET"
+    " event_source = CASE WHEN resource_event_time.event_us IS NULL"
+    " OR excluded.event_us >= resource_event_time.event_us"
+    " THEN excluded.event_source ELSE resource_event_time.event_source END,"
+    " event_us = CASE WHEN resource_event_time.event_us IS NULL"
+    " OR excluded.event_us >= resource_event_time.event_us"
+    " THEN excluded.event_us ELSE resource_event_time.event_us END"
+)
+_MERGED = DriverQuery(
+    "INSERT INTO resource_event_time (res_type, res_id, merged_us) VALUES ('Patient', :i, :m)"
+    " ON CONFLICT (res_type, res_id) DO UPDATE SET merged_us = CASE"
+    " WHEN resource_event_time.merged_us IS NULL OR excluded.merged_us > resource_event_time.merged_us"
+    " THEN excluded.merged_us ELSE resource_event_time.merged_us END"
+)
 
 
 def save_stamps(conn: Connection, keys: Iterable[Key], event: EventOrder) -> None:
-    """Record ``event`` as the time that set each of ``keys``; a newer stored time is kept."""
-    rows = [
-        {"res_type": k[0], "res_id": k[1], "event_us": event.us, "event_source": event.source[:64]}
-        for k in sorted(set(keys))
-    ]
-    if not rows:
-        return
-    stmt = _insert(conn)
-    newer = or_(_t.c.event_us.is_(None), stmt.excluded.event_us >= _t.c.event_us)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[_t.c.res_type, _t.c.res_id],
-            set_={
-                "event_us": case((newer, stmt.excluded.event_us), else_=_t.c.event_us),
-                "event_source": case((newer, stmt.excluded.event_source), else_=_t.c.event_source),
-            },
-        ),
-        rows,
-    )
+    """Record ``event`` as the time that set each of ``keys``; a newer stored time is kept.
+
+    Keys are taken in sorted order, so two transactions lock the rows in the same order.
+    """
+    for key in sorted(set(keys)):
+        _SAVE.rowcount(conn, {"t": key[0], "i": key[1], "e": event.us, "s": event.source[:64]})
 
 
 def mark_merged(conn: Connection, patient_id: str, event: EventOrder) -> None:
     """Record when the Patient ``patient_id`` was retired by a merge (the newest merge time wins)."""
-    stmt = _insert(conn)
-    later = or_(_t.c.merged_us.is_(None), stmt.excluded.merged_us > _t.c.merged_us)
-    conn.execute(
-        stmt.values(res_type="Patient", res_id=patient_id, merged_us=event.us).on_conflict_do_update(
-            index_elements=[_t.c.res_type, _t.c.res_id],
-            set_={"merged_us": case((later, stmt.excluded.merged_us), else_=_t.c.merged_us)},
-        )
-    )
+    _MERGED.rowcount(conn, {"i": patient_id, "m": event.us})
 
 
 def predates_merge(conn: Connection, patient_id: str, event: EventOrder) -> bool:
