@@ -43,7 +43,9 @@ class CrmReceiver:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="crm-receiver", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.02,), name="crm-receiver", daemon=True
+        )  # shutdown() waits up to one poll interval (0.5 s by default)
 
     @property
     def url(self) -> str:

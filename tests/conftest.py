@@ -37,7 +37,10 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from tests.support.http_tls import share_default_tls_context  # noqa: E402
 from tests.support.postgres import PostgresCluster  # noqa: E402
+
+share_default_tls_context()
 
 TEMPLATE_DB = "carebridge_template"
 

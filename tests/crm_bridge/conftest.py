@@ -51,6 +51,9 @@ FORBIDDEN = [
 ]
 FORBIDDEN_VALUES: set[str] = set()  # exact CCCD/BHYT/record numbers the fixtures stored
 ALL_PAYLOADS: list[bytes] = []
+# ``serve_forever`` looks for shutdown() once per poll interval, 0.5 s by default: a receiver is
+# stopped at every test's teardown and in the outage tests.
+SHUTDOWN_POLL_S = 0.02
 
 
 def scan(payload: bytes) -> None:
@@ -92,7 +95,7 @@ class Receiver:
         ThreadingHTTPServer.allow_reuse_address = True
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True).start()
 
     def stop(self) -> None:
         if self._server is not None:

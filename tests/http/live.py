@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -19,6 +21,62 @@ from gateway.http.app import create_app
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.support import TEST_SECRET_LOG2N
+
+
+class _PromptServer(uvicorn.Server):
+    """uvicorn that stops as soon as a test is done with it.
+
+    uvicorn looks at ``should_exit`` once per 0.1 s tick and then sleeps a fixed
+    0.1 s before polling its connections every 0.1 s: fine for a process that
+    stops once, a quarter of a second of teardown for each of several hundred
+    live-server tests.  Here :meth:`stop` wakes the tick at once, and the
+    shutdown polls the connections it has asked to close every few
+    milliseconds (same steps and the same grace as uvicorn: stop accepting,
+    ask every connection to finish, wait for them and their tasks).
+    """
+
+    POLL_S = 0.005
+    GRACE_S = 20.0
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()  # before ``started``: stop() can always reach it
+        await super().serve(sockets)
+
+    async def main_loop(self) -> None:
+        counter = 0
+        while not await self.on_tick(counter):  # on_tick also refreshes the Date header
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.GRACE_S
+        while (self.server_state.connections or self.server_state.tasks) and loop.time() < deadline:
+            await asyncio.sleep(self.POLL_S)
+        for task in self.server_state.tasks:
+            task.cancel(msg="test server stopped")
+        for server in self.servers:
+            await server.wait_closed()
+        await self.lifespan.shutdown()
+
+    def stop(self) -> None:
+        """Called from the test's thread."""
+        self.should_exit = True
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._wake.set)
 
 
 @dataclass
@@ -68,7 +126,7 @@ def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30)
-    server = uvicorn.Server(config)
+    server = _PromptServer(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -81,7 +139,7 @@ def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
         live.headers = live.auth("his_integration")
         yield live
     finally:
-        server.should_exit = True
+        server.stop()
         thread.join(timeout=20)
         sock.close()
         runtime.close()
