@@ -47,10 +47,29 @@ class SenderNotRegistered(Forbidden):
         )
 
 
+class SenderWithdrawn(Forbidden):
+    """Replay of a journaled message whose sender has been disabled or removed since: AR, row kept.
+
+    Disabling a sender is how an operator cuts off an interface they no longer
+    trust, so its old messages are not applied behind their back; enabling it
+    again makes them replayable.  Not a receipt-time refusal (:func:`refused_at_receipt`).
+    """
+
+    hl7_error_code = "103"
+
+    def __init__(self, application: str, facility: str) -> None:
+        super().__init__(
+            f"sender disabled or removed since receipt: {application}^{facility}; enable it to replay",
+            location="MSH-3",
+        )
+
+
 #: start of the journaled error text of every sender refusal (see :func:`refused_at_receipt`)
 NOT_REGISTERED = "sender not registered"
 #: start of the text of the per-certificate allow-list's refusal
 NOT_ALLOWED = "sender not allowed"
+#: start of the text of a message refused because the registry could not be read (fail closed)
+NOT_CHECKED = "sender not checked"
 
 
 def refused_at_receipt(error: str | None) -> bool:
@@ -62,7 +81,7 @@ def refused_at_receipt(error: str | None) -> bool:
     if error is None:
         return False
     legacy = error.startswith("sender ") and "is not allowed for this connection" in error
-    return legacy or error.startswith((NOT_REGISTERED, NOT_ALLOWED))
+    return legacy or error.startswith((NOT_REGISTERED, NOT_ALLOWED, NOT_CHECKED))
 
 
 @dataclass(frozen=True, slots=True)

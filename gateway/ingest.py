@@ -74,9 +74,11 @@ from fhir_store import (
 )
 from gateway.hl7_senders import (
     NOT_ALLOWED,
+    NOT_CHECKED,
     SenderLookup,
     SenderNotRegistered,
     SenderPolicy,
+    SenderWithdrawn,
     peek_sender,
     refused_at_receipt,
     registry_refusal,
@@ -208,7 +210,7 @@ class Ingestor:
                 )
             except Exception as exc:  # registry unreadable: refuse (fail closed), the sender retries
                 log.error("hl7 sender registry unavailable", error_type=type(exc).__name__)
-                return InternalError("sender registry unavailable; please retry")
+                return InternalError(f"{NOT_CHECKED}: sender registry unavailable; please retry")
         if reason is None and journaled is None and not self.policy.permits(identity, app, fac):
             self.metrics.sender_refused("certificate")
             log.warning("hl7 sender refused", reason="certificate", application=app, facility=fac, peer=peer)
@@ -217,6 +219,8 @@ class Ingestor:
             return None
         self.metrics.sender_refused(reason)
         log.warning("hl7 sender refused", reason=reason, application=app, facility=fac, peer=peer)
+        if journaled is not None and reason != "refused-at-receipt":
+            return SenderWithdrawn(app, fac)
         return SenderNotRegistered(app, fac)
 
     # -- ACK rendering ---------------------------------------------------------------------
