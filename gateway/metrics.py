@@ -117,6 +117,7 @@ class Hl7Counters:
     def stale_snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._stale)
+
     def sender_refused(self, reason: str) -> None:
         """A message refused by the sender check (unknown, disabled, peer, certificate, refused-at-receipt)."""
         with self._lock:
