@@ -46,9 +46,10 @@ postgres-binaries:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
+# A local trial: any HL7 sender is accepted (CAREBRIDGE_MLLP_OPEN=false make run to check senders).
 run: venv
 	mkdir -p var
-	exec $(BIN)/carebridge serve --database-url '$(DATABASE_URL)'
+	CAREBRIDGE_MLLP_OPEN=$${CAREBRIDGE_MLLP_OPEN:-true} exec $(BIN)/carebridge serve --database-url '$(DATABASE_URL)'
 
 lint: venv lint-fast
 	$(BIN)/mypy
@@ -88,4 +89,4 @@ up-local: venv postgres-binaries
 # webhook receiver, HL7 samples with their ACKs, a FHIR read and `carebridge audit verify`.
 .PHONY: demo
 demo: venv
-	$(BIN)/python -m demo.his_day
+	CAREBRIDGE_MLLP_OPEN=true $(BIN)/python -m demo.his_day

@@ -162,6 +162,7 @@ def server_env(database_url: str, workdir: Path) -> dict[str, str]:
         "CAREBRIDGE_CRM_PROJECTION_FILE": str(projection),
         "CAREBRIDGE_CRM_KEY_FILE": str(workdir / "crm-keys.json"),
         "CAREBRIDGE_CRM_POLL_INTERVAL_S": "0.02",
+        "CAREBRIDGE_MLLP_OPEN": "true",  # the bench's HIS sender is not registered
     }
 
 

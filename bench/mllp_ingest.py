@@ -167,7 +167,8 @@ def start_serve(
 ) -> tuple[subprocess.Popen[bytes], int, Path]:
     """``carebridge serve`` in its own process (own interpreter, as in production); its MLLP port."""
     log = workdir / "serve.log"
-    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "INFO", **(extra_env or {})}
+    # the load generator's senders are not registered: open mode (the registry lookup is a dict hit)
+    env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "INFO", "CAREBRIDGE_MLLP_OPEN": "true", **(extra_env or {})}
     carebridge = str(Path(sys.executable).with_name("carebridge"))
     proc = subprocess.Popen(
         [carebridge, "serve", "--http-port", "0", "--mllp-port", "0", "--database-url", database_url],

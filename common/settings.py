@@ -83,6 +83,8 @@ class MllpSettings(Group):
     tls_client_ca: str = ""  # set to require client certificates (mutual TLS)
     # which MSH-3/MSH-4 each TLS identity may claim (gateway.mllp.tls, gateway.hl7_senders)
     allowed_senders: str = ""
+    # accept any sender, registered or not (`carebridge senders`): demos and local trials only
+    open: Flag = False
 
 
 ReuseAction = Literal["process", "refuse"]

@@ -6,8 +6,11 @@ listener, ``carebridge hl7 replay`` and the tests share one path.
 
 Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
 
-1. :meth:`Ingestor.prepare` (pure, no I/O): tokenize with the sender's default
-   charset, check the TLS sender allow-list, map to a FHIR transaction Bundle
+1. :meth:`Ingestor.prepare` (no I/O but the sender registry's periodic reload):
+   tokenize with the sender's default charset, check that MSH-3/MSH-4 is a
+   registered sender on this connection (:mod:`gateway.hl7_senders`; before any
+   journal or duplicate lookup, so a forged message is never answered from the
+   journal) and the TLS sender allow-list, map to a FHIR transaction Bundle
    and compute the patient key used for ordering.  Errors are carried.
 2. A message refused by step 1 is journaled ``failed`` (AE) / ``rejected``
    (AR) together with its ACK, and answered.
@@ -69,7 +72,17 @@ from fhir_store import (
     journal_mark_stale,
     stale_notes,
 )
-from gateway.hl7_senders import SenderPolicy, peek_sender
+from gateway.hl7_senders import (
+    NOT_ALLOWED,
+    NOT_CHECKED,
+    SenderLookup,
+    SenderNotRegistered,
+    SenderPolicy,
+    SenderWithdrawn,
+    peek_sender,
+    refused_at_receipt,
+    registry_refusal,
+)
 from gateway.ingest_model import (
     AlreadyJournaled,
     ControlIdReused,
@@ -89,8 +102,9 @@ from gateway.ingest_model import (
 )
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
+from gateway.sender_registry import SenderDirectory
 from gateway.settings import Settings
-from mappers import commit_ack_code, map_message, parse_message, patient_key, peek_header
+from mappers import Header, commit_ack_code, map_message, parse_message, patient_key, peek_header
 
 log = get_logger("carebridge.ingest")
 
@@ -110,7 +124,10 @@ class Ingestor:
         *,
         policy: SenderPolicy | None = None,
         metrics: Hl7Counters | None = None,
+        senders: SenderLookup | None = None,
     ) -> None:
+        """``senders`` finds registered senders (default: a :class:`SenderDirectory` on the store's
+        engine); ``CAREBRIDGE_MLLP_OPEN=true`` (``settings.mllp.open``) accepts any sender."""
         self.store = store
         self.metrics = metrics if metrics is not None else Hl7Counters()
         self.engine = store.engine
@@ -121,6 +138,10 @@ class Ingestor:
         # it is the largest single CPU cost of the ingest path (bench/mllp_ingest.py).
         self.validate_resources = settings.hl7.strict or settings.hl7.validate_resources
         self.policy = policy or SenderPolicy()
+        self.open_senders = settings.mllp.open
+        self.senders: SenderLookup | None = None
+        if not self.open_senders:
+            self.senders = senders or SenderDirectory(store.engine).lookup
         self._charsets = settings.hl7.charset_map()
 
     # -- step 1: pure --------------------------------------------------------------------
@@ -132,26 +153,35 @@ class Ingestor:
             or self.settings.hl7.default_charset
         )
 
-    def prepare(self, raw: bytes, *, peer: str = "", identity: str | None = None) -> Inbound:
-        """Tokenize, authorise and map (pure, no I/O): errors are carried, never raised."""
+    def prepare(
+        self,
+        raw: bytes,
+        *,
+        peer: str = "",
+        identity: str | None = None,
+        journaled: JournalEntry | None = None,
+    ) -> Inbound:
+        """Tokenize, authorise and map (no I/O but the sender registry's reload): errors are carried, never raised.
+
+        ``journaled``: the journal row being replayed.  A row the sender check
+        refused when it arrived stays refused; otherwise the sender must still be
+        registered and enabled (its peer was checked at receipt).
+        """
         charset = self.default_charset(*peek_sender(raw))
         try:
             msg = parse_message(raw, default_charset=charset)
         except CarebridgeError as exc:
             header = peek_header(raw, default_charset=charset)
-            return Inbound(raw, peer, identity, None, header, exc, None, None)
+            refused = None if header is None else self._sender_refusal(header, peer, identity, journaled)
+            return Inbound(raw, peer, identity, None, header, refused or exc, None, None)
         except Exception:  # the tokenizer must never take the listener down
             unreadable = UnparseableMessage("message could not be read")
             return Inbound(raw, peer, identity, None, None, unreadable, None, None)
         header = msg.header
         key = patient_key(msg)
-        if not self.policy.permits(identity, header.sending_application, header.sending_facility):
-            error: CarebridgeError = Forbidden(
-                f"sender {header.sending_application}^{header.sending_facility} is not allowed "
-                f"for this connection",
-                location="MSH-3",
-            )
-            return Inbound(raw, peer, identity, msg, header, error, key, None)
+        refused = self._sender_refusal(header, peer, identity, journaled)
+        if refused is not None:
+            return Inbound(raw, peer, identity, msg, header, refused, key, None)
         ignored = sender_ignores(self.settings.hl7, msg)
         if ignored is not None:
             return Inbound(raw, peer, identity, msg, header, ignored, key, None)
@@ -164,6 +194,34 @@ class Ingestor:
             crash = InternalError("internal error while mapping the message")
             return Inbound(raw, peer, identity, msg, header, crash, key, None)
         return Inbound(raw, peer, identity, msg, header, None, mapping.patient_key or key, mapping)
+
+    def _sender_refusal(
+        self, header: Header, peer: str, identity: str | None, journaled: JournalEntry | None
+    ) -> CarebridgeError | None:
+        """The sender registry's and the TLS allow-list's verdict on MSH-3/MSH-4 (logged and counted)."""
+        app, fac = header.sending_application, header.sending_facility
+        reason: str | None = None
+        if journaled is not None and refused_at_receipt(journaled.error):
+            reason = "refused-at-receipt"
+        elif self.senders is not None:
+            try:
+                reason = registry_refusal(
+                    self.senders, app, fac, peer, identity, replay=journaled is not None
+                )
+            except Exception as exc:  # registry unreadable: refuse (fail closed), the sender retries
+                log.error("hl7 sender registry unavailable", error_type=type(exc).__name__)
+                return InternalError(f"{NOT_CHECKED}: sender registry unavailable; please retry")
+        if reason is None and journaled is None and not self.policy.permits(identity, app, fac):
+            self.metrics.sender_refused("certificate")
+            log.warning("hl7 sender refused", reason="certificate", application=app, facility=fac, peer=peer)
+            return Forbidden(f"{NOT_ALLOWED}: {app}^{fac} for this connection", location="MSH-3")
+        if reason is None:
+            return None
+        self.metrics.sender_refused(reason)
+        log.warning("hl7 sender refused", reason=reason, application=app, facility=fac, peer=peer)
+        if journaled is not None and reason != "refused-at-receipt":
+            return SenderWithdrawn(app, fac)
+        return SenderNotRegistered(app, fac)
 
     # -- ACK rendering ---------------------------------------------------------------------
 
@@ -459,7 +517,7 @@ class Ingestor:
         entry = journal_load(self.engine, journal_id, self.store.cipher)
         if entry is None:
             raise KeyError(journal_id)
-        inbound = self.prepare(entry.raw, peer=entry.peer)
+        inbound = self.prepare(entry.raw, peer=entry.peer, journaled=entry)
         if inbound.error is not None:
             error = inbound.error
             code, status = settled(error)

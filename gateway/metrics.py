@@ -92,6 +92,7 @@ class Hl7Counters:
         self._answered: dict[tuple[str, str], int] = {}
         self._reused: dict[str, int] = {}
         self._stale: dict[str, int] = {}
+        self._refused: dict[str, int] = {}
 
     def received(self, message_type: str) -> None:
         with self._lock:
@@ -116,6 +117,15 @@ class Hl7Counters:
     def stale_snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._stale)
+
+    def sender_refused(self, reason: str) -> None:
+        """A message refused by the sender check (unknown, disabled, peer, certificate, refused-at-receipt)."""
+        with self._lock:
+            self._refused[reason] = self._refused.get(reason, 0) + 1
+
+    def refused_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._refused)
 
     def reused_snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -263,7 +273,15 @@ class OpsCollector(Collector):
         )
         for mtype, n in sorted(self.counters.stale_snapshot().items()):
             stale.add_metric([mtype], n)
-        yield from (total, acked, nacked, reused, stale)
+        refused = CounterMetricFamily(
+            "carebridge_hl7_senders_refused",
+            "HL7 v2 messages refused because MSH-3/MSH-4 is not a registered sender on that connection,"
+            " by reason (unknown, disabled, peer, certificate, refused-at-receipt)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.counters.refused_snapshot().items()):
+            refused.add_metric([reason], n)
+        yield from (total, acked, nacked, reused, stale, refused)
 
     def _dispatcher(self) -> Iterator[Metric]:
         dispatcher = getattr(self.crm, "dispatcher", None)

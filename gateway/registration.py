@@ -17,11 +17,13 @@ from consent import register_consent
 from crm_bridge import register_crm
 from fhir_store import Registry, register_store
 from gateway.auth.schema import metadata as auth_metadata
+from gateway.sender_registry import metadata as sender_metadata
 
 
 def register(registry: Registry) -> None:
-    """The gateway's own tables: OAuth clients and token signing keys."""
+    """The gateway's own tables: OAuth clients, token signing keys, HL7 senders."""
     registry.add_tables(auth_metadata)
+    registry.add_tables(sender_metadata)
 
 
 def register_all() -> Registry:

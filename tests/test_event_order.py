@@ -15,15 +15,15 @@ from gateway.ingest import Ingestor
 from gateway.metrics import OpsCollector
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 from tests.support.hl7_events import AN, AN_DUP, adt, merge, pid, pv1
+from tests.support.settings import open_settings
 
 AUTH = "BVEO"
 
 
 @pytest.fixture
 def runtime(database_url: str) -> Iterator[Runtime]:
-    rt = Runtime.create(Settings(database_url=database_url), migrate=False)
+    rt = Runtime.create(open_settings(database_url=database_url), migrate=False)
     yield rt
     rt.close()
 

@@ -24,9 +24,9 @@ from common.identifiers import mrn_system, visit_system
 from fhir_store.writer import find_identifier_owner
 from gateway.ingest import Ingestor
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 from mappers import map_message, parse_message
 from tests.support.hl7_events import Person, adt, pid, pv1
+from tests.support.settings import open_settings
 
 AUTH = "BVPROP"
 START = datetime(2026, 11, 20, 7, 0)
@@ -39,7 +39,9 @@ _run = itertools.count(1)
 def runtime() -> Iterator[Runtime]:
     folder = tempfile.mkdtemp(prefix="carebridge-order-")
     rt = Runtime.create(
-        Settings(database_url=f"sqlite:///{folder}/o.db", audit=AuditSettings(key_file=f"{folder}/audit.pem"))
+        open_settings(
+            database_url=f"sqlite:///{folder}/o.db", audit=AuditSettings(key_file=f"{folder}/audit.pem")
+        )
     )
     yield rt
     rt.close()

@@ -14,7 +14,7 @@ from gateway.hl7_senders import SenderPolicy
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
+from tests.support.settings import open_settings
 
 
 def a04(control_id: str, mrn: str, *, name: bytes = "Nguyễn^An^Văn".encode(), msh18: bytes = b"") -> bytes:
@@ -33,7 +33,7 @@ def a04(control_id: str, mrn: str, *, name: bytes = "Nguyễn^An^Văn".encode(),
 
 @pytest.fixture
 def runtime(database_url: str) -> Iterator[Runtime]:
-    rt = Runtime.create(Settings(database_url=database_url), migrate=False)
+    rt = Runtime.create(open_settings(database_url=database_url), migrate=False)
     yield rt
     rt.close()
 
@@ -83,7 +83,9 @@ def test_per_sender_default_charset(runtime: Runtime) -> None:
     latin1_name = "Lê^Hà".encode("latin-1")  # MSH-18 empty: only the sender's setting can tell
     plain = Ingestor(runtime.store, runtime.settings)
     assert plain.handle(a04("C1", "C-1", name=latin1_name)).ack_code == "AR"  # not UTF-8
-    configured = Ingestor(runtime.store, Settings(hl7=Hl7Settings(sender_charsets="HIS_OLD^PK_CU=latin-1")))
+    configured = Ingestor(
+        runtime.store, open_settings(hl7=Hl7Settings(sender_charsets="HIS_OLD^PK_CU=latin-1"))
+    )
     assert configured.handle(a04("C2", "C-2", name=latin1_name)).ack_code == "AA"
     with runtime.engine.connect() as conn:
         owner = find_identifier_owner(conn, "Patient", mrn_system("PK_CU"), runtime.store.cipher.blind("C-2"))
@@ -92,7 +94,7 @@ def test_per_sender_default_charset(runtime: Runtime) -> None:
 
 
 def test_strict_mode_builds_acks_with_hl7apy(runtime: Runtime) -> None:
-    strict = Ingestor(runtime.store, Settings(hl7=Hl7Settings(strict=True)))
+    strict = Ingestor(runtime.store, open_settings(hl7=Hl7Settings(strict=True)))
     outcome = strict.handle(a04("S1", "S-1", msh18=b"UNICODE UTF-8"))
     ack = parse_ack(outcome.acks[0])
     assert (ack.code, ack.control_id) == ("AA", "S1")

@@ -18,13 +18,13 @@ from gateway.ingest_group import process_group
 from gateway.ingest_model import Inbound, Outcome
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
+from tests.support.settings import open_settings
 from tests.test_ingest import a04
 
 
 @pytest.fixture
 def runtime(database_url: str) -> Iterator[Runtime]:
-    rt = Runtime.create(Settings(database_url=database_url), migrate=False)
+    rt = Runtime.create(open_settings(database_url=database_url), migrate=False)
     yield rt
     rt.close()
 

@@ -20,8 +20,8 @@ from common import AuditSettings
 from fhir_store.search import parse_query
 from gateway.ingest import Ingestor
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 from tests.mappers.test_properties import cccds, dates, mobiles, names, phone_styles, record_numbers
+from tests.support.settings import open_settings
 
 _control = itertools.count(1)
 
@@ -30,7 +30,9 @@ _control = itertools.count(1)
 def runtime() -> Iterator[Runtime]:
     folder = tempfile.mkdtemp(prefix="carebridge-prop-")
     rt = Runtime.create(
-        Settings(database_url=f"sqlite:///{folder}/p.db", audit=AuditSettings(key_file=f"{folder}/audit.pem"))
+        open_settings(
+            database_url=f"sqlite:///{folder}/p.db", audit=AuditSettings(key_file=f"{folder}/audit.pem")
+        )
     )
     yield rt
     rt.close()

@@ -14,7 +14,7 @@ from gateway.ingest import Ingestor
 from gateway.ingest_group import process_group
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
+from tests.support.settings import open_settings
 from tests.test_ingest import a04
 
 POLICY = SenderPolicy.parse("his-pkcu=HIS_OLD^PK_CU")
@@ -22,7 +22,7 @@ POLICY = SenderPolicy.parse("his-pkcu=HIS_OLD^PK_CU")
 
 @pytest.fixture
 def runtime(database_url: str) -> Iterator[Runtime]:
-    rt = Runtime.create(Settings(database_url=database_url), migrate=False)
+    rt = Runtime.create(open_settings(database_url=database_url), migrate=False)
     yield rt
     rt.close()
 
@@ -74,7 +74,7 @@ def test_group_keeps_a_reused_id_apart_from_a_duplicate(runtime: Runtime) -> Non
 
 
 def test_group_refuses_a_reused_id_message_by_message(database_url: str) -> None:
-    settings = Settings(database_url=database_url, hl7=Hl7Settings(control_id_reuse="refuse"))
+    settings = open_settings(database_url=database_url, hl7=Hl7Settings(control_id_reuse="refuse"))
     rt = Runtime.create(settings, migrate=False)
     try:
         ingestor = Ingestor(rt.store, settings)

@@ -33,6 +33,7 @@ import pytest
 
 from gateway.logging_setup import drop_patient_data
 from tests.support import TEST_SECRET_LOG2N
+from tests.support.settings import OPEN_MLLP_ENV
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "hl7v2"
 CAREBRIDGE = str(Path(sys.executable).with_name("carebridge"))
@@ -168,7 +169,7 @@ class Server:
         self.http_port = _free_port()
         self.log_path = tmp / "serve.log"
         self._log = self.log_path.open("wb")
-        env = {**os.environ, "CAREBRIDGE_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **OPEN_MLLP_ENV, "CAREBRIDGE_LOG_LEVEL": "DEBUG", "PYTHONUNBUFFERED": "1"}
         env.pop("CAREBRIDGE_DATABASE_URL", None)
         self.proc = subprocess.Popen(
             [

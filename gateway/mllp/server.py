@@ -89,6 +89,13 @@ class MllpServer:
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("mllp listening", host=self.host, port=self.port, tls=self.ssl_context is not None)
+        if self.ingestor.open_senders:
+            log.warning(
+                "MLLP OPEN MODE: any sender is accepted (CAREBRIDGE_MLLP_OPEN=true); whoever reaches this"
+                " port can change patient records. For demos and local trials only.",
+                host=self.host,
+                port=self.port,
+            )
 
     async def stop(self) -> None:
         if self._server is not None:

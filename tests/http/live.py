@@ -21,6 +21,7 @@ from gateway.http.app import create_app
 from gateway.runtime import Runtime
 from gateway.settings import Settings
 from tests.support import TEST_SECRET_LOG2N
+from tests.support.settings import OPEN_MLLP
 
 
 class _PromptServer(uvicorn.Server):
@@ -116,6 +117,8 @@ class LiveServer:
 @contextmanager
 def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
     """uvicorn on a socket bound here (no port race) against an already migrated database."""
+    # tests feed HL7 through this runtime from unregistered senders: open mode (tests/support/settings.py)
+    overrides = {**OPEN_MLLP, **overrides}
     settings = Settings.from_env(
         {}, database_url=database_url, host="127.0.0.1", http_port=0, db_pool_size=8, **overrides
     )

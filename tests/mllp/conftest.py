@@ -22,11 +22,12 @@ from typing import Any
 import pytest
 
 from fhir_store.writer import find_identifier_owner
-from gateway.hl7_senders import SenderPolicy
+from gateway.hl7_senders import SenderLookup, SenderPolicy
 from gateway.ingest import Ingestor
 from gateway.mllp.server import MllpServer
 from gateway.runtime import Runtime
 from gateway.settings import Settings
+from tests.support.settings import OPEN_MLLP, OPEN_MLLP_ENV
 from tests.support.store_keys import KEY_FILE
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7v2"
@@ -91,13 +92,19 @@ def start_server(database_url: str) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
     def start(
-        *, policy: SenderPolicy | None = None, ssl_context: Any = None, **overrides: Any
+        *,
+        policy: SenderPolicy | None = None,
+        ssl_context: Any = None,
+        senders: SenderLookup | None = None,
+        **overrides: Any,
     ) -> RunningServer:
-        settings = Settings.from_env({}, database_url=database_url, db_pool_size=8, **overrides)
+        settings = Settings.from_env(
+            {}, database_url=database_url, db_pool_size=8, **{**OPEN_MLLP, **overrides}
+        )
         runtime = Runtime.create(settings, migrate=False)
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, daemon=True).start()
-        ingestor = Ingestor(runtime.store, settings, policy=policy)
+        ingestor = Ingestor(runtime.store, settings, policy=policy, senders=senders)
         server = MllpServer(runtime, "127.0.0.1", 0, ingestor=ingestor, ssl_context=ssl_context)
         running = RunningServer(server, runtime, loop)
         running.call(server.start())
@@ -140,6 +147,7 @@ class ServeProcess:
             **os.environ,
             "CAREBRIDGE_LOG_LEVEL": "INFO",
             "CAREBRIDGE_STORE_KEY_FILE": KEY_FILE,  # the keys tests/support/store_keys.py opens too
+            **OPEN_MLLP_ENV,  # unregistered senders (tests/support/settings.py); env may turn it off
             **(env or {}),
         }
         full_env.pop("CAREBRIDGE_DATABASE_URL", None)

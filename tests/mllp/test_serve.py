@@ -18,11 +18,15 @@ from fhir_store.repository import FhirStore
 from fhir_store.writer import find_identifier_owner
 from gateway.mllp.client import MllpClient, parse_ack
 from tests.mllp.conftest import BAD, CAREBRIDGE, FIXTURES, GOOD_ORDER, ServeProcess, a04, sample
+from tests.support.settings import OPEN_MLLP_ENV, open_settings
 from tests.support.store_keys import cipher_for
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CAREBRIDGE_DATABASE_URL"}
+    env.update(
+        OPEN_MLLP_ENV
+    )  # `hl7 replay` of messages from unregistered senders (tests/support/settings.py)
     return subprocess.run(
         [CAREBRIDGE, *args], capture_output=True, text=True, timeout=timeout, env=env, check=False
     )
@@ -175,9 +179,10 @@ def test_crash_between_journal_commit_and_commit_ack_loses_nothing(
 def test_replay_cli_after_a_mapping_fix(database_url: str, engine: Engine, tmp_path: Path) -> None:
     """A failed message is re-run by id; unknown ids are reported; exit code tells whether all succeeded."""
     from gateway.ingest import Ingestor
-    from gateway.settings import Settings
 
-    ingestor = Ingestor(FhirStore(engine, cipher=cipher_for(engine)), Settings(database_url=database_url))
+    ingestor = Ingestor(
+        FhirStore(engine, cipher=cipher_for(engine)), open_settings(database_url=database_url)
+    )
     bad = ingestor.handle(sample("bad_missing_patient_id"))
     good = ingestor.handle(sample("adt_a28_add_person"))
     assert (bad.status, good.status) == ("failed", "processed")

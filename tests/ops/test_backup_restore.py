@@ -29,8 +29,8 @@ from gateway.cli import main
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
-from gateway.settings import Settings
 from tests.support.postgres import PostgresCluster
+from tests.support.settings import open_settings
 
 CTX = RequestContext(
     request_id="req-ops-1",
@@ -72,7 +72,7 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def populate(url: str, audit_key: Path) -> list[str]:
     """Patients (one updated to version 2), an HL7 ADT^A04, audited reads; returns the Patient ids."""
     runtime = Runtime.create(
-        Settings(database_url=url, audit=AuditSettings(key_file=str(audit_key))), migrate=False
+        open_settings(database_url=url, audit=AuditSettings(key_file=str(audit_key))), migrate=False
     )
     try:
         ids = []
