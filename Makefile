@@ -44,6 +44,9 @@ postgres-binaries:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
+# make run and make demo are development mode whatever the shell exports (docs/security.md).
+run demo: export CAREBRIDGE_ENV := development
+
 run: venv
 	mkdir -p var
 	exec $(BIN)/carebridge serve --database-url '$(DATABASE_URL)'

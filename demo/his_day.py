@@ -130,6 +130,7 @@ def running_carebridge(workdir: Path) -> Iterator[tuple[Demo, subprocess.Popen[b
         "CAREBRIDGE_CRM_KEY_FILE": str(workdir / "crm-keys.json"),
         "CAREBRIDGE_CRM_PROJECTION_FILE": str(PROJECTION),
         "CAREBRIDGE_LOG_LEVEL": "WARNING",
+        "CAREBRIDGE_ENV": "development",  # loopback, throwaway keys: never production mode
     }
     demo = Demo(env, _free_port(), _free_port(), workdir / "carebridge.log")
     with demo.log_path.open("wb") as log:

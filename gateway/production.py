@@ -26,10 +26,13 @@ import ipaddress
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from common import KeyFile, KeyMaterialError, KeySource, Settings
+from pydantic import BaseModel, SecretStr
+
+from common import ENV_PREFIX, KeyFile, KeyMaterialError, KeySource, Settings
 
 __all__ = [
     "MIN_METRICS_TOKEN_CHARS",
+    "PLACEHOLDER",
     "ProductionRefused",
     "check",
     "is_loopback",
@@ -44,6 +47,8 @@ __all__ = [
 #: A metrics token shorter than this is guessable (NIST SP 800-63B §5.1.1: 112 bits and up for
 #: look-up secrets; 32 characters of base64 or hex carry at least 128).
 MIN_METRICS_TOKEN_CHARS = 32
+#: What the committed templates (deploy/*.env.example) put where a secret or an address goes.
+PLACEHOLDER = "CHANGE_ME"
 _EVERYONE = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 _FORWARDING_HEADERS = (b"x-forwarded-for", b"forwarded", b"x-real-ip")
 
@@ -154,17 +159,32 @@ def _networks(text: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return [ipaddress.ip_network(item.strip(), strict=False) for item in text.split(",") if item.strip()]
 
 
+def _placeholders(settings: Settings) -> Iterator[str]:
+    """The variables still holding the ``CHANGE_ME`` of the deploy templates (values never printed)."""
+    for name, value in settings:
+        leaves = value if isinstance(value, BaseModel) else [(None, value)]
+        for sub, leaf in leaves:
+            text = leaf.get_secret_value() if isinstance(leaf, SecretStr) else leaf
+            if isinstance(text, str) and PLACEHOLDER in text:
+                yield ENV_PREFIX + (f"{name}_{sub}" if sub else name).upper()
+
+
 def production_problems(settings: Settings, key_documents: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Every reason this configuration must not serve patient data, one line each (pure)."""
-    problems = []
+    problems = [
+        f"{name} still holds the template placeholder {PLACEHOLDER}: set the real value"
+        for name in _placeholders(settings)
+    ]
     base_url = settings.base_url.strip()
     if not base_url:
         problems.append(
             "CAREBRIDGE_BASE_URL is empty: set the public https:// base of the FHIR API "
             "(links and token audiences must not come from the Host header)"
         )
-    elif not base_url.lower().startswith("https://"):
-        problems.append(f"CAREBRIDGE_BASE_URL {base_url!r} is not https://: PHI would cross the network in clear")
+    elif not base_url.lower().startswith("https://") and PLACEHOLDER not in base_url:
+        problems.append(
+            f"CAREBRIDGE_BASE_URL {base_url!r} is not https://: PHI would cross the network in clear"
+        )
     exposed = not is_loopback(settings.host)
     if exposed and not settings.http.tls_proxy:
         problems.append(
@@ -189,9 +209,9 @@ def production_problems(settings: Settings, key_documents: Mapping[str, Mapping[
             "(mutual TLS) and CAREBRIDGE_MLLP_ALLOWED_SENDERS, or listen on 127.0.0.1"
         )
     token = settings.metrics_token.get_secret_value()
-    if token and (len(token) < MIN_METRICS_TOKEN_CHARS or "CHANGE_ME" in token):
+    if token and PLACEHOLDER not in token and len(token) < MIN_METRICS_TOKEN_CHARS:
         problems.append(
-            f"CAREBRIDGE_METRICS_TOKEN is a placeholder or shorter than {MIN_METRICS_TOKEN_CHARS} "
+            f"CAREBRIDGE_METRICS_TOKEN is shorter than {MIN_METRICS_TOKEN_CHARS} "
             "characters: generate one (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     seen: dict[bytes, str] = {}
@@ -227,7 +247,11 @@ def metrics_allowed(settings: Settings, peer: str | None, headers: Mapping[bytes
     token = settings.metrics_token.get_secret_value()
     authorization = headers.get(b"authorization", b"").decode("latin-1")
     scheme, _, presented = authorization.partition(" ")
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode()):
+    if (
+        token
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(presented.strip().encode(), token.encode())
+    ):
         return True
     forwarded = any(name in headers for name in _FORWARDING_HEADERS)
     return peer is not None and is_loopback(peer) and not forwarded

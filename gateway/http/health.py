@@ -113,10 +113,14 @@ async def metrics(request: Request) -> Response:
             channel="rest",
             source_address=peer,
         )
-        await run_in_threadpool(runtime.audit.record_denial, context, "metrics", reason="metrics access denied")
+        await run_in_threadpool(
+            runtime.audit.record_denial, context, "metrics", reason="metrics access denied"
+        )
         if runtime.settings.metrics_token.get_secret_value():
             return JSONResponse(
-                {"error": "a bearer token is required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                {"error": "a bearer token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
             )
         return JSONResponse({"error": "metrics are served to loopback only"}, status_code=403)
     # HTTP series plus the HL7/journal/audit/CRM collector (gateway.metrics), which queries the
