@@ -24,6 +24,7 @@ import binascii
 import hmac
 import ipaddress
 from collections.abc import Iterator, Mapping
+from itertools import pairwise
 from typing import Any
 
 from pydantic import BaseModel, SecretStr
@@ -88,7 +89,7 @@ def weak_key_reason(key: bytes) -> str | None:
     for period in (1, 2, 4, 8, 16):
         if key == key[:period] * (len(key) // period):
             return "repeats a short pattern"
-    steps = {(b - a) % 256 for a, b in zip(key, key[1:], strict=False)}
+    steps = {(b - a) % 256 for a, b in pairwise(key)}
     if len(steps) == 1:
         return "is a counting sequence"
     return None
