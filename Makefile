@@ -46,6 +46,9 @@ postgres-binaries:
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; \
 	fi
 
+# make run and make demo are development mode whatever the shell exports (docs/security.md).
+run demo: export CAREBRIDGE_ENV := development
+
 # A local trial: any HL7 sender is accepted (CAREBRIDGE_MLLP_OPEN=false make run to check senders).
 run: venv
 	mkdir -p var

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         runtime.crm.pdp.auditor = None
     app = create_app(runtime)
     try:
-        uvicorn.run(app, host="127.0.0.1", port=args.port, log_config=None, access_log=False)
+        uvicorn.run(
+            app, host="127.0.0.1", port=args.port, log_config=None, access_log=False, proxy_headers=False
+        )
     finally:
         runtime.close()
 

@@ -26,6 +26,7 @@ Booleans keep the meaning the README documents: ``1``, ``true``, ``yes``,
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -58,9 +59,25 @@ class Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _networks(text: str) -> str:
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return text
+
+
 class HttpSettings(Group):
     port: int = 8080  # FHIR/HTTP API, /healthz, /readyz, /metrics
     workers: int = 1  # extra processes share the HTTP socket (one core each)
+    # a TLS-terminating reverse proxy stands in front (production refuses a non-loopback bind without it)
+    tls_proxy: Flag = False
+    # peers whose X-Forwarded-For/-Proto are believed: "10.0.0.5,10.1.0.0/16"; empty = the socket peer
+    trusted_proxies: Annotated[str, AfterValidator(_networks)] = ""
+
+    def trusted_networks(self) -> list[str]:
+        return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
 
 
 class AuthSettings(Group):
@@ -235,12 +252,16 @@ class Settings(BaseSettings):
         extra="forbid",
     )
 
+    # "production" refuses to start on a weak configuration (gateway.production)
+    env: Literal["development", "production"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"  # listen address of the HTTP API and the MLLP listener
     log_level: str = "INFO"
     base_url: str = ""  # public base of the FHIR API; derived from the request when empty
     max_body_bytes: int = 4 * 1024 * 1024
     db_pool_size: int = 16
+    # bearer token Prometheus must present to /metrics in production; empty = loopback scrapes only
+    metrics_token: SecretStr = SecretStr("")
     http: HttpSettings = Field(default_factory=HttpSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)

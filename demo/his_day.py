@@ -132,6 +132,7 @@ def running_carebridge(workdir: Path) -> Iterator[tuple[Demo, subprocess.Popen[b
         "CAREBRIDGE_LOG_LEVEL": "WARNING",
         # the sample HIS is not registered (`carebridge senders add`): a demo accepts any sender
         "CAREBRIDGE_MLLP_OPEN": "true",
+        "CAREBRIDGE_ENV": "development",  # loopback, throwaway keys: never production mode
     }
     demo = Demo(env, _free_port(), _free_port(), workdir / "carebridge.log")
     with demo.log_path.open("wb") as log:

@@ -22,9 +22,16 @@ def _add_database_url(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.production import check
     from gateway.runtime import run
 
-    run(settings_from(args, host=args.host, http_port=args.http_port, mllp_port=args.mllp_port))
+    settings = settings_from(args, host=args.host, http_port=args.http_port, mllp_port=args.mllp_port)
+    problems = check(settings)  # CAREBRIDGE_ENV=production: refuse before anything starts
+    for problem in problems:
+        print(f"carebridge serve: production mode refuses: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    run(settings)
     return 0
 
 

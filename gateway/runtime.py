@@ -122,6 +122,7 @@ async def serve_forever(
         access_log=False,
         lifespan="on",
         timeout_keep_alive=30,
+        proxy_headers=False,  # X-Forwarded-* only from CAREBRIDGE_HTTP_TRUSTED_PROXIES (create_app)
     )
     server = uvicorn.Server(config)
     mllp = MllpServer(runtime, settings.host, settings.mllp.port)
@@ -168,7 +169,9 @@ async def _serve_http_only(settings: Settings, sock: socket.socket) -> None:
     from gateway.http.app import create_app
 
     runtime = Runtime.create(settings, migrate=False)
-    config = uvicorn.Config(create_app(runtime), log_config=None, access_log=False, timeout_keep_alive=30)
+    config = uvicorn.Config(
+        create_app(runtime), log_config=None, access_log=False, timeout_keep_alive=30, proxy_headers=False
+    )
     try:
         await uvicorn.Server(config).serve(sockets=[sock])
     finally:

@@ -20,6 +20,8 @@ CONSTRAINED = {
     "hl7_control_id_reuse": ("refuse", "refuse"),
     "hl7_sender_control_id_reuse": ("HIS_VN^BVDK_HN=refuse", "HIS_VN^BVDK_HN=refuse"),
     "hl7_sender_ignore": ("HIS_VN^BVDK_HN=ADT^A60|ORU", "HIS_VN^BVDK_HN=ADT^A60|ORU"),
+    "env": ("production", "production"),
+    "http_trusted_proxies": ("10.0.0.0/8", "10.0.0.0/8"),
 }
 
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from fhir_store import SUPPORTED_TYPES
 from gateway.auth.clients import ClientRegistry
 from gateway.auth.routes import build_auth_router
 from gateway.http import (
+    api_docs,
     audit_routes,
     bundle_routes,
     crm_routes,
@@ -29,6 +31,8 @@ from gateway.http import (
 )
 from gateway.http.capability import SOFTWARE_VERSION
 from gateway.http.request_context import RequestContextMiddleware
+from gateway.http.security_headers import SecurityHeadersMiddleware
+from gateway.production import refuse_weak_production
 from gateway.runtime import Runtime
 
 TITLE = "carebridge"
@@ -53,11 +57,14 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 
 def create_app(runtime: Runtime) -> FastAPI:
+    """The app; in production mode (``CAREBRIDGE_ENV``) it refuses a weak configuration first
+    (:class:`gateway.production.ProductionRefused`, one line per problem)."""
+    refuse_weak_production(runtime.settings)
     app = FastAPI(
         title=TITLE,
         version=SOFTWARE_VERSION,
         description=DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # api_docs serves Swagger UI from this process, not a CDN
         redoc_url=None,
     )
     app.state.runtime = runtime
@@ -78,6 +85,13 @@ def create_app(runtime: Runtime) -> FastAPI:
             ClientRegistry(runtime.engine, secret_log2n=runtime.settings.auth.secret_log2n), runtime.tokens
         )
     )
+    api_docs.install(app, TITLE)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)
+    trusted = runtime.settings.http.trusted_networks()
+    if trusted:
+        # X-Forwarded-For/-Proto only from these peers (the servers run with proxy_headers=False):
+        # anyone else could otherwise choose the source address the audit trail records.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -16,8 +16,9 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from fhir_store import current_revision, head_revision
+from fhir_store import RequestContext, current_revision, head_revision
 from gateway.metrics import ops_collector
+from gateway.production import metrics_allowed
 from gateway.runtime import Runtime
 
 router = APIRouter(include_in_schema=True, tags=["operations"])
@@ -90,10 +91,38 @@ async def readyz(request: Request) -> Response:
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: {"description": "Production mode: not loopback and no valid CAREBRIDGE_METRICS_TOKEN bearer"},
+        403: {"description": "Production mode: not loopback and no metrics token is configured"},
+    },
     summary="Prometheus metrics",
 )
 async def metrics(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime
+    peer = request.client.host if request.client else None
+    headers = dict(request.scope.get("headers", ()))
+    if not metrics_allowed(runtime.settings, peer, headers):
+        # client and subscription ids are in the series: outside callers need the token (issue #16)
+        from gateway.http.request_context import REQUEST_ID_KEY  # import cycle: it imports HttpMetrics
+
+        context = RequestContext(
+            str(request.scope.get(REQUEST_ID_KEY) or ""),
+            client_id="unauthenticated",
+            role="unknown",
+            channel="rest",
+            source_address=peer,
+        )
+        await run_in_threadpool(
+            runtime.audit.record_denial, context, "metrics", reason="metrics access denied"
+        )
+        if runtime.settings.metrics_token.get_secret_value():
+            return JSONResponse(
+                {"error": "a bearer token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return JSONResponse({"error": "metrics are served to loopback only"}, status_code=403)
     # HTTP series plus the HL7/journal/audit/CRM collector (gateway.metrics), which queries the
     # database at scrape time: rendered in a worker thread so a slow query never blocks the loop.
     registry: CollectorRegistry = request.app.state.metrics.registry

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from common import env_names
+from common import Settings, env_names
 from gateway.cli import build_parser
+from gateway.production import production_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -145,3 +147,52 @@ def test_readme_configuration_table_lists_every_setting() -> None:
     assert len(rows) == len(set(rows)), "a setting is listed twice"
     assert sorted(set(settings) - set(rows)) == [], "settings missing from the README table"
     assert sorted(set(rows) - set(settings)) == [], "README rows that are no setting"
+
+
+def compose_settings(compose: dict[str, Any], **replace: str) -> Settings:
+    """What `docker compose up` gives carebridge: the env template, the compose environment, the command."""
+    app = compose["services"]["carebridge"]
+    values = {**env_file_keys(ROOT / "deploy" / "carebridge.env.example"), **app["environment"], **replace}
+    args = build_parser().parse_args(app["command"][1:])
+    return Settings.from_env(values, host=args.host)
+
+
+def test_compose_runs_production_mode(compose: dict[str, Any]) -> None:
+    environment = compose["services"]["carebridge"]["environment"]
+    assert environment["CAREBRIDGE_ENV"] == "production"
+    assert set(environment) <= set(env_names())
+    settings = compose_settings(compose)
+    assert settings.env == "production" and settings.host == "0.0.0.0"
+    assert settings.http.tls_proxy and not settings.mllp.open
+
+
+def test_the_env_template_is_refused_until_completed(compose: dict[str, Any]) -> None:
+    """The untouched template names each placeholder (senders are registered with `carebridge senders`)."""
+    problems = production_problems(compose_settings(compose), {})
+    assert [p.split(" ")[0] for p in problems] == [
+        "CAREBRIDGE_DATABASE_URL",
+        "CAREBRIDGE_BASE_URL",
+        "CAREBRIDGE_METRICS_TOKEN",
+    ]
+    assert all(p.split(" ")[1:5] == ["still", "holds", "the", "template"] for p in problems[:3])
+
+
+def test_the_completed_env_template_passes(compose: dict[str, Any]) -> None:
+    template = env_file_keys(ROOT / "deploy" / "carebridge.env.example")
+    filled = {
+        k: v.replace("CHANGE_ME", secrets.token_urlsafe(32)) for k, v in template.items() if "CHANGE_ME" in v
+    }
+    mtls = {
+        "CAREBRIDGE_MLLP_TLS_CERT": "/app/var/tls/carebridge.pem",
+        "CAREBRIDGE_MLLP_TLS_KEY": "/app/var/tls/carebridge.key",
+        "CAREBRIDGE_MLLP_TLS_CLIENT_CA": "/app/var/tls/his-ca.pem",
+        "CAREBRIDGE_MLLP_ALLOWED_SENDERS": "his.hospital.example=HIS_VN^BVDK_HN",
+    }
+    assert production_problems(compose_settings(compose, **filled, **mtls), {}) == []
+
+
+def test_make_run_and_demo_stay_development_mode() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8").splitlines()
+    assert "run demo: export CAREBRIDGE_ENV := development" in makefile
+    demo = (ROOT / "demo" / "his_day.py").read_text(encoding="utf-8")
+    assert '"CAREBRIDGE_ENV": "development"' in demo
