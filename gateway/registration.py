@@ -16,12 +16,14 @@ from audit import register_audit
 from consent import register_consent
 from crm_bridge import register_crm
 from fhir_store import Registry, register_store
+from gateway.auth.schema import SIGNING_KEY_SEALED
 from gateway.auth.schema import metadata as auth_metadata
 
 
 def register(registry: Registry) -> None:
-    """The gateway's own tables: OAuth clients and token signing keys."""
+    """The gateway's own tables: OAuth clients and token signing keys (sealed under the store key)."""
     registry.add_tables(auth_metadata)
+    registry.add_sealed(SIGNING_KEY_SEALED)
 
 
 def register_all() -> Registry:
