@@ -60,3 +60,19 @@ def test_restored_database_is_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert _mode(target) == 0o600 and _mode(target.parent) == 0o700
+
+
+def test_key_directories_are_created_private(tmp_path: Path) -> None:
+    from audit import AuditKeys
+    from common import KeyFile, KeySource
+    from gateway.backup_archive import load_or_create_key
+
+    old = os.umask(0o022)
+    try:
+        KeyFile.load_or_create(KeySource(str(tmp_path / "var" / "store-keys.json")), dict)
+        AuditKeys.load_or_create(tmp_path / "audit" / "audit-signing-key.pem")
+        load_or_create_key(tmp_path / "backup" / "backup.key")
+    finally:
+        os.umask(old)
+    for name in ("var", "audit", "backup"):
+        assert _mode(tmp_path / name) == 0o700, name
