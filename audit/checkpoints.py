@@ -117,7 +117,7 @@ class AuditKeys:
         target = Path(path)
         if target.exists():
             return cls.load(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # var/: owner only
         keys = cls.generate()
         pem = keys._private.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

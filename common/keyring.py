@@ -183,7 +183,7 @@ class KeyFile:
         if not source.path:
             return cls(None, fresh())  # in-memory only (tests, throwaway tools)
         file = Path(source.path)
-        file.parent.mkdir(parents=True, exist_ok=True)
+        file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # var/: owner only
         tmp = file.with_name(f".{file.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         _write_private(tmp, fresh())
         try:

@@ -89,6 +89,14 @@ class AuthSettings(Group):
     """
 
     secret_log2n: int = Field(default=14, ge=10, le=20)
+    # every process re-checks client states and signing keys this often (one indexed read):
+    # a disabled, removed, re-keyed or demoted client loses access within it (issue #16: <= 5 s)
+    refresh_s: float = Field(default=2.0, ge=0.0, le=5.0)
+    # tolerated clock difference for iat/nbf of access tokens and client assertions (RFC 7519 §4.1.5)
+    clock_skew_s: int = Field(default=30, ge=0, le=300)
+    # token endpoint URL that private_key_jwt assertions must name as aud (RFC 7523 §3);
+    # empty = CAREBRIDGE_BASE_URL + /auth/token (or the listen address when that is empty too)
+    token_url: str = ""
 
 
 class MllpSettings(Group):

@@ -30,6 +30,7 @@ from fhir_store.database import (
     is_sqlite,
     make_engine,
     normalize_url,
+    private_sqlite_file,
 )
 from fhir_store.database import (
     reader as for_reading,
@@ -274,6 +275,7 @@ __all__ = [
     "open_cipher",
     "parse_fhir_instant_range",
     "parse_query",
+    "private_sqlite_file",
     "register_key",
     "register_store",
     "registered",

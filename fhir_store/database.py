@@ -5,10 +5,18 @@ never block the single writer; writes take the lock up front (``BEGIN
 IMMEDIATE``) so a read-then-write transaction cannot deadlock or lose a
 conditional-create race.  PostgreSQL uses psycopg 3 with a connection pool and
 relies on unique constraints plus transaction retry for races.
+
+A SQLite database file is created 0600 in a directory created 0700
+(:func:`private_sqlite_file`): it holds the OAuth clients, the audit trail and
+sealed patient data, so other local accounts must not read it (issue #16; ISO/IEC
+27001:2022 A.8.3).  SQLite gives its ``-wal`` and ``-shm`` files the mode of the
+database file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +40,8 @@ def is_sqlite(engine: Engine) -> bool:
 def make_engine(database_url: str, *, pool_size: int = 16) -> Engine:
     url = make_url(normalize_url(database_url))
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+            private_sqlite_file(Path(url.database))
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -43,6 +51,20 @@ def make_engine(database_url: str, *, pool_size: int = 16) -> Engine:
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create ``path`` (and missing parents) owner-only; narrow an existing file and its WAL files."""
+    missing = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir(mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):  # absent, or owned by someone else: leave it
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
 
 
 def writer(engine: Engine) -> Engine:

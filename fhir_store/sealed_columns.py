@@ -55,6 +55,11 @@ class SealedText:
             return None
         return cipher.open_text(self._context(key_values), stored, f"{self.name} of {tuple(key_values)}")
 
+    @staticmethod
+    def is_clear(stored: str) -> bool:
+        """Whether ``stored`` was written before sealing (plaintext that ``rewrap`` would seal)."""
+        return not stored.startswith(TEXT_MAGIC)
+
     @property
     def stored(self) -> Column[Any]:
         return self.table.c[self.column]

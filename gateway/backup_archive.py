@@ -93,7 +93,7 @@ def load_or_create_key(path: str | os.PathLike[str]) -> tuple[bytes, bool]:
     file = Path(path)
     if file.exists():
         return load_key(file), False
-    file.parent.mkdir(parents=True, exist_ok=True)
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # var/: owner only
     key = secrets.token_bytes(KEY_BYTES)
     # O_EXCL: two processes racing to create the key must not end up with different keys.
     try:

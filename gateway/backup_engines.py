@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL, make_url
 
 from common import child_environment
-from fhir_store import normalize_url
+from fhir_store import normalize_url, private_sqlite_file
 from gateway.backup_archive import BACKEND_CODES, BackupError
 
 # The NOLOGIN role migration 0002 grants rights to; a dump's GRANTs name it.
@@ -121,7 +121,7 @@ def load_sqlite(url: URL, plain: Path) -> None:
         if check is None or check[0] != "ok":
             raise BackupError(f"the SQLite database in the archive fails its integrity check: {check}")
         path = _sqlite_path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite_file(path)  # 0600 in a 0700 directory, like a database carebridge creates
         target = sqlite3.connect(path, timeout=30)
         try:
             source.backup(target)  # replaces every page of the target, atomically for its readers

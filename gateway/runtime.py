@@ -22,7 +22,7 @@ from consent import RightsService
 from crm_bridge import CrmBridge
 from fhir_store import FhirStore, make_engine, open_cipher, upgrade
 from gateway.auth.policy import ScopePolicyHook
-from gateway.auth.tokens import TokenService
+from gateway.auth.tokens import TokenService, token_service
 from gateway.logging_setup import configure_logging, get_logger
 from gateway.metrics import Hl7Counters, WebhookLatency
 from gateway.registration import register_all
@@ -71,7 +71,8 @@ class Runtime:
             tombstones=TombstoneHook(audit.writer, cipher=cipher),
             outbox=crm.hook,
         )
-        runtime = cls(settings, engine, store, audit, crm, privacy, TokenService(engine))
+        tokens = token_service(engine, cipher, settings)
+        runtime = cls(settings, engine, store, audit, crm, privacy, tokens)
         # measured from the first delivery, not from the first /metrics scrape
         crm.dispatcher.on_delivery = runtime.webhook_latency.observe
         return runtime

@@ -211,7 +211,7 @@ def append_to_file(path: Path, records: Sequence[dict[str, Any]]) -> None:
     """Append tombstones (hashes only) durably to the file kept outside the database."""
     if not records:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # var/: owner only
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "a", encoding="utf-8") as handle:
         for record in records:

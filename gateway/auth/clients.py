@@ -1,4 +1,10 @@
-"""Registered OAuth clients: secrets stored only as scrypt hashes (ISO/IEC 27001 A.8.5)."""
+"""Registered OAuth clients: secrets stored only as scrypt hashes (ISO/IEC 27001 A.8.5).
+
+Every change (add, disable, enable, secret rotation, role change, removal) bumps
+``auth_revision`` in its own transaction, so every process refuses the tokens it
+invalidates within ``CAREBRIDGE_AUTH_REFRESH_S`` (``gateway.auth.state``;
+ISO/IEC 27001:2022 A.5.18 access rights removed promptly).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,15 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 
-from common import InvalidInput, Unauthenticated, VersionConflict
+from common import InvalidInput, NotFound, Unauthenticated, VersionConflict
 from fhir_store import for_writing, now_us
 from gateway.auth.schema import oauth_client
 from gateway.auth.scopes import ROLES, grantable
+from gateway.auth.state import bump_revision
 
 #: scrypt cost as log2(N), with r=8, p=1 (RFC 7914 §2: N=2^14 for interactive logins).  The
 #: parameters are stored with each hash, so a hash made at any cost verifies at its own cost.
@@ -29,6 +37,7 @@ class Client:
     patient_id: str | None
     active: bool
     secret_hash: str | None
+    generation: int = 0
 
 
 def _scrypt(secret: str, salt: bytes, log2n: int, r: int, p: int) -> bytes:
@@ -104,8 +113,10 @@ class ClientRegistry:
                     patient_id=patient_id,
                     created_us=now_us(),
                     active=True,
+                    generation=0,
                 )
             )
+            bump_revision(conn)
         return secret
 
     def get(self, client_id: str) -> Client | None:
@@ -113,16 +124,53 @@ class ClientRegistry:
             row = conn.execute(select(oauth_client).where(oauth_client.c.client_id == client_id)).first()
         if row is None:
             return None
-        return Client(
-            row.client_id, row.role, row.scopes, row.jwks, row.patient_id, bool(row.active), row.secret_hash
-        )
+        return _client(row, row.secret_hash)
 
     def list(self) -> list[Client]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(oauth_client).order_by(oauth_client.c.client_id)).all()
-        return [
-            Client(r.client_id, r.role, r.scopes, r.jwks, r.patient_id, bool(r.active), None) for r in rows
-        ]
+        return [_client(r, None) for r in rows]
+
+    # -- lifecycle (carebridge clients disable|enable|rotate-secret|remove|set-role) ----------
+
+    def _change(self, client_id: str, **values: object) -> None:
+        with for_writing(self.engine).begin() as conn:
+            _require(conn, client_id)
+            conn.execute(update(oauth_client).where(oauth_client.c.client_id == client_id).values(**values))
+            bump_revision(conn)
+
+    def set_active(self, client_id: str, active: bool) -> None:
+        """Disable (its tokens are refused, no new ones issued) or enable a client."""
+        self._change(client_id, active=active)
+
+    def rotate_secret(self, client_id: str) -> str:
+        """A new secret (returned once); the old one and every token issued before stop working."""
+        secret = secrets.token_urlsafe(32)
+        self._change(
+            client_id,
+            secret_hash=hash_secret(secret, log2n=self.secret_log2n),
+            generation=oauth_client.c.generation + 1,
+        )
+        return secret
+
+    def set_role(self, client_id: str, role: str, scopes: str | None = None) -> None:
+        """Change the role (and narrow the scopes to its ceiling); tokens of the old role are refused."""
+        if role not in ROLES:
+            raise InvalidInput(f"unknown role '{role}' (one of {', '.join(ROLES)})", location="role")
+        current = self.get(client_id)
+        if current is None:
+            raise NotFound(f"no client '{client_id}'", location="client_id")
+        if role == "patient" and not current.patient_id:
+            raise InvalidInput("a patient client needs a patient id", location="patient_id")
+        granted = " ".join(str(s) for s in grantable(role, scopes if scopes is not None else current.scopes))
+        self._change(client_id, role=role, scopes=granted, generation=oauth_client.c.generation + 1)
+
+    def remove(self, client_id: str) -> None:
+        """Delete the client; its tokens are refused (unknown client)."""
+        with for_writing(self.engine).begin() as conn:
+            _require(conn, client_id)
+            conn.execute(delete(oauth_client).where(oauth_client.c.client_id == client_id))
+            bump_revision(conn)
 
     def authenticate_secret(self, client_id: str, secret: str) -> Client:
         client = self.get(client_id)
@@ -134,3 +182,23 @@ class ClientRegistry:
         ):
             raise Unauthenticated("invalid client credentials", location="client_id")
         return client
+
+
+def _client(row: Any, secret_hash: str | None) -> Client:
+    return Client(
+        row.client_id,
+        row.role,
+        row.scopes,
+        row.jwks,
+        row.patient_id,
+        bool(row.active),
+        secret_hash,
+        int(row.generation),
+    )
+
+
+def _require(conn: Connection, client_id: str) -> None:
+    if not conn.execute(
+        select(oauth_client.c.client_id).where(oauth_client.c.client_id == client_id)
+    ).first():
+        raise NotFound(f"no client '{client_id}'", location="client_id")

@@ -44,8 +44,8 @@ def build_auth_router(clients: ClientRegistry, tokens: TokenService) -> APIRoute
                 client = clients.get(client_id) if client_id else None
                 if client is None:
                     raise Unauthenticated("unknown client")
-                audience = str(request.url_for("token_endpoint"))
-                tokens.verify_client_assertion(client, values.get("client_assertion", ""), audience)
+                # audience: the configured token URL (tokens.token_url), never the Host header
+                tokens.verify_client_assertion(client, values.get("client_assertion", ""))
             else:
                 client = clients.authenticate_secret(client_id, values.get("client_secret", ""))
             # Narrow twice: to what the client was registered with, and to its role's ceiling.
@@ -63,13 +63,12 @@ def build_auth_router(clients: ClientRegistry, tokens: TokenService) -> APIRoute
         return JSONResponse(tokens.jwks())
 
     @router.get("/.well-known/smart-configuration", summary="SMART on FHIR discovery")
-    def smart_configuration(request: Request) -> JSONResponse:
-        base = str(request.base_url).rstrip("/")
+    def smart_configuration() -> JSONResponse:
         return JSONResponse(
             {
                 "issuer": tokens.issuer,
-                "jwks_uri": f"{base}/auth/jwks",
-                "token_endpoint": f"{base}/auth/token",
+                "jwks_uri": tokens.token_url.removesuffix("/token") + "/jwks",
+                "token_endpoint": tokens.token_url,
                 "grant_types_supported": ["client_credentials"],
                 "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt"],
                 "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS384"],

@@ -1,14 +1,21 @@
-"""Tables of the auth layer (registered OAuth clients, token signing keys).
+"""Tables of the auth layer (registered OAuth clients, token signing keys, revocation state).
 
 They live on this module's own ``metadata``; ``gateway.registration`` adds it
 to the registry so one Alembic history covers the whole database.
+
+Why the extra tables (issue #16; RFC 7523 §3 item 7; ISO/IEC 27001:2022 A.5.18
+access rights revoked promptly): ``auth_revision`` is one counter bumped in the
+same transaction as every change to a client or a signing key, so each process
+notices a change with one cheap query; ``client_assertion_jti`` remembers the
+``jti`` of every accepted ``private_key_jwt`` assertion until it expires, in the
+database so that every HTTP worker refuses a replay.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, String, Table, Text
 
-from fhir_store import new_metadata
+from fhir_store import SealedText, new_metadata
 
 metadata = new_metadata()
 
@@ -23,6 +30,8 @@ oauth_client = Table(
     Column("patient_id", String(64), nullable=True),  # for the patient role: whose records
     Column("created_us", BigInteger, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    # bumped when the client's credentials change: tokens carrying an older value are refused
+    Column("generation", Integer, nullable=False, server_default="0"),
 )
 
 signing_key = Table(
@@ -30,7 +39,28 @@ signing_key = Table(
     metadata,
     Column("kid", String(64), primary_key=True),
     Column("algorithm", String(16), nullable=False),
-    Column("private_pem", LargeBinary, nullable=False),
+    # the PEM private key sealed under the store's content key (SIGNING_KEY_SEALED)
+    Column("private_key", Text, nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("retired_us", BigInteger, nullable=True),  # no longer signs; still published until expiry
 )
+
+auth_revision = Table(
+    "auth_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+client_assertion_jti = Table(
+    "client_assertion_jti",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_us", BigInteger, nullable=False),
+    Index("ix_client_assertion_jti_expires_us", "expires_us"),
+)
+
+#: AES-256-GCM with the table, column and key id as associated data: a sealed key copied onto
+#: another row does not open, and ``carebridge store status|rewrap`` count and move it.
+SIGNING_KEY_SEALED = SealedText(signing_key, "private_key", ("kid",))

@@ -1,35 +1,46 @@
-"""Signed JWT access tokens (ES256) with rotating keys, and client-assertion checks.
+"""Signed JWT access tokens (ES256) with rotating keys, checked against the live client table.
 
-Keys live in the database so every process verifies the same tokens; a
-rotation creates a new signing key and keeps the old public key in the JWKS
-until every token it signed has expired.  Verified tokens are cached (bounded,
-until expiry) so the per-request cost on the hot read path stays small.
+Why (RFC 7519 §4.1, RFC 9068 §4, SMART App Launch v2 backend services; issue #16):
+
+* keys live in the database, sealed under the store key (``gateway.auth.state``),
+  so every process verifies the same tokens and a database copy cannot sign;
+* a token names its audience (``aud``: the FHIR base URL this deployment is
+  configured with) and is refused by any other; ``iat``/``nbf`` in the future
+  (beyond ``CAREBRIDGE_AUTH_CLOCK_SKEW_S``) are refused;
+* a token records the client's credential ``generation`` and role: a client that
+  was disabled, removed, re-keyed or demoted loses access in every process within
+  ``CAREBRIDGE_AUTH_REFRESH_S`` seconds (RFC 7519 allows refusing before ``exp``);
+* a ``patient`` token must name its patient: an unbound one would be unconfined.
+
+Verified signatures are cached (bounded, until expiry); the client checks run on
+every request against the per-process snapshot, so the hot path stays a dict lookup.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, update
 
 from common import Unauthenticated
-from fhir_store import for_writing, now_us
+from fhir_store import StoreCipher, for_writing, now_us
+from gateway.auth.assertions import ASSERTION_TYPE, AssertionChecker
 from gateway.auth.clients import Client
 from gateway.auth.schema import signing_key
 from gateway.auth.scopes import Scope, parse_scopes
+from gateway.auth.state import ALGORITHM, AuthState, Snapshot, bump_revision, insert_signing_key
+from gateway.settings import Settings
 
-ALGORITHM = "ES256"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+__all__ = ["ALGORITHM", "ASSERTION_TYPE", "Principal", "TokenService", "audience_urls", "token_service"]
+
+_WHERE = "Authorization"
 
 
 @dataclass(frozen=True)
@@ -41,79 +52,91 @@ class Principal:
     scopes: tuple[Scope, ...]
     patient_id: str | None
     expires_at: int
+    generation: int = 0
+
+
+def audience_urls(base_url: str, host: str, port: int) -> tuple[str, str]:
+    """``(FHIR base URL, token endpoint URL)`` of this deployment, never from a request's Host header.
+
+    ``base_url`` is the public address (``CAREBRIDGE_BASE_URL``, with or without the
+    ``/fhir`` suffix); empty, the listen address stands in for it.
+    """
+    root = base_url.strip().rstrip("/") or f"http://{host}:{port}"
+    root = root.removesuffix("/fhir")
+    return f"{root}/fhir", f"{root}/auth/token"
+
+
+def token_service(engine: Engine, cipher: StoreCipher, settings: Settings) -> TokenService:
+    """The token service of ``settings`` (audience, token URL, refresh and skew from the settings)."""
+    audience, token_url = audience_urls(settings.base_url, settings.host, settings.http.port)
+    return TokenService(
+        engine,
+        cipher,
+        audience=audience,
+        token_url=settings.auth.token_url or token_url,
+        refresh_s=settings.auth.refresh_s,
+        clock_skew_s=settings.auth.clock_skew_s,
+    )
 
 
 class TokenService:
-    def __init__(self, engine: Engine, *, issuer: str = "carebridge", lifetime_s: int = 3600) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cipher: StoreCipher,
+        *,
+        audience: str,
+        token_url: str,
+        issuer: str = "carebridge",
+        lifetime_s: int = 3600,
+        refresh_s: float = 2.0,
+        clock_skew_s: int = 30,
+    ) -> None:
         self.engine = engine
+        self.cipher = cipher
         self.issuer = issuer
+        self.audience = audience
+        self.token_url = token_url
         self.lifetime_s = lifetime_s
+        self.clock_skew_s = clock_skew_s
+        self.state = AuthState(engine, cipher, lifetime_s=lifetime_s, refresh_s=refresh_s)
+        self.assertions = AssertionChecker(engine, token_url, clock_skew_s=clock_skew_s)
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Principal] = OrderedDict()
-        self._keys: KeySet | None = None
-        self._signing: ECKey | None = None
 
     # -- keys --------------------------------------------------------------------
 
-    def _load_keys(self) -> None:
-        with for_writing(self.engine).begin() as conn:
-            rows = conn.execute(select(signing_key).order_by(signing_key.c.created_us)).all()
-            if not any(r.retired_us is None for r in rows):
-                self._insert_key(conn)
-                rows = conn.execute(select(signing_key).order_by(signing_key.c.created_us)).all()
-        cutoff = now_us() - self.lifetime_s * 1_000_000
-        keys: list[Any] = [
-            ECKey.import_key(r.private_pem, {"kid": r.kid})
-            for r in rows
-            if not r.retired_us or r.retired_us > cutoff
-        ]
-        active = [r for r in rows if r.retired_us is None][-1]
-        self._signing = ECKey.import_key(active.private_pem, {"kid": active.kid})
-        self._keys = KeySet(keys)
-
-    @staticmethod
-    def _insert_key(conn: Any) -> None:
-        kid = uuid.uuid4().hex[:16]
-        key = ECKey.generate_key("P-256", parameters={"kid": kid})
-        conn.execute(
-            insert(signing_key).values(
-                kid=kid, algorithm=ALGORITHM, private_pem=key.as_pem(private=True), created_us=now_us()
-            )
-        )
-
-    def rotate(self) -> None:
-        """Retire the current signing key and start signing with a new one."""
+    def rotate(self) -> str:
+        """Retire the signing key and sign with a new one, in every process within the refresh time."""
         with for_writing(self.engine).begin() as conn:
             conn.execute(
                 update(signing_key).where(signing_key.c.retired_us.is_(None)).values(retired_us=now_us())
             )
-            self._insert_key(conn)
-        with self._lock:
-            self._keys = None
-
-    def _keyset(self) -> tuple[KeySet, ECKey]:
-        with self._lock:
-            if self._keys is None or self._signing is None:
-                self._load_keys()
-            assert self._keys is not None and self._signing is not None
-            return self._keys, self._signing
+            kid = insert_signing_key(conn, self.cipher)
+            bump_revision(conn)
+        self.state.reload()
+        return kid
 
     def jwks(self) -> dict[str, Any]:
-        keys, _ = self._keyset()
-        return {"keys": [{**k.as_dict(private=False), "use": "sig", "alg": ALGORITHM} for k in keys.keys]}
+        """The signing key and the retired keys whose tokens may not have expired yet."""
+        keys = self.state.current().keys.keys
+        return {"keys": [{**k.as_dict(private=False), "use": "sig", "alg": ALGORITHM} for k in keys]}
 
     # -- tokens ------------------------------------------------------------------
 
     def issue(self, client: Client, scopes: list[Scope]) -> dict[str, Any]:
-        _, key = self._keyset()
+        key = self.state.current().signing
         now = int(time.time())
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
+            "aud": self.audience,
             "sub": client.client_id,
             "client_id": client.client_id,
             "role": client.role,
+            "gen": client.generation,
             "scope": " ".join(str(s) for s in scopes),
             "iat": now,
+            "nbf": now,
             "exp": now + self.lifetime_s,
             "jti": secrets.token_urlsafe(12),
         }
@@ -131,55 +154,85 @@ class TokenService:
         return response
 
     def verify(self, token: str) -> Principal:
+        """The token's principal, or :class:`Unauthenticated` (a 401) for any reason it may not act."""
         now = int(time.time())
+        snapshot = self.state.current()
         with self._lock:
             cached = self._cache.get(token)
-        if cached is not None and cached.expires_at > now:
-            return cached
-        keys, _ = self._keyset()
-        try:
-            decoded = jwt.decode(token, keys, algorithms=[ALGORITHM])
-        except (JoseError, ValueError) as exc:
-            if "kid" in str(exc).lower():
-                with self._lock:
-                    self._keys = None  # a key rotated in another process: reload once
-            raise Unauthenticated("invalid access token", location="Authorization") from None
-        claims = decoded.claims
-        if claims.get("iss") != self.issuer or int(claims.get("exp", 0)) <= now:
-            raise Unauthenticated("access token expired or not issued here", location="Authorization")
-        principal = Principal(
-            str(claims["client_id"]),
-            str(claims["role"]),
-            tuple(parse_scopes(str(claims.get("scope", "")))),
-            claims.get("patient"),
-            int(claims["exp"]),
-        )
-        with self._lock:
-            self._cache[token] = principal
-            if len(self._cache) > 10_000:
-                self._cache.popitem(last=False)
+        principal = cached if cached is not None and cached.expires_at > now else None
+        if principal is None:
+            principal = self._decode(token, snapshot, now)
+            with self._lock:
+                self._cache[token] = principal
+                if len(self._cache) > 10_000:
+                    self._cache.popitem(last=False)
+        if not self._client_allows(principal, snapshot):
+            # a client added, enabled or changed since this process last looked: look again now
+            snapshot = self.state.current(check=True)
+            if not self._client_allows(principal, snapshot):
+                self._refuse(principal, snapshot)
         return principal
 
-    def verify_client_assertion(self, client: Client, assertion: str, audience: str) -> None:
-        """SMART Backend Services ``private_key_jwt`` (RFC 7523) against the client's registered JWKS."""
-        if not client.jwks:
-            raise Unauthenticated("client has no registered public key", location="client_assertion")
+    def _decode(self, token: str, snapshot: Snapshot, now: int) -> Principal:
         try:
-            decoded = jwt.decode(assertion, KeySet.import_key_set(json.loads(client.jwks)))
+            claims = jwt.decode(token, snapshot.keys, algorithms=[ALGORITHM]).claims
         except (JoseError, ValueError):
-            raise Unauthenticated(
-                "client assertion signature is invalid", location="client_assertion"
-            ) from None
-        claims = decoded.claims
-        now = int(time.time())
-        if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
-            raise Unauthenticated(
-                "client assertion iss/sub must be the client id", location="client_assertion"
-            )
-        if int(claims.get("exp", 0)) <= now or int(claims.get("exp", 0)) > now + 300:
-            raise Unauthenticated("client assertion expired or too long-lived", location="client_assertion")
-        aud = claims.get("aud")
-        if audience not in (aud if isinstance(aud, list) else [aud]):
-            raise Unauthenticated(
-                "client assertion audience is not this token endpoint", location="client_assertion"
-            )
+            fresh = self.state.current(check=True)  # a key rotated by another process meanwhile?
+            if fresh is snapshot:
+                raise Unauthenticated("invalid access token", location=_WHERE) from None
+            return self._decode(token, fresh, now)
+        if claims.get("iss") != self.issuer or _int(claims.get("exp")) <= now:
+            raise Unauthenticated("access token expired or not issued here", location=_WHERE)
+        if claims.get("aud") != self.audience:
+            raise Unauthenticated("access token is not for this server (aud)", location=_WHERE)
+        if (
+            _int(claims.get("iat")) > now + self.clock_skew_s
+            or _int(claims.get("nbf")) > now + self.clock_skew_s
+        ):
+            raise Unauthenticated("access token is not valid yet (iat/nbf in the future)", location=_WHERE)
+        role, patient = str(claims.get("role", "")), claims.get("patient")
+        if role == "patient" and not patient:
+            raise Unauthenticated("a patient token must name its patient", location=_WHERE)
+        return Principal(
+            str(claims.get("client_id", "")),
+            role,
+            tuple(parse_scopes(str(claims.get("scope", "")))),
+            str(patient) if patient else None,
+            _int(claims.get("exp")),
+            _int(claims.get("gen")),
+        )
+
+    @staticmethod
+    def _client_allows(principal: Principal, snapshot: Snapshot) -> bool:
+        state = snapshot.clients.get(principal.client_id)
+        return (
+            state is not None
+            and state.active
+            and state.generation == principal.generation
+            and state.role == principal.role
+            and (principal.role != "patient" or state.patient_id == principal.patient_id)
+        )
+
+    @staticmethod
+    def _refuse(principal: Principal, snapshot: Snapshot) -> None:
+        state = snapshot.clients.get(principal.client_id)
+        if state is None or not state.active:
+            raise Unauthenticated("the client of this token is unknown or disabled", location=_WHERE)
+        raise Unauthenticated(
+            "the client's credentials or role changed since this token was issued", location=_WHERE
+        )
+
+    def verify_client_assertion(self, client: Client, assertion: str, audience: str | None = None) -> None:
+        """SMART Backend Services ``private_key_jwt`` (RFC 7523), single use, for the configured token URL.
+
+        ``audience`` is ignored: the audience is the configured token URL, never one
+        built from the request's Host header.
+        """
+        self.assertions.verify(client, assertion)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

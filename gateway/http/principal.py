@@ -118,6 +118,9 @@ def _route_path(request: Request) -> str:
 
 def _authorize(request: Request, access: Access, principal: Principal) -> None:
     """Raise :class:`Forbidden` unless ``principal`` may use this route."""
+    if principal.role == "patient" and not principal.patient_id:
+        # an unbound patient token would be confined to no compartment at all: fail closed
+        raise Forbidden("this patient token is not bound to a patient", location="patient")
     if access.scoped:
         path = _route_path(request)
         resource_type = str(request.path_params.get("type") or ("Patient" if "$everything" in path else ""))

@@ -7,12 +7,14 @@ import time
 import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey
+from sqlalchemy import Engine
 
 from common.errors import Forbidden, InvalidInput, Unauthenticated, VersionConflict
 from fhir_store.database import make_engine
 from gateway.auth.clients import DEFAULT_SECRET_LOG2N, ClientRegistry, hash_secret, secret_matches
 from gateway.auth.scopes import grant, grantable, parse_scope, parse_scopes, require
 from gateway.auth.tokens import TokenService
+from tests.support.store_keys import cipher_for
 
 
 def test_scope_grammar_v2_and_v1() -> None:
@@ -65,7 +67,7 @@ def test_clients_and_tokens(database_url: str) -> None:
         registry.authenticate_secret("his-1", "wrong")
     client = registry.authenticate_secret("his-1", secret)
 
-    tokens = TokenService(engine, lifetime_s=60)
+    tokens = _service(engine)
     issued = tokens.issue(client, parse_scopes(client.scopes))
     principal = tokens.verify(issued["access_token"])
     assert principal.client_id == "his-1" and principal.role == "his_integration"
@@ -76,7 +78,7 @@ def test_clients_and_tokens(database_url: str) -> None:
     kids = [k["kid"] for k in tokens.jwks()["keys"]]
     assert old_kid in kids and len(kids) == 2  # old key still published until its tokens expire
     assert tokens.verify(issued["access_token"]).client_id == "his-1"
-    fresh = TokenService(engine, lifetime_s=60)  # another process: same keys from the database
+    fresh = _service(engine)  # another process: same keys from the database
     assert fresh.verify(tokens.issue(client, [])["access_token"]).client_id == "his-1"
 
     forged_key = ECKey.generate_key("P-256", parameters={"kid": old_kid})
@@ -114,3 +116,13 @@ def test_registry_hashes_at_the_configured_cost(database_url: str) -> None:
     assert client.secret_hash.startswith("scrypt$ln=11,")
     assert registry.authenticate_secret("his-cost", secret).client_id == "his-cost"
     assert ClientRegistry(engine).authenticate_secret("his-cost", secret).client_id == "his-cost"
+
+
+def _service(engine: Engine) -> TokenService:
+    return TokenService(
+        engine,
+        cipher_for(engine),
+        audience="http://cb.test/fhir",
+        token_url="http://cb.test/auth/token",
+        lifetime_s=60,
+    )

@@ -40,6 +40,7 @@ SEALED = {
     "privacy_request.scope",
     "privacy_request.verification",
     "privacy_tombstone.scope",
+    "signing_key.private_key",
 }
 
 # Imports every module of every package, then reports what the registries hold.

@@ -1,14 +1,12 @@
 """hl7_sender: registered HL7 senders (MSH-3/MSH-4, networks, TLS certificate CN)
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 
 Why (issue #16 item 1): a message is accepted only from a registered, enabled
 sender whose connection matches its networks or certificate CN
 (``gateway.sender_registry``, ``carebridge senders``).  The table belongs to
 the gateway; like the auth tables (0003) its migration lives in the one history.
-(Revision 0012 is taken by other work on issue #16: when it lands, this
-revision's ``down_revision`` becomes "0012".)
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
