@@ -20,6 +20,7 @@ from common.duplicates import (
 from common.errors import (
     BusinessRuleViolation,
     CarebridgeError,
+    Concealed,
     Forbidden,
     Gone,
     InvalidInput,

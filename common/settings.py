@@ -61,6 +61,9 @@ class Group(BaseModel):
 class HttpSettings(Group):
     port: int = 8080  # FHIR/HTTP API, /healthz, /readyz, /metrics
     workers: int = 1  # extra processes share the HTTP socket (one core each)
+    # Host names whose Host header may become the base of links when base_url is empty
+    # (comma-separated; anything else is a 400, gateway.http.responses.fhir_base).
+    allowed_hosts: str = "localhost,127.0.0.1,::1"
 
 
 class AuthSettings(Group):
