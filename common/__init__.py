@@ -98,6 +98,7 @@ __all__ = [
     "AuditSettings",
     "BusinessRuleViolation",
     "CarebridgeError",
+    "Concealed",
     "CrmSettings",
     "Forbidden",
     "Gone",

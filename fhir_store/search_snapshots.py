@@ -51,7 +51,9 @@ def binding(query: SearchQuery, context: RequestContext | None, blind: Callable[
     the store's blind key because the criteria can be names or birth dates.
     """
     who = (
-        [context.client_id, context.role, sorted(context.patient_ids)] if context is not None else ["", "", []]
+        [context.client_id, context.role, sorted(context.patient_ids)]
+        if context is not None
+        else ["", "", []]
     )
     what = [
         query.resource_type,

@@ -5,6 +5,8 @@ they stream and bound the body first (:func:`gateway.http.responses.read_body`),
 then hand the store call to the threadpool; deletes have no body and are plain
 ``def``.  Routes are declared hottest first (create, update, delete); no two of
 them can match the same request, so their order does not matter otherwise.  Reads are in :mod:`gateway.http.fhir_read_routes`.
+Every write route first checks the Host its ``Location`` would carry
+(:func:`gateway.http.responses.require_link_host`), so a refused Host changes nothing.
 """
 
 from __future__ import annotations

@@ -30,5 +30,7 @@ def test_a_huge_or_malformed_from_cursor_is_400(crm: CrmClient, receiver: Receiv
     assert created.status_code == 201, created.text
     sub_id = created.json()["id"]
     for value in (2**63, 10**30, "soon"):
-        _invalid(crm.http.post(f"/subscriptions/{sub_id}/redeliver", json={"from_cursor": value}), "from_cursor")
+        _invalid(
+            crm.http.post(f"/subscriptions/{sub_id}/redeliver", json={"from_cursor": value}), "from_cursor"
+        )
     assert crm.http.post(f"/subscriptions/{sub_id}/redeliver", json={"from_cursor": 0}).status_code == 200

@@ -45,18 +45,22 @@ def test_patient_context_is_confined(store: FhirStore, ctx: RequestContext) -> N
     assert {r.resource_type for r in store.everything(mine, own)} == {"Patient", "Encounter"}
 
 
-def _failure(call: Callable[[], Any]) -> CarebridgeError:
+def _failure(call: Callable[..., Any], *args: Any, **kwargs: Any) -> CarebridgeError:
     with pytest.raises(CarebridgeError) as caught:
-        call()
+        call(*args, **kwargs)
     return caught.value
 
 
 def _same_answer(concealed: CarebridgeError, missing: CarebridgeError, real_id: str, fake_id: str) -> None:
     """What the caller sees (status, issue code, text, location) is the missing case's, id swapped."""
     assert isinstance(concealed, Concealed) and isinstance(missing, NotFound)
-    assert (concealed.http_status, concealed.issue_code) == (missing.http_status, missing.issue_code) == (
-        404,
-        "not-found",
+    assert (
+        (concealed.http_status, concealed.issue_code)
+        == (missing.http_status, missing.issue_code)
+        == (
+            404,
+            "not-found",
+        )
     )
     assert concealed.message.replace(real_id, fake_id) == missing.message
     assert (concealed.location or "").replace(real_id, fake_id) == (missing.location or "")
@@ -71,22 +75,28 @@ def test_other_patients_ids_answer_like_missing_ones(store: FhirStore, ctx: Requ
     fake = str(uuid.uuid4())
     for kind, real in (("Patient", other), ("Encounter", visit.id)):
         _same_answer(
-            _failure(lambda: store.read(kind, real, own)), _failure(lambda: store.read(kind, fake, own)), real, fake
-        )
-        _same_answer(
-            _failure(lambda: store.vread(kind, real, 1, own)),
-            _failure(lambda: store.vread(kind, fake, 1, own)),
+            _failure(store.read, kind, real, own),
+            _failure(store.read, kind, fake, own),
             real,
             fake,
         )
         _same_answer(
-            _failure(lambda: store.history(kind, real, context=own)),
-            _failure(lambda: store.history(kind, fake, context=own)),
+            _failure(store.vread, kind, real, 1, own),
+            _failure(store.vread, kind, fake, 1, own),
+            real,
+            fake,
+        )
+        _same_answer(
+            _failure(store.history, kind, real, context=own),
+            _failure(store.history, kind, fake, context=own),
             real,
             fake,
         )
     _same_answer(
-        _failure(lambda: store.everything(other, own)), _failure(lambda: store.everything(fake, own)), other, fake
+        _failure(store.everything, other, own),
+        _failure(store.everything, fake, own),
+        other,
+        fake,
     )
 
 
@@ -103,26 +113,26 @@ def test_deleted_resources_of_other_patients_are_not_gone_but_missing(
     fake = str(uuid.uuid4())
 
     _same_answer(
-        _failure(lambda: store.read("Encounter", theirs.id, own)),
-        _failure(lambda: store.read("Encounter", fake, own)),
+        _failure(store.read, "Encounter", theirs.id, own),
+        _failure(store.read, "Encounter", fake, own),
         theirs.id,
         fake,
     )
     _same_answer(
-        _failure(lambda: store.vread("Encounter", theirs.id, 2, own)),
-        _failure(lambda: store.vread("Encounter", fake, 2, own)),
+        _failure(store.vread, "Encounter", theirs.id, 2, own),
+        _failure(store.vread, "Encounter", fake, 2, own),
         theirs.id,
         fake,
     )
     # the deletion alone on a history page does not reveal it either
     _same_answer(
-        _failure(lambda: store.history("Encounter", theirs.id, count=1, context=own)),
-        _failure(lambda: store.history("Encounter", fake, count=1, context=own)),
+        _failure(store.history, "Encounter", theirs.id, count=1, context=own),
+        _failure(store.history, "Encounter", fake, count=1, context=own),
         theirs.id,
         fake,
     )
     # the caller's own deleted visit is still a 410, and its history is readable
-    assert isinstance(_failure(lambda: store.read("Encounter", ours.id, own)), Gone)
+    assert isinstance(_failure(store.read, "Encounter", ours.id, own), Gone)
     assert len(store.history("Encounter", ours.id, context=own)[0]) == 2
 
 
@@ -135,5 +145,5 @@ def test_a_visit_moved_to_another_patient_is_concealed_in_every_version(
     assert visit is not None
     store.transact([Update("Encounter", visit.id, encounter(f"Patient/{other}", "M1", id=visit.id))], ctx)
     own = _patient_ctx(mine)
-    assert isinstance(_failure(lambda: store.history("Encounter", visit.id, context=own)), Concealed)
-    assert isinstance(_failure(lambda: store.read("Encounter", visit.id, own)), Concealed)
+    assert isinstance(_failure(store.history, "Encounter", visit.id, context=own), Concealed)
+    assert isinstance(_failure(store.read, "Encounter", visit.id, own), Concealed)

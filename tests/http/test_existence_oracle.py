@@ -9,6 +9,7 @@ concealed refusal is still one denial (outcome 12) in the audit trail.
 from __future__ import annotations
 
 import uuid
+
 import httpx
 
 from tests.audit_http.conftest import Auditor, request_ids
@@ -44,7 +45,9 @@ def test_other_patients_ids_and_missing_ids_answer_the_same(
         # writes: a patient token may not write at all, so existence is never looked up
         body = patient("ORACLE-W", gender="other")
         for target in (other, fake):
-            put = own.put(f"/Patient/{target}", json={**body, "id": target}, headers={"Content-Type": FHIR_JSON})
+            put = own.put(
+                f"/Patient/{target}", json={**body, "id": target}, headers={"Content-Type": FHIR_JSON}
+            )
             assert put.status_code == 403, put.text
             assert own.delete(f"/Patient/{target}").status_code == 403
         probe = own.get(f"/Patient/{other}")
