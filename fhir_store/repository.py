@@ -262,7 +262,10 @@ class FhirStore:
         if confined:
             assert context is not None
             query = restrict_to_compartment(query, context.patient_ids)
-        bound_to = binding(query, context, self.cipher.blind)
+
+        def bound_to() -> str:  # only paged searches need it (one HMAC)
+            return binding(query, context, self.cipher.blind)
+
         with self.engine.begin() as conn:
             page = self._search(conn, query, bound_to)
             if confined:
@@ -278,12 +281,12 @@ class FhirStore:
             self._access(conn, "search", page.matches + page.included, context, query_text)
         return page
 
-    def _search(self, conn: Connection, query: SearchQuery, bound_to: str) -> SearchPage:
+    def _search(self, conn: Connection, query: SearchQuery, bound_to: Callable[[], str]) -> SearchPage:
         total: int | None = None
         if query.summary == "count":
             return SearchPage([], total=count_matches(conn, query), count=0)
         if query.page_token:
-            ids, total = load_snapshot(conn, query, bound_to)
+            ids, total = load_snapshot(conn, query, bound_to())
             page_ids = ids[query.offset : query.offset + query.count]
             has_next = query.offset + query.count < len(ids)
             token: str | None = query.page_token
@@ -297,7 +300,7 @@ class FhirStore:
             token = None
             if has_next:
                 all_ids = find_ids(conn, query, limit=SNAPSHOT_LIMIT, offset=0)
-                token = save_snapshot(self.engine, query.resource_type, all_ids, self.clock(), bound_to)
+                token = save_snapshot(self.engine, query.resource_type, all_ids, self.clock(), bound_to())
                 total = len(all_ids) if len(all_ids) < SNAPSHOT_LIMIT else None
             elif query.offset == 0:
                 total = len(page_ids)
