@@ -20,6 +20,7 @@ from common.duplicates import (
 from common.errors import (
     BusinessRuleViolation,
     CarebridgeError,
+    Concealed,
     Forbidden,
     Gone,
     InvalidInput,
@@ -97,6 +98,7 @@ __all__ = [
     "AuditSettings",
     "BusinessRuleViolation",
     "CarebridgeError",
+    "Concealed",
     "CrmSettings",
     "Forbidden",
     "Gone",

@@ -172,3 +172,20 @@ class Forbidden(CarebridgeError):
     http_status = 403
     issue_code = "forbidden"
     hl7_ack = "AR"
+
+
+class Concealed(NotFound):
+    """A refusal answered exactly like "not found", so the answer does not reveal that something exists.
+
+    Why: a patient-bound caller that got 403 for another patient's id and 404 for
+    a missing one could tell which ids exist (an existence oracle).  RFC 9110
+    §15.5.4: a server that wishes to hide the existence of a forbidden target
+    resource may answer 404 instead of 403.
+    The response carries the message the missing case would carry; ``reason``
+    (never sent to the caller) is what the audit trail records, as a denial
+    (IHE BALP outcome 12), so a probe is still a security event.
+    """
+
+    def __init__(self, message: str, *, location: str | None = None, reason: str) -> None:
+        super().__init__(message, location=location)
+        self.reason = reason

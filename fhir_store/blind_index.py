@@ -41,6 +41,8 @@ from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_ro
 
 Blind = Callable[[str], str]
 BATCH = 500
+#: Domain separation: a blinded page token can never equal the blind index of a stored value.
+PAGE_TOKEN_DOMAIN = "carebridge page token\x00"
 
 
 def _holds_phones(param: SearchParam) -> bool:
@@ -88,6 +90,9 @@ def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
     entity); a search by CCCD or phone must not put the number into the audit
     trail in clear (ISO/IEC 27001 A.8.11).  With the store key, a compliance
     officer can still tell whether a given number was searched, by blinding it.
+    A ``_page_token`` is blinded too: in clear it would let a reader of the trail
+    replay a live paging link (the snapshot itself is bound to its caller,
+    ``fhir_store.search_snapshots``, so this is defence in depth).
     """
     spec = SEARCH_SPECS.get(resource_type)
     if spec is None or not query_text:
@@ -99,6 +104,8 @@ def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
         if param is not None and param.blinded and value:
             value = ",".join(next(_blind_values(param, v, blind), "") for v in value.split(","))
             changed = True
+        elif key == "_page_token" and value:
+            value, changed = blind(PAGE_TOKEN_DOMAIN + value), True
         pairs.append((key, value))
     if not changed:
         return query_text  # recorded exactly as received

@@ -4,6 +4,10 @@ A caller bound to one patient (SMART ``patient/`` scopes, or a patient's own
 privacy request) may see only that patient's compartment: the Patient itself
 and the Encounters and Appointments that reference it.  The store enforces it
 from :attr:`RequestContext.patient_ids`, so every adapter gets the same rule.
+
+A resource outside the compartment is answered exactly like a missing one
+(:class:`common.Concealed`, RFC 9110 §15.5.4): a 403 for an existing id and a
+404 for an unknown one would tell a patient which ids exist.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from common import Forbidden
+from common import Concealed, Forbidden, NotFound
 from fhir_store.search import Filter, SearchQuery
 
 # The search parameter that selects a patient's compartment, per resource type.
@@ -39,6 +43,15 @@ def in_compartment(resource: dict[str, Any], patient_ids: tuple[str, ...]) -> bo
     return False
 
 
-def check_compartment(resource: dict[str, Any], patient_ids: tuple[str, ...]) -> None:
+OUTSIDE = "outside the caller's patient compartment"
+
+
+def conceal(unknown: NotFound) -> Concealed:
+    """The refusal that answers like ``unknown`` (the error the missing case raises)."""
+    return Concealed(unknown.message, location=unknown.location, reason=OUTSIDE)
+
+
+def check_compartment(resource: dict[str, Any], patient_ids: tuple[str, ...], unknown: NotFound) -> None:
+    """Raise ``unknown`` as :class:`common.Concealed` when ``resource`` is outside the compartment."""
     if patient_ids and not in_compartment(resource, patient_ids):
-        raise Forbidden("the resource is outside the caller's patient compartment", location="scope")
+        raise conceal(unknown)

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, select
 from common import Forbidden, Gone, NotFound
 from fhir_store import write_path
 from fhir_store.blind_index import blind_query, blind_query_text
-from fhir_store.compartment import check_compartment, in_compartment, restrict_to_compartment
+from fhir_store.compartment import check_compartment, conceal, in_compartment, restrict_to_compartment
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
 from fhir_store.instants import now_us
@@ -28,7 +28,7 @@ from fhir_store.model import Operation, OperationResult, RequestContext, StoredR
 from fhir_store.pipeline import HookPipeline
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
-from fhir_store.search_snapshots import SNAPSHOT_LIMIT, load_snapshot, save_snapshot
+from fhir_store.search_snapshots import SNAPSHOT_LIMIT, binding, load_snapshot, save_snapshot
 from fhir_store.transaction import identifier_lookup
 from fhir_store.write_path import ContextSource, Extra, WriteUnit
 from fhir_store.writer import load_current
@@ -125,14 +125,16 @@ class FhirStore:
     def read(
         self, resource_type: str, resource_id: str, context: RequestContext | None = None
     ) -> StoredResource:
+        unknown = NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
         with self._read_connection() as conn:
             stored = load_current(conn, resource_type, resource_id, self.cipher)
             if stored is None:
-                raise NotFound(f"{resource_type}/{resource_id} is not known", location=f"{resource_type}.id")
+                raise unknown
             if stored.deleted:
+                self._check_owner(conn, resource_type, resource_id, context, unknown)
                 raise Gone(f"{resource_type}/{resource_id} was deleted", location=f"{resource_type}.id")
             if context is not None and context.patient_ids:
-                check_compartment(stored.resource(), context.patient_ids)
+                check_compartment(stored.resource(), context.patient_ids, unknown)
             self._access(conn, "read", [stored], context)
             return stored
 
@@ -149,13 +151,15 @@ class FhirStore:
                     resource_version.c.version == version_id,
                 )
             ).first()
+            unknown = NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
             if row is None:
-                raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} is not known")
+                raise unknown
             stored = self._stored(resource_type, resource_id, version_id, row[0], row[1], row[2])
             if stored.deleted:
+                self._check_owner(conn, resource_type, resource_id, context, unknown)
                 raise Gone(f"{resource_type}/{resource_id} version {version_id} is a deletion")
             if context is not None and context.patient_ids:
-                check_compartment(stored.resource(), context.patient_ids)
+                check_compartment(stored.resource(), context.patient_ids, unknown)
             self._access(conn, "vread", [stored], context)
             return stored
 
@@ -190,19 +194,50 @@ class FhirStore:
         if before_seq is not None:
             stmt = stmt.where(rv.c.seq < before_seq)
         stmt = stmt.order_by(rv.c.seq.desc()).limit(count + 1)
+        unknown = NotFound(f"{resource_type}/{resource_id} is not known")
         with self.engine.begin() as conn:
             rows = conn.execute(stmt).all()
             if resource_id is not None and not rows and before_seq is None:
-                raise NotFound(f"{resource_type}/{resource_id} is not known")
+                raise unknown
             entries = [(self._stored(*r[1:7]), str(r[7]), int(r[0])) for r in rows[:count]]
             if context is not None and context.patient_ids:
-                if resource_id is None:
+                if resource_type is None or resource_id is None:
                     raise Forbidden("type and system history are not available in a patient context")
+                if entries:  # who owns it now, even when this page holds only deletions
+                    self._check_owner(conn, resource_type, resource_id, context, unknown)
                 for entry in entries:
                     if entry[0].content is not None:
-                        check_compartment(entry[0].resource(), context.patient_ids)
+                        check_compartment(entry[0].resource(), context.patient_ids, unknown)
             self._access(conn, "history", [e[0] for e in entries], context)
         return entries, len(rows) > count
+
+    def _check_owner(
+        self,
+        conn: Connection,
+        resource_type: str,
+        resource_id: str,
+        context: RequestContext | None,
+        unknown: NotFound,
+    ) -> None:
+        """Conceal a resource whose newest content is outside a patient caller's compartment.
+
+        Used where the answer would otherwise say "it exists" without showing content
+        (410 for a deletion, a history page of deletions): the last version that had
+        content says whose it was.
+        """
+        if context is None or not context.patient_ids:
+            return
+        rv = resource_version
+        row = conn.execute(
+            select(rv.c.version, rv.c.last_updated_us, rv.c.content)
+            .where(rv.c.res_type == resource_type, rv.c.res_id == resource_id, rv.c.content.is_not(None))
+            .order_by(rv.c.version.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            raise conceal(unknown)
+        last = self._stored(resource_type, resource_id, row[0], row[1], False, row[2])
+        check_compartment(last.resource(), context.patient_ids, unknown)
 
     def load_many(self, conn: Connection, resource_type: str, ids: Sequence[str]) -> list[StoredResource]:
         """Current, non-deleted versions of ``ids`` in the order given (missing ones skipped)."""
@@ -227,10 +262,17 @@ class FhirStore:
         if confined:
             assert context is not None
             query = restrict_to_compartment(query, context.patient_ids)
+
+        def bound_to() -> str:  # only paged searches need it (one HMAC)
+            return binding(query, context, self.cipher.blind)
+
         with self.engine.begin() as conn:
-            page = self._search(conn, query)
+            page = self._search(conn, query, bound_to)
             if confined:
+                # Every page is confined again, frozen ones included: a resource may have left
+                # the compartment (a merge repoints visits) since its snapshot was taken.
                 assert context is not None
+                page.matches = [r for r in page.matches if in_compartment(r.resource(), context.patient_ids)]
                 page.included = [
                     r for r in page.included if in_compartment(r.resource(), context.patient_ids)
                 ]
@@ -239,12 +281,12 @@ class FhirStore:
             self._access(conn, "search", page.matches + page.included, context, query_text)
         return page
 
-    def _search(self, conn: Connection, query: SearchQuery) -> SearchPage:
+    def _search(self, conn: Connection, query: SearchQuery, bound_to: Callable[[], str]) -> SearchPage:
         total: int | None = None
         if query.summary == "count":
             return SearchPage([], total=count_matches(conn, query), count=0)
         if query.page_token:
-            ids, total = load_snapshot(conn, query)
+            ids, total = load_snapshot(conn, query, bound_to())
             page_ids = ids[query.offset : query.offset + query.count]
             has_next = query.offset + query.count < len(ids)
             token: str | None = query.page_token
@@ -258,7 +300,7 @@ class FhirStore:
             token = None
             if has_next:
                 all_ids = find_ids(conn, query, limit=SNAPSHOT_LIMIT, offset=0)
-                token = save_snapshot(self.engine, query.resource_type, all_ids, self.clock())
+                token = save_snapshot(self.engine, query.resource_type, all_ids, self.clock(), bound_to())
                 total = len(all_ids) if len(all_ids) < SNAPSHOT_LIMIT else None
             elif query.offset == 0:
                 total = len(page_ids)
@@ -280,6 +322,9 @@ class FhirStore:
 
     def everything(self, patient_id: str, context: RequestContext | None = None) -> list[StoredResource]:
         """Patient compartment subset we hold: the Patient, its Encounters and Appointments."""
+        unknown = NotFound(f"Patient/{patient_id} is not known", location="Patient.id")
+        if context is not None and context.patient_ids and patient_id not in context.patient_ids:
+            raise conceal(unknown)  # before any lookup: 404, 410 and 403 would each say something
         with self._read_connection() as conn:
             patients = self.load_many(conn, "Patient", [patient_id])
             if not patients:
@@ -290,9 +335,7 @@ class FhirStore:
                 ).first()
                 if current is not None:
                     raise Gone(f"Patient/{patient_id} was deleted")
-                raise NotFound(f"Patient/{patient_id} is not known", location="Patient.id")
-            if context is not None and context.patient_ids:
-                check_compartment(patients[0].resource(), context.patient_ids)
+                raise unknown
             result = list(patients)
             for res_type, param in (("Encounter", "subject"), ("Appointment", "actor")):
                 ids = referencing_ids(conn, res_type, param, "Patient", [patient_id])

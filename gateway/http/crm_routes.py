@@ -33,13 +33,30 @@ def _bridge(request: Request) -> CrmBridge:
 
 
 router = APIRouter(prefix="/crm/v1", tags=["crm"], responses=auth_errors())
+#: Feed positions are signed 64-bit sequence numbers: a bigger cursor is a 400, not a driver OverflowError.
+MAX_CURSOR = 2**63 - 1
+
+
+def _from_cursor(value: Any) -> int | None:
+    """``from_cursor`` of a subscription body: absent, or a feed position (400 otherwise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidInput("from_cursor must be an integer", location="from_cursor")
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidInput("from_cursor must be an integer", location="from_cursor") from None
+    if not 0 <= number <= MAX_CURSOR:
+        raise InvalidInput(f"from_cursor must be from 0 to {MAX_CURSOR}", location="from_cursor")
+    return number
 
 
 @router.get("/changes", summary="Ordered, resumable change feed (at-least-once; de-duplicate on event id)")
 def changes(
     request: Request,
     caller: CrmCaller,
-    cursor: int = Query(0, ge=0),
+    cursor: int = Query(0, ge=0, le=MAX_CURSOR),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
     bridge = _bridge(request)
@@ -61,12 +78,8 @@ def subscribe(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict
     events = body.get("events") or None
     if events is not None and any(e not in EVENT_TYPES for e in events):
         raise InvalidInput(f"events must be among {list(EVENT_TYPES)}", location="events")
-    from_cursor = body.get("from_cursor")
     return _bridge(request).subscriptions.create(
-        caller.principal.client_id,
-        url,
-        events,
-        from_seq=int(from_cursor) if from_cursor is not None else None,
+        caller.principal.client_id, url, events, from_seq=_from_cursor(body.get("from_cursor"))
     )
 
 
@@ -90,10 +103,9 @@ def redeliver(
     caller: CrmCaller,
     body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from_cursor = (body or {}).get("from_cursor")
     bridge = _bridge(request)
     count = bridge.subscriptions.redeliver(
-        caller.principal.client_id, sub_id, from_seq=int(from_cursor) if from_cursor is not None else None
+        caller.principal.client_id, sub_id, from_seq=_from_cursor((body or {}).get("from_cursor"))
     )
     if count < 0:
         raise NotFound("unknown subscription", location="id")

@@ -13,7 +13,9 @@ are already recorded there and marked with ``request.state.audit_recorded`` so
 they are not recorded twice; denials raised later on a FHIR route, inside the
 store path (scope policy hook on a Bundle entry, patient compartment) or by a
 route's own scope check, are recorded here with the caller's context, which
-authentication keeps on ``request.state``.  Only codes and fixed texts go into the event, never the
+authentication keeps on ``request.state``; so are refusals answered as 404
+(:class:`common.Concealed`: outside a patient's compartment, another caller's
+paging link), with their reason, which the caller never sees.  Only codes and fixed texts go into the event, never the
 error message of an input error (it can quote patient data).
 """
 
@@ -28,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from common import CarebridgeError, Forbidden, Unauthenticated
+from common import CarebridgeError, Concealed, Forbidden, Unauthenticated
 from fhir_store import RequestContext
 from gateway.http.media import FHIR_JSON_UTF8
 from gateway.logging_setup import get_logger
@@ -132,7 +134,8 @@ async def audit_error(request: Request, exc: CarebridgeError) -> None:
         return
     if not request.url.path.startswith("/fhir"):  # the CRM and privacy routes audit their own refusals
         return
-    denial = isinstance(exc, Forbidden | Unauthenticated)
+    # A refusal answered as 404 (common.Concealed) is still a denial for the trail.
+    denial = isinstance(exc, Forbidden | Unauthenticated | Concealed)
     if not denial and request.method not in _WRITE_METHODS:
         return
     route = request.scope.get("route")
@@ -140,7 +143,8 @@ async def audit_error(request: Request, exc: CarebridgeError) -> None:
     context = _audit_context(request)
     try:
         if denial:
-            await run_in_threadpool(hook.record_denial, context, interaction, reason=exc.message)
+            reason = exc.reason if isinstance(exc, Concealed) else exc.message
+            await run_in_threadpool(hook.record_denial, context, interaction, reason=reason)
         else:
             description = f"HTTP {exc.http_status} {exc.issue_code}"
             await run_in_threadpool(

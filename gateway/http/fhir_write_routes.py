@@ -5,12 +5,14 @@ they stream and bound the body first (:func:`gateway.http.responses.read_body`),
 then hand the store call to the threadpool; deletes have no body and are plain
 ``def``.  Routes are declared hottest first (create, update, delete); no two of
 them can match the same request, so their order does not matter otherwise.  Reads are in :mod:`gateway.http.fhir_read_routes`.
+Every write route first checks the Host its ``Location`` would carry
+(:func:`gateway.http.responses.require_link_host`), so a refused Host changes nothing.
 """
 
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -30,10 +32,17 @@ from gateway.http import openapi_docs as doc
 from gateway.http.capability import require
 from gateway.http.errors import outcome
 from gateway.http.media import negotiate, require_json
-from gateway.http.responses import fhir_response, prefer_return, read_body, store_of, write_response
+from gateway.http.responses import (
+    fhir_response,
+    prefer_return,
+    read_body,
+    require_link_host,
+    store_of,
+    write_response,
+)
 from gateway.http.route_params import IdParam, RestContext, TypeParam
 
-router = APIRouter(prefix="/fhir", tags=["FHIR"])
+router = APIRouter(prefix="/fhir", tags=["FHIR"], dependencies=[Depends(require_link_host)])
 
 _WRITE_ERRORS = (400, 404, 405, 409, 412, 413, 415, 422)
 

@@ -32,6 +32,9 @@ _PAGING = frozenset({"_page_token", "_offset", "_page", "_count"})
 _HISTORY_PARAMS = frozenset({"_since", "_count", "_page_token", "_format", "_pretty"})
 HISTORY_DEFAULT_COUNT = 50
 HISTORY_MAX_COUNT = 1000
+#: Largest history sequence number (a signed 64-bit column); a bigger ``_page_token`` is a 400,
+#: not an OverflowError in the database driver.
+MAX_SEQ = 2**63 - 1
 
 Params = Sequence[tuple[str, str]]
 
@@ -122,6 +125,8 @@ def _history_params(params: Params) -> tuple[int | None, int, int | None]:
                 before = int(value)
         except ValueError:
             raise InvalidInput(f"{name} must be an integer", location=name) from None
+        if before is not None and not 0 <= before <= MAX_SEQ:
+            raise InvalidInput(f"_page_token must be an integer from 0 to {MAX_SEQ}", location="_page_token")
     return since_us, count, before
 
 

@@ -123,7 +123,11 @@ SEARCH_PARAMS: list[dict[str, Any]] = [
     _query("_lastUpdated", {"type": "string"}, "date with prefix eq ne lt gt le ge"),
     _query("_count", {"type": "integer", "minimum": 0, "maximum": 1000}, "Page size"),
     _query("_offset", {"type": "integer", "minimum": 0}, "Position in the result (paging links)"),
-    _query("_page_token", {"type": "string"}, "Frozen result of a multi-page search (paging links)"),
+    _query(
+        "_page_token",
+        {"type": "string"},
+        "Frozen result of a multi-page search (paging links); only for the caller and search that made it",
+    ),
     _query("_sort", {"type": "string"}, "Sort keys, - for descending"),
     _query("_include", {"type": "string"}, "e.g. Encounter:subject"),
     _query("_revinclude", {"type": "string"}, "e.g. Encounter:subject"),
@@ -135,7 +139,11 @@ SEARCH_PARAMS: list[dict[str, Any]] = [
 HISTORY_PARAMS: list[dict[str, Any]] = [
     _query("_since", {"type": "string"}, "Only versions at or after this instant"),
     _query("_count", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
-    _query("_page_token", {"type": "integer"}, "Continue before this version sequence (paging links)"),
+    _query(
+        "_page_token",
+        {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        "Continue before this version sequence (paging links)",
+    ),
     FORMAT,
 ]
 CRITERIA = [

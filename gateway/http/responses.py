@@ -1,7 +1,13 @@
 """HTTP framing shared by the FHIR routes: base URL, bounded bodies and forms, Prefer, resource headers.
 
-- Base URL: ``settings.base_url`` when configured (behind a proxy), else the
-  address the client used, so ``fullUrl``/``Location`` resolve for that client.
+- Base URL: ``settings.base_url`` when configured (behind a proxy), never the
+  Host header.  Without it, the address the client used, so ``fullUrl``/``Location``
+  resolve for that client, but only when its host name is in
+  ``settings.http.allowed_hosts`` (loopback names by default); any other Host is
+  a 400.  A reflected Host header would let whoever controls it (a spoofed
+  header, DNS rebinding, a poisoned cache) choose where paging links, with
+  their ``_page_token``, and ``Location`` send the next request (OWASP
+  WSTG-INPV-17, Host header injection).
 - Bodies are read as a stream and refused with 413 once they pass
   ``settings.max_body_bytes``, before anything is parsed or stored; a declared
   ``Content-Length`` over the limit is refused without reading at all.
@@ -13,6 +19,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 from urllib.parse import parse_qsl
 
@@ -27,6 +34,8 @@ from gateway.http.media import FHIR_JSON_UTF8
 from gateway.runtime import Runtime
 
 PreferReturn = Literal["minimal", "representation", "OperationOutcome"]
+#: A Host header (RFC 9110 §7.2): a name or IPv4 address, or a bracketed IPv6 address, then a port.
+_HOST = re.compile(r"(?:([A-Za-z0-9.\-]+)|\[([0-9A-Fa-f:.]+)\])(?::[0-9]{1,5})?")
 # Keep reading (and discarding) an oversized body up to this many times the
 # limit so the client sees the 413 instead of a reset connection.
 _DRAIN_FACTOR = 4
@@ -42,10 +51,33 @@ def store_of(request: Request) -> FhirStore:
 
 
 def fhir_base(request: Request) -> str:
-    configured = runtime_of(request).settings.base_url
-    if configured:
-        return configured.rstrip("/")
+    """The base of every link and ``fullUrl`` (module docstring)."""
+    settings = runtime_of(request).settings
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    allowed = {h.strip().lower().strip("[]") for h in settings.http.allowed_hosts.split(",") if h.strip()}
+    header = request.headers.get("host")
+    if header is None:  # HTTP/1.0 without Host: Starlette uses the listening address
+        server = request.scope.get("server")
+        host = str(server[0]) if server else ""
+    else:
+        match = _HOST.fullmatch(header)
+        host = (match.group(1) or match.group(2)).lower() if match else ""
+    if host not in allowed:
+        raise InvalidInput(
+            "this Host is not one carebridge may put into links; "
+            "configure CAREBRIDGE_BASE_URL or CAREBRIDGE_HTTP_ALLOWED_HOSTS",
+            location="Host",
+        )
     return f"{str(request.base_url).rstrip('/')}/fhir"
+
+
+def require_link_host(request: Request) -> None:
+    """Dependency of the write routes: refuse a Host :func:`fhir_base` would refuse *before* the write.
+
+    Otherwise the resource would be stored and only its ``Location`` refused.
+    """
+    fhir_base(request)
 
 
 async def read_body(request: Request) -> bytes:

@@ -94,7 +94,8 @@ def test_patient_token_sees_only_own_compartment(live_server: LiveServer, client
     headers = live_server.auth("patient", patient_id=mine)
     with httpx.Client(base_url=live_server.fhir_url, headers=headers, timeout=30) as http:
         assert http.get(f"/Patient/{mine}").status_code == 200
-        assert http.get(f"/Patient/{other}").status_code == 403
+        # 404, as for an unknown id (issue #16 item 8: a 403 told which ids exist)
+        assert http.get(f"/Patient/{other}").status_code == 404
         found = http.get("/Patient").json()
         assert [e["resource"]["id"] for e in found.get("entry", [])] == [mine]
         assert fhir_post(http, "/Patient", patient("PERM-P")).status_code == 403
