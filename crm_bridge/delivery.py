@@ -15,6 +15,11 @@ Signature (documented for CRMs in ``docs/crm-integration.md``)::
     X-Carebridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 
 No patient data is logged: only subscription ids, seqs and error classes.
+Webhook targets are checked by :class:`~crm_bridge.webhook_policy.WebhookPolicy`
+at registration (:meth:`Subscriptions.create`) and before every connection
+(:class:`~crm_bridge.webhook_http.WebhookClient`); a failed delivery is recorded
+for the CRM as a category (``crm_bridge.webhook_http.CATEGORIES``), never as a
+socket message.
 """
 
 from __future__ import annotations
@@ -32,10 +37,11 @@ from typing import Any
 import orjson
 from sqlalchemy import Engine, insert, select, update
 
-from common import CrmSettings
+from common import CrmSettings, InvalidInput
 from consent import KeyStore
 from crm_bridge.schema import crm_dead_letter, crm_subscription
-from crm_bridge.webhook_http import WebhookClient, WebhookError
+from crm_bridge.webhook_http import WebhookClient, WebhookError, status_category
+from crm_bridge.webhook_policy import TargetRefused, WebhookPolicy
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
 from fhir_store import DriverQuery, for_reading, for_writing, now_us
 
@@ -102,13 +108,19 @@ def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: in
 class Subscriptions:
     """Webhook registrations (secret generated here, shown once, stored sealed)."""
 
-    def __init__(self, engine: Engine, keys: KeyStore) -> None:
+    def __init__(self, engine: Engine, keys: KeyStore, policy: WebhookPolicy) -> None:
         self.engine = engine
         self.keys = keys
+        self.policy = policy
 
     def create(
         self, crm_id: str, url: str, events: list[str] | None, *, from_seq: int | None = None
     ) -> dict[str, Any]:
+        """Register a webhook; :class:`~common.InvalidInput` on ``url`` when the policy refuses it."""
+        try:
+            self.policy.check(url)
+        except TargetRefused as exc:
+            raise InvalidInput(exc.reason, location="url") from exc
         sub_id = str(uuid.uuid4())
         secret = secrets.token_urlsafe(32)
         kid, sealed = self.keys.cipher.seal(secret.encode(), sub_id.encode())
@@ -195,7 +207,13 @@ class Dispatcher:
     """Background webhook sender (a :class:`~crm_bridge.worker_loop.WorkerLoop`; ``run_once`` for tests)."""
 
     def __init__(
-        self, engine: Engine, keys: KeyStore, settings: CrmSettings, *, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        keys: KeyStore,
+        settings: CrmSettings,
+        policy: WebhookPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -212,7 +230,8 @@ class Dispatcher:
         )
         self._backlog = False  # a round stopped at FEED_BATCH events: run the next one at once
         self.wake = self._loop.wake  # set by the outbox hook after a commit that wrote events
-        self._http = WebhookClient(settings.webhook_timeout_s)
+        self.policy = policy
+        self._http = WebhookClient(settings.webhook_timeout_s, policy)
         self.delivered = 0
         self.dead_lettered = 0
         # Observer of each POST attempt (seconds, ok): the /metrics webhook latency histogram.
@@ -224,6 +243,13 @@ class Dispatcher:
         self._saved_at: dict[str, float] = {}
 
     def start(self) -> None:
+        if self.policy.allow_http:
+            log.warning("webhooks over plain http are allowed (CAREBRIDGE_CRM_ALLOW_HTTP_WEBHOOKS)")
+        if self.policy.allowed_networks:
+            log.warning(
+                "webhooks to non-public addresses are allowed in %s (CAREBRIDGE_CRM_WEBHOOK_ALLOWED_NETWORKS)",
+                ", ".join(str(network) for network in self.policy.allowed_networks),
+            )
         self._loop.start()
 
     def stop(self) -> None:
@@ -264,6 +290,7 @@ class Dispatcher:
         return total
 
     def _post(self, url: str, secret: bytes, event: FeedEvent) -> str | None:
+        """POST one event; ``None`` when acknowledged, else the failure's category."""
         body = event.wire()
         headers = {
             "Content-Type": "application/json",
@@ -276,10 +303,10 @@ class Dispatcher:
             status = self._http.post(url, body, headers)
         except WebhookError as exc:
             self._observe(started, ok=False)
-            return str(exc)
-        ok = 200 <= status < 300
-        self._observe(started, ok=ok)
-        return None if ok else f"HTTP {status}"
+            return exc.category
+        failure = status_category(status)
+        self._observe(started, ok=failure is None)
+        return failure
 
     def _observe(self, started: float, *, ok: bool) -> None:
         if self.on_delivery is not None:

@@ -130,6 +130,9 @@ def running_carebridge(workdir: Path) -> Iterator[tuple[Demo, subprocess.Popen[b
         "CAREBRIDGE_CRM_KEY_FILE": str(workdir / "crm-keys.json"),
         "CAREBRIDGE_CRM_PROJECTION_FILE": str(PROJECTION),
         "CAREBRIDGE_LOG_LEVEL": "WARNING",
+        # the demo's CRM receiver is plain http on loopback: allowed here only (the server warns)
+        "CAREBRIDGE_CRM_ALLOW_HTTP_WEBHOOKS": "true",
+        "CAREBRIDGE_CRM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
     }
     demo = Demo(env, _free_port(), _free_port(), workdir / "carebridge.log")
     with demo.log_path.open("wb") as log:
