@@ -196,9 +196,9 @@ def test_https_keeps_the_name_for_sni_and_the_certificate_check(tmp_path: Path) 
         assert receiver.hosts == [f"crm.example:{receiver.port}"]
         # the certificate names crm.example, not the address dialled, nor another name
         policy.resolver = _resolver(["127.0.0.1"])
-        assert _category(WebhookClient(5.0, policy, tls=trusting), f"https://other.example:{receiver.port}/") == (
-            "tls-error"
-        )
+        assert _category(
+            WebhookClient(5.0, policy, tls=trusting), f"https://other.example:{receiver.port}/"
+        ) == ("tls-error")
         # and the system trust store does not know this certificate
         assert _category(WebhookClient(5.0, policy), f"https://crm.example:{receiver.port}/") == "tls-error"
     finally:
