@@ -299,6 +299,7 @@ def run(workdir: Path) -> int:
     print("== Starting carebridge (loopback, temporary SQLite database)")
     with running_carebridge(workdir) as (demo, proc):
         print(f"  HTTP {demo.base}  MLLP 127.0.0.1:{demo.mllp_port}")
+        print("  webhooks: plain http to loopback allowed for this demo only (the server log warns)")
         his_token = demo.token(HIS_ID, "his_integration")
         crm_token = demo.token(CRM_ID, "crm")
         receiver = CrmReceiver()

@@ -46,7 +46,7 @@ class _Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         if tls is not None:
-            tls.sni_callback = lambda _sock, name, _ctx: outer.server_names.append(name)  # type: ignore[assignment,misc,func-returns-value]
+            tls.sni_callback = lambda _sock, name, _ctx: outer.server_names.append(name)
             self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = int(self.server.server_address[1])
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -8,6 +8,7 @@ stopping a webhook is in the audit trail.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -162,3 +163,19 @@ def test_subscription_create_and_delete_are_audited(
         assert receiver.url.encode() not in orjson.dumps(event)  # the URL (and any token in it) is not copied
     missing = _audited(crm_live, b"Subscription/no-such-subscription")
     assert [_interaction(e) for e in missing] == [("delete", "4")]
+
+
+def test_a_relaxed_policy_is_announced_at_start(
+    crm_live: LiveServer, strict_live: LiveServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The suite's settings allow loopback http (as the demo's do): the server says so when it starts."""
+    with caplog.at_level(logging.WARNING, logger="carebridge.crm.delivery"):
+        crm_live.runtime.crm.start()
+        crm_live.runtime.crm.stop()
+    relaxed = [r.getMessage() for r in caplog.records]
+    assert any("plain http" in m for m in relaxed) and any("127.0.0.0/8" in m for m in relaxed)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="carebridge.crm.delivery"):
+        strict_live.runtime.crm.start()
+        strict_live.runtime.crm.stop()
+    assert [r.getMessage() for r in caplog.records] == []
