@@ -19,9 +19,10 @@ from common import CrmSettings
 from consent import ConsentIntakeHook, DecisionAuditor, KeyStore, PolicyDecisionPoint
 from crm_bridge.booking import Booking, HisTransport, SiuBuilder
 from crm_bridge.config import ProjectionConfig
-from crm_bridge.delivery import Dispatcher, Subscriptions
+from crm_bridge.delivery import Dispatcher
 from crm_bridge.outbox_hook import CrmOutboxHook
 from crm_bridge.processors import CrmProcessors
+from crm_bridge.subscriptions import Subscriptions
 from crm_bridge.webhook_policy import WebhookPolicy
 from fhir_store import FhirStore
 

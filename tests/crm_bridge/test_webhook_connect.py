@@ -203,3 +203,12 @@ def test_https_keeps_the_name_for_sni_and_the_certificate_check(tmp_path: Path) 
         assert _category(WebhookClient(5.0, policy), f"https://crm.example:{receiver.port}/") == "tls-error"
     finally:
         receiver.close()
+
+
+def test_errors_stored_before_categories_are_shown_as_categories() -> None:
+    from crm_bridge.subscriptions import _reported
+
+    assert _reported(None) is None
+    assert _reported("timeout") == "timeout"
+    assert _reported("HTTP 503") == "http-5xx"
+    assert _reported("ConnectionRefusedError") == "connection-error"
