@@ -118,7 +118,7 @@ def test_each_new_connection_is_checked_again(receiver: _Receiver) -> None:
 
 
 def test_error_categories_never_carry_socket_text(receiver: _Receiver) -> None:
-    client = WebhookClient(0.3, _loopback_allowed(_resolver(["127.0.0.1"])))
+    client = WebhookClient(5.0, _loopback_allowed(_resolver(["127.0.0.1"])))
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         free = closed.getsockname()[1]  # nobody listens once closed
@@ -126,20 +126,30 @@ def test_error_categories_never_carry_socket_text(receiver: _Receiver) -> None:
     with socket.socket() as silent:  # accepts (kernel backlog) and never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        assert _category(client, f"http://127.0.0.1:{silent.getsockname()[1]}/hook") == "timeout"
+        impatient = WebhookClient(0.3, client.policy)
+        assert _category(impatient, f"http://127.0.0.1:{silent.getsockname()[1]}/hook") == "timeout"
     assert _category(client, f"https://127.0.0.1:{receiver.port}/hook") == "tls-error"  # plain http
     with socket.socket() as garbage:
         garbage.bind(("127.0.0.1", 0))
         garbage.listen(1)
-        threading.Thread(target=lambda: garbage.accept()[0].sendall(b"HELLO\r\n\r\n"), daemon=True).start()
+        accepted: list[socket.socket] = []  # kept open: the client must read the garbage, not a reset
+
+        def answer() -> None:
+            conn = garbage.accept()[0]
+            accepted.append(conn)
+            conn.sendall(b"HELLO\r\n\r\n")
+
+        threading.Thread(target=answer, daemon=True).start()
         assert _category(client, f"http://127.0.0.1:{garbage.getsockname()[1]}/hook") == "protocol-error"
+        for conn in accepted:
+            conn.close()
 
     def no_such_host(host: str, port: int) -> list[str]:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
 
     client.policy.resolver = no_such_host
     assert _category(client, "http://nowhere.example/hook") == "dns-error"
-    strict = WebhookClient(0.3, WebhookPolicy())
+    strict = WebhookClient(5.0, WebhookPolicy())
     assert _category(strict, f"https://127.0.0.1:{receiver.port}/hook") == "target-refused-by-policy"
     assert _category(strict, f"http://{PUBLIC}/hook") == "target-refused-by-policy"  # http not allowed
     assert _category(strict, "ftp://crm.example/hook") == "invalid-url"
