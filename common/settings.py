@@ -205,6 +205,16 @@ class BackupSettings(Group):
     key_file: str = "var/backup.key"  # AES-256 key of `carebridge backup|restore`
 
 
+def _networks(text: str) -> str:
+    """Comma-separated CIDRs; a malformed one stops the start (a typo must not open or close silently)."""
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network (CIDR such as 10.1.0.0/16)") from exc
+    return text
+
+
 class CrmSettings(Group):
     """The CRM bridge (crm_bridge/): projection allowlist, pseudonym keys, HIS booking, webhooks."""
 
@@ -227,6 +237,9 @@ class CrmSettings(Group):
     # under a steady stream, a round that sent events waits this long before the next one, so
     # that each takes several events (fewer feed reads per event); an idle feed sends at once
     webhook_batch_window_s: float = 0.01
+    # webhook targets (crm_bridge.webhook_policy): plain http, and non-public addresses by CIDR
+    allow_http_webhooks: Flag = False
+    webhook_allowed_networks: Annotated[str, AfterValidator(_networks)] = ""  # "10.1.0.0/16,fd00::/8"
 
     @property
     def key_source(self) -> KeySource:

@@ -51,6 +51,9 @@ from crm_bridge.status import (
     subscription_cursors,
     webhook_backlogs,
 )
+from crm_bridge.webhook_policy import (
+    WebhookPolicy,
+)
 
 __all__ = [
     "EVENT_TYPES",
@@ -60,6 +63,7 @@ __all__ = [
     "CrmOutboxHook",
     "HisAnswer",
     "ProjectionConfig",
+    "WebhookPolicy",
     "dead_letter_counts",
     "field_keys_in_use",
     "forget_patient_links",

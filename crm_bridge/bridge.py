@@ -10,6 +10,7 @@ tests call them (or the ``run_once`` methods) directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -18,9 +19,11 @@ from common import CrmSettings
 from consent import ConsentIntakeHook, DecisionAuditor, KeyStore, PolicyDecisionPoint
 from crm_bridge.booking import Booking, HisTransport, SiuBuilder
 from crm_bridge.config import ProjectionConfig
-from crm_bridge.delivery import Dispatcher, Subscriptions
+from crm_bridge.delivery import Dispatcher
 from crm_bridge.outbox_hook import CrmOutboxHook
 from crm_bridge.processors import CrmProcessors
+from crm_bridge.subscriptions import Subscriptions
+from crm_bridge.webhook_policy import WebhookPolicy
 from fhir_store import FhirStore
 
 
@@ -35,6 +38,7 @@ class CrmBridge:
     dispatcher: Dispatcher
     subscriptions: Subscriptions
     booking: Booking
+    webhooks: WebhookPolicy
 
     @classmethod
     def create(
@@ -48,19 +52,22 @@ class CrmBridge:
         build_siu: SiuBuilder,
         config: ProjectionConfig | None = None,
         keys: KeyStore | None = None,
+        own_ports: Iterable[int] = (),
     ) -> CrmBridge:
+        """``own_ports``: the ports carebridge listens on (never a webhook target; more may be
+        added once sockets are bound, :meth:`WebhookPolicy.listening_on`)."""
         config = config if config is not None else ProjectionConfig.load(settings.projection_file)
         keys = keys if keys is not None else KeyStore.load_or_create(settings.key_source)
         for crm_id in config.clients:  # fail at startup, not on the first disclosure (environment keys)
             keys.ring_for(crm_id)
         pdp = PolicyDecisionPoint(auditor, cipher=store.cipher)
-        dispatcher = Dispatcher(engine, keys, settings)
+        webhooks = WebhookPolicy.from_settings(settings, own_ports)
+        dispatcher = Dispatcher(engine, keys, settings, webhooks)
         hook = CrmOutboxHook(config, keys, pdp, notify=dispatcher.wake.set)
         intake = ConsentIntakeHook()  # the gateway places both hooks in the store's declared pipeline
         booking = Booking(store, keys, settings, transport=transport, build_siu=build_siu)
-        return cls(
-            settings, config, keys, pdp, hook, intake, dispatcher, Subscriptions(engine, keys), booking
-        )
+        subscriptions = Subscriptions(engine, keys, webhooks)
+        return cls(settings, config, keys, pdp, hook, intake, dispatcher, subscriptions, booking, webhooks)
 
     def processors(self) -> CrmProcessors:
         """This bridge as the processors the patient-rights workflow notifies on erasure."""

@@ -1,4 +1,4 @@
-"""Change feed reads, webhook subscriptions, signatures and the webhook dispatcher.
+"""Change feed reads, signatures and the webhook dispatcher (registrations: ``crm_bridge.subscriptions``).
 
 Why: the CRM must get every event (at-least-once, each with an id to
 de-duplicate), in order per patient, and must be able to prove an event came
@@ -15,6 +15,11 @@ Signature (documented for CRMs in ``docs/crm-integration.md``)::
     X-Carebridge-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>
 
 No patient data is logged: only subscription ids, seqs and error classes.
+Webhook targets are checked by :class:`~crm_bridge.webhook_policy.WebhookPolicy`
+at registration (:class:`crm_bridge.subscriptions.Subscriptions`) and before every connection
+(:class:`~crm_bridge.webhook_http.WebhookClient`); a failed delivery is recorded
+for the CRM as a category (``crm_bridge.webhook_http.CATEGORIES``), never as a
+socket message.
 """
 
 from __future__ import annotations
@@ -22,9 +27,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +38,8 @@ from sqlalchemy import Engine, insert, select, update
 from common import CrmSettings
 from consent import KeyStore
 from crm_bridge.schema import crm_dead_letter, crm_subscription
-from crm_bridge.webhook_http import WebhookClient, WebhookError
+from crm_bridge.webhook_http import WebhookClient, WebhookError, status_category
+from crm_bridge.webhook_policy import WebhookPolicy
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
 from fhir_store import DriverQuery, for_reading, for_writing, now_us
 
@@ -99,103 +103,17 @@ def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: in
     ]
 
 
-class Subscriptions:
-    """Webhook registrations (secret generated here, shown once, stored sealed)."""
-
-    def __init__(self, engine: Engine, keys: KeyStore) -> None:
-        self.engine = engine
-        self.keys = keys
-
-    def create(
-        self, crm_id: str, url: str, events: list[str] | None, *, from_seq: int | None = None
-    ) -> dict[str, Any]:
-        sub_id = str(uuid.uuid4())
-        secret = secrets.token_urlsafe(32)
-        kid, sealed = self.keys.cipher.seal(secret.encode(), sub_id.encode())
-        with for_writing(self.engine).begin() as conn:
-            if from_seq is None:  # start at the head: a new subscription gets new events
-                from_seq = 0
-            conn.execute(
-                insert(crm_subscription).values(
-                    id=sub_id,
-                    crm_id=crm_id,
-                    url=url,
-                    events=" ".join(events or ["*"]),
-                    secret_key_id=kid,
-                    secret=sealed,
-                    active=True,
-                    cursor=from_seq,
-                    attempts=0,
-                    next_attempt_us=0,
-                    created_us=now_us(),
-                )
-            )
-        return {"id": sub_id, "url": url, "events": events or ["*"], "secret": secret, "cursor": from_seq}
-
-    def list(self, crm_id: str) -> list[dict[str, Any]]:
-        s = crm_subscription
-        with for_reading(self.engine).connect() as conn:
-            rows = conn.execute(
-                select(
-                    s.c.id, s.c.url, s.c.events, s.c.active, s.c.cursor, s.c.attempts, s.c.last_error
-                ).where(s.c.crm_id == crm_id)
-            ).all()
-            dead = conn.execute(
-                select(crm_dead_letter.c.subscription_id, crm_dead_letter.c.seq).where(
-                    crm_dead_letter.c.status == "dead"
-                )
-            ).all()
-        dead_by: dict[str, list[int]] = {}
-        for sid, seq in dead:
-            dead_by.setdefault(str(sid), []).append(int(seq))
-        return [
-            {
-                "id": r[0],
-                "url": r[1],
-                "events": r[2].split(),
-                "active": bool(r[3]),
-                "cursor": int(r[4]),
-                "attempts": int(r[5]),
-                "last_error": r[6],
-                "dead_letters": sorted(dead_by.get(str(r[0]), [])),
-            }
-            for r in rows
-        ]
-
-    def deactivate(self, crm_id: str, sub_id: str) -> bool:
-        with for_writing(self.engine).begin() as conn:
-            result = conn.execute(
-                update(crm_subscription)
-                .where(crm_subscription.c.id == sub_id, crm_subscription.c.crm_id == crm_id)
-                .values(active=False)
-            )
-        return bool(result.rowcount)
-
-    def redeliver(self, crm_id: str, sub_id: str, *, from_seq: int | None = None) -> int:
-        """Requeue the dead letters (and optionally rewind the cursor to ``from_seq``)."""
-        with for_writing(self.engine).begin() as conn:
-            owner = conn.execute(
-                select(crm_subscription.c.crm_id).where(crm_subscription.c.id == sub_id)
-            ).scalar()
-            if owner != crm_id:
-                return -1
-            result = conn.execute(
-                update(crm_dead_letter)
-                .where(crm_dead_letter.c.subscription_id == sub_id, crm_dead_letter.c.status == "dead")
-                .values(status="requeued")
-            )
-            values: dict[str, Any] = {"attempts": 0, "next_attempt_us": 0, "active": True}
-            if from_seq is not None:
-                values["cursor"] = from_seq
-            conn.execute(update(crm_subscription).where(crm_subscription.c.id == sub_id).values(**values))
-        return int(result.rowcount or 0)
-
-
 class Dispatcher:
     """Background webhook sender (a :class:`~crm_bridge.worker_loop.WorkerLoop`; ``run_once`` for tests)."""
 
     def __init__(
-        self, engine: Engine, keys: KeyStore, settings: CrmSettings, *, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine,
+        keys: KeyStore,
+        settings: CrmSettings,
+        policy: WebhookPolicy,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.keys = keys
@@ -212,7 +130,8 @@ class Dispatcher:
         )
         self._backlog = False  # a round stopped at FEED_BATCH events: run the next one at once
         self.wake = self._loop.wake  # set by the outbox hook after a commit that wrote events
-        self._http = WebhookClient(settings.webhook_timeout_s)
+        self.policy = policy
+        self._http = WebhookClient(settings.webhook_timeout_s, policy)
         self.delivered = 0
         self.dead_lettered = 0
         # Observer of each POST attempt (seconds, ok): the /metrics webhook latency histogram.
@@ -224,6 +143,13 @@ class Dispatcher:
         self._saved_at: dict[str, float] = {}
 
     def start(self) -> None:
+        if self.policy.allow_http:
+            log.warning("webhooks over plain http are allowed (CAREBRIDGE_CRM_ALLOW_HTTP_WEBHOOKS)")
+        if self.policy.allowed_networks:
+            log.warning(
+                "webhooks to non-public addresses are allowed in %s (CAREBRIDGE_CRM_WEBHOOK_ALLOWED_NETWORKS)",
+                ", ".join(str(network) for network in self.policy.allowed_networks),
+            )
         self._loop.start()
 
     def stop(self) -> None:
@@ -264,6 +190,7 @@ class Dispatcher:
         return total
 
     def _post(self, url: str, secret: bytes, event: FeedEvent) -> str | None:
+        """POST one event; ``None`` when acknowledged, else the failure's category."""
         body = event.wire()
         headers = {
             "Content-Type": "application/json",
@@ -276,10 +203,10 @@ class Dispatcher:
             status = self._http.post(url, body, headers)
         except WebhookError as exc:
             self._observe(started, ok=False)
-            return str(exc)
-        ok = 200 <= status < 300
-        self._observe(started, ok=ok)
-        return None if ok else f"HTTP {status}"
+            return exc.category
+        failure = status_category(status)
+        self._observe(started, ok=failure is None)
+        return failure
 
     def _observe(self, started: float, *, ok: bool) -> None:
         if self.on_delivery is not None:

@@ -133,6 +133,9 @@ def running_carebridge(workdir: Path) -> Iterator[tuple[Demo, subprocess.Popen[b
         # the sample HIS is not registered (`carebridge senders add`): a demo accepts any sender
         "CAREBRIDGE_MLLP_OPEN": "true",
         "CAREBRIDGE_ENV": "development",  # loopback, throwaway keys: never production mode
+        # the demo's CRM receiver is plain http on loopback: allowed here only (the server warns)
+        "CAREBRIDGE_CRM_ALLOW_HTTP_WEBHOOKS": "true",
+        "CAREBRIDGE_CRM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
     }
     demo = Demo(env, _free_port(), _free_port(), workdir / "carebridge.log")
     with demo.log_path.open("wb") as log:
@@ -299,6 +302,7 @@ def run(workdir: Path) -> int:
     print("== Starting carebridge (loopback, temporary SQLite database)")
     with running_carebridge(workdir) as (demo, proc):
         print(f"  HTTP {demo.base}  MLLP 127.0.0.1:{demo.mllp_port}")
+        print("  webhooks: plain http to loopback allowed for this demo only (the server log warns)")
         his_token = demo.token(HIS_ID, "his_integration")
         crm_token = demo.token(CRM_ID, "crm")
         receiver = CrmReceiver()

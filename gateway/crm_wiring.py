@@ -78,6 +78,7 @@ def build_crm_bridge(
         auditor=AuditDecisionRecorder(audit) if audit is not None else None,
         transport=mllp_transport,
         build_siu=appointment_to_siu_s12,
+        own_ports=(settings.http.port, settings.mllp.port),  # never webhook targets
     )
 
 

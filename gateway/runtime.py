@@ -128,6 +128,7 @@ async def serve_forever(
     server = uvicorn.Server(config)
     mllp = MllpServer(runtime, settings.host, settings.mllp.port)
     await mllp.start()
+    runtime.crm.webhooks.listening_on(mllp.port)  # the bound port, should the setting be 0
     runtime.crm.start()  # webhook dispatcher + HIS booking sender (threads)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

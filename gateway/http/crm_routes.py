@@ -8,6 +8,12 @@ everything it receives is the sealed outbox (already filtered and projected).
 Turning a pseudonym back into a patient is reserved to role
 ``privacy_officer``, needs a reason and is audited (ISO/IEC 27001:2022 A.8.11).
 The bridge itself is wired in :mod:`gateway.crm_wiring`.
+
+Registering and stopping a webhook are audited (BALP RESTful create/delete on
+``Subscription/<id>``, refusals included): a webhook decides where patient
+events go, so who pointed them where must be on record (ISO/IEC 27001:2022
+A.8.15).  Where a webhook may point is the bridge's rule
+(``crm_bridge.webhook_policy``); a refused URL is a 400 naming ``url``.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from audit import AuditHook, Target, build_event
-from common import InvalidInput, NotFound
+from audit import AuditHook, Target, build_event, outcome_for_status, rest_event
+from common import CarebridgeError, InvalidInput, NotFound
 from consent import PURPOSES, build_consent
 from crm_bridge import EVENT_TYPES, CrmBridge, read_feed, resolve_pseudonym
-from fhir_store import Create, format_instant, now_us
+from fhir_store import Create, RequestContext, format_instant, now_us
 from gateway.http.openapi_docs import auth_errors
 from gateway.http.principal import CrmCaller, OfficerCaller
 from gateway.http.responses import runtime_of
@@ -73,14 +79,18 @@ def changes(
 )
 def subscribe(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
     url = str(body.get("url") or "")
-    if not url.startswith(("https://", "http://")):
-        raise InvalidInput("url must be an http(s) URL", location="url")
     events = body.get("events") or None
     if events is not None and any(e not in EVENT_TYPES for e in events):
         raise InvalidInput(f"events must be among {list(EVENT_TYPES)}", location="events")
-    return _bridge(request).subscriptions.create(
-        caller.principal.client_id, url, events, from_seq=_from_cursor(body.get("from_cursor"))
-    )
+    try:
+        created = _bridge(request).subscriptions.create(
+            caller.principal.client_id, url, events, from_seq=_from_cursor(body.get("from_cursor"))
+        )
+    except CarebridgeError as exc:
+        _audit(request, caller.context, "create", None, exc.http_status, f"refused: {exc.message}")
+        raise
+    _audit(request, caller.context, "create", str(created["id"]), 201, None)
+    return created
 
 
 @router.get("/subscriptions", summary="This CRM's webhooks with cursor, retry state and dead letters")
@@ -90,8 +100,33 @@ def subscriptions(request: Request, caller: CrmCaller) -> dict[str, Any]:
 
 @router.delete("/subscriptions/{sub_id}", status_code=204, summary="Stop a webhook")
 def unsubscribe(request: Request, sub_id: str, caller: CrmCaller) -> None:
-    if not _bridge(request).subscriptions.deactivate(caller.principal.client_id, sub_id):
+    found = _bridge(request).subscriptions.deactivate(caller.principal.client_id, sub_id)
+    _audit(request, caller.context, "delete", sub_id, 204 if found else 404, None)
+    if not found:
         raise NotFound("unknown subscription", location="id")
+
+
+def _audit(
+    request: Request,
+    context: RequestContext,
+    interaction: str,
+    sub_id: str | None,
+    status: int,
+    description: str | None,
+) -> None:
+    """One RESTful event on ``Subscription/<id>`` (no patient: a webhook is the CRM's own setting)."""
+    audit: AuditHook | None = runtime_of(request).audit
+    if audit is None:
+        return
+    event = rest_event(
+        context,
+        interaction,
+        recorded_us=now_us(),
+        targets=[Target("Subscription", sub_id)] if sub_id else [],
+        outcome=outcome_for_status(status),
+        outcome_desc=description or (f"HTTP {status}" if status >= 400 else None),
+    )
+    audit.append([event])
 
 
 @router.post(

@@ -122,6 +122,9 @@ def serve_crm(
         "crm_webhook_backoff_base_s": "0.05",
         "crm_webhook_backoff_max_s": "0.3",
         "crm_webhook_max_attempts": "1000",
+        # the receivers of these tests listen on loopback over plain http: allowed explicitly
+        "crm_allow_http_webhooks": "true",
+        "crm_webhook_allowed_networks": "127.0.0.0/8",
         **extra,
     }
     keys = {"store_key_file": store_key_file} if store_key_file else {}

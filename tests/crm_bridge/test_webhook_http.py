@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 
 from crm_bridge.webhook_http import WebhookClient, WebhookError
+from crm_bridge.webhook_policy import WebhookPolicy, parse_networks
+
+# these receivers listen on loopback over plain http: allowed explicitly
+LOOPBACK = WebhookPolicy(allow_http=True, allowed_networks=parse_networks("127.0.0.0/8"))
 
 
 class _Receiver:
@@ -61,7 +65,7 @@ def receiver() -> Iterator[_Receiver]:
 
 
 def test_posts_reuse_one_connection(receiver: _Receiver) -> None:
-    client = WebhookClient(5.0)
+    client = WebhookClient(5.0, LOOPBACK)
     statuses = [client.post(receiver.url, f"{i}".encode(), {"X-N": str(i)}) for i in range(5)]
     client.close()
     assert statuses == [204] * 5
@@ -73,7 +77,7 @@ def test_posts_reuse_one_connection(receiver: _Receiver) -> None:
 def test_connection_closed_by_the_receiver_is_replaced() -> None:
     receiver = _Receiver(close_after_each=True)
     try:
-        client = WebhookClient(5.0)
+        client = WebhookClient(5.0, LOOPBACK)
         statuses = [client.post(receiver.url, b"x", {}) for _ in range(3)]
         client.close()
     finally:
@@ -86,7 +90,7 @@ def test_connection_closed_by_the_receiver_is_replaced() -> None:
 def test_error_status_is_returned_not_raised() -> None:
     receiver = _Receiver(status=503)
     try:
-        assert WebhookClient(5.0).post(receiver.url, b"x", {}) == 503
+        assert WebhookClient(5.0, LOOPBACK).post(receiver.url, b"x", {}) == 503
     finally:
         receiver.close()
 
@@ -95,7 +99,7 @@ def test_refused_connection_and_bad_urls_raise() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nobody listens once closed
-    client = WebhookClient(2.0)
+    client = WebhookClient(2.0, LOOPBACK)
     with pytest.raises(WebhookError, match="ConnectionRefusedError"):
         client.post(f"http://127.0.0.1:{port}/hook", b"x", {})
     for url in ("ftp://127.0.0.1/hook", "http:///nohost"):

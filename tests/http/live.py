@@ -128,6 +128,7 @@ def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    runtime.crm.webhooks.listening_on(port)  # as `carebridge serve` does: never a webhook target
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="off", timeout_keep_alive=30, proxy_headers=False
     )
