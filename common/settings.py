@@ -78,6 +78,7 @@ class HttpSettings(Group):
 
     def trusted_networks(self) -> list[str]:
         return [item.strip() for item in self.trusted_proxies.split(",") if item.strip()]
+
     # Host names whose Host header may become the base of links when base_url is empty
     # (comma-separated; anything else is a 400, gateway.http.responses.fhir_base).
     allowed_hosts: str = "localhost,127.0.0.1,::1"
