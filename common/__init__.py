@@ -70,6 +70,7 @@ from common.phones import (
 from common.settings import (
     ENV_PREFIX,
     AuditSettings,
+    AuthSettings,
     CrmSettings,
     Hl7Settings,
     MllpSettings,
@@ -95,6 +96,7 @@ __all__ = [
     "SECONDARY_IDENTIFIER_TYPES",
     "AeadCipher",
     "AuditSettings",
+    "AuthSettings",
     "BusinessRuleViolation",
     "CarebridgeError",
     "CrmSettings",

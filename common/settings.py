@@ -72,6 +72,17 @@ class AuthSettings(Group):
     """
 
     secret_log2n: int = Field(default=14, ge=10, le=20)
+    # Token endpoint (gateway/auth/throttle.py, OWASP ASVS 4.0 V2.2.1 anti-automation): scrypt
+    # runs in at most ``hash_concurrency`` threads per HTTP process, never on the event loop;
+    # ``throttle_*_failures`` failed client authentications within ``throttle_window_s`` lock
+    # that client id / source address for ``throttle_lock_s``, doubling per repeat up to
+    # ``throttle_lock_max_s``.  The state is in the database, shared by every HTTP worker.
+    hash_concurrency: int = Field(default=2, ge=1, le=64)
+    throttle_window_s: int = Field(default=60, ge=1)
+    throttle_client_failures: int = Field(default=5, ge=1)
+    throttle_address_failures: int = Field(default=20, ge=1)
+    throttle_lock_s: int = Field(default=60, ge=1)
+    throttle_lock_max_s: int = Field(default=3600, ge=1)
 
 
 class MllpSettings(Group):

@@ -1,4 +1,4 @@
-"""Tables of the auth layer (registered OAuth clients, token signing keys).
+"""Tables of the auth layer (registered OAuth clients, token signing keys, login throttling).
 
 They live on this module's own ``metadata``; ``gateway.registration`` adds it
 to the registry so one Alembic history covers the whole database.
@@ -6,7 +6,7 @@ to the registry so one Alembic history covers the whole database.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, LargeBinary, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, Index, Integer, LargeBinary, String, Table, Text
 
 from fhir_store import new_metadata
 
@@ -33,4 +33,18 @@ signing_key = Table(
     Column("private_pem", LargeBinary, nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("retired_us", BigInteger, nullable=True),  # no longer signs; still published until expiry
+)
+
+#: Failed client authentications at the token endpoint, per client id and per source address
+#: (gateway/auth/throttle.py).  In the database so every HTTP worker sees the same counts.
+auth_throttle = Table(
+    "auth_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),  # "client:<id>" or "address:<ip>"
+    Column("failures", Integer, nullable=False),  # in the window that started at window_start_us
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("locked_until_us", BigInteger, nullable=False),  # 0: not locked
+    Column("lock_level", Integer, nullable=False),  # locks so far: the next lasts lock_s * 2**level
+    Column("last_failure_us", BigInteger, nullable=False),
+    Index("ix_auth_throttle_last_failure", "last_failure_us"),
 )
