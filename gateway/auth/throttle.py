@@ -9,9 +9,10 @@ and per *source address*.  ``client_failures`` / ``address_failures`` failures w
 gets 429 with ``Retry-After`` (RFC 6585 §4, RFC 9110 §10.2.3) and no secret check at
 all, whether or not its secret is right.  The first lock lasts ``lock_s``; each further
 lock of the same key doubles, up to ``lock_max_s``; a key quiet for ``lock_max_s`` starts
-again from the first lock.  A success clears its client id, never its address (an
-attacker holding one valid secret must not be able to reset the count of the address
-guessing others).
+again from the first lock.  A success clears the failures of its client id, but neither
+its lock level (a client under attack stays under escalating locks while its owner keeps
+logging in) nor its address's count (an attacker holding one valid secret must not be
+able to reset the count of the address guessing others).
 
 The counts are rows of ``auth_throttle`` so every HTTP worker process of a deployment
 enforces the same limits.  :func:`next_state` is the rule, pure; :class:`Throttle` applies
@@ -96,7 +97,7 @@ class Lock:
 
 @dataclass(frozen=True)
 class Check:
-    """``lock``: the refusal, if any; ``counted``: the client id has a row (a success must clear it)."""
+    """``lock``: the refusal, if any; ``counted``: the client id has failures (a success clears them)."""
 
     lock: Lock | None
     counted: bool
@@ -166,9 +167,13 @@ class Throttle:
         return max(started, key=lambda lock: lock.retry_after_s) if started else None
 
     def succeeded(self, client_id: str) -> None:
-        """A correct secret clears its client id's count (not its address's: see module docstring)."""
+        """A correct secret clears its client id's failures (not its lock level, nor its address's)."""
         with for_writing(self.engine).begin() as conn:
-            conn.execute(delete(auth_throttle).where(auth_throttle.c.key == client_key(client_id)))
+            conn.execute(
+                update(auth_throttle)
+                .where(auth_throttle.c.key == client_key(client_id), auth_throttle.c.failures > 0)
+                .values(failures=0)
+            )
 
     def _lock_rows(self, conn: Connection, keys: Sequence[str], now: int) -> dict[str, KeyState]:
         """Create missing rows, then lock all of them (``FOR UPDATE``; SQLite: BEGIN IMMEDIATE)."""
