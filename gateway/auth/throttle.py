@@ -8,8 +8,8 @@ and per *source address*.  ``client_failures`` / ``address_failures`` failures w
 ``window_s`` lock that key: a request naming a locked id or coming from a locked address
 gets 429 with ``Retry-After`` (RFC 6585 §4, RFC 9110 §10.2.3) and no secret check at
 all, whether or not its secret is right.  The first lock lasts ``lock_s``; each further
-lock of the same key doubles, up to ``lock_max_s``; a key quiet for ``lock_max_s`` starts
-again from the first lock.  A success clears the failures of its client id, but neither
+lock of the same key doubles, up to ``lock_max_s``; a key with neither failure nor lock for
+``lock_max_s`` starts again from the first lock.  A success clears the failures of its client id, but neither
 its lock level (a client under attack stays under escalating locks while its owner keeps
 logging in) nor its address's count (an attacker holding one valid secret must not be
 able to reset the count of the address guessing others).
@@ -66,8 +66,9 @@ class Limits:
 def next_state(state: KeyState, now: int, max_failures: int, limits: Limits) -> KeyState:
     """The state of a key after one more failure at ``now``."""
     level = state.lock_level
-    if state.last_failure_us and now - state.last_failure_us >= limits.lock_max_us:
-        level = 0  # quiet long enough: escalation forgotten
+    quiet_since = max(state.last_failure_us, state.locked_until_us)
+    if quiet_since and now - quiet_since >= limits.lock_max_us:
+        level = 0  # no failure and no lock for lock_max: escalation forgotten
     failures, window_start = state.failures, state.window_start_us
     if now - window_start >= limits.window_us:
         failures, window_start = 0, now
@@ -123,11 +124,12 @@ class Throttle:
         keys = list(self._keys(client_id, address))
         with for_reading(self.engine).connect() as conn:
             rows = conn.execute(
-                select(auth_throttle.c.key, auth_throttle.c.locked_until_us).where(
+                select(auth_throttle.c.key, auth_throttle.c.locked_until_us, auth_throttle.c.failures).where(
                     auth_throttle.c.key.in_(keys)
                 )
             ).all()
-        counted = any(str(row.key) == client_key(client_id) for row in rows) if client_id else False
+        mine = client_key(client_id) if client_id else None
+        counted = any(str(row.key) == mine and int(row.failures) > 0 for row in rows)
         locks = [(str(row.key), int(row.locked_until_us)) for row in rows if int(row.locked_until_us) > now]
         if not locks:
             return Check(None, counted)
@@ -161,7 +163,7 @@ class Throttle:
             conn.execute(
                 delete(auth_throttle).where(
                     auth_throttle.c.last_failure_us < now - self.limits.lock_max_us,
-                    auth_throttle.c.locked_until_us < now,
+                    auth_throttle.c.locked_until_us < now - self.limits.lock_max_us,
                 )
             )
         return max(started, key=lambda lock: lock.retry_after_s) if started else None
