@@ -126,14 +126,17 @@ def credentials_from(authorization: str | None, form: Mapping[str, str]) -> Cred
     return Credentials("client_secret_post", form_id, secret=form.get("client_secret", ""))
 
 
-#: Niceness of the hashing threads (Linux schedules threads as tasks of their own).
+#: Niceness added to the hashing threads (Linux schedules threads as tasks of their own).
 HASH_NICENESS = 10
 
 
 def _lower_priority() -> None:
     """Hashing yields the CPU to the event loop and to request threads (the flood waits, not them)."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed: the bound holds
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICENESS)
+        thread = threading.get_native_id()
+        os.setpriority(
+            os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + HASH_NICENESS)
+        )
 
 
 class TokenLogin:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ import pytest
 import gateway.auth.clients as clients_module
 from audit import search_audit
 from gateway.auth.clients import ClientRegistry
+from gateway.auth.login import HASH_NICENESS
 from tests.http.live import LiveServer, serve
 from tests.support import TEST_SECRET_LOG2N
 
@@ -201,6 +203,7 @@ def test_hashing_runs_off_the_event_loop_with_bounded_concurrency(
         secret = register(live, "his-f")
         lock = threading.Lock()
         running, peak, on_loop = 0, 0, []
+        niceness: list[int] = []
         real = clients_module.secret_matches
 
         def observed(given: str, stored: str) -> bool:
@@ -210,6 +213,7 @@ def test_hashing_runs_off_the_event_loop_with_bounded_concurrency(
                 on_loop.append(True)
             except RuntimeError:
                 pass
+            niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
             with lock:
                 running += 1
                 peak = max(peak, running)
@@ -224,3 +228,4 @@ def test_hashing_runs_off_the_event_loop_with_bounded_concurrency(
         assert codes == [200] * 8
         assert not on_loop
         assert 1 <= peak <= 2
+        assert set(niceness) == {min(19, os.getpriority(os.PRIO_PROCESS, 0) + HASH_NICENESS)}
