@@ -19,6 +19,7 @@ Usage::
     .venv/bin/python bench/token_stall.py                 # SQLite
     .venv/bin/python bench/token_stall.py --postgres
     .venv/bin/python bench/token_stall.py --probes 400 --loops 8
+    git archive 48f39dd | tar -x -C /tmp/before && .venv/bin/python bench/token_stall.py --before /tmp/before
 """
 
 from __future__ import annotations
@@ -48,15 +49,16 @@ UNREACHABLE = {
 }
 
 
-def start(url: str, port: int, extra: dict[str, str]) -> subprocess.Popen[bytes]:
+def start(url: str, port: int, extra: dict[str, str], tree: Path = ROOT) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "CAREBRIDGE_LOG_LEVEL": "WARNING",
         "CAREBRIDGE_STORE_KEY_FILE": STORE_KEY_FILE,
         **extra,
+        "PYTHONPATH": str(tree),
     }
     command = [sys.executable, "-m", "bench.serve_for_bench", "--database-url", url, "--port", str(port)]
-    return _healthy(subprocess.Popen(command, env=env, cwd=ROOT), port)
+    return _healthy(subprocess.Popen(command, env=env, cwd=tree), port)
 
 
 def probe(port: int, count: int) -> list[float]:
@@ -103,9 +105,9 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), cuts[18]
 
 
-def scenario(url: str, name: str, extra: dict[str, str], probes: int, loops: int) -> str:
+def scenario(url: str, name: str, extra: dict[str, str], probes: int, loops: int, tree: Path = ROOT) -> str:
     port = free_port()
-    server = start(url, port, extra)
+    server = start(url, port, extra, tree)
     try:
         probe(port, 50)  # warm-up
         idle = percentiles(probe(port, probes))
@@ -135,6 +137,9 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--probes", type=int, default=400)
     parser.add_argument("--loops", type=int, default=8)
+    parser.add_argument(
+        "--before", type=Path, help="also serve from this source tree (e.g. `git archive` of the old commit)"
+    )
     args = parser.parse_args()
     with bench_database("postgresql" if args.postgres else "sqlite") as url:
         engine = make_engine(url)
@@ -147,6 +152,11 @@ def main() -> None:
             "| scenario | /healthz idle p50 / p95 (ms) | under flood p50 / p95 (ms) | p50 ratio | bad logins answered |"
         )
         print("|---|---|---|---|---|")
+        if args.before:
+            print(
+                scenario(url, f"before ({args.before.name})", {}, args.probes, args.loops, args.before),
+                flush=True,
+            )
         print(scenario(url, "unthrottled", UNREACHABLE, args.probes, args.loops), flush=True)
         print(scenario(url, "defaults", {}, args.probes, args.loops), flush=True)
 
