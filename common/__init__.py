@@ -71,6 +71,7 @@ from common.phones import (
 from common.settings import (
     ENV_PREFIX,
     AuditSettings,
+    AuthSettings,
     CrmSettings,
     Hl7Settings,
     MllpSettings,
@@ -96,6 +97,7 @@ __all__ = [
     "SECONDARY_IDENTIFIER_TYPES",
     "AeadCipher",
     "AuditSettings",
+    "AuthSettings",
     "BusinessRuleViolation",
     "CarebridgeError",
     "Concealed",

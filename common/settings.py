@@ -60,11 +60,13 @@ class Group(BaseModel):
 
 
 def _networks(text: str) -> str:
+    """Comma-separated addresses or CIDRs; a malformed one stops the start (a typo must not open or
+    close anything silently)."""
     for item in filter(None, (part.strip() for part in text.split(","))):
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+            raise ValueError(f"{item!r} is not an IP address or CIDR network (such as 10.1.0.0/16)") from None
     return text
 
 
@@ -101,6 +103,17 @@ class AuthSettings(Group):
     # token endpoint URL that private_key_jwt assertions must name as aud (RFC 7523 §3);
     # empty = CAREBRIDGE_BASE_URL + /auth/token (or the listen address when that is empty too)
     token_url: str = ""
+    # Token endpoint (gateway/auth/throttle.py, OWASP ASVS 4.0 V2.2.1 anti-automation): scrypt
+    # runs in at most ``hash_concurrency`` threads per HTTP process, never on the event loop;
+    # ``throttle_*_failures`` failed client authentications within ``throttle_window_s`` lock
+    # that client id / source address for ``throttle_lock_s``, doubling per repeat up to
+    # ``throttle_lock_max_s``.  The state is in the database, shared by every HTTP worker.
+    hash_concurrency: int = Field(default=2, ge=1, le=64)
+    throttle_window_s: int = Field(default=60, ge=1)
+    throttle_client_failures: int = Field(default=5, ge=1)
+    throttle_address_failures: int = Field(default=20, ge=1)
+    throttle_lock_s: int = Field(default=60, ge=1)
+    throttle_lock_max_s: int = Field(default=3600, ge=1)
 
 
 class MllpSettings(Group):
@@ -204,16 +217,6 @@ class StoreSettings(Group):
 
 class BackupSettings(Group):
     key_file: str = "var/backup.key"  # AES-256 key of `carebridge backup|restore`
-
-
-def _networks(text: str) -> str:
-    """Comma-separated CIDRs; a malformed one stops the start (a typo must not open or close silently)."""
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError as exc:
-            raise ValueError(f"{item!r} is not a network (CIDR such as 10.1.0.0/16)") from exc
-    return text
 
 
 class CrmSettings(Group):

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import Connection, Engine, delete, insert, select, update
@@ -172,14 +173,18 @@ class ClientRegistry:
             conn.execute(delete(oauth_client).where(oauth_client.c.client_id == client_id))
             bump_revision(conn)
 
+    @cached_property
+    def dummy_hash(self) -> str:
+        """What the secret of an unknown, disabled or secretless id is checked against.
+
+        The same scrypt work as for a registered client, so response times do not tell which
+        ids exist (OWASP Authentication Cheat Sheet, "Authentication Responses")."""
+        return hash_secret(secrets.token_urlsafe(32), log2n=self.secret_log2n)
+
     def authenticate_secret(self, client_id: str, secret: str) -> Client:
-        client = self.get(client_id)
-        if (
-            client is None
-            or not client.active
-            or not client.secret_hash
-            or not secret_matches(secret, client.secret_hash)
-        ):
+        client = self.get(client_id) if client_id else None
+        stored = client.secret_hash if client is not None and client.active else None
+        if not secret_matches(secret, stored or self.dummy_hash) or client is None or not stored:
             raise Unauthenticated("invalid client credentials", location="client_id")
         return client
 

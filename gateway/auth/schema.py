@@ -1,4 +1,4 @@
-"""Tables of the auth layer (registered OAuth clients, token signing keys, revocation state).
+"""Tables of the auth layer (registered OAuth clients, token signing keys, revocation state, login throttling).
 
 They live on this module's own ``metadata``; ``gateway.registration`` adds it
 to the registry so one Alembic history covers the whole database.
@@ -64,3 +64,17 @@ client_assertion_jti = Table(
 #: AES-256-GCM with the table, column and key id as associated data: a sealed key copied onto
 #: another row does not open, and ``carebridge store status|rewrap`` count and move it.
 SIGNING_KEY_SEALED = SealedText(signing_key, "private_key", ("kid",))
+
+#: Failed client authentications at the token endpoint, per client id and per source address
+#: (gateway/auth/throttle.py).  In the database so every HTTP worker sees the same counts.
+auth_throttle = Table(
+    "auth_throttle",
+    metadata,
+    Column("key", String(200), primary_key=True),  # "client:<id>" or "address:<ip>"
+    Column("failures", Integer, nullable=False),  # in the window that started at window_start_us
+    Column("window_start_us", BigInteger, nullable=False),
+    Column("locked_until_us", BigInteger, nullable=False),  # 0: not locked
+    Column("lock_level", Integer, nullable=False),  # locks so far: the next lasts lock_s * 2**level
+    Column("last_failure_us", BigInteger, nullable=False),
+    Index("ix_auth_throttle_last_failure", "last_failure_us"),
+)

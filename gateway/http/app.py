@@ -17,7 +17,9 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from fhir_store import SUPPORTED_TYPES
 from gateway.auth.clients import ClientRegistry
+from gateway.auth.login import TokenLogin
 from gateway.auth.routes import build_auth_router
+from gateway.auth.throttle import Throttle
 from gateway.http import (
     api_docs,
     audit_routes,
@@ -56,6 +58,18 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+def token_login(runtime: Runtime) -> TokenLogin:
+    """The token endpoint's logic for this process (``app.state.token_login``; tests set its clock)."""
+    auth = runtime.settings.auth
+    return TokenLogin(
+        ClientRegistry(runtime.engine, secret_log2n=auth.secret_log2n),
+        runtime.tokens,
+        Throttle(runtime.engine, auth),
+        runtime.audit,
+        hash_concurrency=auth.hash_concurrency,
+    )
+
+
 def create_app(runtime: Runtime) -> FastAPI:
     """The app; in production mode (``CAREBRIDGE_ENV``) it refuses a weak configuration first
     (:class:`gateway.production.ProductionRefused`, one line per problem)."""
@@ -80,11 +94,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(crm_routes.reid_router)
     privacy_routes.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
     # token endpoint, JWKS, SMART discovery; every route authenticates through gateway.http.principal
-    app.include_router(
-        build_auth_router(
-            ClientRegistry(runtime.engine, secret_log2n=runtime.settings.auth.secret_log2n), runtime.tokens
-        )
-    )
+    app.state.token_login = token_login(runtime)
+    app.include_router(build_auth_router(app.state.token_login, runtime.tokens))
     api_docs.install(app, TITLE)
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)

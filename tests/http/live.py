@@ -85,6 +85,7 @@ class LiveServer:
     base_url: str
     runtime: Runtime
     headers: dict[str, str] = field(default_factory=dict)  # a his_integration bearer token
+    app: Any = None  # the FastAPI app (tests reach app.state through it)
 
     @property
     def fhir_url(self) -> str:
@@ -141,7 +142,7 @@ def serve(database_url: str, **overrides: Any) -> Iterator[LiveServer]:
             raise RuntimeError("the test server did not start")
         time.sleep(0.01)
     try:
-        live = LiveServer(f"http://127.0.0.1:{port}", runtime)
+        live = LiveServer(f"http://127.0.0.1:{port}", runtime, app=app)
         live.headers = live.auth("his_integration")
         yield live
     finally:
