@@ -66,7 +66,9 @@ def _networks(text: str) -> str:
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
-            raise ValueError(f"{item!r} is not an IP address or CIDR network (such as 10.1.0.0/16)") from None
+            raise ValueError(
+                f"{item!r} is not a network (an IP address or CIDR such as 10.1.0.0/16)"
+            ) from None
     return text
 
 
