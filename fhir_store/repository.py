@@ -26,10 +26,10 @@ from fhir_store.database import writer
 from fhir_store.instants import now_us
 from fhir_store.model import Operation, OperationResult, RequestContext, StoredResource
 from fhir_store.pipeline import HookPipeline
+from fhir_store.resolve import identifier_lookup
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, binding, load_snapshot, save_snapshot
-from fhir_store.transaction import identifier_lookup
 from fhir_store.write_path import ContextSource, Extra, WriteUnit
 from fhir_store.writer import load_current
 

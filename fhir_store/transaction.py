@@ -13,21 +13,16 @@ before they are looked up, content is opened and sealed by the writer.
 
 from __future__ import annotations
 
-import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection
 
 from common import (
-    SECONDARY_IDENTIFIER_SYSTEMS,
     InvalidInput,
-    MultipleMatches,
     PreconditionFailed,
 )
-from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.duplicates import DuplicateCheck, check_patient, tag_partner
 from fhir_store.event_order import (
@@ -55,16 +50,11 @@ from fhir_store.model import (
     UnlinkPatients,
     Update,
 )
-from fhir_store.patient_links import as_retired, follow_replaced_by, keep_links, onto_survivor
+from fhir_store.patient_links import as_retired, keep_links, onto_survivor
 from fhir_store.patient_merge import merge_patients, unlink_patients
-from fhir_store.search import SearchQuery, find_ids, parse_criteria
-from fhir_store.writer import (
-    PendingRows,
-    find_identifier_owner,
-    find_identifier_owner_current,
-    load_current,
-    write_version,
-)
+from fhir_store.references import rewrite_references, without_meta
+from fhir_store.resolve import Prefetch, if_match_version, load, single, survivor
+from fhir_store.writer import PendingRows, write_version
 
 
 @dataclass
@@ -78,128 +68,6 @@ class _Planned:
     retired_write: bool = False  # a message from before a merge, written to the merged record
 
 
-def identifier_lookup(
-    conn: Connection,
-    query: SearchQuery,
-    pending: PendingRows | None = None,
-    prefetch: _Prefetch | None = None,
-) -> list[str] | None:
-    """Answer a lone ``identifier=system|value`` filter from the claim table, else ``None``.
-
-    ``query`` must be blinded (:func:`~fhir_store.blind_index.blind_query`): claims hold keyed hashes.
-    Claims still waiting in ``pending`` (a group commit's unflushed rows) count as held.
-    With ``prefetch``, an owner found in the database comes with its current version
-    (one round trip for the lookup and the load that always follows it).
-    """
-    if len(query.filters) != 1 or query.offset or query.sort:
-        return None
-    only = query.filters[0]
-    if only.param != "identifier" or only.modifier is not None or len(only.values) != 1:
-        return None
-    system, bar, value = only.values[0].partition("|")
-    if not bar or not value or system in SECONDARY_IDENTIFIER_SYSTEMS:
-        return None  # a CCCD/BHYT may be shared by possible duplicates: only the index knows them all
-    owner = None if pending is None else pending.claims.get((query.resource_type, system, value))
-    if owner is None and prefetch is not None:
-        found = find_identifier_owner_current(conn, query.resource_type, system, value, prefetch.cipher)
-        if found is not None:
-            owner, prefetch.current[(query.resource_type, found[0])] = found
-    elif owner is None:
-        owner = find_identifier_owner(conn, query.resource_type, system, value)
-    return [] if owner is None else [owner]
-
-
-def match_criteria(
-    conn: Connection,
-    resource_type: str,
-    criteria: str,
-    cipher: StoreCipher,
-    pending: PendingRows | None = None,
-    prefetch: _Prefetch | None = None,
-) -> list[str]:
-    """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table.
-
-    A search over the index first flushes ``pending``, so it sees this transaction's writes.
-    """
-    query = blind_query(parse_criteria(resource_type, criteria), cipher.blind)
-    owned = identifier_lookup(conn, query, pending, prefetch)
-    if owned is not None:
-        return owned
-    if not query.filters:
-        raise InvalidInput("a conditional operation needs search criteria", location="url")
-    if pending is not None and pending.rows:
-        pending.flush(conn)
-    return find_ids(conn, query, limit=2)
-
-
-@dataclass
-class _Prefetch:
-    """Current versions read with a claim lookup, for the :func:`_load` of the same plan step."""
-
-    cipher: StoreCipher
-    current: dict[tuple[str, str], StoredResource | None] = field(default_factory=dict)
-
-
-def _load(
-    conn: Connection,
-    resource_type: str,
-    resource_id: str,
-    cipher: StoreCipher,
-    pending: PendingRows,
-    prefetch: _Prefetch | None = None,
-) -> StoredResource | None:
-    """The current version, after flushing ``pending`` if it holds rows of that resource.
-
-    A version ``prefetch`` read with the claim is used unless this transaction wrote the
-    resource since (then its pending rows are flushed and the row read again).
-    """
-    key = (resource_type, resource_id)
-    if key in pending.touched:
-        pending.flush(conn)
-    elif prefetch is not None and key in prefetch.current:
-        return prefetch.current[key]
-    return load_current(conn, resource_type, resource_id, cipher)
-
-
-def _single(
-    conn: Connection,
-    resource_type: str,
-    criteria: str,
-    cipher: StoreCipher,
-    pending: PendingRows,
-    prefetch: _Prefetch | None = None,
-) -> str | None:
-    ids = match_criteria(conn, resource_type, criteria, cipher, pending, prefetch)
-    if len(ids) > 1:
-        raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
-    return ids[0] if ids else None
-
-
-def _survivor(
-    conn: Connection,
-    found: str,
-    cipher: StoreCipher,
-    pending: PendingRows,
-    prefetch: _Prefetch,
-) -> tuple[str, list[StoredResource]]:
-    """The Patient a conditional write for ``found`` goes to: the end of its ``replaced-by`` chain.
-
-    A message quoting a merged record's number updates the survivor and never
-    revives the merged record (``fhir_store.patient_links``).
-    """
-    return follow_replaced_by(found, lambda pid: _load(conn, "Patient", pid, cipher, pending, prefetch))
-
-
-def _if_match_version(if_match: str) -> int:
-    text = if_match.strip()
-    if text.startswith("W/"):
-        text = text[2:]
-    try:
-        return int(text.strip('"'))
-    except ValueError as exc:
-        raise PreconditionFailed(f"If-Match '{if_match}' is not a version ETag", location="If-Match") from exc
-
-
 def _plan(
     conn: Connection,
     op: Operation,
@@ -209,17 +77,17 @@ def _plan(
     event: EventOrder | None = None,
 ) -> _Planned:
     """What ``op`` will do, read from the database and from ``pending`` (rows not yet sent)."""
-    prefetch = _Prefetch(cipher)  # lives for this step only: nothing is written before its _load
+    prefetch = Prefetch(cipher)  # lives for this step only: nothing is written before its _load
     if isinstance(op, Create):
         resource_type = str(op.resource.get("resourceType"))
         target: str | None = str(uuid.uuid4())
         previous = None
         if op.if_none_exist:
-            existing = _single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch)
+            existing = single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch)
             if existing is not None and resource_type == "Patient":
-                existing, _ = _survivor(conn, existing, cipher, pending, prefetch)
+                existing, _ = survivor(conn, existing, cipher, pending, prefetch)
             if existing is not None:
-                target, previous = None, _load(conn, resource_type, existing, cipher, pending, prefetch)
+                target, previous = None, load(conn, resource_type, existing, cipher, pending, prefetch)
                 if op.full_url:
                     url_map[op.full_url] = f"{resource_type}/{existing}"
         if op.full_url and target is not None:
@@ -237,10 +105,10 @@ def _plan(
             if op.resource.get("id") not in (None, op.id):
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
-            found = _single(conn, resource_type, op.criteria, cipher, pending, prefetch)
+            found = single(conn, resource_type, op.criteria, cipher, pending, prefetch)
             retired: list[StoredResource] = []
             if found is not None and resource_type == "Patient":
-                found, retired = _survivor(conn, found, cipher, pending, prefetch)
+                found, retired = survivor(conn, found, cipher, pending, prefetch)
             body_id = op.resource.get("id")
             if retired and body_id == retired[0].id:
                 body_id = None
@@ -251,10 +119,10 @@ def _plan(
             target_id = found or str(body_id or uuid.uuid4())
         fresh = isinstance(op, ConditionalUpdate) and found is None and body_id is None
         previous = (
-            None if fresh else _load(conn, resource_type, target_id, cipher, pending, prefetch)
+            None if fresh else load(conn, resource_type, target_id, cipher, pending, prefetch)
         )  # a new uuid has no row
         if isinstance(op, Update) and op.if_match is not None:
-            wanted = _if_match_version(op.if_match)
+            wanted = if_match_version(op.if_match)
             if previous is None or previous.version_id != wanted:
                 current = "none" if previous is None else previous.version_id
                 raise PreconditionFailed(
@@ -276,61 +144,18 @@ def _plan(
         found = (
             op.id
             if isinstance(op, Delete)
-            else _single(conn, op.resource_type, op.criteria, cipher, pending, prefetch)
+            else single(conn, op.resource_type, op.criteria, cipher, pending, prefetch)
         )
-        previous = None if found is None else _load(conn, op.resource_type, found, cipher, pending, prefetch)
+        previous = None if found is None else load(conn, op.resource_type, found, cipher, pending, prefetch)
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, previous, None, status_if_noop=204)
         return _Planned(op, op.resource_type, found, previous, None)
     if isinstance(op, Amend):
-        previous = _load(conn, op.resource_type, op.id, cipher, pending)
+        previous = load(conn, op.resource_type, op.id, cipher, pending)
         if previous is None or previous.deleted:
             return _Planned(op, op.resource_type, None, None, None, status_if_noop=404)
         return _Planned(op, op.resource_type, op.id, previous, op.change(previous.resource()))
     return _Planned(op, "Patient", None, None, None)
-
-
-# A "reference" key with a string value, in orjson's compact output.  Inside a JSON string
-# every quote is escaped, so an unescaped `{"reference":"` or `,"reference":"` is always a key.
-_REFERENCE = re.compile(rb'([{,]"reference":)("(?:[^"\\]|\\.)*")')
-
-
-def _rewrite_references(node: Any, url_map: dict[str, str], unresolved: list[str] | None = None) -> Any:
-    """A deep copy of ``node`` with references found in ``url_map`` replaced.
-
-    One pass does all three jobs a write needs: the copy (the caller's resource
-    stays untouched), the rewrite, and -- when ``unresolved`` is given -- noting
-    ``urn:uuid:`` references that no entry of the Bundle defines.  It works on
-    the serialized form (orjson, C speed) instead of walking the tree in Python:
-    this runs for every resource of every write.  ``node`` is JSON data (parsed
-    request bodies, mapper output, stored content).
-    """
-    raw = orjson.dumps(node)
-    if b'"reference":"' not in raw:
-        return orjson.loads(raw)
-
-    def rewrite(match: re.Match[bytes]) -> bytes:
-        value = orjson.loads(match.group(2))
-        if value in url_map:
-            return match.group(1) + orjson.dumps(url_map[value])
-        if unresolved is not None and value.startswith("urn:uuid:"):
-            unresolved.append(value)
-        return match.group(0)
-
-    return orjson.loads(_REFERENCE.sub(rewrite, raw))
-
-
-def _without_meta(resource: dict[str, Any]) -> bytes:
-    """Content that makes a new version: everything but the id and the server-set meta fields.
-
-    Security labels, tags and profiles in ``meta`` are content (a restriction label must
-    produce a new version); ``versionId``/``lastUpdated`` are not.
-    """
-    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
-    body = {k: v for k, v in resource.items() if k not in ("meta", "id")}
-    if meta:
-        body["meta"] = meta
-    return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
 _ORDER = {
@@ -384,7 +209,7 @@ def apply_operations(
         plan = plans[index]
         if isinstance(plan.op, MergePatients):
             pending.flush(conn)  # the merge reads and rewrites what this transaction wrote
-            results[index] = merge_patients(conn, plan.op, cipher, apply, _rewrite_references, event)
+            results[index] = merge_patients(conn, plan.op, cipher, apply, rewrite_references, event)
             continue
         if isinstance(plan.op, UnlinkPatients):
             pending.flush(conn)
@@ -404,7 +229,7 @@ def apply_operations(
         check = _NO_CHECK
         if plan.resource is not None:
             unresolved: list[str] = []
-            resource = _rewrite_references(plan.resource, url_map, unresolved)
+            resource = rewrite_references(plan.resource, url_map, unresolved)
             if unresolved:
                 raise InvalidInput(
                     f"reference {unresolved[0]} does not match any fullUrl in the Bundle",
@@ -419,7 +244,7 @@ def apply_operations(
             if (
                 prev is not None
                 and not prev.deleted
-                and _without_meta(prev.resource()) == _without_meta(resource)
+                and without_meta(prev.resource()) == without_meta(resource)
             ):
                 results[index] = OperationResult(200, prev, "unchanged")
                 continue

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fhir_store.transaction import _rewrite_references
+from fhir_store.references import rewrite_references as _rewrite_references
 
 URLS = ["urn:uuid:1", "urn:uuid:2", 'urn:uuid:"q"', "urn:uuid:\\b", "Patient/p1", "urn:uuid:ñ"]
 URL_MAP = {"urn:uuid:1": "Patient/a", 'urn:uuid:"q"': 'Encounter/"e"', "Patient/p1": "Patient/p9"}
