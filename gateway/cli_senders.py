@@ -5,6 +5,9 @@ it may connect from: ``--network CIDR`` (repeatable) and/or
 ``--certificate-cn CN`` (the subject CN of its TLS client certificate, with
 ``CAREBRIDGE_MLLP_TLS_CLIENT_CA`` set).  At least one is required.  Changes
 reach every running server within ``gateway.sender_registry.REFRESH_S`` seconds.
+Every change, refused ones too, is one AuditEvent (Security Alert, subtype
+``senders-<command>``; ISO/IEC 27001:2022 A.8.15): who may write patient
+records is security configuration.
 """
 
 from __future__ import annotations
@@ -16,16 +19,24 @@ from typing import Any
 
 from common import CarebridgeError
 from fhir_store import make_engine, upgrade
+from gateway.cli_audit import record_key_command
 from gateway.hl7_senders import RegisteredSender
 from gateway.sender_registry import SenderRegistry
-from gateway.settings import settings_from
+from gateway.settings import Settings, settings_from
 
 
-def _registry(args: argparse.Namespace) -> tuple[SenderRegistry, Any, bool]:
+def _registry(args: argparse.Namespace) -> tuple[SenderRegistry, Any, Settings]:
     settings = settings_from(args)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url, pool_size=1)
-    return SenderRegistry(engine), engine, settings.mllp.open
+    return SenderRegistry(engine), engine, settings
+
+
+def _audit(settings: Settings, command: str, args: argparse.Namespace, outcome: str, *, ok: bool) -> None:
+    """The command's AuditEvent: sender ids and the outcome only (no networks of other senders)."""
+    record_key_command(
+        settings, f"senders-{command}", f"sender {args.application}^{args.facility}: {outcome}", ok=ok
+    )
 
 
 def _line(sender: RegisteredSender) -> str:
@@ -35,35 +46,37 @@ def _line(sender: RegisteredSender) -> str:
 
 
 def _add(args: argparse.Namespace) -> int:
-    registry, engine, _ = _registry(args)
+    registry, engine, settings = _registry(args)
     try:
         sender = registry.add(
             args.application, args.facility, networks=args.networks or (), certificate_cn=args.certificate_cn
         )
     except CarebridgeError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        _audit(settings, "add", args, "refused", ok=False)
         return 2
     finally:
         engine.dispose()
+    _audit(settings, "add", args, "added", ok=True)
     print(_line(sender))
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    registry, engine, open_mode = _registry(args)
+    registry, engine, settings = _registry(args)
     try:
         for sender in registry.list():
             print(_line(sender))
     finally:
         engine.dispose()
-    if open_mode:
+    if settings.mllp.open:
         print("note: CAREBRIDGE_MLLP_OPEN=true: the server accepts any sender", file=sys.stderr)
     return 0
 
 
 def _change(action: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        registry, engine, _ = _registry(args)
+        registry, engine, settings = _registry(args)
         try:
             if action == "remove":
                 found = registry.remove(args.application, args.facility)
@@ -72,8 +85,10 @@ def _change(action: str) -> Callable[[argparse.Namespace], int]:
         finally:
             engine.dispose()
         if not found:
+            _audit(settings, action, args, "refused: not registered", ok=False)
             print(f"error: sender {args.application}^{args.facility} is not registered", file=sys.stderr)
             return 1
+        _audit(settings, action, args, f"{action}d", ok=True)
         print(f"{args.application}\t{args.facility}\t{action}d")
         return 0
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
-from common import InvalidInput
+from audit.schema import audit_event
+from common import AuditSettings, InvalidInput
 from fhir_store import make_engine
 from gateway.cli import main as cli
 from gateway.hl7_senders import RegisteredSender, peer_address, refused_at_receipt, registry_refusal
+from gateway.runtime import Runtime
 from gateway.sender_registry import SenderDirectory, SenderRegistry
+from gateway.settings import Settings
 
 
 @pytest.fixture
@@ -123,3 +128,35 @@ def test_peer_address_and_receipt_refusals() -> None:
     assert refused_at_receipt("sender not checked: sender registry unavailable; please retry")
     assert not refused_at_receipt("sender disabled or removed since receipt: A^B; enable it to replay")
     assert not refused_at_receipt("invalid birth date (at PID-7)") and not refused_at_receipt(None)
+
+
+def test_sender_commands_are_audited(
+    database_url: str, engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Who may write patient records is security configuration: every change leaves a Security Alert."""
+    key_file = tmp_path / "audit.pem"
+    monkeypatch.setenv("CAREBRIDGE_AUDIT_KEY_FILE", str(key_file))
+    Runtime.create(
+        Settings(database_url=database_url, audit=AuditSettings(key_file=str(key_file))), migrate=False
+    ).close()
+    url = ["--database-url", database_url]
+    sender = ["--application", "HIS_VN", "--facility", "BVDK_HN"]
+    assert cli(["senders", "add", *url, *sender, "--network", "10.20.0.0/16"]) == 0
+    assert cli(["senders", "add", *url, *sender, "--network", "10.20.0.0/16"]) == 2  # already registered
+    assert cli(["senders", "disable", *url, *sender]) == 0
+    assert cli(["senders", "remove", *url, *sender]) == 0
+    assert cli(["senders", "remove", *url, *sender]) == 1
+    with engine.connect() as conn:
+        events = [json.loads(bytes(r[0])) for r in conn.execute(select(audit_event.c.content))]
+    alerts = [
+        (e["subtype"][0]["code"], e["outcome"], e["outcomeDesc"])
+        for e in events
+        if e["subtype"][0]["code"].startswith("senders-")
+    ]
+    assert alerts == [
+        ("senders-add", "0", "sender HIS_VN^BVDK_HN: added"),
+        ("senders-add", "8", "sender HIS_VN^BVDK_HN: refused"),
+        ("senders-disable", "0", "sender HIS_VN^BVDK_HN: disabled"),
+        ("senders-remove", "0", "sender HIS_VN^BVDK_HN: removed"),
+        ("senders-remove", "8", "sender HIS_VN^BVDK_HN: refused: not registered"),
+    ]
