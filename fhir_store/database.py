@@ -37,9 +37,7 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(
-    database_url: str, *, pool_size: int = 16, statement_timeout_ms: int | None = None
-) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 16, statement_timeout_ms: int | None = None) -> Engine:
     """An engine with ``pool_size`` connections (and as many overflow).
 
     ``statement_timeout_ms`` (PostgreSQL only) makes the server cancel any statement of
@@ -59,7 +57,9 @@ def make_engine(
         )
         _configure_sqlite(engine)
         return engine
-    connect_args = {} if statement_timeout_ms is None else {"options": f"-c statement_timeout={statement_timeout_ms:d}"}
+    connect_args = (
+        {} if statement_timeout_ms is None else {"options": f"-c statement_timeout={statement_timeout_ms:d}"}
+    )
     return create_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, connect_args=connect_args
     )

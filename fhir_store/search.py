@@ -26,8 +26,8 @@ from sqlalchemy.sql import Select
 
 from common import InvalidInput, SearchSettings
 from fhir_store.instants import parse_fhir_instant_range
-from fhir_store.search_limits import check_search_limits
 from fhir_store.schema import resource_current, search_date, search_reference, search_string, search_token
+from fhir_store.search_limits import check_search_limits
 from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam, normalize_text
 
 MAX_COUNT = 1000

@@ -60,7 +60,9 @@ class Runtime:
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         search = settings.search
         read_engine = make_engine(
-            settings.database_url, pool_size=search.pool_size, statement_timeout_ms=search.statement_timeout_ms
+            settings.database_url,
+            pool_size=search.pool_size,
+            statement_timeout_ms=search.statement_timeout_ms,
         )
         health_engine = make_engine(settings.database_url, pool_size=1)
         register_all()
