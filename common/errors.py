@@ -162,6 +162,27 @@ class PayloadTooLarge(CarebridgeError):
     hl7_ack = "AR"
 
 
+class TooCostly(InvalidInput):
+    """A request beyond a configured complexity limit (FHIR issue type ``too-costly``).
+
+    The message names the limit's setting, so a client knows what to change and an
+    operator which knob to turn (issue #17).
+    """
+
+    issue_code = "too-costly"
+
+
+class DatabaseTimeout(CarebridgeError):
+    """The database cancelled a statement that ran past its timeout (PostgreSQL SQLSTATE 57014).
+
+    503 rather than 400: the same request may succeed on a less loaded server; FHIR issue
+    type ``timeout`` (https://hl7.org/fhir/R4/valueset-issue-type.html).
+    """
+
+    http_status = 503
+    issue_code = "timeout"
+
+
 class Unauthenticated(CarebridgeError):
     http_status = 401
     issue_code = "login"

@@ -217,6 +217,23 @@ class StoreSettings(Group):
         return KeySource(self.key_file, self.keys.get_secret_value(), ENV_PREFIX + "STORE_KEYS")
 
 
+class SearchSettings(Group):
+    """Limits on one FHIR search (fhir_store.search_limits), so no request can hold the database.
+
+    A request beyond a limit is a 400 naming it.  ``statement_timeout_ms`` bounds every
+    PostgreSQL statement of an HTTP read (read, history, search, ``_include``), answered 503
+    ``timeout``; ``pool_size`` connections serve those reads, apart from HL7 ingest and
+    ``/readyz`` (issue #17).  Migrations and backups never get the timeout.
+    """
+
+    max_parameters: int = Field(default=30, ge=1)  # name=value pairs per request, paging ones included
+    max_values: int = Field(default=100, ge=1)  # comma-separated alternatives (OR) of one parameter
+    max_includes: int = Field(default=5, ge=0)  # _include + _revinclude (depth is always 1)
+    max_query_chars: int = Field(default=8192, ge=64)  # decoded names and values, summed
+    statement_timeout_ms: int = Field(default=5000, ge=1)  # PostgreSQL only; SQLite has none
+    pool_size: int = Field(default=8, ge=1)
+
+
 class BackupSettings(Group):
     key_file: str = "var/backup.key"  # AES-256 key of `carebridge backup|restore`
 
@@ -298,6 +315,7 @@ class Settings(BaseSettings):
     hl7: Hl7Settings = Field(default_factory=Hl7Settings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)

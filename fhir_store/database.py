@@ -37,7 +37,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(database_url: str, *, pool_size: int = 16) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 16, statement_timeout_ms: int | None = None) -> Engine:
+    """An engine with ``pool_size`` connections (and as many overflow).
+
+    ``statement_timeout_ms`` (PostgreSQL only) makes the server cancel any statement of
+    this engine's connections that runs longer (libpq ``options``, set once per
+    connection, so no statement pays for it): the pool that serves HTTP reads has it,
+    the ones of migrations, backups and HL7 ingest never do (issue #17).
+    """
     url = make_url(normalize_url(database_url))
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
@@ -50,7 +57,12 @@ def make_engine(database_url: str, *, pool_size: int = 16) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+    connect_args = (
+        {} if statement_timeout_ms is None else {"options": f"-c statement_timeout={statement_timeout_ms:d}"}
+    )
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, connect_args=connect_args
+    )
 
 
 def private_sqlite_file(path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import Connection, Engine, bindparam, select
 
-from common import Forbidden, Gone, NotFound
+from common import Forbidden, Gone, NotFound, SearchSettings
 from fhir_store import write_path
 from fhir_store.blind_index import blind_query, blind_query_text
 from fhir_store.compartment import check_compartment, conceal, in_compartment, restrict_to_compartment
@@ -29,6 +29,7 @@ from fhir_store.pipeline import HookPipeline
 from fhir_store.resolve import identifier_lookup
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
+from fhir_store.search_limits import translate_timeout
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, binding, load_snapshot, save_snapshot
 from fhir_store.write_path import ContextSource, Extra, WriteUnit
 from fhir_store.writer import load_current
@@ -65,15 +66,22 @@ class FhirStore:
         *,
         cipher: StoreCipher,
         read_autocommit: bool = False,
+        read_engine: Engine | None = None,
+        limits: SearchSettings | None = None,
     ) -> None:
         self.engine = engine
         self.cipher = cipher
+        # Reads, histories and searches run on their own pool (with a statement timeout on
+        # PostgreSQL, gateway.runtime), so costly searches cannot take the connections HL7
+        # ingest writes with (issue #17).  Without one, they share ``engine``.
+        self.read_engine = read_engine if read_engine is not None else engine
+        self.limits = limits if limits is not None else SearchSettings()
         # Reads by id need no transaction when no access hook writes in it: on PostgreSQL that
         # saves the BEGIN and COMMIT round trips of every read (SQLite keeps its own BEGIN).
         self._reader = (
-            engine.execution_options(isolation_level="AUTOCOMMIT")
-            if read_autocommit and engine.dialect.name != "sqlite"
-            else engine
+            self.read_engine.execution_options(isolation_level="AUTOCOMMIT")
+            if read_autocommit and self.read_engine.dialect.name != "sqlite"
+            else self.read_engine
         )
         # The hook chain, declared in one place by whoever wires the store (``gateway.store_pipeline``).
         self.pipeline = pipeline if pipeline is not None else HookPipeline()
@@ -119,7 +127,7 @@ class FhirStore:
 
     @contextmanager
     def _read_connection(self) -> Iterator[Connection]:
-        with self._reader.begin() as conn:
+        with translate_timeout(self.limits.statement_timeout_ms), self._reader.begin() as conn:
             yield conn
 
     def read(
@@ -195,7 +203,7 @@ class FhirStore:
             stmt = stmt.where(rv.c.seq < before_seq)
         stmt = stmt.order_by(rv.c.seq.desc()).limit(count + 1)
         unknown = NotFound(f"{resource_type}/{resource_id} is not known")
-        with self.engine.begin() as conn:
+        with translate_timeout(self.limits.statement_timeout_ms), self.read_engine.begin() as conn:
             rows = conn.execute(stmt).all()
             if resource_id is not None and not rows and before_seq is None:
                 raise unknown
@@ -266,7 +274,7 @@ class FhirStore:
         def bound_to() -> str:  # only paged searches need it (one HMAC)
             return binding(query, context, self.cipher.blind)
 
-        with self.engine.begin() as conn:
+        with translate_timeout(self.limits.statement_timeout_ms), self.read_engine.begin() as conn:
             page = self._search(conn, query, bound_to)
             if confined:
                 # Every page is confined again, frozen ones included: a resource may have left

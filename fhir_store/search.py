@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sqlalchemy import ColumnElement, Connection, and_, exists, func, not_, or_, select
+from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, not_, or_, select
 from sqlalchemy.sql import Select
 
-from common import InvalidInput
+from common import InvalidInput, SearchSettings
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.schema import resource_current, search_date, search_reference, search_string, search_token
+from fhir_store.search_limits import check_search_limits
 from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam, normalize_text
 
 MAX_COUNT = 1000
@@ -72,9 +73,12 @@ class SearchQuery:
     blinded: bool = False
 
 
-def parse_criteria(resource_type: str, criteria: str) -> SearchQuery:
+DEFAULT_LIMITS = SearchSettings()
+
+
+def parse_criteria(resource_type: str, criteria: str, limits: SearchSettings = DEFAULT_LIMITS) -> SearchQuery:
     """Parse the query part of a conditional URL (``identifier=sys|val``)."""
-    return parse_query(resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True))
+    return parse_query(resource_type, parse_qsl(criteria.lstrip("?"), keep_blank_values=True), limits)
 
 
 def _int_param(name: str, value: str, low: int, high: int) -> int:
@@ -93,7 +97,10 @@ def _parse_include(value: str, name: str) -> tuple[str, str, str]:
     return parts[0], parts[1], INCLUDES[(parts[0], parts[1])]
 
 
-def parse_query(resource_type: str, params: Sequence[tuple[str, str]]) -> SearchQuery:
+def parse_query(
+    resource_type: str, params: Sequence[tuple[str, str]], limits: SearchSettings = DEFAULT_LIMITS
+) -> SearchQuery:
+    check_search_limits(params, limits)
     spec = SEARCH_SPECS.get(resource_type)
     if spec is None:
         raise InvalidInput(f"search is not supported for {resource_type}", location=resource_type)
@@ -178,27 +185,11 @@ def _token_condition(value: str, param: SearchParam) -> ColumnElement[bool]:
     return search_token.c.code == value
 
 
-def _param_condition(resource_type: str, flt: Filter, blinded: bool) -> ColumnElement[bool]:
-    res_id = resource_current.c.res_id
-    if flt.param == "_id":
-        return res_id.in_(flt.values)
-    if flt.param == "_lastUpdated":
-        col = resource_current.c.last_updated_us
-        return or_(*(_date_condition(col, col, v, "_lastUpdated") for v in flt.values))
-    param = SEARCH_SPECS[resource_type].params[flt.param]
-    if param.blinded and flt.modifier != "missing" and not blinded:
-        # A clear value can never match a blinded index row: failing loudly beats "no results".
-        raise RuntimeError(f"search on {flt.param} without blind_query (a store bug)")
-    table = {
-        "token": search_token,
-        "string": search_string,
-        "date": search_date,
-        "reference": search_reference,
-    }[param.kind]
-    base = [table.c.res_type == resource_type, table.c.res_id == res_id, table.c.param == param.name]
-    if flt.modifier == "missing":
-        present = exists().where(*base)
-        return not_(present) if flt.values[0] == "true" else present
+_TABLES = {"token": search_token, "string": search_string, "date": search_date, "reference": search_reference}
+
+
+def _value_condition(param: SearchParam, flt: Filter) -> ColumnElement[bool]:
+    """The index-row condition of one filter: ``param`` matches any of its values (OR)."""
     alternatives: list[ColumnElement[bool]] = []
     for value in flt.values:
         if param.kind == "token":
@@ -224,13 +215,65 @@ def _param_condition(resource_type: str, flt: Filter, blinded: bool) -> ColumnEl
             if target_type or flt.modifier == "Patient":
                 cond = and_(cond, search_reference.c.target_type == (target_type or "Patient"))
             alternatives.append(cond)
-    return exists().where(*base, or_(*alternatives))
+    table = _TABLES[param.kind]
+    return and_(table.c.param == param.name, or_(*alternatives))
+
+
+def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
+    """WHERE conditions of ``query`` on ``resource_current``, one join per index table at most.
+
+    Why: each filter as its own correlated EXISTS is a semi-join for PostgreSQL's planner,
+    whose join search grows faster than linearly (a parameter repeated 100 times took
+    0.9 s to plan, 300 times several minutes: docs/benchmarks.md).  Repeated filters
+    (AND) on one index table become a single ``res_id IN (SELECT ... GROUP BY res_id
+    HAVING ...)``: the rows matching any filter are read once and each filter is one
+    HAVING term, so the cost grows linearly with the number of filters and values.
+    """
+    resource_type = query.resource_type
+    res_id = resource_current.c.res_id
+    conditions: list[ColumnElement[bool]] = []
+    per_table: dict[str, list[tuple[SearchParam, Filter]]] = {}
+    for flt in dict.fromkeys(query.filters):  # identical filters (AND) are one filter
+        if flt.param == "_id":
+            conditions.append(res_id.in_(flt.values))
+            continue
+        if flt.param == "_lastUpdated":
+            col = resource_current.c.last_updated_us
+            conditions.append(or_(*(_date_condition(col, col, v, "_lastUpdated") for v in flt.values)))
+            continue
+        param = SEARCH_SPECS[resource_type].params[flt.param]
+        if param.blinded and flt.modifier != "missing" and not query.blinded:
+            # A clear value can never match a blinded index row: failing loudly beats "no results".
+            raise RuntimeError(f"search on {flt.param} without blind_query (a store bug)")
+        table = _TABLES[param.kind]
+        if flt.modifier == "missing":
+            present = exists().where(
+                table.c.res_type == resource_type, table.c.res_id == res_id, table.c.param == param.name
+            )
+            conditions.append(not_(present) if flt.values[0] == "true" else present)
+            continue
+        per_table.setdefault(param.kind, []).append((param, flt))
+    for kind, filters in per_table.items():
+        table = _TABLES[kind]
+        matches = [_value_condition(param, flt) for param, flt in filters]
+        if len(matches) == 1:
+            conditions.append(
+                exists().where(table.c.res_type == resource_type, table.c.res_id == res_id, matches[0])
+            )
+            continue
+        every = (
+            select(table.c.res_id)
+            .where(table.c.res_type == resource_type, or_(*matches))
+            .group_by(table.c.res_id)
+            .having(and_(*(func.max(case((match, 1), else_=0)) == 1 for match in matches)))
+        )
+        conditions.append(res_id.in_(every))
+    return conditions
 
 
 def _base_select(query: SearchQuery) -> Select[tuple[str]]:
     conditions = [resource_current.c.res_type == query.resource_type, resource_current.c.deleted.is_(False)]
-    conditions += [_param_condition(query.resource_type, f, query.blinded) for f in query.filters]
-    return select(resource_current.c.res_id).where(*conditions)
+    return select(resource_current.c.res_id).where(*conditions, *_conditions(query))
 
 
 def find_ids(conn: Connection, query: SearchQuery, limit: int, offset: int = 0) -> list[str]:

@@ -46,6 +46,10 @@ class Runtime:
     crm: CrmBridge
     privacy: RightsService
     tokens: TokenService
+    # HTTP reads and searches (statement timeout on PostgreSQL) and /readyz have pools of
+    # their own, so neither a search storm nor a slow probe can take ingest's connections
+    read_engine: Engine
+    health_engine: Engine
     hl7_counters: Hl7Counters = field(default_factory=Hl7Counters)
     webhook_latency: WebhookLatency = field(default_factory=WebhookLatency)
 
@@ -54,10 +58,23 @@ class Runtime:
         if migrate:
             upgrade(settings.database_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+        search = settings.search
+        read_engine = make_engine(
+            settings.database_url,
+            pool_size=search.pool_size,
+            statement_timeout_ms=search.statement_timeout_ms,
+        )
+        health_engine = make_engine(settings.database_url, pool_size=1)
         register_all()
         cipher = open_cipher(engine, settings.store.key_source)  # refuses a key file that does not match
         audit = AuditHook.from_settings(engine, settings.audit)
-        store = FhirStore(engine, cipher=cipher, read_autocommit=settings.audit.async_reads)
+        store = FhirStore(
+            engine,
+            cipher=cipher,
+            read_autocommit=settings.audit.async_reads,
+            read_engine=read_engine,
+            limits=search,
+        )
         from gateway.crm_wiring import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 
         crm = build_crm_bridge(engine, store, settings, audit)
@@ -72,7 +89,7 @@ class Runtime:
             outbox=crm.hook,
         )
         tokens = token_service(engine, cipher, settings)
-        runtime = cls(settings, engine, store, audit, crm, privacy, tokens)
+        runtime = cls(settings, engine, store, audit, crm, privacy, tokens, read_engine, health_engine)
         # measured from the first delivery, not from the first /metrics scrape
         crm.dispatcher.on_delivery = runtime.webhook_latency.observe
         return runtime
@@ -81,6 +98,8 @@ class Runtime:
         self.crm.stop()
         self.audit.close()
         self.engine.dispose()
+        self.read_engine.dispose()
+        self.health_engine.dispose()
 
 
 def prepare_keys(settings: Settings) -> None:

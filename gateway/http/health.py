@@ -65,10 +65,10 @@ async def healthz() -> Response:
 
 
 def _database_state(runtime: Runtime) -> tuple[bool, str | None, str | None]:
-    try:
-        with runtime.engine.connect() as conn:
+    try:  # its own pool (gateway.runtime): busy API connections must not make it time out
+        with runtime.health_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        current = current_revision(runtime.engine)
+        current = current_revision(runtime.health_engine)
     except Exception:  # any database failure means "not ready"; details stay out of the answer
         return False, None, head_revision()
     return True, current, head_revision()

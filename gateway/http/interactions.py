@@ -83,7 +83,7 @@ def search_bundle(
     query_text: str | None = None,
 ) -> bytes:
     """A searchset Bundle (https://hl7.org/fhir/R4/search.html) with self/next/previous links."""
-    query = parse_query(resource_type, params)
+    query = parse_query(resource_type, params, store.limits)
     page = store.search(query, context, query_text)
     kept = [(k, v) for k, v in params if k not in _PAGING]
     links = [("self", _url(base, resource_type, params))]

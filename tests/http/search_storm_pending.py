@@ -1,0 +1,102 @@
+"""40 parallel worst-case searches while HL7 flows: ACKs stay prompt, /readyz answers (issue #17)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from common import SearchSettings
+from gateway.mllp.server import MllpServer
+from tests.http.conftest import FHIR_JSON
+from tests.http.live import serve
+from tests.mllp.conftest import a04
+
+PARALLEL = 40
+
+
+def worst_case_query(limits: SearchSettings) -> str:
+    """As costly as the limits allow: most parameters, most values, substring matching, every include."""
+    params = [("_total", "accurate"), ("_count", "1000")]
+    params += [("_revinclude", "Encounter:subject"), ("_revinclude", "Appointment:actor")]
+    chars = sum(len(k) + len(v) for k, v in params)
+    index = 0
+    while len(params) < limits.max_parameters:
+        values: list[str] = []
+        name = "name:contains"
+        while len(values) < limits.max_values:
+            value = f"q{index}"
+            if chars + len(name) + len(",".join([*values, value])) > limits.max_query_chars:
+                break
+            values.append(value)
+            index += 1
+        if not values:
+            break
+        params.append((name, ",".join(values)))
+        chars += len(name) + len(params[-1][1])
+    return "&".join(f"{k}={v}" for k, v in params)
+
+
+def send_hl7(port: int, message: bytes) -> tuple[float, bytes]:
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"\x0b" + message + b"\x1c\r")
+        answer = b""
+        while not answer.endswith(b"\x1c\r"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    return time.monotonic() - started, answer
+
+
+def test_search_storm_leaves_hl7_acks_and_readyz_prompt(database_url: str) -> None:
+    limits = SearchSettings()
+    query = worst_case_query(limits)
+    with serve(database_url) as server:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        mllp = MllpServer(server.runtime, "127.0.0.1", 0)
+        asyncio.run_coroutine_threadsafe(mllp.start(), loop).result(30)
+        try:
+            for i in range(100):  # rows for the substring scans to read
+                assert b"MSA|AA" in send_hl7(mllp.port, a04(f"SEED{i}", f"S{i:05d}"))[1]
+            headers = {"Accept": FHIR_JSON, **server.headers}
+            url = f"{server.fhir_url}/Patient?{query}"
+            stop = threading.Event()
+            statuses: list[int] = []
+
+            def search_loop() -> None:
+                with httpx.Client(headers=headers, timeout=60) as http:
+                    while not stop.is_set():
+                        statuses.append(http.get(url).status_code)
+
+            ack_latencies: list[float] = []
+            ready_latencies: list[float] = []
+            ready_statuses: list[int] = []
+            with ThreadPoolExecutor(PARALLEL) as pool:
+                searches = [pool.submit(search_loop) for _ in range(PARALLEL)]
+                time.sleep(1.0)  # let the storm build up
+                with httpx.Client(timeout=30) as probe:
+                    for i in range(20):
+                        latency, ack = send_hl7(mllp.port, a04(f"STORM{i}", f"T{i:05d}"))
+                        assert b"MSA|AA" in ack
+                        ack_latencies.append(latency)
+                        started = time.monotonic()
+                        ready_statuses.append(probe.get(f"{server.base_url}/readyz").status_code)
+                        ready_latencies.append(time.monotonic() - started)
+                stop.set()
+                for future in searches:
+                    future.result(120)
+        finally:
+            asyncio.run_coroutine_threadsafe(mllp.stop(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+    assert len(statuses) >= PARALLEL  # every searcher got at least one answer
+    assert set(statuses) <= {200, 503}, statuses  # answered, or cancelled by the statement timeout
+    assert max(ack_latencies) < 1.0, ack_latencies
+    assert ready_statuses == [200] * 20
+    assert max(ready_latencies) < 2.0, ready_latencies
