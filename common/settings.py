@@ -232,6 +232,9 @@ class SearchSettings(Group):
     max_query_chars: int = Field(default=8192, ge=64)  # decoded names and values, summed
     statement_timeout_ms: int = Field(default=5000, ge=1)  # PostgreSQL only; SQLite has none
     pool_size: int = Field(default=8, ge=1)
+    # searches running at once per HTTP process; more wait without holding a thread, so a storm of
+    # costly searches cannot take every worker thread or the interpreter from HL7 and /readyz
+    max_concurrent: int = Field(default=4, ge=1)
 
 
 class BackupSettings(Group):

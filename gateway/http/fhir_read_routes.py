@@ -11,10 +11,13 @@ otherwise match; see ``_ORDER`` at the end.
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Path, Request
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from common import MethodNotAllowed, NotFound
@@ -23,8 +26,17 @@ from gateway.http import openapi_docs as doc
 from gateway.http.capability import capability_statement, require
 from gateway.http.elements import requested_elements, subset
 from gateway.http.media import negotiate, require_form
-from gateway.http.responses import fhir_base, fhir_response, read_form_params, store_of, version_headers
+from gateway.http.responses import (
+    fhir_base,
+    fhir_response,
+    read_form_params,
+    runtime_of,
+    store_of,
+    version_headers,
+)
 from gateway.http.route_params import IdParam, RestContext, TypeParam
+
+T = TypeVar("T")
 
 router = APIRouter(prefix="/fhir", tags=["FHIR"])
 
@@ -86,8 +98,8 @@ async def search_post(request: Request, resource_type: TypeParam, context: RestC
     require(resource_type, "search-type")
     require_form(request.headers)
     params = await read_form_params(request)
-    body = await run_in_threadpool(
-        fhir.search_bundle, store_of(request), context, fhir_base(request), resource_type, params
+    body = await run_search(
+        request, fhir.search_bundle, store_of(request), context, fhir_base(request), resource_type, params
     )
     return fhir_response(body)
 
@@ -204,13 +216,37 @@ def read(
     responses=doc.responses({200: ("searchset Bundle", doc.BUNDLE)}, (400, 404, 405)),
     openapi_extra=doc.extra(doc.SEARCH_PARAMS),
 )
-def search(request: Request, resource_type: TypeParam, context: RestContext) -> Response:
+async def search(request: Request, resource_type: TypeParam, context: RestContext) -> Response:
     negotiate(request.headers, request.query_params)
     require(resource_type, "search-type")
     params = request.query_params.multi_items()
     base = fhir_base(request)
-    body = fhir.search_bundle(store_of(request), context, base, resource_type, params, request.url.query)
+    body = await run_search(
+        request,
+        fhir.search_bundle,
+        store_of(request),
+        context,
+        base,
+        resource_type,
+        params,
+        request.url.query,
+    )
     return fhir_response(body)
+
+
+async def run_search(request: Request, work: Callable[..., T], *args: Any) -> T:
+    """Run a search in a worker thread, at most ``CAREBRIDGE_SEARCH_MAX_CONCURRENT`` at once.
+
+    Why (issue #17 item 1): a search is the one request whose cost the caller chooses.
+    Waiting searches queue here without holding a thread, so 40 costly searches in
+    parallel cannot take every thread of the pool (``/readyz``, reads) nor most of the
+    interpreter's time from the HL7 listener in the same process.
+    """
+    limiter = getattr(request.app.state, "search_limiter", None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(runtime_of(request).settings.search.max_concurrent)
+        request.app.state.search_limiter = limiter
+    return await anyio.to_thread.run_sync(partial(work, *args), limiter=limiter)
 
 
 # Hot routes first: Starlette tries routes in order, and read/search carry the load.  Only two
