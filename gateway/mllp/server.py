@@ -174,7 +174,8 @@ class MllpServer:
 
     async def _oversized(self, event: Oversized, peer: str, writer: asyncio.StreamWriter) -> None:
         error = PayloadTooLarge(
-            f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes",
+            f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes"
+            " (CAREBRIDGE_MLLP_MAX_MESSAGE_BYTES)",
             location="MSH",
         )
         msh_line = event.head.replace(b"\n", b"\r").split(b"\r", 1)[0]  # the head may end mid-character
