@@ -75,7 +75,11 @@ class RepeatCollapser:
     """
 
     def __init__(
-        self, window_s: float = REPEAT_WINDOW_S, *, clock: Callable[[], float] = time.monotonic, max_keys: int = 4096
+        self,
+        window_s: float = REPEAT_WINDOW_S,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 4096,
     ) -> None:
         self.window_s = window_s
         self._clock = clock
@@ -98,7 +102,9 @@ class RepeatCollapser:
             self._seen[key] = [now, 0]
             return left_out
 
-    def __call__(self, _logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def __call__(
+        self, _logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         """The structlog processor (after ``add_log_level``)."""
         level = str(event_dict.get("level", method)).lower()
         if level not in _COLLAPSED_LEVELS:

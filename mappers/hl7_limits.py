@@ -34,7 +34,9 @@ def message_problem(msg: Hl7Message, *, max_segments: int, max_repetitions: int)
     """The first rule ``msg`` breaks (see the module docstring), or None."""
     if "\x00" in msg.text:
         where = _nul_location(msg.all_segments)
-        return ForbiddenCharacter(f"NUL character (U+0000) in {where} is not allowed in HL7 data", location=where)
+        return ForbiddenCharacter(
+            f"NUL character (U+0000) in {where} is not allowed in HL7 data", location=where
+        )
     if not msg.header.control_id.strip():
         return HeaderFieldMissing("MSH-10 (message control id) is required and empty", location="MSH-10")
     count = len(msg.all_segments)

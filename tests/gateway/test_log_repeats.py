@@ -26,7 +26,9 @@ class FakeClock:
         return self.now
 
 
-def run_structlog(collapser: RepeatCollapser, clock: FakeClock, lines: list[tuple[str, str]]) -> list[dict[str, Any]]:
+def run_structlog(
+    collapser: RepeatCollapser, clock: FakeClock, lines: list[tuple[str, str]]
+) -> list[dict[str, Any]]:
     """Send (level, event) lines through a structlog pipeline with ``collapser``; the JSON written."""
     out = io.StringIO()
     logger = structlog.wrap_logger(
@@ -41,7 +43,9 @@ def run_structlog(collapser: RepeatCollapser, clock: FakeClock, lines: list[tupl
 
 def test_a_thousand_identical_errors_become_a_few_lines_with_counts() -> None:
     clock = FakeClock()
-    written = run_structlog(RepeatCollapser(10.0, clock=clock), clock, [("error", "webhook delivery failed")] * 1000)
+    written = run_structlog(
+        RepeatCollapser(10.0, clock=clock), clock, [("error", "webhook delivery failed")] * 1000
+    )
     assert 2 <= len(written) <= 5
     assert all(line["event"] == "webhook delivery failed" for line in written)
     assert "repeated" not in written[0]
@@ -56,7 +60,11 @@ def test_distinct_events_levels_and_info_lines_are_not_collapsed() -> None:
     lines = [("warning", "a"), ("error", "a"), ("warning", "b"), ("info", "hl7 message rejected")] * 50
     written = run_structlog(RepeatCollapser(10.0, clock=clock), clock, lines)
     keys = [(line["level"], line["event"]) for line in written]
-    assert keys.count(("warning", "a")) == 1 and keys.count(("error", "a")) == 1 and keys.count(("warning", "b")) == 1
+    assert (
+        keys.count(("warning", "a")) == 1
+        and keys.count(("error", "a")) == 1
+        and keys.count(("warning", "b")) == 1
+    )
     assert keys.count(("info", "hl7 message rejected")) == 50  # one info line per event, by design
 
 

@@ -160,7 +160,16 @@ class ServeProcess:
         self.log_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*command, "serve", "--http-port", str(http_port), "--mllp-port", "0", "--database-url", database_url],
+            [
+                *command,
+                "serve",
+                "--http-port",
+                str(http_port),
+                "--mllp-port",
+                "0",
+                "--database-url",
+                database_url,
+            ],
             stdout=self._log,
             preexec_fn=preexec_fn,
             stderr=subprocess.STDOUT,

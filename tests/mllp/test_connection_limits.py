@@ -61,7 +61,10 @@ def test_excess_connections_are_closed_and_capacity_comes_back(
     start_server: Callable[..., RunningServer],
 ) -> None:
     server = start_server(mllp_max_connections=6, mllp_max_connections_per_peer=4)
-    gate_open = lambda: server.server.connection_count  # noqa: E731
+
+    def gate_open() -> int:
+        return server.server.connection_count
+
     first = [connect(server.port, "127.0.0.1") for _ in range(4)]
     wait_until(lambda: gate_open() == 4, "4 connections from 127.0.0.1")
     over_peer = connect(server.port, "127.0.0.1")
@@ -97,7 +100,9 @@ def test_caps_are_lowered_to_fit_the_open_file_limit() -> None:
 
 
 def test_gate_counts_per_peer_and_total() -> None:
-    gate = ConnectionGate(connection_limits(MllpSettings(max_connections=3, max_connections_per_peer=2), None))
+    gate = ConnectionGate(
+        connection_limits(MllpSettings(max_connections=3, max_connections_per_peer=2), None)
+    )
     assert [gate.admit("a"), gate.admit("a"), gate.admit("a")] == [None, None, "per-peer"]
     assert [gate.admit("b"), gate.admit("c")] == [None, "total"]
     gate.release("a")
