@@ -86,19 +86,19 @@ class MllpServer:
         limits = connection_limits(self.settings.mllp, soft)
         self._gate = ConnectionGate(limits)
         log.info(
-            "mllp connection limits",
+            "open file limit",
             open_files_soft=soft,
             open_files_hard=hard,
-            max_connections=limits.total,
-            max_connections_per_peer=limits.per_peer,
+            mllp_max_connections=limits.total,
+            mllp_max_connections_per_peer=limits.per_peer,
         )
         if limits.clamped:
             log.warning(
-                "mllp connection caps lowered to fit the open-file limit (raise `ulimit -n` or the caps)",
+                "open file limit too low: MLLP connection caps lowered (raise `ulimit -n` or the caps)",
                 settings=",".join(limits.clamped),
                 open_files_soft=soft,
-                max_connections=limits.total,
-                max_connections_per_peer=limits.per_peer,
+                mllp_max_connections=limits.total,
+                mllp_max_connections_per_peer=limits.per_peer,
             )
 
     async def start(self) -> None:
@@ -153,7 +153,7 @@ class MllpServer:
         log.warning(
             "mllp connection refused: too many connections",
             reason=reason,
-            peer_address=address,
+            peer=address,
             limit=limits.total if reason == "total" else limits.per_peer,
         )
 

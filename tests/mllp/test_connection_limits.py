@@ -132,10 +132,10 @@ def test_serve_under_a_low_file_limit_survives_idle_connections(
         preexec_fn=_low_file_limit,
     )
     events = process.log_events()
-    limits = [e for e in events if e.get("event") == "mllp connection limits"]
+    limits = [e for e in events if e.get("event") == "open file limit"]
     assert limits and limits[0]["open_files_soft"] == 256
-    assert (limits[0]["max_connections"], limits[0]["max_connections_per_peer"]) == (64, 64)
-    assert any(str(e.get("event", "")).startswith("mllp connection caps lowered") for e in events)
+    assert (limits[0]["mllp_max_connections"], limits[0]["mllp_max_connections_per_peer"]) == (64, 64)
+    assert any(str(e.get("event", "")).startswith("open file limit too low") for e in events)
     idle = [connect(process.port, "127.0.0.1") for _ in range(300)]
     try:
         refused = sum(1 for sock in idle[200:] if closed_by_server(sock))
