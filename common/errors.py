@@ -157,8 +157,43 @@ class UnsupportedMediaType(CarebridgeError):
 
 
 class PayloadTooLarge(CarebridgeError):
+    """Input over a size limit; the text names the limit and its setting.
+
+    HL7: AR with table 0357 code 104 "Value too long" (added to the table in v2.6;
+    ERR-3 carries the code's text too, so an older receiver still reads it) rather
+    than 207, which says the fault is the receiver's.
+    """
+
     http_status = 413
     issue_code = "too-costly"
+    hl7_ack = "AR"
+    hl7_error_code = "104"
+
+
+class TooManySegments(PayloadTooLarge):
+    """More segments in one HL7 message than the configured limit (table 0357: 100 segment sequence error)."""
+
+    hl7_error_code = "100"
+
+
+class ForbiddenCharacter(InvalidInput):
+    """A character no HL7 v2 data type allows (NUL, U+0000), refused with AR naming its field.
+
+    HL7 v2.5 ch. 2.7: the data types are built from printable characters; NUL cannot
+    be stored in a PostgreSQL ``text`` column either, so SQLite and PostgreSQL would
+    otherwise disagree.  Table 0357 code 102 "data type error".
+    """
+
+    hl7_ack = "AR"
+
+
+class HeaderFieldMissing(RequiredFieldMissing):
+    """A required MSH field is empty (MSH-10): AR, table 0357 code 101 "required field missing".
+
+    An empty MSH-10 leaves nothing to echo in MSA-2 and nothing to detect a duplicate
+    delivery by (HL7 v2.5 ch. 2.14.9.10: MSH-10 is required and unique per sender).
+    """
+
     hl7_ack = "AR"
 
 

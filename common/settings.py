@@ -129,6 +129,10 @@ class MllpSettings(Group):
     allowed_senders: str = ""
     # accept any sender, registered or not (`carebridge senders`): demos and local trials only
     open: Flag = False
+    # open connections, in all and per peer IP address; excess ones are closed at once
+    # (gateway.mllp.limits; clamped under the process's open-file limit at start)
+    max_connections: int = Field(default=256, ge=1)
+    max_connections_per_peer: int = Field(default=32, ge=1)
 
 
 ReuseAction = Literal["process", "refuse"]
@@ -174,6 +178,9 @@ class Hl7Settings(Group):
     # per sender, message types or triggers answered AA and journaled "ignored" instead of mapped
     # or refused: "HIS^FAC=ADT^A60|SIU^S23,OTHER=ORU"
     sender_ignore: Annotated[str, AfterValidator(_ignore_map)] = ""
+    # per message: more segments, or more repetitions of one field, is refused with AR (mappers.hl7_limits)
+    max_segments: int = Field(default=1000, ge=1)
+    max_repetitions: int = Field(default=100, ge=1)
 
     def control_id_reuse_for(self, application: str, facility: str) -> ReuseAction:
         """The reuse action for one sender: ``APP^FAC``, else ``APP``, else the default."""

@@ -7,7 +7,9 @@ listener, ``carebridge hl7 replay`` and the tests share one path.
 Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
 
 1. :meth:`Ingestor.prepare` (no I/O but the sender registry's periodic reload):
-   tokenize with the sender's default charset, check that MSH-3/MSH-4 is a
+   tokenize with the sender's default charset, refuse what breaks a receiver rule
+   (NUL, empty MSH-10, segment and repetition limits: :mod:`mappers.hl7_limits`),
+   check that MSH-3/MSH-4 is a
    registered sender on this connection (:mod:`gateway.hl7_senders`; before any
    journal or duplicate lookup, so a forged message is never answered from the
    journal) and the TLS sender allow-list, map to a FHIR transaction Bundle
@@ -104,7 +106,15 @@ from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.sender_registry import SenderDirectory
 from gateway.settings import Settings
-from mappers import Header, commit_ack_code, map_message, parse_message, patient_key, peek_header
+from mappers import (
+    Header,
+    commit_ack_code,
+    map_message,
+    message_problem,
+    parse_message,
+    patient_key,
+    peek_header,
+)
 
 log = get_logger("carebridge.ingest")
 
@@ -178,6 +188,11 @@ class Ingestor:
             unreadable = UnparseableMessage("message could not be read")
             return Inbound(raw, peer, identity, None, None, unreadable, None, None)
         header = msg.header
+        hl7 = self.settings.hl7
+        problem = message_problem(msg, max_segments=hl7.max_segments, max_repetitions=hl7.max_repetitions)
+        if problem is not None:  # refused before mapping: bounded work, an AR naming the field
+            refused = self._sender_refusal(header, peer, identity, journaled)
+            return Inbound(raw, peer, identity, None, header, refused or problem, None, None)
         key = patient_key(msg)
         refused = self._sender_refusal(header, peer, identity, journaled)
         if refused is not None:

@@ -93,6 +93,7 @@ class Hl7Counters:
         self._reused: dict[str, int] = {}
         self._stale: dict[str, int] = {}
         self._refused: dict[str, int] = {}
+        self._connections_refused: dict[str, int] = {}
 
     def received(self, message_type: str) -> None:
         with self._lock:
@@ -122,6 +123,15 @@ class Hl7Counters:
         """A message refused by the sender check (unknown, disabled, peer, certificate, refused-at-receipt)."""
         with self._lock:
             self._refused[reason] = self._refused.get(reason, 0) + 1
+
+    def connection_refused(self, reason: str) -> None:
+        """An MLLP connection closed at once: over the total or the per-peer cap (gateway.mllp.limits)."""
+        with self._lock:
+            self._connections_refused[reason] = self._connections_refused.get(reason, 0) + 1
+
+    def connections_refused_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._connections_refused)
 
     def refused_snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -281,7 +291,14 @@ class OpsCollector(Collector):
         )
         for reason, n in sorted(self.counters.refused_snapshot().items()):
             refused.add_metric([reason], n)
-        yield from (total, acked, nacked, reused, stale, refused)
+        connections = CounterMetricFamily(
+            "carebridge_mllp_connections_refused",
+            "MLLP connections closed at once because a cap was reached, by reason (total, per-peer)",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.counters.connections_refused_snapshot().items()):
+            connections.add_metric([reason], n)
+        yield from (total, acked, nacked, reused, stale, refused, connections)
 
     def _dispatcher(self) -> Iterator[Metric]:
         dispatcher = getattr(self.crm, "dispatcher", None)

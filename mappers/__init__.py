@@ -17,6 +17,7 @@ from mappers.ack import (
 )
 from mappers.event_time import event_instant
 from mappers.hl7_content import canonical_content
+from mappers.hl7_limits import message_problem
 from mappers.hl7_message import (
     CHARSETS,
     EncodingChars,
@@ -54,6 +55,7 @@ __all__ = [
     "commit_ack_code",
     "event_instant",
     "map_message",
+    "message_problem",
     "parse_message",
     "patient_key",
     "peek_header",

@@ -7,6 +7,9 @@ calls, ACK frames out.  What it guarantees on its own:
   (:mod:`gateway.mllp.framing`), bounded memory per connection
   (``mllp_max_message_bytes``: an oversized message gets AR and its head is
   journaled, the connection stays usable), an idle timeout;
+* bounded connections (:mod:`gateway.mllp.limits`): in total and per peer
+  address, under the open-file limit read at start; an excess connection is
+  closed at once (counted, and logged as one warning however many arrive);
 * isolation: every connection is its own task and every failure is caught at
   the connection or message boundary, so a broken frame, a TLS error or a
   database outage never stops the listener or other connections;
@@ -35,6 +38,7 @@ from gateway.logging_setup import get_logger
 from gateway.metrics import UNKNOWN, hl7_counters, message_type_label
 from gateway.mllp.framing import Frame, FrameDecoder, Oversized, frame
 from gateway.mllp.lanes import IngestLanes
+from gateway.mllp.limits import ACCEPT_BACKLOG, ConnectionGate, connection_limits, open_file_limit
 from gateway.mllp.tls import peer_identity, sender_policy, server_context
 from mappers import build_fallback_ack
 
@@ -70,21 +74,51 @@ class MllpServer:
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mllp-db")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._gate = ConnectionGate(connection_limits(settings.mllp, None))
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def _limit_connections(self) -> None:
+        """Read the open-file limit, fit the connection caps under it and say so (one line, or a warning)."""
+        soft, hard = open_file_limit()
+        limits = connection_limits(self.settings.mllp, soft)
+        self._gate = ConnectionGate(limits)
+        log.info(
+            "open file limit",
+            open_files_soft=soft,
+            open_files_hard=hard,
+            mllp_max_connections=limits.total,
+            mllp_max_connections_per_peer=limits.per_peer,
+        )
+        if limits.clamped:
+            log.warning(
+                "open file limit too low: MLLP connection caps lowered (raise `ulimit -n` or the caps)",
+                settings=",".join(limits.clamped),
+                open_files_soft=soft,
+                mllp_max_connections=limits.total,
+                mllp_max_connections_per_peer=limits.per_peer,
+            )
+
     async def start(self) -> None:
+        self._limit_connections()
         self._lanes = IngestLanes(
             self.ingestor, lanes=self.settings.hl7.ingest_lanes, group_max=self.settings.hl7.group_max
         )
         if self.ssl_context is not None:
             self._server = await asyncio.start_server(
-                self._on_client, self.host, self.port, ssl=self.ssl_context, ssl_handshake_timeout=15.0
+                self._on_client,
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=15.0,
+                backlog=ACCEPT_BACKLOG,
             )
         else:
-            self._server = await asyncio.start_server(self._on_client, self.host, self.port)
+            self._server = await asyncio.start_server(
+                self._on_client, self.host, self.port, backlog=ACCEPT_BACKLOG
+            )
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -111,12 +145,29 @@ class MllpServer:
             await asyncio.get_running_loop().run_in_executor(None, self._lanes.stop)
         self._executor.shutdown(wait=True, cancel_futures=False)
 
+    def _refuse(self, writer: asyncio.StreamWriter, address: str, reason: str) -> None:
+        """Close an excess connection at once (no read, no ACK): it must not hold a descriptor."""
+        writer.transport.abort()
+        self.ingestor.metrics.connection_refused(reason)
+        limits = self._gate.limits
+        log.warning(
+            "mllp connection refused: too many connections",
+            reason=reason,
+            peer=address,
+            limit=limits.total if reason == "total" else limits.per_peer,
+        )
+
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername or "")
+        address = str(peername[0]) if isinstance(peername, tuple) else peer
+        refused = self._gate.admit(address)
+        if refused is not None:
+            self._refuse(writer, address, refused)
+            return
         task = asyncio.current_task()
         if task is not None:
             self._connections.add(task)
-        peername = writer.get_extra_info("peername")
-        peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername or "")
         identity = peer_identity(writer.get_extra_info("peercert")) if self.ssl_context else None
         log.debug("mllp connection", peer=peer, identity=identity)
         decoder = FrameDecoder(self.max_message_bytes)
@@ -141,6 +192,7 @@ class MllpServer:
         except Exception as exc:  # never let one connection take the listener down
             log.error("mllp connection failed", peer=peer, error_type=type(exc).__name__)
         finally:
+            self._gate.release(address)
             if task is not None:
                 self._connections.discard(task)
             writer.close()
@@ -174,7 +226,8 @@ class MllpServer:
 
     async def _oversized(self, event: Oversized, peer: str, writer: asyncio.StreamWriter) -> None:
         error = PayloadTooLarge(
-            f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes",
+            f"message of {event.size} bytes exceeds the limit of {self.max_message_bytes} bytes"
+            " (CAREBRIDGE_MLLP_MAX_MESSAGE_BYTES)",
             location="MSH",
         )
         msh_line = event.head.replace(b"\n", b"\r").split(b"\r", 1)[0]  # the head may end mid-character

@@ -142,6 +142,8 @@ class ServeProcess:
         env: dict[str, str] | None = None,
         *,
         crash_after_journal: bool = False,
+        http_port: int = 0,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         full_env = {
             **os.environ,
@@ -158,8 +160,18 @@ class ServeProcess:
         self.log_path = tmp / f"serve-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [*command, "serve", "--http-port", "0", "--mllp-port", "0", "--database-url", database_url],
+            [
+                *command,
+                "serve",
+                "--http-port",
+                str(http_port),
+                "--mllp-port",
+                "0",
+                "--database-url",
+                database_url,
+            ],
             stdout=self._log,
+            preexec_fn=preexec_fn,
             stderr=subprocess.STDOUT,
             env=full_env,
             cwd=str(tmp),
@@ -206,9 +218,21 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
     running: list[ServeProcess] = []
 
     def start(
-        database_url: str, env: dict[str, str] | None = None, *, crash_after_journal: bool = False
+        database_url: str,
+        env: dict[str, str] | None = None,
+        *,
+        crash_after_journal: bool = False,
+        http_port: int = 0,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> ServeProcess:
-        process = ServeProcess(database_url, tmp_path, env, crash_after_journal=crash_after_journal)
+        process = ServeProcess(
+            database_url,
+            tmp_path,
+            env,
+            crash_after_journal=crash_after_journal,
+            http_port=http_port,
+            preexec_fn=preexec_fn,
+        )
         running.append(process)
         return process
 
