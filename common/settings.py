@@ -241,7 +241,7 @@ class SearchSettings(Group):
     pool_size: int = Field(default=8, ge=1)
     # searches running at once per HTTP process; more wait without holding a thread, so a storm of
     # costly searches cannot take every worker thread or the interpreter from HL7 and /readyz
-    max_concurrent: int = Field(default=4, ge=1)
+    max_concurrent: int = Field(default=2, ge=1)
 
 
 class BackupSettings(Group):
