@@ -260,7 +260,13 @@ class Ingestor:
         """
         mtype = message_type_label(inbound.header)
         self.metrics.received(mtype)
-        outcome = self._process(inbound, on_commit)
+        try:
+            outcome = self._process(inbound, on_commit)
+        except Exception as exc:  # a journal read or write failed: nothing stored as final
+            kind = transient_kind(exc)
+            if kind is None:
+                raise
+            outcome = self._transient(inbound, None, kind, journal=False)
         self.metrics.answered(mtype, outcome.ack_code)
         return outcome
 
@@ -442,21 +448,23 @@ class Ingestor:
         log.info("hl7 message older than stored state", journal_id=journal_id, held_back=len(stale))
         return JOURNAL_STALE
 
-    def _transient(self, inbound: Inbound, journal_id: int | None, kind: str) -> Outcome:
+    def _transient(
+        self, inbound: Inbound, journal_id: int | None, kind: str, *, journal: bool = True
+    ) -> Outcome:
         """AE for an environmental failure, not stored as final: the row waits ``received`` for the resend.
 
-        The row is written (or its attempt noted) if the database allows it now;
-        if not, the resend journals the message afresh.
+        The row is written (or its attempt noted) if the database allows it now and
+        ``journal`` (a message that would be applied); if not, the resend journals it afresh.
         """
         error = TemporaryFailure(kind)
         note = f"waiting: temporary database failure ({kind})"
         try:
-            if journal_id is None:
+            if journal_id is None and journal:
                 inserted = journal_insert_message_entry(
                     self.engine, **journal_fields(inbound), error=note, cipher=self.store.cipher
                 )
                 journal_id = None if inserted is None else inserted.id
-            else:
+            elif journal_id is not None:
                 journal_mark_retryable(self.engine, journal_id, note)
         except Exception as exc:  # still failing: nothing is stored, the resend starts afresh
             log.info("hl7 journal unavailable", kind=transient_kind(exc) or type(exc).__name__)
