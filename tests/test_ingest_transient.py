@@ -23,7 +23,7 @@ from audit import chain_length
 from common import Hl7Settings
 from common.identifiers import mrn_system
 from fhir_store import journal, transient_kind
-from fhir_store.schema import resource_current
+from fhir_store.schema import hl7_journal, resource_current
 from fhir_store.writer import find_identifier_owner
 from gateway.ingest import Ingestor
 from gateway.ingest_transient import DuplicateAudit
@@ -147,13 +147,11 @@ def test_cut_loop_every_message_applied_exactly_once(
     assert journal.count_by_status(runtime.engine) == {"processed": MESSAGES}
     with runtime.engine.connect() as conn:
         rows = conn.execute(
-            select(journal.hl7_journal.c.control_id, func.count()).group_by(journal.hl7_journal.c.control_id)
+            select(hl7_journal.c.control_id, func.count()).group_by(hl7_journal.c.control_id)
         ).all()
         assert sorted(rows) == sorted((f"CUT{n}", 1) for n in range(MESSAGES))
         patients = conn.execute(
-            select(func.count())
-            .select_from(resource_current)
-            .where(resource_current.c.res_type == "Patient")
+            select(func.count()).select_from(resource_current).where(resource_current.c.res_type == "Patient")
         ).scalar()
         assert patients == MESSAGES
         for n in range(MESSAGES):
