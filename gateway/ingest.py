@@ -492,9 +492,13 @@ class Ingestor:
         """Journal a message that is not applied in one step: refused (AE/AR) or ignored (AA)."""
         code, status = settled(error)
         ack = self._ack(inbound, code, error)
+        fields = journal_fields(inbound)
+        if str(error).startswith(NOT_CHECKED):
+            # the registry could not be read: the resend must be checked again, not answered from here
+            fields["dedup"] = False
         inserted = journal_insert_message_entry(
             self.engine,
-            **journal_fields(inbound),
+            **fields,
             status=status,
             ack_code=code,
             ack=ack,

@@ -7,6 +7,7 @@ once, without ``carebridge hl7 replay``.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import shutil
 import sqlite3
@@ -29,6 +30,7 @@ from gateway.ingest import Ingestor
 from gateway.ingest_transient import DuplicateAudit
 from gateway.mllp.client import parse_ack
 from gateway.runtime import Runtime
+from gateway.settings import Settings
 from tests.support.settings import open_settings
 from tests.support.tmpfs import SmallDisk, small_disk, truncate_wal
 from tests.test_ingest import a04
@@ -199,3 +201,27 @@ def test_duplicate_audit_counts_deliveries() -> None:
     now[0] = 10.5
     assert limiter.admit(1) == 5
     assert limiter.admit(1) is None
+
+
+def test_unreadable_sender_registry_is_not_a_final_answer(database_url: str) -> None:
+    """The registry read failed (fail closed, AE): the resend is checked again and applied."""
+    from gateway.hl7_senders import RegisteredSender
+
+    runtime = Runtime.create(Settings(database_url=database_url), migrate=False)
+    registry_up = [False]
+
+    def lookup(application: str, facility: str) -> RegisteredSender | None:
+        if not registry_up[0]:
+            raise _wrapped(psycopg.errors.AdminShutdown())
+        return RegisteredSender(application, facility, (ipaddress.ip_network("127.0.0.0/8"),), None, True)
+
+    try:
+        ingestor = Ingestor(runtime.store, runtime.settings, senders=lookup)
+        raw = a04("REG1", "REG-1")
+        refused = ingestor.handle(raw, peer="127.0.0.1:40000")
+        assert parse_ack(refused.acks[0]).code == "AE"
+        registry_up[0] = True
+        applied = ingestor.handle(raw, peer="127.0.0.1:40000")
+        assert (parse_ack(applied.acks[0]).code, applied.duplicate) == ("AA", False)
+    finally:
+        runtime.close()
