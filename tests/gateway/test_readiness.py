@@ -5,18 +5,15 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from common import StoreSettings
 from fhir_store import journal
 from fhir_store.schema import hl7_journal
-from gateway.http.app import create_app
 from gateway.ingest import Ingestor
 from gateway.mllp.client import parse_ack
-from gateway.runtime import Runtime
-from tests.support.settings import open_settings
+from tests.http.live import serve
 from tests.support.tmpfs import small_disk, truncate_wal
 from tests.test_ingest import a04
 
@@ -25,13 +22,12 @@ def test_full_disk_turns_readyz_red_and_back(sqlite_template: Path, tmp_path: Pa
     with small_disk(tmp_path / "disk", size="16m") as disk:
         target = disk.root / "carebridge.db"
         shutil.copyfile(sqlite_template, target)
-        settings = open_settings(
-            database_url=f"sqlite:///{target}", store=StoreSettings(min_free_bytes=1024 * 1024)
-        )
-        runtime = Runtime.create(settings, migrate=False)
         try:
-            ingestor = Ingestor(runtime.store, runtime.settings)
-            with TestClient(create_app(runtime)) as http:
+            with (
+                serve(f"sqlite:///{target}", store_min_free_bytes=1024 * 1024) as live,
+                httpx.Client(base_url=live.base_url) as http,
+            ):
+                ingestor = Ingestor(live.runtime.store, live.runtime.settings)
                 assert http.get("/readyz").status_code == 200
                 truncate_wal(target)
                 disk.fill()
@@ -58,12 +54,11 @@ def test_full_disk_turns_readyz_red_and_back(sqlite_template: Path, tmp_path: Pa
                 assert ready.json()["reasons"] == []
         finally:
             disk.free()
-            runtime.close()
 
 
 def test_journal_backlog_turns_readyz_red_until_applied(database_url: str) -> None:
-    runtime = Runtime.create(open_settings(database_url=database_url), migrate=False)
-    try:
+    with serve(database_url) as live, httpx.Client(base_url=live.base_url) as http:
+        runtime = live.runtime
         raw = a04("BL1", "BL-1")
         journal_id = journal.insert_message(
             runtime.engine,
@@ -75,35 +70,29 @@ def test_journal_backlog_turns_readyz_red_until_applied(database_url: str) -> No
             message_type="ADT^A04",
             cipher=runtime.store.cipher,
         )
-        with TestClient(create_app(runtime)) as http:
-            assert http.get("/readyz").status_code == 200  # waiting, but not for long
-            with runtime.engine.begin() as conn:
-                conn.execute(
-                    update(hl7_journal)
-                    .where(hl7_journal.c.id == journal_id)
-                    .values(received_us=hl7_journal.c.received_us - 3_600_000_000)
-                )
-            ready = http.get("/readyz")
-            assert ready.status_code == 503
-            assert any(r.startswith("backlog: ") for r in ready.json()["reasons"]), ready.json()
-            outcome = Ingestor(runtime.store, runtime.settings).handle(raw)  # the resend applies it
-            assert outcome.status == "processed"
-            assert http.get("/readyz").status_code == 200
-    finally:
-        runtime.close()
+        assert http.get("/readyz").status_code == 200  # waiting, but not for long
+        with runtime.engine.begin() as conn:
+            conn.execute(
+                update(hl7_journal)
+                .where(hl7_journal.c.id == journal_id)
+                .values(received_us=hl7_journal.c.received_us - 3_600_000_000)
+            )
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert any(r.startswith("backlog: ") for r in ready.json()["reasons"]), ready.json()
+        outcome = Ingestor(runtime.store, runtime.settings).handle(raw)  # the resend applies it
+        assert outcome.status == "processed"
+        assert http.get("/readyz").status_code == 200
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_stopped_dispatcher_turns_readyz_red(database_url: str) -> None:
-    runtime = Runtime.create(open_settings(database_url=database_url), migrate=False)
-    try:
-        with TestClient(create_app(runtime)) as http:
-            assert http.get("/readyz").status_code == 200  # never started here: not its job
-            runtime.crm.dispatcher.start()
-            assert http.get("/readyz").status_code == 200
-            runtime.crm.dispatcher.stop()  # its thread is gone
-            ready = http.get("/readyz")
-            assert ready.status_code == 503
-            assert "dispatcher: the webhook dispatcher is not running" in ready.json()["reasons"]
-    finally:
-        runtime.close()
+    with serve(database_url) as live, httpx.Client(base_url=live.base_url) as http:
+        runtime = live.runtime
+        assert http.get("/readyz").status_code == 200  # never started here: not its job
+        runtime.crm.dispatcher.start()
+        assert http.get("/readyz").status_code == 200
+        runtime.crm.dispatcher.stop()  # its thread is gone
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert "dispatcher: the webhook dispatcher is not running" in ready.json()["reasons"]
