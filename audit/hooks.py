@@ -318,11 +318,13 @@ class AuditHook:
         ack_code: str,
         patient_ids: Iterable[str] = (),
         conn: Connection | None = None,
+        deliveries: int = 1,
     ) -> int:
         """One event per received HL7 v2 message (DICOM 110107 Import), any outcome.
 
         Pass ``conn`` to record it in the journal's transaction (e.g. the
-        ``extra`` callback of :meth:`FhirStore.transact`).
+        ``extra`` callback of :meth:`FhirStore.transact`).  ``deliveries`` > 1: the
+        event stands for that many duplicate deliveries (the ingest rate-limits them).
         """
         outcome = {"AA": "0", "CA": "0", "AE": "4", "CE": "4", "AR": "8", "CR": "8"}.get(ack_code, "8")
         event = import_event(
@@ -333,7 +335,7 @@ class AuditHook:
             message_control_id=control_id,
             message_type=message_type,
             outcome=outcome,
-            outcome_desc=f"ACK {ack_code}",
+            outcome_desc=f"ACK {ack_code}" + (f"; {deliveries} deliveries" if deliveries > 1 else ""),
         )
         if conn is not None:
             return self.writer.append(conn, [event])

@@ -181,6 +181,10 @@ class Hl7Settings(Group):
     # per message: more segments, or more repetitions of one field, is refused with AR (mappers.hl7_limits)
     max_segments: int = Field(default=1000, ge=1)
     max_repetitions: int = Field(default=100, ge=1)
+    # a write failed for an environmental reason (connection, disk full): tries again before the AE
+    transient_retries: int = Field(default=2, ge=0, le=10)
+    duplicate_audit_interval_s: float = Field(default=60.0, ge=0.0)  # one duplicate event per message per
+    backlog_s: float = Field(default=300.0, gt=0.0)  # /readyz: a message waiting (received) longer: not ready
 
     def control_id_reuse_for(self, application: str, facility: str) -> ReuseAction:
         """The reuse action for one sender: ``APP^FAC``, else ``APP``, else the default."""
@@ -218,6 +222,11 @@ class StoreSettings(Group):
 
     key_file: str = "var/store-keys.json"
     keys: SecretStr = SecretStr("")  # the same JSON as the file, e.g. a container secret; wins
+    # /readyz (gateway.readiness): free space a SQLite database volume needs, the write probe's
+    # time limit, and how long an environmental write failure without a later commit keeps it red
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    probe_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)
+    write_failure_s: float = Field(default=30.0, ge=0.0)
 
     @property
     def key_source(self) -> KeySource:
@@ -267,6 +276,7 @@ class CrmSettings(Group):
     webhook_backoff_max_s: float = 300.0
     webhook_timeout_s: float = 5.0
     poll_interval_s: float = 0.05
+    worker_stuck_s: float = Field(default=300.0, gt=0.0)  # /readyz: a dispatcher round running longer
     # under a steady stream, a round that sent events waits this long before the next one, so
     # that each takes several events (fewer feed reads per event); an idle feed sends at once
     webhook_batch_window_s: float = 0.01

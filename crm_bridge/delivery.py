@@ -152,6 +152,12 @@ class Dispatcher:
             )
         self._loop.start()
 
+    def health(self) -> tuple[bool, bool, float | None]:
+        """(started in this process, thread alive, seconds the current round has run) for ``/readyz``."""
+        loop = self._loop
+        started = loop.round_started
+        return loop.started, loop.running, None if started is None else time.monotonic() - started
+
     def stop(self) -> None:
         self._loop.stop()
         for sub_id, (cursor, saved) in list(self._cursors.items()):

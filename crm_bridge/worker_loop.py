@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 #: How long a stopping worker's thread is waited for before the process moves on.
@@ -71,13 +72,21 @@ class WorkerLoop:
         self._failure_message = failure_message
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.started = False  # start() was called in this process (readiness: it should be running)
+        self.round_started: float | None = None  # time.monotonic() of the round running now, if any
 
     @property
     def stopping(self) -> bool:
         """True once :meth:`stop` was called (until the next :meth:`start`): end the round early."""
         return self._stop.is_set()
 
+    @property
+    def running(self) -> bool:
+        """The thread is alive (readiness: a dead thread delivers nothing)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
+        self.started = True
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -92,11 +101,14 @@ class WorkerLoop:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.round_started = time.monotonic()
             try:
                 busy = self._run_once()
             except Exception as exc:  # keep the worker alive; no payloads in logs
                 self._log.warning(self._failure_message, type(exc).__name__)
                 busy = 0
+            finally:
+                self.round_started = None
             if busy and self._backlog is not None and not self._backlog() and self._settle_s > 0:
                 self._stop.wait(self._settle_s)
             if not busy or (self._backlog is not None and not self._backlog()):

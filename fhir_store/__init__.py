@@ -116,7 +116,13 @@ from fhir_store.journal import (
     mark_processed as journal_mark_processed,
 )
 from fhir_store.journal import (
+    mark_retryable as journal_mark_retryable,
+)
+from fhir_store.journal import (
     mark_stale as journal_mark_stale,
+)
+from fhir_store.journal import (
+    oldest_received_us as journal_oldest_received_us,
 )
 from fhir_store.journal import (
     open_counts as journal_open_counts,
@@ -189,6 +195,7 @@ from fhir_store.table_reads import (
     current_consents_of_patient,
     iter_current_sealed,
 )
+from fhir_store.transient import WriteFailure, WriteHealth, transient_kind
 from fhir_store.validation import (
     SUPPORTED_TYPES,
     validate_resource,
@@ -238,6 +245,8 @@ __all__ = [
     "StoreCipher",
     "StoredResource",
     "Update",
+    "WriteFailure",
+    "WriteHealth",
     "WriteUnit",
     "alembic_config",
     "bundle_operations",
@@ -264,7 +273,9 @@ __all__ = [
     "journal_load",
     "journal_mark_failed",
     "journal_mark_processed",
+    "journal_mark_retryable",
     "journal_mark_stale",
+    "journal_oldest_received_us",
     "journal_open_counts",
     "keys_in_use",
     "load_current",
@@ -287,6 +298,7 @@ __all__ = [
     "run_on_driver",
     "stale_notes",
     "to_us",
+    "transient_kind",
     "upgrade",
     "validate_resource",
     "write_version",

@@ -324,6 +324,26 @@ def mark_failed(
         )
 
 
+def mark_retryable(engine: Engine, journal_id: int, error: str) -> None:
+    """Record an attempt that failed for an environmental reason: the row stays ``received``.
+
+    No ACK is stored, so the sender's resend (or ``carebridge hl7 replay``) applies
+    the message once the database is healthy (issue #17); ``error`` says why it waits.
+    """
+    with _begin(engine) as conn, conn.begin():
+        conn.execute(
+            update(_j)
+            .where(_j.c.id == journal_id, _j.c.status == RECEIVED)
+            .values(error=_clip(error, len(error)), attempts=_j.c.attempts + 1)
+        )
+
+
+def oldest_received_us(conn: Connection) -> int | None:
+    """When the oldest message still waiting (``received``) arrived: the backlog readiness checks."""
+    value = conn.execute(select(func.min(_j.c.received_us)).where(_j.c.status == RECEIVED)).scalar()
+    return None if value is None else int(value)
+
+
 def list_to_replay(engine: Engine, *, stale_before_us: int | None = None) -> list[int]:
     """Ids of failed/rejected rows, plus ``received`` rows older than ``stale_before_us``, oldest first."""
     condition: ColumnElement[bool] = _j.c.status.in_((FAILED, REJECTED))

@@ -31,6 +31,7 @@ from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
 from fhir_store.search_limits import translate_timeout
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, binding, load_snapshot, save_snapshot
+from fhir_store.transient import WriteHealth
 from fhir_store.write_path import ContextSource, Extra, WriteUnit
 from fhir_store.writer import load_current
 
@@ -86,14 +87,21 @@ class FhirStore:
         # The hook chain, declared in one place by whoever wires the store (``gateway.store_pipeline``).
         self.pipeline = pipeline if pipeline is not None else HookPipeline()
         self.clock = clock
+        # the last committed write and the last environmental write failure, for /readyz
+        self.write_health = WriteHealth()
 
     # -- transactions -------------------------------------------------------
 
     @contextmanager
     def write_connection(self) -> Iterator[Connection]:
         """A write transaction; on SQLite the lock is taken at BEGIN (IMMEDIATE)."""
-        with writer(self.engine).begin() as conn:
-            yield conn
+        try:
+            with writer(self.engine).begin() as conn:
+                yield conn
+        except BaseException as exc:
+            self.write_health.failed(exc)  # only environmental failures are remembered
+            raise
+        self.write_health.succeeded()
 
     def transact(
         self,

@@ -27,7 +27,10 @@ Order of effects for one message (commit-acknowledge, HL7 v2.5 ch. 2.9):
    ``CAREBRIDGE_HL7_CONTROL_ID_REUSE``); counted and logged either way.  A
    sender refused by step 1 is never matched with a journaled message.  A store error rolls it
    all back and the row is journaled ``failed``/``rejected`` with its AE/AR;
-   anything unexpected becomes AE 207 (HL7 table 0357).
+   anything unexpected becomes AE 207 (HL7 table 0357).  A failure of the
+   environment (connection, disk full, serialization, timeout) is retried, then
+   answered AE without being stored as final: the row stays ``received`` and the
+   resend applies it (:mod:`gateway.ingest_transient`).
 4. When MSH-15 asks for a commit ACK, the row is committed ``received`` first,
    the CA is sent, then the message is applied and the row marked in that
    transaction (:meth:`apply`, also the replay path).  A ``received`` row left
@@ -39,7 +42,8 @@ control id -- never patient data.  An applied message that changed resources
 is recorded by the store's audit hook (one import event per changed resource,
 request id ``hl7-<journal id>``, same transaction); an AA that changed
 nothing (identical A08) gets one message event in its transaction; refused
-messages and duplicate deliveries get one right after their journal write.
+messages get one right after their journal write, duplicate deliveries one per
+message per ``CAREBRIDGE_HL7_DUPLICATE_AUDIT_INTERVAL_S`` carrying their count.
 ACK modes: see :mod:`gateway.ingest_model`.
 """
 
@@ -55,6 +59,7 @@ from fhir_store import (
     JOURNAL_FAILED,
     JOURNAL_FINAL_STATUSES,
     JOURNAL_PROCESSED,
+    JOURNAL_RECEIVED,
     JOURNAL_REJECTED,
     JOURNAL_STALE,
     FhirStore,
@@ -71,8 +76,10 @@ from fhir_store import (
     journal_load,
     journal_mark_failed,
     journal_mark_processed,
+    journal_mark_retryable,
     journal_mark_stale,
     stale_notes,
+    transient_kind,
 )
 from gateway.hl7_senders import (
     NOT_ALLOWED,
@@ -102,6 +109,7 @@ from gateway.ingest_model import (
     sender_ignores,
     settled,
 )
+from gateway.ingest_transient import DuplicateAudit, TemporaryFailure, with_retries
 from gateway.logging_setup import get_logger
 from gateway.metrics import Hl7Counters, message_type_label
 from gateway.sender_registry import SenderDirectory
@@ -125,7 +133,7 @@ def _nothing_changed(results: list[OperationResult]) -> bool:
 
 
 class Ingestor:
-    """Stateless apart from configuration: safe to call from many threads at once."""
+    """Configuration plus the duplicate-audit rate limit: safe to call from many threads at once."""
 
     def __init__(
         self,
@@ -153,6 +161,7 @@ class Ingestor:
         if not self.open_senders:
             self.senders = senders or SenderDirectory(store.engine).lookup
         self._charsets = settings.hl7.charset_map()
+        self.duplicate_audit = DuplicateAudit(settings.hl7.duplicate_audit_interval_s)
 
     # -- step 1: pure --------------------------------------------------------------------
 
@@ -266,7 +275,13 @@ class Ingestor:
         """
         mtype = message_type_label(inbound.header)
         self.metrics.received(mtype)
-        outcome = self._process(inbound, on_commit)
+        try:
+            outcome = self._process(inbound, on_commit)
+        except Exception as exc:  # a journal read or write failed: nothing stored as final
+            kind = transient_kind(exc)
+            if kind is None:
+                raise
+            outcome = self._transient(inbound, None, kind, journal=False)
         self.metrics.answered(mtype, outcome.ack_code)
         return outcome
 
@@ -372,7 +387,12 @@ class Ingestor:
         write = self.write_unit(inbound)
         unit = write.unit
         try:
-            self.store.transact(unit.ops, unit.context, validate=self.validate_resources, extra=unit.extra)
+            with_retries(
+                lambda: self.store.transact(
+                    unit.ops, unit.context, validate=self.validate_resources, extra=unit.extra
+                ),
+                self.settings.hl7.transient_retries,
+            )
         except AlreadyJournaled:
             existing = self._existing(inbound)
             if existing.status in JOURNAL_FINAL_STATUSES and existing.ack is not None:
@@ -382,6 +402,9 @@ class Ingestor:
         except CarebridgeError as exc:
             return self._reject(inbound, exc, on_commit)
         except Exception as exc:
+            kind = transient_kind(exc)
+            if kind is not None:
+                return self._transient(inbound, None, kind)
             log.error("hl7 internal error", error_type=type(exc).__name__)
             return self._reject(
                 inbound, InternalError("internal error while applying the message"), on_commit
@@ -407,10 +430,16 @@ class Ingestor:
                     # nothing changed, so the store hook wrote no import event
                     record(audit, inbound, journal_id, "AA", conn=conn)
 
-            self.store.transact(ops, context, validate=self.validate_resources, extra=finish)
+            with_retries(
+                lambda: self.store.transact(ops, context, validate=self.validate_resources, extra=finish),
+                self.settings.hl7.transient_retries,
+            )
         except CarebridgeError as exc:
             return self._fail(inbound, journal_id, exc)
         except Exception as exc:
+            kind = transient_kind(exc)
+            if kind is not None:
+                return self._transient(inbound, journal_id, kind)
             log.error("hl7 internal error", journal_id=journal_id, error_type=type(exc).__name__)
             return self._fail(inbound, journal_id, InternalError("internal error while applying the message"))
         _, application = self._wanted(inbound, success=True)
@@ -434,6 +463,32 @@ class Ingestor:
         log.info("hl7 message older than stored state", journal_id=journal_id, held_back=len(stale))
         return JOURNAL_STALE
 
+    def _transient(
+        self, inbound: Inbound, journal_id: int | None, kind: str, *, journal: bool = True
+    ) -> Outcome:
+        """AE for an environmental failure, not stored as final: the row waits ``received`` for the resend.
+
+        The row is written (or its attempt noted) if the database allows it now and
+        ``journal`` (a message that would be applied); if not, the resend journals it afresh.
+        """
+        error = TemporaryFailure(kind)
+        note = f"waiting: temporary database failure ({kind})"
+        try:
+            if journal_id is None and journal:
+                inserted = journal_insert_message_entry(
+                    self.engine, **journal_fields(inbound), error=note, cipher=self.store.cipher
+                )
+                journal_id = None if inserted is None else inserted.id
+            elif journal_id is not None:
+                journal_mark_retryable(self.engine, journal_id, note)
+        except Exception as exc:  # still failing: nothing is stored, the resend starts afresh
+            log.info("hl7 journal unavailable", kind=transient_kind(exc) or type(exc).__name__)
+        self.metrics.transient(kind)
+        log.warning("hl7 message not applied: temporary database failure", journal_id=journal_id, kind=kind)
+        _, application = self._wanted(inbound, success=False)
+        ack = self._ack(inbound, "AE", error)
+        return Outcome([ack] if application else [], "AE", journal_id, JOURNAL_RECEIVED, error=str(error))
+
     def _fail(self, inbound: Inbound, journal_id: int, error: CarebridgeError) -> Outcome:
         code = error.hl7_ack if error.hl7_ack in ("AE", "AR") else "AE"
         status = JOURNAL_REJECTED if code == "AR" else JOURNAL_FAILED
@@ -452,9 +507,13 @@ class Ingestor:
         """Journal a message that is not applied in one step: refused (AE/AR) or ignored (AA)."""
         code, status = settled(error)
         ack = self._ack(inbound, code, error)
+        fields = journal_fields(inbound)
+        if str(error).startswith(NOT_CHECKED):
+            # the registry could not be read: the resend must be checked again, not answered from here
+            fields["dedup"] = False
         inserted = journal_insert_message_entry(
             self.engine,
-            **journal_fields(inbound),
+            **fields,
             status=status,
             ack_code=code,
             ack=ack,
@@ -486,12 +545,20 @@ class Ingestor:
         self, inbound: Inbound, existing: JournalEntry, on_commit: Callable[[bytes], None] | None
     ) -> Outcome:
         assert existing.ack is not None
-        self._record(inbound, existing.id, existing.ack_code or "AE")
+        self.metrics.duplicate()
+        deliveries = self.duplicate_audit.admit(existing.id)
+        if deliveries is not None:  # one event (and log line) per message per interval, with the count
+            self._record(inbound, existing.id, existing.ack_code or "AE", deliveries)
+            log.info(
+                "hl7 duplicate delivery",
+                journal_id=existing.id,
+                ack_code=existing.ack_code,
+                deliveries=deliveries,
+            )
         success = existing.ack_code == "AA"
         commit, application = self._wanted(inbound, success=success)
         if commit and on_commit is not None:
             on_commit(self._ack(inbound, "CA"))
-        log.info("hl7 duplicate delivery", journal_id=existing.id, ack_code=existing.ack_code)
         return Outcome(
             [existing.ack] if application else [],
             existing.ack_code or "AE",
@@ -515,13 +582,13 @@ class Ingestor:
         """The audit stage of the store's pipeline (found, not injected: every runtime declares one)."""
         return self.store.pipeline.find(AuditHook)
 
-    def _record(self, inbound: Inbound, journal_id: int | None, ack_code: str) -> None:
+    def _record(self, inbound: Inbound, journal_id: int | None, ack_code: str, deliveries: int = 1) -> None:
         """The message's own AuditEvent, outside the store (refused or duplicate messages)."""
         audit = self._audit()
         if audit is None:
             return
         try:
-            record(audit, inbound, journal_id, ack_code)
+            record(audit, inbound, journal_id, ack_code, deliveries=deliveries)
         except Exception as exc:  # the ACK must still go out; the journal row has the message
             log.error("hl7 audit event not written", journal_id=journal_id, error_type=type(exc).__name__)
 

@@ -151,6 +151,7 @@ def record(
     ack_code: str,
     *,
     conn: Connection | None = None,
+    deliveries: int = 1,
 ) -> None:
     header = inbound.header
     control_id = (header.control_id.strip() if header else "") or "unknown"
@@ -161,6 +162,7 @@ def record(
         message_type=kind or "unknown",
         ack_code=ack_code,
         conn=conn,
+        deliveries=deliveries,
     )
 
 

@@ -94,6 +94,8 @@ class Hl7Counters:
         self._stale: dict[str, int] = {}
         self._refused: dict[str, int] = {}
         self._connections_refused: dict[str, int] = {}
+        self._transient: dict[str, int] = {}
+        self._duplicates = 0
 
     def received(self, message_type: str) -> None:
         with self._lock:
@@ -132,6 +134,24 @@ class Hl7Counters:
     def connections_refused_snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._connections_refused)
+
+    def transient(self, kind: str) -> None:
+        """A message not applied because of the environment (kind: connection, disk-full, ...): AE, not final."""
+        with self._lock:
+            self._transient[kind] = self._transient.get(kind, 0) + 1
+
+    def transient_snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._transient)
+
+    def duplicate(self) -> None:
+        """A duplicate delivery answered from the journal (its audit events are rate-limited)."""
+        with self._lock:
+            self._duplicates += 1
+
+    def duplicates(self) -> int:
+        with self._lock:
+            return self._duplicates
 
     def refused_snapshot(self) -> dict[str, int]:
         with self._lock:
@@ -298,7 +318,20 @@ class OpsCollector(Collector):
         )
         for reason, n in sorted(self.counters.connections_refused_snapshot().items()):
             connections.add_metric([reason], n)
-        yield from (total, acked, nacked, reused, stale, refused, connections)
+        transient = CounterMetricFamily(
+            "carebridge_hl7_transient_failures",
+            "HL7 v2 messages answered AE because the database failed for an environmental reason"
+            " (not stored as final: the resend applies them), by kind (connection, disk-full, ...)",
+            labels=["kind"],
+        )
+        for kind, n in sorted(self.counters.transient_snapshot().items()):
+            transient.add_metric([kind], n)
+        duplicates = CounterMetricFamily(
+            "carebridge_hl7_duplicate_deliveries",
+            "HL7 v2 deliveries answered with the ACK stored for an earlier delivery of the same message",
+            value=self.counters.duplicates(),
+        )
+        yield from (total, acked, nacked, reused, stale, refused, connections, transient, duplicates)
 
     def _dispatcher(self) -> Iterator[Metric]:
         dispatcher = getattr(self.crm, "dispatcher", None)

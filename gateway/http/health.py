@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
-from fhir_store import RequestContext, current_revision, head_revision
+from fhir_store import RequestContext
 from gateway.metrics import ops_collector
 from gateway.production import metrics_allowed
+from gateway.readiness import check as readiness_check
 from gateway.runtime import Runtime
 
 router = APIRouter(include_in_schema=True, tags=["operations"])
@@ -64,28 +64,14 @@ async def healthz() -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _database_state(runtime: Runtime) -> tuple[bool, str | None, str | None]:
-    try:  # its own pool (gateway.runtime): busy API connections must not make it time out
-        with runtime.health_engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        current = current_revision(runtime.health_engine)
-    except Exception:  # any database failure means "not ready"; details stay out of the answer
-        return False, None, head_revision()
-    return True, current, head_revision()
-
-
 @router.get("/readyz", response_class=Response, responses=_READY_RESPONSES, summary="Readiness")
 async def readyz(request: Request) -> Response:
+    """Ready to read, write and keep up (gateway.readiness); 503 names every failing check."""
     runtime: Runtime = request.app.state.runtime
-    reachable, current, head = await run_in_threadpool(_database_state, runtime)
-    ready = reachable and current == head
-    body = {
-        "status": "ready" if ready else "not ready",
-        "database": "reachable" if reachable else "unreachable",
-        "schema_revision": current,
-        "expected_revision": head,
-    }
-    return JSONResponse(body, status_code=200 if ready else 503)
+    result = await run_in_threadpool(
+        readiness_check, runtime.store, runtime.settings, runtime.crm.dispatcher, runtime.health_engine
+    )
+    return JSONResponse(result.body(), status_code=200 if result.ready else 503)
 
 
 @router.get(
