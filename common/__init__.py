@@ -81,8 +81,12 @@ from common.settings import (
     child_environment,
     env_names,
 )
+from common.untrusted_input import check_json_body, json_depth_exceeds, refuse_nul
 
 __all__ = [
+    "check_json_body",
+    "json_depth_exceeds",
+    "refuse_nul",
     "BASE",
     "BHYT_SYSTEM",
     "CCCD_SYSTEM",

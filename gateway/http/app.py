@@ -32,6 +32,7 @@ from gateway.http import (
     privacy_routes,
 )
 from gateway.http.capability import SOFTWARE_VERSION
+from gateway.http.input_guard import InputGuardMiddleware
 from gateway.http.request_context import RequestContextMiddleware
 from gateway.http.security_headers import SecurityHeadersMiddleware
 from gateway.production import refuse_weak_production
@@ -97,6 +98,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.token_login = token_login(runtime)
     app.include_router(build_auth_router(app.state.token_login, runtime.tokens))
     api_docs.install(app, TITLE)
+    settings = runtime.settings
+    app.add_middleware(
+        InputGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.http.max_json_depth,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     trusted = runtime.settings.http.trusted_networks()
