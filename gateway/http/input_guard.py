@@ -33,7 +33,14 @@ from urllib.parse import parse_qsl, unquote
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import CarebridgeError, InvalidInput, PayloadTooLarge, UnsupportedMediaType, check_json_body, refuse_nul
+from common import (
+    CarebridgeError,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    check_json_body,
+    refuse_nul,
+)
 from gateway.http.errors import error_response
 from gateway.http.media import FORM, negotiate
 from gateway.logging_setup import get_logger
