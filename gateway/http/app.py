@@ -32,6 +32,7 @@ from gateway.http import (
     privacy_routes,
 )
 from gateway.http.capability import SOFTWARE_VERSION
+from gateway.http.openapi_docs import document_edge_refusals
 from gateway.http.input_guard import InputGuardMiddleware
 from gateway.http.request_context import RequestContextMiddleware
 from gateway.http.security_headers import SecurityHeadersMiddleware
@@ -55,6 +56,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for param in operation.get("parameters", []):
                 if param.get("in") == "path" and param.get("name") == "type":
                     param["schema"] = {"type": "string", "enum": types, "title": "Type"}
+    document_edge_refusals(schema)
     app.openapi_schema = schema
     return schema
 

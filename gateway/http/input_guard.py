@@ -28,7 +28,8 @@ name, never the value (it may be patient data).
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, unquote
+import re
+from urllib.parse import parse_qsl
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,6 +51,13 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _JSON_ONLY_PREFIXES = ("/crm/", "/privacy/")
 _DRAIN_FACTOR = 4
+_NAME = re.compile(r"^[A-Za-z0-9_.:\[\]\-]{1,120}$")
+
+
+def _loggable(location: str | None) -> str:
+    """The element's name for the log, or a placeholder when it is not a plain name (a JSON key
+    or parameter name chosen by the client may carry anything, patient data included)."""
+    return location if location and _NAME.match(location) else "(not a plain name)"
 
 
 def _params(text: str) -> list[tuple[str, str]]:
@@ -122,7 +130,7 @@ class InputGuardMiddleware:
             log.info(
                 "input refused",
                 rule=type(exc).__name__,
-                element=unquote(exc.location or "")[:120].replace("\x00", "\\0"),
+                element=_loggable(exc.location),
                 status=exc.http_status,
             )
             await error_response(exc)(scope, receive, send)
