@@ -84,9 +84,6 @@ from common.settings import (
 from common.untrusted_input import check_json_body, json_depth_exceeds, refuse_nul
 
 __all__ = [
-    "check_json_body",
-    "json_depth_exceeds",
-    "refuse_nul",
     "BASE",
     "BHYT_SYSTEM",
     "CCCD_SYSTEM",
@@ -133,6 +130,7 @@ __all__ = [
     "UnsupportedVersion",
     "VersionConflict",
     "alternate_visit_system",
+    "check_json_body",
     "child_environment",
     "env_names",
     "filler_appointment_system",
@@ -141,6 +139,7 @@ __all__ = [
     "identifier_type_system",
     "is_possible_duplicate",
     "is_secondary_identifier",
+    "json_depth_exceeds",
     "mrn_system",
     "normalize_contact_point",
     "normalize_phone",
@@ -148,6 +147,7 @@ __all__ = [
     "phone_variants",
     "placer_appointment_system",
     "practitioner_system",
+    "refuse_nul",
     "visit_system",
     "with_possible_duplicate",
 ]

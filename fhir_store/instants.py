@@ -69,9 +69,7 @@ def parse_fhir_instant_range(text: str, *, location: str | None = None) -> tuple
     tz = UTC
     if parts["tz"] and parts["tz"] != "Z":
         if not _OFFSET.match(parts["tz"]):
-            raise InvalidInput(
-                f"'{text}' has a time-zone offset outside -14:00..+14:00", location=location
-            )
+            raise InvalidInput(f"'{text}' has a time-zone offset outside -14:00..+14:00", location=location)
         sign = 1 if parts["tz"][0] == "+" else -1
         hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][4:6])
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))

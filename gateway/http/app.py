@@ -32,8 +32,8 @@ from gateway.http import (
     privacy_routes,
 )
 from gateway.http.capability import SOFTWARE_VERSION
-from gateway.http.openapi_docs import document_edge_refusals
 from gateway.http.input_guard import InputGuardMiddleware
+from gateway.http.openapi_docs import document_edge_refusals
 from gateway.http.request_context import RequestContextMiddleware
 from gateway.http.security_headers import SecurityHeadersMiddleware
 from gateway.production import refuse_weak_production
