@@ -87,6 +87,7 @@ from common.settings import (
     child_environment,
     env_names,
 )
+from common.untrusted_input import check_json_body, json_depth_exceeds, refuse_nul
 
 __all__ = [
     "BASE",
@@ -141,6 +142,7 @@ __all__ = [
     "UnsupportedVersion",
     "VersionConflict",
     "alternate_visit_system",
+    "check_json_body",
     "child_environment",
     "env_names",
     "filler_appointment_system",
@@ -149,6 +151,7 @@ __all__ = [
     "identifier_type_system",
     "is_possible_duplicate",
     "is_secondary_identifier",
+    "json_depth_exceeds",
     "mrn_system",
     "normalize_contact_point",
     "normalize_phone",
@@ -156,6 +159,7 @@ __all__ = [
     "phone_variants",
     "placer_appointment_system",
     "practitioner_system",
+    "refuse_nul",
     "visit_system",
     "with_possible_duplicate",
 ]

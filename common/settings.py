@@ -86,6 +86,9 @@ class HttpSettings(Group):
     # Host names whose Host header may become the base of links when base_url is empty
     # (comma-separated; anything else is a 400, gateway.http.responses.fhir_base).
     allowed_hosts: str = "localhost,127.0.0.1,::1"
+    # deepest array/object nesting accepted in a JSON request body (gateway.http.input_guard);
+    # capped where the validator still has stack to spare
+    max_json_depth: Annotated[int, Field(ge=8, le=100)] = 64
 
 
 class AuthSettings(Group):

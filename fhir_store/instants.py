@@ -4,10 +4,19 @@ A FHIR date value is implicitly a range at its precision
 (https://hl7.org/fhir/R4/search.html#date): ``1985`` is all of 1985,
 ``1985-03-12`` the whole day.  Values without a time zone are read as UTC on
 both the indexing and the query side, so they compare consistently.
+
+The whole range FHIR allows is supported, up to ``9999-12-31T23:59:59.999999``
+(a birth date or period end of ``9999-12-31`` is a common "open end"): the end
+of a period is computed in integer microseconds, never as a ``datetime`` past
+the year 9999.  Time-zone offsets must be the ones the FHIR ``dateTime`` regex
+allows (https://hl7.org/fhir/R4/datatypes.html#dateTime: ``-14:00``..``+14:00``
+with minutes below 60); anything else is an :class:`~common.InvalidInput` at the
+element, not an overflow.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
@@ -15,6 +24,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from common import InvalidInput
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = {"S": 1_000_000, "M": 60_000_000, "d": 86_400_000_000}
+_DAY_US = _US["d"]
+# https://hl7.org/fhir/R4/datatypes.html#dateTime: (Z|(+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00))
+_OFFSET = re.compile(r"^[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00)$")
 _PATTERN = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
     r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:\.(?P<f>\d{1,9}))?)?"
@@ -47,11 +60,6 @@ def http_date(value_us: int) -> str:
     return from_us(value_us).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
 
-def _add_months(moment: datetime, months: int) -> datetime:
-    total = moment.month - 1 + months
-    return moment.replace(year=moment.year + total // 12, month=total % 12 + 1)
-
-
 def parse_fhir_instant_range(text: str, *, location: str | None = None) -> tuple[int, int]:
     """Return ``(low_us, high_us)`` inclusive bounds of the period a FHIR date value denotes."""
     match = _PATTERN.match(text.strip())
@@ -60,6 +68,8 @@ def parse_fhir_instant_range(text: str, *, location: str | None = None) -> tuple
     parts = match.groupdict()
     tz = UTC
     if parts["tz"] and parts["tz"] != "Z":
+        if not _OFFSET.match(parts["tz"]):
+            raise InvalidInput(f"'{text}' has a time-zone offset outside -14:00..+14:00", location=location)
         sign = 1 if parts["tz"][0] == "+" else -1
         hours, minutes = int(parts["tz"][1:3]), int(parts["tz"][4:6])
         tz = timezone(sign * timedelta(hours=hours, minutes=minutes))
@@ -77,15 +87,16 @@ def parse_fhir_instant_range(text: str, *, location: str | None = None) -> tuple
     except ValueError as exc:
         raise InvalidInput(f"'{text}' is not a valid date: {exc}", location=location) from exc
     if parts["f"] is not None:
-        end = start + timedelta(microseconds=1)
+        span = 1
     elif parts["S"] is not None:
-        end = start + timedelta(seconds=1)
+        span = _US["S"]
     elif parts["M"] is not None:
-        end = start + timedelta(minutes=1)
+        span = _US["M"]
     elif parts["d"] is not None:
-        end = start + timedelta(days=1)
+        span = _DAY_US
     elif parts["m"] is not None:
-        end = _add_months(start, 1)
+        span = calendar.monthrange(start.year, start.month)[1] * _DAY_US
     else:
-        end = start.replace(year=start.year + 1)
-    return to_us(start), to_us(end) - 1
+        span = (366 if calendar.isleap(start.year) else 365) * _DAY_US
+    low = to_us(start)  # aware subtraction: no datetime past 9999 is ever built
+    return low, low + span - 1

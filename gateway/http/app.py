@@ -32,6 +32,8 @@ from gateway.http import (
     privacy_routes,
 )
 from gateway.http.capability import SOFTWARE_VERSION
+from gateway.http.input_guard import InputGuardMiddleware
+from gateway.http.openapi_docs import document_edge_refusals
 from gateway.http.request_context import RequestContextMiddleware
 from gateway.http.security_headers import SecurityHeadersMiddleware
 from gateway.production import refuse_weak_production
@@ -54,6 +56,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             for param in operation.get("parameters", []):
                 if param.get("in") == "path" and param.get("name") == "type":
                     param["schema"] = {"type": "string", "enum": types, "title": "Type"}
+    document_edge_refusals(schema)
     app.openapi_schema = schema
     return schema
 
@@ -97,6 +100,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.token_login = token_login(runtime)
     app.include_router(build_auth_router(app.state.token_login, runtime.tokens))
     api_docs.install(app, TITLE)
+    settings = runtime.settings
+    app.add_middleware(
+        InputGuardMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_json_depth=settings.http.max_json_depth,
+    )
     app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)
     trusted = runtime.settings.http.trusted_networks()

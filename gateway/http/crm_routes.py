@@ -29,7 +29,7 @@ from common import CarebridgeError, InvalidInput, NotFound
 from consent import PURPOSES, build_consent
 from crm_bridge import EVENT_TYPES, CrmBridge, read_feed, resolve_pseudonym
 from fhir_store import Create, RequestContext, format_instant, now_us
-from gateway.http.openapi_docs import auth_errors
+from gateway.http.openapi_docs import auth_errors, not_found
 from gateway.http.principal import CrmCaller, OfficerCaller
 from gateway.http.responses import runtime_of
 
@@ -38,7 +38,7 @@ def _bridge(request: Request) -> CrmBridge:
     return runtime_of(request).crm
 
 
-router = APIRouter(prefix="/crm/v1", tags=["crm"], responses=auth_errors())
+router = APIRouter(prefix="/crm/v1", tags=["crm"], responses={**auth_errors(), **not_found()})
 #: Feed positions are signed 64-bit sequence numbers: a bigger cursor is a 400, not a driver OverflowError.
 MAX_CURSOR = 2**63 - 1
 

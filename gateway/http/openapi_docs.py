@@ -85,6 +85,42 @@ def responses(
     return out
 
 
+_EDGE_TEXT = {
+    400: "Refused at the HTTP edge: a NUL (U+0000), or JSON nested too deep (OperationOutcome names the element)",
+    406: "Only JSON can be produced",
+    413: "Body larger than the configured limit",
+    415: "Body declared in a charset other than UTF-8",
+}
+_BODY_METHODS = ("post", "put", "patch", "delete")
+
+
+def document_edge_refusals(schema: dict[str, Any]) -> None:
+    """Add the refusals of :mod:`gateway.http.input_guard` to every operation that does not already
+    document them (or a ``default``): the guard runs before any route."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("OperationOutcome", OUTCOME)
+    refused = {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            answers = operation.setdefault("responses", {})
+            if "default" in answers:
+                continue
+            statuses = [400]
+            if method in _BODY_METHODS:
+                statuses += [413, 415]
+            if path.startswith(("/crm/", "/privacy/")):
+                statuses.append(406)
+            for status in statuses:
+                answers.setdefault(
+                    str(status), {"description": _EDGE_TEXT[status], "content": {FHIR_JSON: refused}}
+                )
+
+
+def not_found() -> dict[int | str, dict[str, Any]]:
+    """404 for routers whose paths carry an id (router-level ``responses``)."""
+    return {404: {"description": "No such request, subscription or resource", "content": _content(OUTCOME)}}
+
+
 def auth_errors() -> dict[int | str, dict[str, Any]]:
     """401/403 OperationOutcomes every authenticated router can answer (router-level ``responses``)."""
     return {

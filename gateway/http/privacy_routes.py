@@ -26,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 from common import Forbidden, InvalidInput, NotFound
 from consent import PrivacyClockCollector, PrivacyRequest, RightsService, render_html
 from gateway.http.errors import AUDITED_STATE
-from gateway.http.openapi_docs import auth_errors
+from gateway.http.openapi_docs import auth_errors, not_found
 from gateway.http.principal import Caller, PrivacyCaller, ReceiptCaller
 from gateway.http.responses import runtime_of
 
@@ -69,7 +69,7 @@ def _patient_ref(value: Any) -> str:
     return text.removeprefix("Patient/")
 
 
-router = APIRouter(prefix="/privacy/v1", tags=["privacy"], responses=auth_errors())
+router = APIRouter(prefix="/privacy/v1", tags=["privacy"], responses={**auth_errors(), **not_found()})
 
 
 @router.post("/requests", status_code=201, summary="File a data-subject request (Decree 356/2025 Art. 5)")

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from common import SearchSettings
 from gateway.mllp.server import MllpServer
+from gateway.runtime import GIL_SWITCH_INTERVAL_S
 from tests.http.conftest import FHIR_JSON
 from tests.http.live import serve
 from tests.mllp.conftest import a04
@@ -54,7 +58,18 @@ def send_hl7(port: int, message: bytes) -> tuple[float, bytes]:
     return time.monotonic() - started, answer
 
 
-def test_search_storm_leaves_hl7_acks_and_readyz_prompt(database_url: str) -> None:
+@pytest.fixture
+def production_gil_interval() -> Iterator[None]:
+    """`carebridge serve` runs with this switch interval (gateway.runtime.run); the test server must too."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    yield
+    sys.setswitchinterval(before)
+
+
+def test_search_storm_leaves_hl7_acks_and_readyz_prompt(
+    database_url: str, production_gil_interval: None
+) -> None:
     limits = SearchSettings()
     query = worst_case_query(limits)
     with serve(database_url) as server:
