@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,6 +69,7 @@ def production_gil_interval() -> Iterator[None]:
     sys.setswitchinterval(before)
 
 
+@pytest.mark.latency
 def test_search_storm_leaves_hl7_acks_and_readyz_prompt(
     database_url: str, production_gil_interval: None
 ) -> None:
@@ -82,20 +85,22 @@ def test_search_storm_leaves_hl7_acks_and_readyz_prompt(
                 assert b"MSA|AA" in send_hl7(mllp.port, a04(f"SEED{i}", f"S{i:05d}"))[1]
             headers = {"Accept": FHIR_JSON, **server.headers}
             url = f"{server.fhir_url}/Patient?{query}"
-            stop = threading.Event()
-            statuses: list[int] = []
-
-            def search_loop() -> None:
-                with httpx.Client(headers=headers, timeout=60) as http:
-                    while not stop.is_set():
-                        statuses.append(http.get(url).status_code)
-
-            ack_latencies: list[float] = []
-            ready_latencies: list[float] = []
-            ready_statuses: list[int] = []
-            with ThreadPoolExecutor(PARALLEL) as pool:
-                searches = [pool.submit(search_loop) for _ in range(PARALLEL)]
+            storm = subprocess.Popen(
+                [sys.executable, "-m", "tests.support.storm_client", url, str(PARALLEL)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+            assert storm.stdin is not None and storm.stdout is not None
+            try:
+                storm.stdin.write(json.dumps(headers) + "\n")
+                storm.stdin.flush()
+                assert storm.stdout.readline().strip() == "started"
                 time.sleep(1.0)  # let the storm build up
+                ack_latencies: list[float] = []
+                ready_latencies: list[float] = []
+                ready_statuses: list[int] = []
                 with httpx.Client(timeout=30) as probe:
                     for i in range(20):
                         latency, ack = send_hl7(mllp.port, a04(f"STORM{i}", f"T{i:05d}"))
@@ -104,9 +109,12 @@ def test_search_storm_leaves_hl7_acks_and_readyz_prompt(
                         started = time.monotonic()
                         ready_statuses.append(probe.get(f"{server.base_url}/readyz").status_code)
                         ready_latencies.append(time.monotonic() - started)
-                stop.set()
-                for future in searches:
-                    future.result(120)
+                out, _ = storm.communicate("stop\n", timeout=120)
+            finally:
+                if storm.poll() is None:
+                    storm.kill()
+                    storm.wait()
+            statuses: list[int] = json.loads(out)
         finally:
             asyncio.run_coroutine_threadsafe(mllp.stop(), loop).result(30)
             loop.call_soon_threadsafe(loop.stop)
