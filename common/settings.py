@@ -230,6 +230,9 @@ class StoreSettings(Group):
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     probe_timeout_s: float = Field(default=2.0, gt=0.0, le=30.0)
     write_failure_s: float = Field(default=30.0, ge=0.0)
+    # PostgreSQL cancels any statement of a store write transaction (REST, HL7, privacy) that
+    # runs longer (0: none); REST answers 503 ``timeout``, HL7 a transient AE (issue #17)
+    write_statement_timeout_ms: int = Field(default=5000, ge=0)
 
     @property
     def key_source(self) -> KeySource:

@@ -29,7 +29,7 @@ from fhir_store.pipeline import HookPipeline
 from fhir_store.resolve import identifier_lookup
 from fhir_store.schema import resource_current, resource_version
 from fhir_store.search import SearchQuery, count_matches, find_ids, referenced_ids, referencing_ids
-from fhir_store.search_limits import translate_timeout
+from fhir_store.search_limits import is_statement_timeout, timeout_error, translate_timeout
 from fhir_store.search_snapshots import SNAPSHOT_LIMIT, binding, load_snapshot, save_snapshot
 from fhir_store.transient import WriteHealth
 from fhir_store.write_path import ContextSource, Extra, WriteUnit
@@ -69,6 +69,7 @@ class FhirStore:
         read_autocommit: bool = False,
         read_engine: Engine | None = None,
         limits: SearchSettings | None = None,
+        write_timeout_ms: int = 0,
     ) -> None:
         self.engine = engine
         self.cipher = cipher
@@ -77,6 +78,14 @@ class FhirStore:
         # ingest writes with (issue #17).  Without one, they share ``engine``.
         self.read_engine = read_engine if read_engine is not None else engine
         self.limits = limits if limits is not None else SearchSettings()
+        # PostgreSQL cancels any statement of a write transaction past this (0: none); the HL7
+        # channel treats it as transient (fhir_store.transient), REST answers 503 ``timeout``
+        self.write_timeout_ms = write_timeout_ms
+        self._write_timeout_sql = (
+            f"SET LOCAL statement_timeout = {int(write_timeout_ms):d}"
+            if write_timeout_ms > 0 and engine.dialect.name == "postgresql"
+            else None
+        )
         # Reads by id need no transaction when no access hook writes in it: on PostgreSQL that
         # saves the BEGIN and COMMIT round trips of every read (SQLite keeps its own BEGIN).
         self._reader = (
@@ -97,9 +106,13 @@ class FhirStore:
         """A write transaction; on SQLite the lock is taken at BEGIN (IMMEDIATE)."""
         try:
             with writer(self.engine).begin() as conn:
+                if self._write_timeout_sql is not None:
+                    conn.exec_driver_sql(self._write_timeout_sql)
                 yield conn
         except BaseException as exc:
             self.write_health.failed(exc)  # only environmental failures are remembered
+            if is_statement_timeout(exc):
+                raise timeout_error(self.write_timeout_ms, "store_write_statement_timeout_ms") from None
             raise
         self.write_health.succeeded()
 

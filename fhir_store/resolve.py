@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
-from common import SECONDARY_IDENTIFIER_SYSTEMS, InvalidInput, MultipleMatches, PreconditionFailed
+from common import (
+    SECONDARY_IDENTIFIER_SYSTEMS,
+    InvalidInput,
+    MultipleMatches,
+    PreconditionFailed,
+    SearchSettings,
+)
 from fhir_store.blind_index import blind_query
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import StoredResource
 from fhir_store.patient_links import follow_replaced_by
-from fhir_store.search import SearchQuery, find_ids, parse_criteria
+from fhir_store.search import DEFAULT_LIMITS, SearchQuery, find_ids, parse_criteria
 from fhir_store.writer import (
     PendingRows,
     find_identifier_owner,
@@ -66,12 +72,14 @@ def match_criteria(
     cipher: StoreCipher,
     pending: PendingRows | None = None,
     prefetch: Prefetch | None = None,
+    limits: SearchSettings = DEFAULT_LIMITS,
 ) -> list[str]:
     """Ids matching a conditional URL; ``identifier=sys|val`` alone uses the claim table.
 
     A search over the index first flushes ``pending``, so it sees this transaction's writes.
+    ``limits`` are the server's search limits: criteria are a search (issue #17).
     """
-    query = blind_query(parse_criteria(resource_type, criteria), cipher.blind)
+    query = blind_query(parse_criteria(resource_type, criteria, limits), cipher.blind)
     owned = identifier_lookup(conn, query, pending, prefetch)
     if owned is not None:
         return owned
@@ -118,8 +126,9 @@ def single(
     cipher: StoreCipher,
     pending: PendingRows,
     prefetch: Prefetch | None = None,
+    limits: SearchSettings = DEFAULT_LIMITS,
 ) -> str | None:
-    ids = match_criteria(conn, resource_type, criteria, cipher, pending, prefetch)
+    ids = match_criteria(conn, resource_type, criteria, cipher, pending, prefetch, limits)
     if len(ids) > 1:
         raise MultipleMatches(f"criteria '{criteria}' match more than one {resource_type}", location="url")
     return ids[0] if ids else None

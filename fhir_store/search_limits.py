@@ -1,4 +1,4 @@
-"""Complexity limits of one search and the statement timeout of HTTP reads (issue #17).
+"""Complexity limits of one search and the statement timeouts of the request path (issue #17).
 
 Why: a search is compiled to one SQL statement whose cost grows with the number of
 parameters and values, and a handful of costly statements can hold every pooled
@@ -62,16 +62,19 @@ def is_statement_timeout(exc: BaseException) -> bool:
     return getattr(orig, "sqlstate", None) == QUERY_CANCELED
 
 
+def timeout_error(timeout_ms: int, setting: str) -> DatabaseTimeout:
+    hint = "narrow the search or retry later" if setting.startswith("search") else "retry later"
+    return DatabaseTimeout(
+        f"the database did not answer within {timeout_ms} ms (limit {setting}); {hint}", location=setting
+    )
+
+
 @contextmanager
-def translate_timeout(timeout_ms: int) -> Iterator[None]:
+def translate_timeout(timeout_ms: int, setting: str = "search_statement_timeout_ms") -> Iterator[None]:
     """Turn a statement cancelled by ``statement_timeout`` into :class:`DatabaseTimeout` (503)."""
     try:
         yield
     except DBAPIError as exc:
         if not is_statement_timeout(exc):
             raise
-        raise DatabaseTimeout(
-            f"the database did not answer within {timeout_ms} ms (limit search_statement_timeout_ms); "
-            "narrow the search or retry later",
-            location="search_statement_timeout_ms",
-        ) from None
+        raise timeout_error(timeout_ms, setting) from None

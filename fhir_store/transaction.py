@@ -19,10 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from common import (
-    InvalidInput,
-    PreconditionFailed,
-)
+from common import InvalidInput, PreconditionFailed, SearchSettings
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.duplicates import DuplicateCheck, check_patient, tag_partner
 from fhir_store.event_order import (
@@ -54,6 +51,7 @@ from fhir_store.patient_links import as_retired, keep_links, onto_survivor
 from fhir_store.patient_merge import merge_patients, unlink_patients
 from fhir_store.references import rewrite_references, without_meta
 from fhir_store.resolve import Prefetch, if_match_version, load, single, survivor
+from fhir_store.search import DEFAULT_LIMITS
 from fhir_store.writer import PendingRows, write_version
 
 
@@ -75,6 +73,7 @@ def _plan(
     cipher: StoreCipher,
     pending: PendingRows,
     event: EventOrder | None = None,
+    limits: SearchSettings = DEFAULT_LIMITS,
 ) -> _Planned:
     """What ``op`` will do, read from the database and from ``pending`` (rows not yet sent)."""
     prefetch = Prefetch(cipher)  # lives for this step only: nothing is written before its _load
@@ -83,7 +82,7 @@ def _plan(
         target: str | None = str(uuid.uuid4())
         previous = None
         if op.if_none_exist:
-            existing = single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch)
+            existing = single(conn, resource_type, op.if_none_exist, cipher, pending, prefetch, limits)
             if existing is not None and resource_type == "Patient":
                 existing, _ = survivor(conn, existing, cipher, pending, prefetch)
             if existing is not None:
@@ -105,7 +104,7 @@ def _plan(
             if op.resource.get("id") not in (None, op.id):
                 raise InvalidInput("resource id does not match the URL id", location=f"{resource_type}.id")
         else:
-            found = single(conn, resource_type, op.criteria, cipher, pending, prefetch)
+            found = single(conn, resource_type, op.criteria, cipher, pending, prefetch, limits)
             retired: list[StoredResource] = []
             if found is not None and resource_type == "Patient":
                 found, retired = survivor(conn, found, cipher, pending, prefetch)
@@ -144,7 +143,7 @@ def _plan(
         found = (
             op.id
             if isinstance(op, Delete)
-            else single(conn, op.resource_type, op.criteria, cipher, pending, prefetch)
+            else single(conn, op.resource_type, op.criteria, cipher, pending, prefetch, limits)
         )
         previous = None if found is None else load(conn, op.resource_type, found, cipher, pending, prefetch)
         if previous is None or previous.deleted:
@@ -180,6 +179,7 @@ def apply_operations(
     pending: PendingRows | None = None,
     flag_duplicates: bool = False,
     event: EventOrder | None = None,
+    limits: SearchSettings = DEFAULT_LIMITS,
 ) -> tuple[list[OperationResult], list[ResourceChange]]:
     """Apply ``ops`` in the caller's transaction; (one result per op, the changes written).
 
@@ -189,13 +189,14 @@ def apply_operations(
     (merges) it does not carry, since an HIS knows nothing of FHIR links.
     ``event`` (an HL7 message's event time): a conditional update older than the
     event that last set its resource is held back, its result's message saying so
-    (``fhir_store.event_order``); the others record the event time.
+    (``fhir_store.event_order``); the others record the event time.  ``limits``: the
+    server's search limits, which conditional criteria obey like any search.
     """
     shared = pending is not None  # the caller's rows (a group commit): it flushes them
     if pending is None:
         pending = PendingRows(check_claims=not optimistic_claims)
     url_map: dict[str, str] = {}
-    plans = [_plan(conn, op, url_map, cipher, pending, event) for op in ops]
+    plans = [_plan(conn, op, url_map, cipher, pending, event, limits) for op in ops]
     results: list[OperationResult | None] = [None] * len(ops)
     changes: list[ResourceChange] = []
     stamps = _stamps(conn, plans, event)
@@ -203,7 +204,7 @@ def apply_operations(
 
     def apply(inner: list[Operation]) -> None:
         """Writes of a merge/unlink: a nested transaction step on the same connection."""
-        changes.extend(apply_operations(conn, inner, now_us, cipher=cipher)[1])
+        changes.extend(apply_operations(conn, inner, now_us, cipher=cipher, limits=limits)[1])
 
     for index in sorted(range(len(ops)), key=lambda i: _ORDER[type(ops[i])]):
         plan = plans[index]

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from common import DatabaseTimeout
+
 _PG_CLASSES = {"08": "connection", "53": "resources", "57": "interrupted", "40": "conflict", "58": "io"}
 
 _SQLITE_NAMES = (
@@ -64,6 +66,8 @@ def transient_kind(exc: BaseException) -> str | None:
     """
     if isinstance(exc, PoolTimeout):
         return "pool-timeout"
+    if isinstance(exc, DatabaseTimeout):  # a write cancelled by its statement timeout
+        return "timeout"
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return "connection"

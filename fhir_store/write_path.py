@@ -18,7 +18,7 @@ from typing import Protocol
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from common import VersionConflict
+from common import SearchSettings, VersionConflict
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.event_order import event_order
 from fhir_store.model import Operation, OperationResult, RequestContext, ResourceChange
@@ -50,6 +50,7 @@ class WriteTarget(Protocol):
     cipher: StoreCipher
     pipeline: HookPipeline
     clock: Callable[[], int]
+    limits: SearchSettings
 
     def write_connection(self) -> AbstractContextManager[Connection]: ...
 
@@ -102,6 +103,7 @@ def transact(
                     optimistic_claims=optimistic,
                     flag_duplicates=flags_duplicates(acting),
                     event=event_order(acting),
+                    limits=store.limits,
                 )
                 if changes:
                     store.pipeline.on_changes(conn, changes, acting)
@@ -165,6 +167,7 @@ def transact_group(
                 pending=pending,
                 flag_duplicates=flags_duplicates(acting),
                 event=event_order(acting),
+                limits=store.limits,
             )
             out.append(results)
             if changes:

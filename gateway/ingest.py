@@ -399,12 +399,12 @@ class Ingestor:
                 return self._duplicate(inbound, existing, on_commit)
             log.info("hl7 resuming journaled message", journal_id=existing.id)
             return self.apply(inbound, existing.id)
-        except CarebridgeError as exc:
-            return self._reject(inbound, exc, on_commit)
-        except Exception as exc:
+        except Exception as exc:  # a statement timeout is a CarebridgeError and transient
             kind = transient_kind(exc)
             if kind is not None:
                 return self._transient(inbound, None, kind)
+            if isinstance(exc, CarebridgeError):
+                return self._reject(inbound, exc, on_commit)
             log.error("hl7 internal error", error_type=type(exc).__name__)
             return self._reject(
                 inbound, InternalError("internal error while applying the message"), on_commit
@@ -434,12 +434,12 @@ class Ingestor:
                 lambda: self.store.transact(ops, context, validate=self.validate_resources, extra=finish),
                 self.settings.hl7.transient_retries,
             )
-        except CarebridgeError as exc:
-            return self._fail(inbound, journal_id, exc)
-        except Exception as exc:
+        except Exception as exc:  # a statement timeout is a CarebridgeError and transient
             kind = transient_kind(exc)
             if kind is not None:
                 return self._transient(inbound, journal_id, kind)
+            if isinstance(exc, CarebridgeError):
+                return self._fail(inbound, journal_id, exc)
             log.error("hl7 internal error", journal_id=journal_id, error_type=type(exc).__name__)
             return self._fail(inbound, journal_id, InternalError("internal error while applying the message"))
         _, application = self._wanted(inbound, success=True)

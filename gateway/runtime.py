@@ -74,6 +74,7 @@ class Runtime:
             read_autocommit=settings.audit.async_reads,
             read_engine=read_engine,
             limits=search,
+            write_timeout_ms=settings.store.write_statement_timeout_ms,
         )
         from gateway.crm_wiring import build_crm_bridge  # consent + CRM outbox hooks (issue #5)
 

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from common import CarebridgeError, InvalidInput, NotFound
+from common import CarebridgeError, InvalidInput, NotFound, SearchSettings
 from fhir_store import (
     ConditionalDelete,
     ConditionalUpdate,
@@ -56,7 +56,7 @@ GetAnswer = tuple[int, bytes, StoredResource | None]
 GetPlan = Callable[[FhirStore, RequestContext, str], GetAnswer]
 
 
-def plan_get(url: str, base: str) -> GetPlan:
+def plan_get(url: str, base: str, limits: SearchSettings) -> GetPlan:
     """Check a GET entry's URL now, answer it later (after the writes)."""
     if url.startswith(base + "/"):
         url = url[len(base) + 1 :]
@@ -72,7 +72,7 @@ def plan_get(url: str, base: str) -> GetPlan:
     rtype = segments[0]
     if len(segments) == 1:
         require(rtype, "search-type")
-        parse_query(rtype, params)  # refuse bad criteria before anything is written
+        parse_query(rtype, params, limits)  # refuse bad criteria before anything is written
         return lambda s, c, b: (200, fhir.search_bundle(s, c, b, rtype, params, split.query), None)
     if segments[1:] == ["_history"]:
         require(rtype, "history-type")
@@ -130,7 +130,7 @@ def _check_operation(op: Operation) -> None:
         validate_resource(resource)
 
 
-def _plan_entry(entry: Any, index: int, base: str) -> Operation | GetPlan:
+def _plan_entry(entry: Any, index: int, base: str, limits: SearchSettings) -> Operation | GetPlan:
     if not isinstance(entry, dict):
         raise InvalidInput("a Bundle entry must be an object", location=f"Bundle.entry[{index}]")
     resource = entry.get("resource")
@@ -138,7 +138,7 @@ def _plan_entry(entry: Any, index: int, base: str) -> Operation | GetPlan:
     try:
         item = entry_operation(entry, index)
         if isinstance(item, ReadEntry):
-            return plan_get(item.url, base)
+            return plan_get(item.url, base, limits)
         _check_operation(item)
         return item
     except CarebridgeError as exc:
@@ -174,7 +174,7 @@ def _error_entry(exc: CarebridgeError) -> bytes:
 def process_transaction(
     store: FhirStore, context: RequestContext, base: str, entries: list[Any], prefer: PreferReturn
 ) -> bytes:
-    plans = [_plan_entry(e, i, base) for i, e in enumerate(entries)]
+    plans = [_plan_entry(e, i, base, store.limits) for i, e in enumerate(entries)]
     ops = [p for p in plans if not callable(p)]
     results = iter(store.transact(ops, context, validate=False) if ops else [])
     out = [
@@ -191,7 +191,7 @@ def process_batch(
     reads: list[tuple[int, GetPlan]] = []
     for index, entry in enumerate(entries):
         try:
-            plan = _plan_entry(entry, index, base)
+            plan = _plan_entry(entry, index, base, store.limits)
             if callable(plan):
                 reads.append((index, plan))
                 continue

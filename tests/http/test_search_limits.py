@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
+from gateway.mllp.server import MllpServer
 from tests.http.conftest import FHIR_JSON, fhir_post, patient
 from tests.http.live import LiveServer, serve
+from tests.http.test_search_storm import send_hl7
+from tests.mllp.conftest import a04
 
 
 def _outcome(response: httpx.Response) -> tuple[str, str]:
@@ -93,3 +98,67 @@ def test_a_statement_timeout_is_a_503_timeout_outcome(database_url: str) -> None
         assert "search_statement_timeout_ms" in text
         assert elapsed < 2.5  # cancelled by the server at 50 ms, not waited out (5 s)
         assert _search(server, "name=Nguy").status_code == 200  # the pool is usable again
+
+
+def test_conditional_write_criteria_are_held_to_the_configured_limits(database_url: str) -> None:
+    """Criteria of a conditional write and a Bundle GET are searches: the server's limits, not the defaults."""
+    with serve(database_url, search_max_values=3) as server:
+        headers = {"Content-Type": FHIR_JSON, "Accept": FHIR_JSON, **server.headers}
+        with httpx.Client(headers=headers, timeout=30) as http:
+            over = http.put(f"{server.fhir_url}/Patient?name=a,b,c,d", json=patient("CFG-1"))
+            assert over.status_code == 400
+            code, text = _outcome(over)
+            assert code == "too-costly" and "search_max_values" in text
+            assert http.put(f"{server.fhir_url}/Patient?name=a,b,c", json=patient("CFG-1")).status_code == 201
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"request": {"method": "GET", "url": "Patient?name=a,b,c,d"}}],
+            }
+            refused = http.post(server.fhir_url, json=bundle)
+            assert refused.status_code == 400
+            assert "search_max_values" in _outcome(refused)[1]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"])  # statement_timeout is PostgreSQL's; SQLite has none
+def test_a_slow_write_is_a_503_over_rest_and_a_transient_ae_over_hl7(database_url: str) -> None:
+    """Every write transaction has a statement timeout: REST gets 503 ``timeout``, HL7 an AE its resend fixes."""
+    with serve(database_url, store_write_statement_timeout_ms=50) as server:
+        loop = asyncio.new_event_loop()
+        threading.Thread(target=loop.run_forever, daemon=True).start()
+        mllp = MllpServer(server.runtime, "127.0.0.1", 0)
+        asyncio.run_coroutine_threadsafe(mllp.start(), loop).result(30)
+        admin = create_engine(database_url)
+        try:
+            with httpx.Client(headers={"Accept": FHIR_JSON, **server.headers}, timeout=30) as http:
+                with admin.begin() as conn:  # test-only: every new resource version stalls 5 s in the server
+                    conn.exec_driver_sql(_STALL)
+                try:
+                    started = time.monotonic()
+                    response = fhir_post(http, f"{server.fhir_url}/Patient", patient("WT-1"))
+                    elapsed = time.monotonic() - started
+                    stalled_ack = send_hl7(mllp.port, a04("WT-HL7-1", "WT00001"))[1]
+                finally:
+                    with admin.begin() as conn:
+                        conn.exec_driver_sql("DROP TRIGGER test_stall ON resource_version")
+                assert response.status_code == 503
+                code, text = _outcome(response)
+                assert code == "timeout" and "store_write_statement_timeout_ms" in text
+                assert elapsed < 2.5  # cancelled at 50 ms, not waited out (5 s)
+                assert b"MSA|AE" in stalled_ack  # transient: not stored as the message's answer
+                assert fhir_post(http, f"{server.fhir_url}/Patient", patient("WT-1")).status_code == 201
+                assert b"MSA|AA" in send_hl7(mllp.port, a04("WT-HL7-1", "WT00001"))[1]  # the resend applies
+                found = http.get(f"{server.fhir_url}/Patient", params={"identifier": "WT00001"}).json()
+                assert found["total"] == 1
+        finally:
+            admin.dispose()
+            asyncio.run_coroutine_threadsafe(mllp.stop(), loop).result(30)
+            loop.call_soon_threadsafe(loop.stop)
+
+
+_STALL = """
+CREATE OR REPLACE FUNCTION test_stall() RETURNS trigger AS $$
+BEGIN PERFORM pg_sleep(5); RETURN NEW; END $$ LANGUAGE plpgsql;
+CREATE TRIGGER test_stall BEFORE INSERT ON resource_version FOR EACH ROW EXECUTE FUNCTION test_stall();
+"""
