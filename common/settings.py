@@ -312,6 +312,22 @@ class PrivacySettings(Group):
         return Path(self.tombstone_file)
 
 
+class ConsoleSettings(Group):
+    """People who sign in to the console (gateway.auth.users; issue #19).
+
+    Passwords are Argon2id hashes (RFC 9106; OWASP's password storage minimum is 19 MiB,
+    2 passes): ``password_memory_kib`` and ``password_time_cost`` apply to hashes made from
+    now on, each hash records its own.  ``lockout_failures`` wrong passwords or codes in a
+    row lock the account for ``lockout_s`` (ISO/IEC 27001:2022 A.8.5; OWASP ASVS V2.2.1).
+    """
+
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    password_memory_kib: int = Field(default=65536, ge=8)
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_s: int = Field(default=900, ge=1)
+
+
 class Settings(BaseSettings):
     """The whole tree.  ``Settings(...)`` takes values only from its arguments (groups as
     models: ``Settings(hl7=Hl7Settings(strict=True))``); :meth:`from_env` reads the
@@ -345,6 +361,7 @@ class Settings(BaseSettings):
     backup: BackupSettings = Field(default_factory=BackupSettings)
     crm: CrmSettings = Field(default_factory=CrmSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
 
     @classmethod
     def settings_customise_sources(

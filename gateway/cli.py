@@ -1,7 +1,7 @@
 """The ``carebridge`` command line (contract: DESIGN.md §2).
 
 Sub-commands: ``serve``, ``hl7 send|replay``, ``clients add|list``, ``senders add|list|enable|disable|remove``,
-``audit verify|export``, ``store status|rotate-key|rewrap|reindex``,
+``audit verify|export``, ``users add|list|disable|enable|reset-password|enrol-totp``, ``store status|rotate-key|rewrap|reindex``,
 ``crm status|rotate-pseudonym-key|rotate-field-key|rewrap-fields``, and more.  Every command accepts ``--database-url``
 (default: ``CAREBRIDGE_DATABASE_URL``, else ``sqlite:///var/carebridge.db``).
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_senders, cli_store
+from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_senders, cli_store, cli_users
 from gateway.registration import register_all
 from gateway.settings import settings_from
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_ops.register(commands, _add_database_url)
     cli_store.register(commands, _add_database_url)
     cli_senders.register(commands, _add_database_url)
+    cli_users.register(commands, _add_database_url)
     return parser
 
 

@@ -16,16 +16,18 @@ from audit import register_audit
 from consent import register_consent
 from crm_bridge import register_crm
 from fhir_store import Registry, register_store
-from gateway.auth.schema import SIGNING_KEY_SEALED
+from gateway.auth.schema import APP_USER_TOTP_SEALED, SIGNING_KEY_SEALED
 from gateway.auth.schema import metadata as auth_metadata
 from gateway.sender_registry import metadata as sender_metadata
 
 
 def register(registry: Registry) -> None:
-    """The gateway's own tables: OAuth clients, token signing keys (sealed under the store key), HL7 senders."""
+    """The gateway's own tables: OAuth clients, token signing keys and console users' TOTP secrets
+    (sealed under the store key), HL7 senders."""
     registry.add_tables(auth_metadata)
     registry.add_tables(sender_metadata)
     registry.add_sealed(SIGNING_KEY_SEALED)
+    registry.add_sealed(APP_USER_TOTP_SEALED)
 
 
 def register_all() -> Registry:

@@ -78,3 +78,25 @@ auth_throttle = Table(
     Column("last_failure_us", BigInteger, nullable=False),
     Index("ix_auth_throttle_last_failure", "last_failure_us"),
 )
+
+#: People who sign in to the console (gateway/auth/users.py; issue #19, Circular 13/2025/TT-BYT:
+#: individual, verified users).  Staff names and e-mails are the organisation's, not patient data.
+app_user = Table(
+    "app_user",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(254), nullable=True),
+    Column("role", String(40), nullable=False),
+    Column("password_hash", String(300), nullable=False),  # Argon2id, PHC string with its parameters
+    Column("must_change_password", Boolean, nullable=False),  # a one-time password was issued
+    Column("totp_secret", Text, nullable=True),  # RFC 6238 shared secret, sealed (APP_USER_TOTP_SEALED)
+    Column("totp_last_step", BigInteger, nullable=True),  # a code is accepted once (RFC 6238 §5.2)
+    Column("active", Boolean, nullable=False),
+    Column("failed_logins", Integer, nullable=False),  # in a row; reset by a successful sign-in
+    Column("locked_until_us", BigInteger, nullable=False),  # 0: not locked
+    Column("created_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),
+)
+
+APP_USER_TOTP_SEALED = SealedText(app_user, "totp_secret", ("username",))

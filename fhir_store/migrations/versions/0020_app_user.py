@@ -1,0 +1,44 @@
+"""app_user: people who sign in to the console (passwords Argon2id, TOTP secrets sealed)
+
+Revision ID: 0020
+Revises: 0014
+
+Why (issue #19 item 1; Circular 13/2025/TT-BYT, ISO/IEC 27001:2022 A.5.16): the
+audit trail must name people, not only OAuth clients.  The table belongs to the
+gateway's auth layer (``gateway.auth.schema``); like the other auth tables its
+migration lives in the one history.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0020"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "app_user",
+        sa.Column("username", sa.String(length=64), nullable=False),
+        sa.Column("display_name", sa.String(length=200), nullable=False),
+        sa.Column("email", sa.String(length=254), nullable=True),
+        sa.Column("role", sa.String(length=40), nullable=False),
+        sa.Column("password_hash", sa.String(length=300), nullable=False),
+        sa.Column("must_change_password", sa.Boolean(), nullable=False),
+        sa.Column("totp_secret", sa.Text(), nullable=True),
+        sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
+        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("failed_logins", sa.Integer(), nullable=False),
+        sa.Column("locked_until_us", sa.BigInteger(), nullable=False),
+        sa.Column("created_us", sa.BigInteger(), nullable=False),
+        sa.Column("updated_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("username", name=op.f("pk_app_user")),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("app_user")
