@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+HTMX_VERSION := 2.0.11
+HTMX := gateway/console/static/vendor/htmx.min.js
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 DATABASE_URL := $(or $(CAREBRIDGE_DATABASE_URL),sqlite:///var/carebridge.db)
@@ -14,7 +16,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help venv postgres-binaries run lint test clean
+.PHONY: help venv postgres-binaries chromium run lint test clean
 
 help:
 	@echo "make run                start carebridge (HTTP :8080, MLLP :2575) on $(DATABASE_URL)"
@@ -24,7 +26,7 @@ help:
 	@echo "make postgres-binaries  install PostgreSQL server binaries with apt-get if missing"
 	@echo "make clean              remove .venv, caches and build files (keeps var/)"
 
-venv: $(STAMP)
+venv: $(STAMP) $(HTMX)
 
 # Re-installs whenever pyproject.toml changes.  --no-compile: pip would byte-compile every module
 # of every dependency (a third of the install's CPU); Python compiles the few the code imports,
@@ -33,6 +35,31 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --no-compile -e '.[test]'
 	touch $@
+
+# The console's one script, htmx (0BSD licence, kept beside it), from the npm registry at setup
+# time and served by carebridge itself: hospital networks are often offline at run time.  Without
+# npm the console still works (every page is a plain form); only partial updates are lost.
+$(HTMX):
+	@mkdir -p $(@D)
+	@if command -v npm >/dev/null 2>&1; then \
+	  tmp=$$(mktemp -d); (cd $$tmp && npm pack --silent htmx.org@$(HTMX_VERSION) >/dev/null && \
+	    tar -xzf htmx.org-$(HTMX_VERSION).tgz package/dist/htmx.min.js package/LICENSE); \
+	  cp $$tmp/package/LICENSE $(@D)/htmx.LICENSE; mv $$tmp/package/dist/htmx.min.js $@; rm -rf $$tmp; \
+	else echo "npm not found: the console runs without htmx (plain forms)"; fi
+
+# Debian's chromium for the console's browser tests (Playwright drives it by executable_path;
+# no browser is ever downloaded).
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: $$(command -v chromium)"; else \
+	  echo "chromium not found: installing the Debian 'chromium' package"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	fi
+
+# Re-take the console screenshots that docs/console.md shows (the browser tests write them).
+.PHONY: console-screenshots
+console-screenshots: venv chromium
+	CONSOLE_DOCS_SCREENSHOTS=1 $(BIN)/pytest -n 0 -q tests/console -k browser
 
 # Same search order as tests/support/postgres.py: PATH, then /usr/lib/postgresql/*/bin.
 postgres-binaries:
@@ -71,7 +98,7 @@ lint-fast: venv
 # servers and sockets, and `make test` fails afterwards if mypy found anything.
 # PYTEST_WORKERS=0 runs in one process.
 MYPY_LOG := $(VENV)/mypy.log
-test: venv lint-fast postgres-binaries
+test: venv lint-fast postgres-binaries chromium
 	@latency_rc=0; $(BIN)/pytest -n 0 -m latency $(PYTEST_ARGS) || latency_rc=$$?; \
 	if [ $$latency_rc -eq 5 ]; then latency_rc=0; fi; \
 	$(BIN)/mypy > $(MYPY_LOG) 2>&1 & mypy_pid=$$!; \

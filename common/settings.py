@@ -326,6 +326,9 @@ class ConsoleSettings(Group):
     password_time_cost: int = Field(default=3, ge=1, le=20)
     lockout_failures: int = Field(default=5, ge=1)
     lockout_s: int = Field(default=900, ge=1)
+    # a session ends after this long without a request, and in any case after session_max_s
+    idle_timeout_s: int = Field(default=900, ge=30)
+    session_max_s: int = Field(default=43200, ge=60)
 
 
 class Settings(BaseSettings):

@@ -100,3 +100,30 @@ app_user = Table(
 )
 
 APP_USER_TOTP_SEALED = SealedText(app_user, "totp_secret", ("username",))
+
+#: OAuth 2.0 authorization codes (RFC 6749 §4.1) bound to a PKCE challenge (RFC 7636): only the
+#: code's SHA-256 is stored, each is single use and lives for a minute (gateway/auth/authorize.py).
+auth_code = Table(
+    "auth_code",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("client_id", String(100), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),  # S256 only
+    Column("expires_us", BigInteger, nullable=False),
+    Index("ix_auth_code_expires_us", "expires_us"),
+)
+
+#: Console sessions (gateway/auth/sessions.py): the cookie's SHA-256 only, so a copy of the
+#: database opens no session; ``csrf_token`` is the synchronizer token of its forms.
+console_session = Table(
+    "console_session",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_seen_us", BigInteger, nullable=False),
+    Index("ix_console_session_username", "username"),
+)

@@ -20,6 +20,7 @@ from gateway.auth.clients import ClientRegistry
 from gateway.auth.login import TokenLogin
 from gateway.auth.routes import build_auth_router
 from gateway.auth.throttle import Throttle
+from gateway.console import install as install_console
 from gateway.http import (
     api_docs,
     audit_routes,
@@ -100,6 +101,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.token_login = token_login(runtime)
     app.include_router(build_auth_router(app.state.token_login, runtime.tokens))
     api_docs.install(app, TITLE)
+    install_console(app, runtime)  # /console for people (issue #19)
     settings = runtime.settings
     app.add_middleware(
         InputGuardMiddleware,

@@ -18,7 +18,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Path prefixes of the routes that answer with PHI or credentials.
-PHI_PREFIXES = ("/fhir", "/crm/", "/privacy/", "/auth/")
+PHI_PREFIXES = ("/fhir", "/crm/", "/privacy/", "/auth/", "/console")
 _REPLACED = frozenset({b"cache-control", b"x-content-type-options", b"pragma"})
 _HEADERS = [(b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff")]
 

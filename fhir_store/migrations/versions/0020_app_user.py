@@ -1,4 +1,4 @@
-"""app_user: people who sign in to the console (passwords Argon2id, TOTP secrets sealed)
+"""app_user, auth_code, console_session: people who sign in to the console
 
 Revision ID: 0020
 Revises: 0014
@@ -38,7 +38,30 @@ def upgrade() -> None:
         sa.Column("updated_us", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("username", name=op.f("pk_app_user")),
     )
+    op.create_table(
+        "auth_code",
+        sa.Column("code_hash", sa.String(length=64), nullable=False),
+        sa.Column("username", sa.String(length=64), nullable=False),
+        sa.Column("client_id", sa.String(length=100), nullable=False),
+        sa.Column("redirect_uri", sa.Text(), nullable=False),
+        sa.Column("code_challenge", sa.String(length=128), nullable=False),
+        sa.Column("expires_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("code_hash", name=op.f("pk_auth_code")),
+    )
+    op.create_index("ix_auth_code_expires_us", "auth_code", ["expires_us"])
+    op.create_table(
+        "console_session",
+        sa.Column("id_hash", sa.String(length=64), nullable=False),
+        sa.Column("username", sa.String(length=64), nullable=False),
+        sa.Column("csrf_token", sa.String(length=64), nullable=False),
+        sa.Column("created_us", sa.BigInteger(), nullable=False),
+        sa.Column("last_seen_us", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id_hash", name=op.f("pk_console_session")),
+    )
+    op.create_index("ix_console_session_username", "console_session", ["username"])
 
 
 def downgrade() -> None:
+    op.drop_table("console_session")
+    op.drop_table("auth_code")
     op.drop_table("app_user")
