@@ -50,6 +50,7 @@ failed, duplicate, transient, stale): :mod:`gateway.ingest_answers`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Connection
@@ -253,8 +254,8 @@ class Ingestor(IngestAnswers):
         Blocking (database I/O): the listener runs it in a worker thread.  Counted in
         :attr:`metrics` (received, then answered by ACK code) for ``/metrics``.
         """
-        mtype = message_type_label(inbound.header)
-        self.metrics.received(mtype)
+        started = time.monotonic()
+        self.metrics.received(message_type_label(inbound.header))
         try:
             outcome = self._process(inbound, on_commit)
         except Exception as exc:  # a journal read or write failed: nothing stored as final
@@ -262,7 +263,7 @@ class Ingestor(IngestAnswers):
             if kind is None:
                 raise
             outcome = self._transient(inbound, None, kind, journal=False)
-        self.metrics.answered(mtype, outcome.ack_code)
+        self.answered(inbound, outcome, started)
         return outcome
 
     def _process(self, inbound: Inbound, on_commit: Callable[[bytes], None] | None) -> Outcome:

@@ -11,6 +11,8 @@ codes and counts, never patient data.
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine
@@ -53,6 +55,16 @@ from gateway.settings import Settings
 from mappers import commit_ack_code
 
 log = get_logger("carebridge.ingest")
+_SENDER_PART = re.compile(r"^[A-Za-z0-9_.\-]{1,60}$")
+
+
+def sender_label(inbound: Inbound) -> str:
+    """MSH-3^MSH-4 for logs when both look like system ids (never free text from the wire)."""
+    header = inbound.header
+    if header is None:
+        return "unknown"
+    parts = (header.sending_application, header.sending_facility)
+    return "^".join(p if _SENDER_PART.match(p) else "?" for p in parts)
 
 
 class IngestAnswers:
@@ -87,6 +99,23 @@ class IngestAnswers:
         if existing is None:  # pragma: no cover - the row cannot vanish
             raise RuntimeError("journal conflict without a row")
         return existing
+
+    def answered(self, inbound: Inbound, outcome: Outcome, started: float) -> None:
+        """Count the answer and write the one INFO line per message an operator reads (issue #19 item 3).
+
+        Journal id, sender, type, status, ACK code and milliseconds: never patient data.
+        """
+        mtype = message_type_label(inbound.header)
+        self.metrics.answered(mtype, outcome.ack_code)
+        log.info(
+            "hl7 message",
+            journal_id=outcome.journal_id,
+            sender=sender_label(inbound),
+            message_type=mtype,
+            status="duplicate" if outcome.duplicate else outcome.status,
+            ack_code=outcome.ack_code,
+            ms=round((time.monotonic() - started) * 1000, 1),
+        )
 
     # -- answers other than applied ---------------------------------------------------------
 

@@ -19,6 +19,7 @@ result is always the same as processing the messages one after another.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from gateway.ingest import Ingestor
@@ -81,6 +82,7 @@ def process_group(ingestor: Ingestor, items: Sequence[tuple[Inbound, OnCommit]])
 def _commit(ingestor: Ingestor, inbounds: list[Inbound]) -> list[Outcome]:
     if len(inbounds) == 1:
         return [ingestor.process(inbounds[0])]
+    started = time.monotonic()
     writes: list[JournaledWrite] = [ingestor.write_unit(inbound) for inbound in inbounds]
     try:
         ingestor.store.transact_group([w.unit for w in writes], validate=ingestor.validate_resources)
@@ -89,9 +91,8 @@ def _commit(ingestor: Ingestor, inbounds: list[Inbound]) -> list[Outcome]:
         return [ingestor.process(inbound) for inbound in inbounds]
     outcomes = []
     for inbound, write in zip(inbounds, writes, strict=True):
-        label = message_type_label(inbound.header)
-        ingestor.metrics.received(label)
+        ingestor.metrics.received(message_type_label(inbound.header))
         outcome = ingestor.applied(inbound, write)
-        ingestor.metrics.answered(label, outcome.ack_code)
+        ingestor.answered(inbound, outcome, started)
         outcomes.append(outcome)
     return outcomes
