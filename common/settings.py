@@ -363,6 +363,11 @@ class Settings(BaseSettings):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
+    @property
+    def migration_url(self) -> str:
+        """Who runs migrations: the owner when ``database_owner_url`` is set, else the service URL."""
+        return self.database_owner_url or self.database_url
+
     @classmethod
     def settings_customise_sources(
         cls,

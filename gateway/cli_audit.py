@@ -80,7 +80,7 @@ def append_operator_event(
 
     if not Path(settings.audit.key_file).exists():
         return f"{what} not recorded in the audit trail: no audit key file at {settings.audit.key_file}"
-    upgrade(settings.database_url)
+    upgrade(settings.migration_url)
     engine = make_engine(settings.database_url, pool_size=1)
     hook = AuditHook.from_settings(engine, settings.audit)
     try:
@@ -177,7 +177,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _hook(settings: Settings) -> AuditHook:
-    upgrade(settings.database_url)
+    upgrade(settings.migration_url)
     engine = make_engine(settings.database_url, pool_size=2)
     return AuditHook.from_settings(engine, settings.audit)
 
