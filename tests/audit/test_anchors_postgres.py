@@ -9,6 +9,7 @@ stops that from going unnoticed is ``verify --anchors``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,38 @@ def test_owner_disables_the_trigger_and_deletes_but_anchors_catch_it(
         code, out = cli("verify", *key, "--anchors", str(anchor_file))
         assert code == 1, out
         assert f"anchored event seq {EVENTS} is gone, the chain ends at seq 5" in out
+
+
+def test_serve_runs_as_the_service_role_and_migrates_as_the_owner(
+    app_url: str,  # noqa: F811
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    """What `make up-local` and docker compose set up: the owner migrates, the service only appends audit."""
+    from common import AuditSettings
+    from fhir_store import Create
+    from gateway.runtime import Runtime
+    from gateway.settings import Settings
+    from tests.audit.conftest import CTX, patient
+
+    audit = AuditSettings(key_file=str(tmp_path / "audit.pem"), anchor_file=str(tmp_path / "anchors.jsonl"))
+    settings = Settings(database_url=app_url, database_owner_url=database_url, audit=audit)
+    assert settings.migration_url == database_url
+    runtime = Runtime.create(settings)  # migrations (a no-op here, at head) as the owner
+    try:
+        with runtime.engine.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar() == make_engine_user(app_url)
+        runtime.store.transact([Create(patient())], replace(CTX, grants=("system/Patient.cruds",)))
+        with pytest.raises(ProgrammingError), runtime.engine.begin() as conn:
+            conn.execute(text("DELETE FROM audit_event"))
+    finally:
+        runtime.close()  # the shutdown checkpoint is written by the service role
+    from audit import read_anchors
+
+    assert read_anchors(tmp_path / "anchors.jsonl")[-1].seq >= 1
+
+
+def make_engine_user(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return str(make_url(url).username)
