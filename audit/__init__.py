@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from audit.anchors import (
     Anchor,
-    AnchorError,
     Anchorer,
+    AnchorError,
     read_anchors,
 )
 from audit.checkpoints import (

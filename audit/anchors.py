@@ -153,7 +153,9 @@ class Anchorer:
         last = _last_anchor(self.path) if self.path is not None else None
         if last is None:
             return 0
-        stored = conn.execute(select(audit_checkpoint.c.hash).where(audit_checkpoint.c.seq == last.seq)).first()
+        stored = conn.execute(
+            select(audit_checkpoint.c.hash).where(audit_checkpoint.c.seq == last.seq)
+        ).first()
         if stored is not None and bytes(stored[0]) == last.hash:
             return last.seq
         log.warning("audit anchor file does not end at a checkpoint of this database; anchoring all again")
@@ -167,7 +169,8 @@ class Anchorer:
                 self._exported = self._resume(conn)
             rows = conn.execute(select(audit_checkpoint).where(c.seq > self._exported).order_by(c.seq)).all()
         fresh = [
-            Anchor(int(r.seq), bytes(r.hash), bytes(r.signature), str(r.key_id), int(r.created_us)) for r in rows
+            Anchor(int(r.seq), bytes(r.hash), bytes(r.signature), str(r.key_id), int(r.created_us))
+            for r in rows
         ]
         if fresh:
             if self.path is not None:
@@ -197,7 +200,7 @@ def _post(url: str, body: bytes, timeout_s: float) -> Any:
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (scheme checked)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
         if response.status >= 300:
             raise OSError(f"HTTP {response.status}")
         return response.read()

@@ -126,7 +126,9 @@ def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, stored_keys: Keys)
     return None
 
 
-def _anchor_map(anchors: Sequence[Anchor], trusted: dict[str, VerifyKey]) -> tuple[dict[int, Anchor], str | None]:
+def _anchor_map(
+    anchors: Sequence[Anchor], trusted: dict[str, VerifyKey]
+) -> tuple[dict[int, Anchor], str | None]:
     """Anchors by seq once every signature checks and no two disagree; else the first problem."""
     found: dict[int, Anchor] = {}
     for anchor in anchors:
@@ -177,7 +179,9 @@ def verify_chain(
                 return VerifyResult(False, count, len(checkpoints), seq, event_id, reason)
         anchor = anchored.get(seq)
         if anchor is not None and anchor.hash != prev:
-            reason = f"chain differs from the anchor at seq {seq} (events up to here were changed or replaced)"
+            reason = (
+                f"chain differs from the anchor at seq {seq} (events up to here were changed or replaced)"
+            )
             return VerifyResult(False, count, len(checkpoints), seq, event_id, reason)
         count += 1
         expected_seq += 1

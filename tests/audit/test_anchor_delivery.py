@@ -26,7 +26,7 @@ class Witness:
         self.down = True
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if witness.down:
                     self.send_response(503)
@@ -76,7 +76,14 @@ def test_anchors_are_posted_and_failures_retried(
     posted = [Anchor.parse(body.decode()) for body in witness.received]
     assert [a.seq for a in posted] == [1, 2]
     assert posted == read_anchors(anchor_file)
-    assert set(orjson.loads(witness.received[0])) == {"seq", "hash", "signature", "key_id", "created_us", "time"}
+    assert set(orjson.loads(witness.received[0])) == {
+        "seq",
+        "hash",
+        "signature",
+        "key_id",
+        "created_us",
+        "time",
+    }
     assert anchorer.post_failures == 1
 
 
@@ -85,7 +92,9 @@ def test_anchor_file_resumes_and_restarts_for_another_database(
 ) -> None:
     anchor_file = tmp_path / "audit-anchors.jsonl"
     for _ in range(2):  # two service runs: the second appends only its own new checkpoint
-        hook = AuditHook(engine, keys, async_reads=False, checkpoint_interval_s=3600.0, anchorer=Anchorer(anchor_file))
+        hook = AuditHook(
+            engine, keys, async_reads=False, checkpoint_interval_s=3600.0, anchorer=Anchorer(anchor_file)
+        )
         hook.record_denial(CTX, "read")
         hook.close()
     assert [a.seq for a in read_anchors(anchor_file)] == [1, 2]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -150,8 +150,12 @@ def _swap(engine: Engine, tamper: Tamper, a: int, b: int) -> None:
     recomputed without the key file.
     """
     with engine.connect() as conn:
-        rows = {int(r.seq): r._asdict() for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))}
-        keys = conn.execute(text(f"SELECT seq, key, patient FROM audit_event_key WHERE seq IN ({a}, {b})")).all()
+        rows = {
+            int(r.seq): r._asdict() for r in conn.execute(select(audit_event).order_by(audit_event.c.seq))
+        }
+        keys = conn.execute(
+            text(f"SELECT seq, key, patient FROM audit_event_key WHERE seq IN ({a}, {b})")
+        ).all()
     prev = bytes(rows[a]["prev_hash"])
     moved = ["event_id", *(c for c in rows[a] if c not in ("seq", "event_id", "prev_hash", "hash", "mac"))]
     rows[a], rows[b] = {**rows[b], "seq": a}, {**rows[a], "seq": b}
@@ -169,7 +173,9 @@ def _swap(engine: Engine, tamper: Tamper, a: int, b: int) -> None:
         digest = chain_hash(prev, content)
         names = moved if s in (a, b) else ["content"]
         sets = ", ".join(f"{n} = :{n}_{s}" for n in names)
-        statements.append(f"UPDATE audit_event SET {sets}, prev_hash = :prev_{s}, hash = :hash_{s} WHERE seq = {s}")
+        statements.append(
+            f"UPDATE audit_event SET {sets}, prev_hash = :prev_{s}, hash = :hash_{s} WHERE seq = {s}"
+        )
         params.update({f"{n}_{s}": rows[s][n] for n in names})
         params.update({f"prev_{s}": prev, f"hash_{s}": digest})
         prev = digest
@@ -238,8 +244,8 @@ def test_forged_anchor_is_refused(anchored: dict[int, str], anchor_file: Path, c
     other = AuditKeys.generate()
     forged = Anchor(EVENTS + 1, b"\x00" * 32, b"", other.key_id, 1)
     forged = Anchor(forged.seq, forged.hash, other.sign(forged.seq, forged.hash, 1), other.key_id, 1)
-    with anchor_file.open("a") as out:
-        out.write(forged.line() + "\n")
+    with anchor_file.open("a") as handle:
+        handle.write(forged.line() + "\n")
     code, out = cli("verify", "--anchors", str(anchor_file))
     assert code == 1 and "untrusted key" in out, out
     anchor_file.write_text("not json\n")

@@ -6,10 +6,9 @@ from pathlib import Path
 
 from prometheus_client.core import Metric
 
-from audit import VerifyKey, read_anchors, verify_engine
+from audit import VerifyKey, build_event, read_anchors, verify_engine
 from common import AuditSettings
 from fhir_store import RequestContext, make_engine, now_us
-from audit import build_event
 from gateway.audit_metrics import AnchorCollector
 from gateway.runtime import Runtime
 from gateway.settings import Settings
