@@ -122,17 +122,17 @@ def test_env_templates_use_known_settings_and_matching_credentials() -> None:
     known = set(env_names())
     assert set(app) <= known, set(app) - known
     pg = env_file_keys(ROOT / "deploy" / "postgres.env.example")
-    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "CAREBRIDGE_SERVICE_PASSWORD"} <= set(pg)
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SERVICE_ROLE_PASSWORD"} <= set(pg)
     url = app["CAREBRIDGE_DATABASE_URL"]
     # the service is not the owner: it logs in as carebridge_svc (issue #18), created by the init script
     expected = (
-        f"postgresql://carebridge_svc:{pg['CAREBRIDGE_SERVICE_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+        f"postgresql://carebridge_svc:{pg['SERVICE_ROLE_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
     )
     assert url == expected
     assert pg["POSTGRES_USER"] != "carebridge_svc"
     assert "CAREBRIDGE_DATABASE_OWNER_URL" not in app  # the owner's password stays out of the service
     assert pg["POSTGRES_PASSWORD"] == "CHANGE_ME"  # templates never carry a real secret
-    assert pg["CAREBRIDGE_SERVICE_PASSWORD"] == "CHANGE_ME"
+    assert pg["SERVICE_ROLE_PASSWORD"] == "CHANGE_ME"
     init = (ROOT / "deploy" / "postgres-init" / "10-service-role.sh").read_text()
     assert "CREATE ROLE carebridge_svc LOGIN" in init and "IN ROLE carebridge_app" in init
 
