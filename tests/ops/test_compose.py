@@ -125,9 +125,7 @@ def test_env_templates_use_known_settings_and_matching_credentials() -> None:
     assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SERVICE_ROLE_PASSWORD"} <= set(pg)
     url = app["CAREBRIDGE_DATABASE_URL"]
     # the service is not the owner: it logs in as carebridge_svc (issue #18), created by the init script
-    expected = (
-        f"postgresql://carebridge_svc:{pg['SERVICE_ROLE_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
-    )
+    expected = f"postgresql://carebridge_svc:{pg['SERVICE_ROLE_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
     assert url == expected
     assert pg["POSTGRES_USER"] != "carebridge_svc"
     assert "CAREBRIDGE_DATABASE_OWNER_URL" not in app  # the owner's password stays out of the service
