@@ -7,6 +7,12 @@ contract in pyproject.toml); the audit tables are read by the functions of
 
 from __future__ import annotations
 
+from audit.anchors import (
+    Anchor,
+    Anchorer,
+    AnchorError,
+    read_anchors,
+)
 from audit.checkpoints import (
     AuditKeys,
     VerifyKey,
@@ -54,6 +60,9 @@ __all__ = [
     "SERIOUS_FAILURE",
     "SUBTYPE_SYSTEM",
     "SUCCESS",
+    "Anchor",
+    "AnchorError",
+    "Anchorer",
     "AuditFilter",
     "AuditHook",
     "AuditKeys",
@@ -68,6 +77,7 @@ __all__ = [
     "last_checkpoint",
     "outcome_for_status",
     "patient_refs",
+    "read_anchors",
     "register_audit",
     "rest_event",
     "search_audit",

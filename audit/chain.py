@@ -22,7 +22,7 @@ caller's connection (:mod:`audit.chain_sql`, measured there).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -71,6 +71,8 @@ class ChainWriter:
             raise ValueError("checkpoint_every must be >= 1")
         self.keys = keys
         self.checkpoint_every = checkpoint_every
+        # told after every append (audit.checkpointer: time-based checkpoints and anchors)
+        self.on_append: Callable[[], None] | None = None
 
     def append(self, conn: Connection, events: Sequence[dict[str, Any]]) -> int:
         """Append event dicts in order on ``conn``'s transaction; returns the last seq."""
@@ -109,4 +111,6 @@ class ChainWriter:
             conn.info[_HEAD_HELD] = (conn.get_transaction(), seq, prev)
         if seq // self.checkpoint_every != first_seq // self.checkpoint_every:
             write_checkpoint(conn, self.keys, seq, prev)
+        if self.on_append is not None:
+            self.on_append()
         return seq

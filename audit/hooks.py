@@ -43,7 +43,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from audit.anchors import Anchorer
 from audit.chain import ChainWriter, lock_chain
+from audit.checkpointer import Checkpointer
 from audit.checkpoints import AuditKeys, checkpoint_now
 from audit.codes import MAJOR_FAILURE
 from audit.events import Target, import_event, outcome_for_status, rest_event
@@ -79,12 +81,14 @@ class AuditHook:
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: AuditSettings) -> AuditHook:
-        """From the ``audit`` group of the settings tree (key file, checkpoint interval, batched reads)."""
+        """From the ``audit`` group of the settings tree (key file, checkpoint rules, batched reads, anchors)."""
         return cls(
             engine,
             AuditKeys.load_or_create(settings.key_file),
             checkpoint_every=settings.checkpoint_every,
             async_reads=settings.async_reads,
+            checkpoint_interval_s=settings.checkpoint_interval_s,
+            anchorer=Anchorer(settings.anchor_path, settings.anchor_url, timeout_s=settings.anchor_timeout_s),
         )
 
     def __init__(
@@ -94,9 +98,18 @@ class AuditHook:
         *,
         checkpoint_every: int = 1000,
         async_reads: bool = True,
+        checkpoint_interval_s: float | None = None,
+        anchorer: Anchorer | None = None,
     ) -> None:
         self.engine = engine
         self.writer = ChainWriter(keys, checkpoint_every=checkpoint_every)
+        # time-based and shutdown checkpoints, exported as anchors (audit.checkpointer)
+        self.checkpointer: Checkpointer | None = None
+        if checkpoint_interval_s is not None or anchorer is not None:
+            self.checkpointer = Checkpointer(
+                engine, self._sign_head, anchorer or Anchorer(None), checkpoint_interval_s or 0.0
+            )
+            self.writer.on_append = self.checkpointer.note_append
         self.async_reads = async_reads
         self._side_engine: Engine | None = None
         self._side_lock = threading.Lock()
@@ -342,7 +355,13 @@ class AuditHook:
         return self.append([event])
 
     def checkpoint(self) -> int | None:
-        """Sign the current head now (``carebridge audit checkpoint``)."""
+        """Sign the current head now (``carebridge audit checkpoint``), and anchor it when configured."""
+        seq = self._sign_head()
+        if self.checkpointer is not None:
+            self.checkpointer.anchorer.export(self.engine)
+        return seq
+
+    def _sign_head(self) -> int | None:
         with self._write_engine().begin() as conn:
             lock_chain(conn)
             return checkpoint_now(conn, self.writer.keys)
@@ -355,5 +374,7 @@ class AuditHook:
             self._wake.set()
             appender.join(timeout=30)
             self._appender = None
+        if self.checkpointer is not None:  # the shutdown checkpoint, anchored
+            self.checkpointer.close()
         if self._side_engine is not None:
             self._side_engine.dispose()

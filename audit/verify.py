@@ -16,19 +16,28 @@ its check.  For every row, in ``seq`` order, the verifier checks that
 and for every checkpoint that its Ed25519 signature is valid under a trusted
 public key and that it signs the recomputed hash at its ``seq``; a checkpoint
 beyond the last row means the tail was deleted.
+
+With anchors (:mod:`audit.anchors`, ``verify --anchors FILE``) the same holds
+for the copies kept outside the database: each anchor's signature must be
+valid under a trusted key, the event at its ``seq`` must exist and the
+recomputed chain must reach the anchored hash there.  So deleting the tail,
+deleting everything (checkpoints included) or rewriting anchored rows -- even
+with recomputed hashes and MACs -- fails; events after the newest anchor are
+reported as unanchored (what a database writer could still have changed).
 """
 
 from __future__ import annotations
 
 import hmac
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, func, or_, select
 
+from audit.anchors import Anchor
 from audit.chain import GENESIS, chain_hash
 from audit.checkpoints import AuditKeys, VerifyKey
 from audit.rows import INDEX_COLUMNS, event_keys, row_values
@@ -45,6 +54,17 @@ class VerifyResult:
     bad_seq: int | None = None
     bad_event_id: str | None = None
     reason: str | None = None
+    anchored_seq: int | None = None  # the newest anchor's seq (None: verified without anchors)
+
+    @property
+    def unanchored(self) -> int:
+        """Events after the newest anchor: not protected against a database writer."""
+        return self.events - (self.anchored_seq or 0)
+
+    def anchor_line(self) -> str:
+        if not self.anchored_seq:
+            return f"unanchored {self.unanchored} events (no anchor)"
+        return f"unanchored {self.unanchored} events after seq {self.anchored_seq} (newest anchor)"
 
     def line(self) -> str:
         if self.ok:
@@ -106,17 +126,40 @@ def _check_row(row: Any, prev: bytes, keys: AuditKeys | None, stored_keys: Keys)
     return None
 
 
+def _anchor_map(
+    anchors: Sequence[Anchor], trusted: dict[str, VerifyKey]
+) -> tuple[dict[int, Anchor], str | None]:
+    """Anchors by seq once every signature checks and no two disagree; else the first problem."""
+    found: dict[int, Anchor] = {}
+    for anchor in anchors:
+        problem = anchor.signed_by(trusted)
+        if problem is not None:
+            return found, problem
+        other = found.setdefault(anchor.seq, anchor)
+        if other.hash != anchor.hash:
+            return found, f"two anchors at seq {anchor.seq} name different hashes"
+    return found, None
+
+
 def verify_chain(
-    conn: Connection, keys: AuditKeys | None = None, trusted: list[VerifyKey] | None = None
+    conn: Connection,
+    keys: AuditKeys | None = None,
+    trusted: list[VerifyKey] | None = None,
+    anchors: Sequence[Anchor] | None = None,
 ) -> VerifyResult:
     """Check everything; ``keys`` (the key file) enables MAC checks and trusts its public key.
 
     Without any trusted key, checkpoints cannot be checked and count as bad.
+    ``anchors`` (None: not checked) must all be signed by a trusted key and match the chain.
     """
     trusted_keys = {k.key_id: k for k in (trusted or [])}
     if keys is not None:
         trusted_keys.setdefault(keys.key_id, keys.verify_key)
     checkpoints = {int(r.seq): r for r in conn.execute(select(audit_checkpoint)).all()}
+    anchored, problem = _anchor_map(anchors or (), trusted_keys)
+    if problem is not None:
+        return VerifyResult(False, 0, len(checkpoints), None, None, problem)
+    newest = max(anchored, default=0) if anchors is not None else None
     prev, expected_seq, count = GENESIS, 1, 0
     for row, stored_keys in _rows(conn):
         seq = int(row.seq)
@@ -134,8 +177,25 @@ def verify_chain(
             reason = _check_checkpoint(checkpoint, prev, trusted_keys)
             if reason is not None:
                 return VerifyResult(False, count, len(checkpoints), seq, event_id, reason)
+        anchor = anchored.get(seq)
+        if anchor is not None and anchor.hash != prev:
+            reason = (
+                f"chain differs from the anchor at seq {seq} (events up to here were changed or replaced)"
+            )
+            return VerifyResult(False, count, len(checkpoints), seq, event_id, reason)
         count += 1
         expected_seq += 1
+    lost = [s for s in anchored if s >= expected_seq]
+    if lost:
+        return VerifyResult(
+            False,
+            count,
+            len(checkpoints),
+            expected_seq,
+            None,
+            f"missing: anchored event seq {max(lost)} is gone, the chain ends at seq {count} "
+            "(events deleted or truncated)",
+        )
     beyond = [s for s in checkpoints if s >= expected_seq]
     if beyond:
         return VerifyResult(
@@ -156,7 +216,7 @@ def verify_chain(
             None,
             "search keys (audit_event_key) of no event (inserted)",
         )
-    return VerifyResult(True, count, len(checkpoints))
+    return VerifyResult(True, count, len(checkpoints), anchored_seq=newest)
 
 
 def _check_checkpoint(checkpoint: Any, chain_head: bytes, trusted: dict[str, VerifyKey]) -> str | None:
@@ -172,11 +232,14 @@ def _check_checkpoint(checkpoint: Any, chain_head: bytes, trusted: dict[str, Ver
 
 
 def verify_engine(
-    engine: Engine, keys: AuditKeys | None = None, trusted: list[VerifyKey] | None = None
+    engine: Engine,
+    keys: AuditKeys | None = None,
+    trusted: list[VerifyKey] | None = None,
+    anchors: Sequence[Anchor] | None = None,
 ) -> VerifyResult:
     """Run :func:`verify_chain` in one read transaction (a consistent snapshot on PostgreSQL)."""
     options: dict[str, Any] = {}
     if engine.dialect.name == "postgresql":
         options["isolation_level"] = "REPEATABLE READ"
     with engine.connect().execution_options(**options) as conn, conn.begin():
-        return verify_chain(conn, keys, trusted)
+        return verify_chain(conn, keys, trusted, anchors)

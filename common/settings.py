@@ -213,11 +213,28 @@ class Hl7Settings(Group):
 
 
 class AuditSettings(Group):
-    """audit/: Ed25519 key file (created 0600 on first use), checkpoint interval, batched reads."""
+    """audit/: Ed25519 key file (created 0600 on first use), checkpoint rules, batched reads, anchors.
+
+    Every checkpoint also leaves the database (audit.anchors): one JSON line appended to
+    ``anchor_file`` (empty: ``audit-anchors.jsonl`` beside the key file) and, when
+    ``anchor_url`` is set, POSTed there.
+    """
 
     key_file: str = "var/audit-signing-key.pem"
-    checkpoint_every: int = 1000
+    checkpoint_every: int = Field(default=1000, ge=1)
+    # sign the head at least this often while events are written, and at shutdown; 0 = only every N
+    checkpoint_interval_s: float = Field(default=60.0, ge=0.0)
     async_reads: Flag = True
+    anchor_file: str = ""
+    anchor_url: str = ""
+    anchor_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+
+    @property
+    def anchor_path(self) -> Path:
+        """Where checkpoints are appended outside the database."""
+        if self.anchor_file:
+            return Path(self.anchor_file)
+        return Path(self.key_file).with_name("audit-anchors.jsonl")
 
 
 class StoreSettings(Group):
@@ -347,6 +364,9 @@ class Settings(BaseSettings):
     # "production" refuses to start on a weak configuration (gateway.production)
     env: Literal["development", "production"] = "development"
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL: the owner role that runs migrations (empty = database_url); the service then
+    # connects as a role with INSERT/SELECT only on the audit tables (docs/operations.md)
+    database_owner_url: str = ""
     host: str = "127.0.0.1"  # listen address of the HTTP API and the MLLP listener
     log_level: str = "INFO"
     base_url: str = ""  # public base of the FHIR API; derived from the request when empty
@@ -365,6 +385,11 @@ class Settings(BaseSettings):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+
+    @property
+    def migration_url(self) -> str:
+        """Who runs migrations: the owner when ``database_owner_url`` is set, else the service URL."""
+        return self.database_owner_url or self.database_url
 
     @classmethod
     def settings_customise_sources(

@@ -8,9 +8,15 @@ only against the embedded SQLite default.  This script
    (``initdb`` with SCRAM password authentication, a random superuser password
    kept in ``var/pg/superuser.password``, mode 0600), listening on 127.0.0.1 only;
 2. starts it (or reuses it when it already runs), creates database ``carebridge``;
-3. writes the database URL to ``var/pg/database.url`` (0600) so other commands
-   can use it: ``carebridge backup --database-url "$(cat var/pg/database.url)" ...``;
-4. runs ``carebridge serve`` against it in the foreground.
+3. creates the service role ``carebridge_svc`` (a member of ``carebridge_app``:
+   INSERT and SELECT only on the audit tables; password in
+   ``var/pg/service.password``, 0600) and runs the migrations as the owner --
+   as docker-compose.yml does (issue #18: the service cannot disable the audit
+   triggers or delete audit rows);
+4. writes the owner's URL to ``var/pg/database.url`` and the service's to
+   ``var/pg/service.url`` (both 0600) so other commands can use them:
+   ``carebridge backup --database-url "$(cat var/pg/database.url)" ...``;
+5. runs ``carebridge serve`` against it in the foreground, as ``carebridge_svc``.
 
 Ctrl-C (or SIGTERM) stops carebridge, then the PostgreSQL server it started.
 As root, the cluster's files belong to the ``postgres`` account (``nobody`` if
@@ -129,6 +135,54 @@ def ensure_database(password: str, port: int, dbname: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
 
 
+SERVICE_ROLE = "carebridge_svc"
+APP_ROLE = "carebridge_app"  # migration 0002 grants this group its rights
+
+
+def secret_file(path: Path) -> str:
+    """A random password kept in ``path`` (0600), created on first use."""
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def ensure_service_role(password: str, port: int, dbname: str, service_password: str) -> None:
+    """``carebridge_svc LOGIN IN ROLE carebridge_app`` (created or its password re-set)."""
+    import psycopg
+    from psycopg import sql
+
+    dsn = f"host=127.0.0.1 port={port} user={SUPERUSER} dbname={dbname}"
+    with psycopg.connect(dsn, password=password, autocommit=True, connect_timeout=30) as conn:
+        if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,)).fetchone() is None:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(APP_ROLE)))
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (SERVICE_ROLE,)).fetchone()
+        verb = "ALTER" if exists else "CREATE"
+        conn.execute(
+            sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(SERVICE_ROLE), sql.Literal(service_password)
+            )
+        )
+        conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_ROLE), sql.Identifier(SERVICE_ROLE)))
+
+
+def write_secret(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text + "\n")
+
+
+def migrate(owner_url: str) -> None:
+    """Migrations as the owner, in a process of their own (the service never holds the owner's password)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.migrations", "--database-url", owner_url, "upgrade", "head"],
+        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    if result.returncode != 0:
+        sys.exit(f"up-local: migrations failed:\n{result.stdout}{result.stderr}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data-dir", default=str(ROOT / "var" / "pg"), help="cluster home (default var/pg)")
@@ -161,17 +215,20 @@ def main(argv: list[str] | None = None) -> int:
     code = 1
     try:
         ensure_database(password, port, args.dbname)
+        service_password = secret_file(base / "service.password")
+        ensure_service_role(password, port, args.dbname, service_password)
         url = f"postgresql://{SUPERUSER}:{password}@127.0.0.1:{port}/{args.dbname}"
+        service_url = f"postgresql://{SERVICE_ROLE}:{service_password}@127.0.0.1:{port}/{args.dbname}"
         url_file = base / "database.url"
-        fd = os.open(url_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(url + "\n")
+        write_secret(url_file, url)
+        write_secret(base / "service.url", service_url)
+        migrate(url)
         print(
-            f"up-local: PostgreSQL on 127.0.0.1:{port} (database {args.dbname}; URL in {url_file})\n"
-            "up-local: starting carebridge serve; Ctrl-C stops carebridge and PostgreSQL",
+            f"up-local: PostgreSQL on 127.0.0.1:{port} (database {args.dbname}; owner URL in {url_file})\n"
+            f"up-local: starting carebridge serve as {SERVICE_ROLE}; Ctrl-C stops carebridge and PostgreSQL",
             flush=True,
         )
-        serve = [sys.executable, "-m", "gateway.cli", "serve", "--database-url", url]
+        serve = [sys.executable, "-m", "gateway.cli", "serve", "--database-url", service_url]
         for flag, value in (
             ("--host", args.host),
             ("--http-port", args.http_port),

@@ -4,7 +4,11 @@
   and checkpoint signatures are intact; else exit 1 and print
   ``bad seq <seq> event <id>: <reason>`` for the first bad event.
   ``--public-key PEM`` verifies with an exported public key only (no key file:
-  checkpoints are checked, per-event MACs are not).
+  checkpoints are checked, per-event MACs are not).  ``--anchors FILE`` also
+  checks the checkpoints kept outside the database (audit.anchors): exit 1 when
+  an anchored event is missing or changed; a second line always reports the
+  events after the newest anchor as ``unanchored`` (exit 1 with ``--strict``
+  when there are any).
 * ``export --format csv|ndjson [--patient ID] [--since ISO] [--until ISO]``: to
   stdout; the export itself is audited (DICOM 110106 Export).
 * ``public-key``: the PEM of the checkpoint-signing key (give it to auditors).
@@ -25,6 +29,7 @@ from audit import (
     DCM_SYSTEM,
     SERIOUS_FAILURE,
     SUCCESS,
+    AnchorError,
     AuditFilter,
     AuditHook,
     AuditKeys,
@@ -32,6 +37,7 @@ from audit import (
     build_event,
     coding,
     export_audit,
+    read_anchors,
     verify_engine,
 )
 from common import InvalidInput, KeyMaterialError
@@ -74,7 +80,7 @@ def append_operator_event(
 
     if not Path(settings.audit.key_file).exists():
         return f"{what} not recorded in the audit trail: no audit key file at {settings.audit.key_file}"
-    upgrade(settings.database_url)
+    upgrade(settings.migration_url)
     engine = make_engine(settings.database_url, pool_size=1)
     hook = AuditHook.from_settings(engine, settings.audit)
     try:
@@ -144,20 +150,34 @@ def _verify(args: argparse.Namespace) -> int:
         trusted.append(VerifyKey.from_pem(Path(args.public_key).read_bytes()))
     elif Path(settings.audit.key_file).exists():
         keys = AuditKeys.load(settings.audit.key_file)
+    anchors = None
+    if args.anchors:
+        try:
+            anchors = read_anchors(args.anchors)
+        except (OSError, AnchorError) as exc:
+            print(f"error: cannot read anchors: {exc}", file=sys.stderr)
+            return 1
+        if keys is None and not trusted:
+            print("error: anchors need the audit key file or --public-key to check", file=sys.stderr)
+            return 1
     engine = make_engine(settings.database_url, pool_size=1)
     try:
-        result = verify_engine(engine, keys, trusted)
+        result = verify_engine(engine, keys, trusted, anchors)
     finally:
         engine.dispose()
     if keys is None and not trusted and result.events:
         print(f"error: no audit key file at {settings.audit.key_file}; pass --public-key", file=sys.stderr)
         return 1
     print(result.line())
+    if anchors is not None and result.ok:
+        print(result.anchor_line())
+        if args.strict and result.unanchored:
+            return 1
     return 0 if result.ok else 1
 
 
 def _hook(settings: Settings) -> AuditHook:
-    upgrade(settings.database_url)
+    upgrade(settings.migration_url)
     engine = make_engine(settings.database_url, pool_size=2)
     return AuditHook.from_settings(engine, settings.audit)
 
@@ -198,8 +218,9 @@ def _public_key(args: argparse.Namespace) -> int:
 def _checkpoint(args: argparse.Namespace) -> int:
     hook = _hook(_settings(args))
     try:
-        seq = hook.checkpoint()
+        seq = hook.checkpoint()  # anchored too (audit_anchor_file / audit_anchor_url)
     finally:
+        hook.close()
         hook.engine.dispose()
     print("no events" if seq is None else f"checkpoint at seq {seq}")
     return 0
@@ -218,6 +239,8 @@ def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser]
 
     verify = command("verify", "recompute the hash chain and checkpoint signatures", _verify)
     verify.add_argument("--public-key", default=None, help="verify checkpoints with this PEM only")
+    verify.add_argument("--anchors", default=None, help="anchor file: checkpoints kept outside the database")
+    verify.add_argument("--strict", action="store_true", help="with --anchors: exit 1 on unanchored events")
 
     exp = command("export", "export audit events to stdout (audited)", _export)
     exp.add_argument("--format", choices=("csv", "ndjson"), required=True)

@@ -437,5 +437,8 @@ def ops_collector(app_state: Any, registry: CollectorRegistry, runtime: Runtime)
     if not isinstance(collector, OpsCollector):
         collector = OpsCollector.for_runtime(runtime)
         registry.register(collector)
+        from gateway.audit_metrics import AnchorCollector  # issue #18: anchors that did not leave
+
+        registry.register(AnchorCollector(runtime.audit))
         app_state.ops_metrics = collector
     return collector

@@ -56,7 +56,7 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings, *, migrate: bool = True) -> Runtime:
         if migrate:
-            upgrade(settings.database_url)
+            upgrade(settings.migration_url)
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         search = settings.search
         read_engine = make_engine(
@@ -228,7 +228,7 @@ def run(settings: Settings) -> None:
     if settings.http.workers <= 1:
         asyncio.run(serve_forever(settings))
         return
-    upgrade(settings.database_url)
+    upgrade(settings.migration_url)
     prepare_keys(settings)  # before forking: workers must not race to create the store key file
     sock = _bind_http_socket(settings)
     # A SIGTERM that arrives before the event loop installs its handlers must still stop the

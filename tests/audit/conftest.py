@@ -17,6 +17,7 @@ from fhir_store.database import make_engine
 from fhir_store.model import Create, RequestContext
 from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
+from tests.support.audit_guard import guards_lifted
 from tests.support.store_keys import cipher_for
 
 CTX = RequestContext(
@@ -100,20 +101,14 @@ def cli(database_url: str, key_file: str) -> Callable[..., tuple[int, str]]:
 def tamper(engine: Engine) -> Callable[..., None]:
     """Run SQL as an attacker with database superuser rights.
 
-    On PostgreSQL the append-only triggers are disabled first (only a superuser
-    or the owner can), to show that the chain still catches the change.
+    The append-only triggers are lifted first (PostgreSQL: disabled, which only a
+    superuser or the owner can; SQLite: dropped), to show that the chain still
+    catches the change.
     """
 
     def run(*statements: str, params: dict[str, Any] | None = None) -> None:
-        with engine.begin() as conn:
-            pg = conn.dialect.name == "postgresql"
-            if pg:
-                for table in ("audit_event", "audit_event_key", "audit_checkpoint"):
-                    conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+        with engine.begin() as conn, guards_lifted(conn):
             for statement in statements:
                 conn.execute(text(statement), params or {})
-            if pg:
-                for table in ("audit_event", "audit_event_key", "audit_checkpoint"):
-                    conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
 
     return run

@@ -23,6 +23,7 @@ from audit.schema import audit_event
 from audit.verify import verify_engine
 from fhir_store.repository import FhirStore
 from tests.audit.conftest import CTX, create, encounter, patient
+from tests.support.audit_guard import guards_lifted
 
 Cli = Callable[..., tuple[int, str]]
 Tamper = Callable[..., None]
@@ -206,10 +207,5 @@ def test_any_single_byte_mutation_is_detected(
 
 
 def _set_content(engine: Engine, seq: int, content: bytes) -> None:
-    with engine.begin() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn.execute(text("ALTER TABLE audit_event DISABLE TRIGGER USER"))
+    with engine.begin() as conn, guards_lifted(conn):
         conn.execute(text("UPDATE audit_event SET content = :c WHERE seq = :s"), {"c": content, "s": seq})
-        if pg:
-            conn.execute(text("ALTER TABLE audit_event ENABLE TRIGGER USER"))

@@ -61,12 +61,20 @@ def env_file_keys(path: Path) -> dict[str, str]:
 
 def test_services_ports_and_dependencies(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "carebridge"}
-    postgres, app = services["postgres"], services["carebridge"]
+    assert set(services) == {"postgres", "migrate", "carebridge"}
+    postgres, app, migrate = services["postgres"], services["carebridge"], services["migrate"]
     assert str(postgres["image"]).startswith("postgres:15")
     assert "ports" not in postgres  # the database is reachable only on the compose network
     assert app["build"] == "."
-    assert app["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert app["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+    # issue #18: migrations run once as the owner (the postgres image's POSTGRES_USER), then exit
+    assert migrate["image"] == app["image"] and migrate["restart"] == "no"
+    assert migrate["env_file"] == ["deploy/postgres.env"] and "ports" not in migrate
+    assert "gateway.migrations" in migrate["command"][-1] and "upgrade head" in migrate["command"][-1]
+    assert "$${POSTGRES_USER}" in migrate["command"][-1] or "${POSTGRES_USER}" in migrate["command"][-1]
     published = {str(p).split(":")[-1].split("/")[0] for p in app["ports"]}
     assert published == {"8080", "2575"}
     assert {str(p).split(":")[0] for p in app["ports"]} == {"8080", "2575"}
@@ -84,9 +92,13 @@ def test_health_checks(compose: dict[str, Any]) -> None:
 
 
 def test_volumes_keep_database_and_keys(compose: dict[str, Any]) -> None:
-    assert set(compose["volumes"]) == {"pgdata", "carebridge-var"}
+    assert set(compose["volumes"]) == {"pgdata", "carebridge-var", "carebridge-anchors"}
     assert "pgdata:/var/lib/postgresql/data" in compose["services"]["postgres"]["volumes"]
     assert "carebridge-var:/app/var" in compose["services"]["carebridge"]["volumes"]
+    # audit anchors live outside the database's volume (issue #18)
+    assert "carebridge-anchors:/app/anchors" in compose["services"]["carebridge"]["volumes"]
+    anchor = env_file_keys(ROOT / "deploy" / "carebridge.env.example")["CAREBRIDGE_AUDIT_ANCHOR_FILE"]
+    assert anchor.startswith("/app/anchors/")
     # the key files the app is told to use live on that volume
     keys = env_file_keys(ROOT / "deploy" / "carebridge.env.example")
     for name in ("CAREBRIDGE_AUDIT_KEY_FILE", "CAREBRIDGE_BACKUP_KEY_FILE", "CAREBRIDGE_STORE_KEY_FILE"):
@@ -110,13 +122,17 @@ def test_env_templates_use_known_settings_and_matching_credentials() -> None:
     known = set(env_names())
     assert set(app) <= known, set(app) - known
     pg = env_file_keys(ROOT / "deploy" / "postgres.env.example")
-    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"} <= set(pg)
+    assert {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "SERVICE_ROLE_PASSWORD"} <= set(pg)
     url = app["CAREBRIDGE_DATABASE_URL"]
-    expected = (
-        f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
-    )
+    # the service is not the owner: it logs in as carebridge_svc (issue #18), created by the init script
+    expected = f"postgresql://carebridge_svc:{pg['SERVICE_ROLE_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
     assert url == expected
+    assert pg["POSTGRES_USER"] != "carebridge_svc"
+    assert "CAREBRIDGE_DATABASE_OWNER_URL" not in app  # the owner's password stays out of the service
     assert pg["POSTGRES_PASSWORD"] == "CHANGE_ME"  # templates never carry a real secret
+    assert pg["SERVICE_ROLE_PASSWORD"] == "CHANGE_ME"
+    init = (ROOT / "deploy" / "postgres-init" / "10-service-role.sh").read_text()
+    assert "CREATE ROLE carebridge_svc LOGIN" in init and "IN ROLE carebridge_app" in init
 
 
 def test_image_command_is_carebridge_serve(compose: dict[str, Any]) -> None:

@@ -87,6 +87,11 @@ def test_up_local_runs_carebridge_on_postgres_and_stops_both(data_dir: Path) -> 
     assert url_file.read_text().startswith("postgresql://postgres:")
     assert url_file.stat().st_mode & 0o777 == 0o600
     assert (data_dir / "superuser.password").stat().st_mode & 0o777 == 0o600
+    # issue #18: the service runs as carebridge_svc (not the owner), whose secrets are 0600 too
+    service_url = data_dir / "service.url"
+    assert service_url.read_text().startswith("postgresql://carebridge_svc:")
+    for secret in (service_url, data_dir / "service.password"):
+        assert secret.stat().st_mode & 0o777 == 0o600
     assert (data_dir / "data" / "PG_VERSION").exists()
     # second start: the same persistent cluster, already migrated
     assert '"ready"' in run_once(data_dir, pg_port)
