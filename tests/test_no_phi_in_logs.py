@@ -331,10 +331,10 @@ def test_no_patient_data_in_any_log_line(server: Server) -> None:
     assert sum(1 for e in events if str(e["event"]).startswith("hl7 message")) >= 4  # the bad samples
     summary = [e for e in events if e["event"] == "hl7 message"]  # one INFO line per message (#19 item 3)
     assert len(summary) == len(files)
-    for line in summary:
-        assert line["level"] == "info" and line["ack_code"] in ("AA", "AE", "AR"), line
-        assert {"journal_id", "sender", "message_type", "status", "ms"} <= set(line), line
-    assert {line["ack_code"] for line in summary} >= {"AA", "AE"}
+    for answered in summary:
+        assert answered["level"] == "info" and answered["ack_code"] in ("AA", "AE", "AR"), answered
+        assert {"journal_id", "sender", "message_type", "status", "ms"} <= set(answered), answered
+    assert {answered["ack_code"] for answered in summary} >= {"AA", "AE"}
     for event in events:
         name = str(event["event"])
         if name.startswith("hl7 "):  # every message line names the message, never its content
