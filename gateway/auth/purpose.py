@@ -69,5 +69,7 @@ def purpose_for(role: str, header: str | None) -> str:
         raise Forbidden(f"{HEADER} '{code[:20]}' is not a known PurposeOfUse code", location=HEADER)
     if code not in allowed:
         choices = ", ".join(sorted(allowed)) or "none"
-        raise Forbidden(f"{HEADER} {code} is not allowed for role '{role}' (allowed: {choices})", location=HEADER)
+        raise Forbidden(
+            f"{HEADER} {code} is not allowed for role '{role}' (allowed: {choices})", location=HEADER
+        )
     return code

@@ -60,7 +60,9 @@ def test_reads_record_the_stated_or_default_purpose(live_server: LiveServer, aud
     clinician = live.auth("clinician")
     default = httpx.get(f"{live.fhir_url}/Patient/{pid}", headers=clinician)
     stated = httpx.get(f"{live.fhir_url}/Patient/{pid}", headers={**clinician, HEADER: "ETREAT"})
-    search = httpx.get(f"{live.fhir_url}/Patient", params={"_id": pid}, headers={**clinician, HEADER: "TREAT"})
+    search = httpx.get(
+        f"{live.fhir_url}/Patient", params={"_id": pid}, headers={**clinician, HEADER: "TREAT"}
+    )
     assert default.status_code == stated.status_code == search.status_code == 200
     assert [_purposes(e) for e in _events_of(auditor, created.headers["x-request-id"])] == [["HOPERAT"]]
     assert [_purposes(e) for e in _events_of(auditor, default.headers["x-request-id"])] == [["TREAT"]]
