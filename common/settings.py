@@ -218,6 +218,9 @@ class AuditSettings(Group):
     key_file: str = "var/audit-signing-key.pem"
     checkpoint_every: int = 1000
     async_reads: Flag = True
+    # a read is answered only once its AuditEvent is committed (group commit); false: buffered,
+    # a crash may lose what carebridge_audit_unflushed_access_events shows (audit.hooks)
+    durable_reads: Flag = True
 
 
 class StoreSettings(Group):
