@@ -15,7 +15,7 @@ the query) to a deque -- no lock and no event building on the request
 thread -- and a background appender renders, hashes and writes whatever
 has gathered in one transaction (one chain lock, one commit for many reads).
 With ``durable_reads`` (setting ``audit_durable_reads``, the default) the
-request thread then waits until the commit that holds its event is done,
+request thread then waits until the commit that holds its event is done (it leads that group commit itself, or waits for the one leading it),
 so no answered read can be missing from the trail after a crash
 (Circular 46/2018/TT-BYT Art. 8, IHE BALP), and a read whose event cannot be
 written fails with 503 instead of being answered unrecorded.  Reads arriving
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -130,6 +131,8 @@ class AuditHook:
         self._idle = False
         self._stopping = False
         self._appender: threading.Thread | None = None
+        self._commit_turn = threading.Condition()  # durable reads: who leads the next group commit
+        self._leading = False
         self.dropped = 0  # access events lost after retries (exported as a metric later)
 
     # -- StoreHook --------------------------------------------------------------
@@ -176,12 +179,50 @@ class AuditHook:
         return sum(1 for item in tuple(self._pending) if not isinstance(item, threading.Event))
 
     def _await_commit(self) -> None:
-        """Block until the event just queued is committed (group commit with concurrent reads)."""
+        """Block until the event just queued is committed: leader/follower group commit.
+
+        The first waiting request thread leads: it drains everything queued (its own
+        event and those of reads that arrived meanwhile), commits once and releases every
+        marker it took; the others wait for that commit or lead the next one.  No thread
+        hop on the way, so one client pays one commit, and concurrent clients share them.
+        """
         marker = _Marker()
         self._pending.append(marker)
-        self._wake_appender()
-        if not marker.wait(DURABLE_WAIT_S) or not marker.written:
+        deadline = time.monotonic() + DURABLE_WAIT_S
+        with self._commit_turn:
+            while not marker.is_set():
+                if not self._leading:
+                    self._leading = True
+                    break
+                self._commit_turn.wait(0.5)
+                if time.monotonic() > deadline:
+                    raise AuditUnavailable("the access could not be recorded in the audit trail; retry later")
+        if not marker.is_set():
+            try:
+                self._drain()
+            finally:
+                with self._commit_turn:
+                    self._leading = False
+                    self._commit_turn.notify_all()
+        if not marker.written:
             raise AuditUnavailable("the access could not be recorded in the audit trail; retry later")
+
+    def _drain(self) -> None:
+        """Commit everything queued now, batch by batch, and release the markers taken."""
+        pending = self._pending
+        while pending:
+            batch: list[Captured] = []
+            markers: list[_Marker] = []
+            while pending and len(batch) < BATCH_MAX:
+                item = pending.popleft()
+                if isinstance(item, _Marker):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+            written = self._write_batch(batch) if batch else True
+            for marker in markers:
+                marker.written = written
+                marker.set()
 
     def _wake_appender(self) -> None:
         if self._appender is None:

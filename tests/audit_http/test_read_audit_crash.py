@@ -50,7 +50,11 @@ def test_every_answered_read_survives_kill_9(database_url: str, tmp_path: Path) 
     answered: list[str] = []
     try:
         _wait_ready(base, proc)
-        form = {"grant_type": "client_credentials", "client_id": "crash-reader", "client_secret": secret or ""}
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": "crash-reader",
+            "client_secret": secret or "",
+        }
         token = httpx.post(f"{base}/auth/token", data=form, timeout=30).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         created = httpx.post(
