@@ -40,6 +40,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from audit import Target
+from common import CarebridgeError
 from consent.pdp import load_consents
 from consent.retention import CIRCULAR_RECORDS, CIRCULAR_RETENTION, RECORD_TYPES, held_until
 from consent.rights import model as m
@@ -49,7 +50,6 @@ from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES, LAW_ERASURE
 from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
 from consent.rights.tombstones import append_to_file, relabel, relabelled_version, subject_hashes
-from common import CarebridgeError
 from fhir_store import FhirStore, Operation, OperationResult, RequestContext, StoredResource, Update
 
 #: Most Patient records one erasure follows through Patient.link (a merge chain is short; a cycle stops).
