@@ -58,6 +58,8 @@ from consent.rights.response import (
 )
 from consent.rights.restore import (
     reapply as reapply_tombstones,
+)
+from consent.rights.restore import (
     reapply_requests as reapply_tombstone_requests,
 )
 from consent.rights.tombstones import (
