@@ -9,20 +9,26 @@ the patients whose data was returned).  Failures and denials, which never
 reach the store, are recorded with :meth:`AuditHook.record_failure` and
 :meth:`AuditHook.record_denial` in their own short transaction.
 
-Access events are by default *buffered*: :meth:`on_access` only appends a
+Access events are by default *group-committed*: :meth:`on_access` only appends a
 tuple of what it was given (time, context, action, the returned resources,
 the query) to a deque -- no lock and no event building on the request
 thread -- and a background appender renders, hashes and writes whatever
-has gathered in one transaction every ``FLUSH_INTERVAL_S`` (one chain lock,
-one commit for many reads).  A synchronous audit write per read costs a
-write commit per read (and on PostgreSQL the chain lock serializes the tails
-of all reads), which takes read throughput far beyond the audit budget of
-issue #4 (at most 25 % of read throughput; the figures are in
-docs/benchmarks.md, "Design figures behind module choices").  The price: a
-*process* crash can lose the access events of the last few milliseconds -- never a
-change's record (those stay in the write transaction) and never the chain's
-integrity.  ``async_reads=False`` (setting ``audit_async_reads``) writes each
-access event inside the read's transaction instead.
+has gathered in one transaction (one chain lock, one commit for many reads).
+With ``durable_reads`` (setting ``audit_durable_reads``, the default) the
+request thread then waits until the commit that holds its event is done (it leads that group commit itself, or waits for the one leading it),
+so no answered read can be missing from the trail after a crash
+(Circular 46/2018/TT-BYT Art. 8, IHE BALP), and a read whose event cannot be
+written fails with 503 instead of being answered unrecorded.  Reads arriving
+while a commit runs share the next one, so the cost is about one commit of
+latency, not one commit per read (docs/benchmarks.md, "Durable read audit").
+Without it (``audit_durable_reads=false``) the appender gathers reads for
+``FLUSH_INTERVAL_S`` and the response does not wait: a *process* crash can lose
+the access events still buffered -- never a change's record (those stay in the
+write transaction) and never the chain's integrity; the metric
+``carebridge_audit_unflushed_access_events`` shows how many are at risk.
+A synchronous audit write inside each read's transaction (``async_reads=False``,
+setting ``audit_async_reads``) serialises every read on the chain lock, which
+takes read throughput far beyond the audit budget of issue #4.
 
 SQLite, synchronous mode: a read runs in a DEFERRED transaction.  Appending there upgrades it to
 a write, which succeeds when its snapshot is current (then the head it read is
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -52,7 +59,7 @@ from audit.events import Target, import_event, outcome_for_status, rest_event
 from audit.rows import Prepared
 from audit.store_events import AccessAction, access_row, change_row
 from audit.store_events import patient_refs as patient_refs  # re-exported (consent tombstones use it)
-from common import AuditSettings
+from common import AuditSettings, CarebridgeError
 from fhir_store import (
     RequestContext,
     ResourceChange,
@@ -67,8 +74,22 @@ log = logging.getLogger("carebridge.audit")
 BATCH_MAX = 2000
 FLUSH_INTERVAL_S = 0.02  # the most access events a process crash can lose: one interval's worth
 IDLE_WAIT_S = 1.0  # an idle appender re-checks the buffer this often even without a wake-up
+DURABLE_WAIT_S = 30.0  # a read waits at most this long for its event's commit, then fails (503)
 #: what the request thread hands to the appender: (recorded_us, context, action, resources, query)
 Captured = tuple[int, RequestContext, AccessAction, tuple[StoredResource, ...], str | None]
+
+
+class AuditUnavailable(CarebridgeError):
+    """A read's access event could not be committed: the read is not answered (503)."""
+
+    http_status = 503
+    issue_code = "transient"
+
+
+class _Marker(threading.Event):
+    """Set by the appender once everything queued before it is committed (``written``) or given up."""
+
+    written = False
 
 
 def _is_busy(exc: Exception) -> bool:
@@ -89,6 +110,7 @@ class AuditHook:
             async_reads=settings.async_reads,
             checkpoint_interval_s=settings.checkpoint_interval_s,
             anchorer=Anchorer(settings.anchor_path, settings.anchor_url, timeout_s=settings.anchor_timeout_s),
+            durable_reads=settings.durable_reads,
         )
 
     def __init__(
@@ -100,6 +122,7 @@ class AuditHook:
         async_reads: bool = True,
         checkpoint_interval_s: float | None = None,
         anchorer: Anchorer | None = None,
+        durable_reads: bool = True,
     ) -> None:
         self.engine = engine
         self.writer = ChainWriter(keys, checkpoint_every=checkpoint_every)
@@ -111,15 +134,18 @@ class AuditHook:
             )
             self.writer.on_append = self.checkpointer.note_append
         self.async_reads = async_reads
+        self.durable_reads = durable_reads
         self._side_engine: Engine | None = None
         self._side_lock = threading.Lock()
         # Captured accesses and flush markers, in arrival order.  deque.append/popleft are
         # atomic, so request threads never take a lock to hand over an access.
-        self._pending: deque[Captured | threading.Event] = deque()
+        self._pending: deque[Captured | _Marker] = deque()
         self._wake = threading.Event()
         self._idle = False
         self._stopping = False
         self._appender: threading.Thread | None = None
+        self._commit_turn = threading.Condition()  # durable reads: who leads the next group commit
+        self._leading = False
         self.dropped = 0  # access events lost after retries (exported as a metric later)
 
     # -- StoreHook --------------------------------------------------------------
@@ -151,12 +177,65 @@ class AuditHook:
         if self.async_reads:
             # StoredResource is frozen and its bytes immutable: the appender may read them later.
             self._pending.append((now_us(), context, action, tuple(resources), query))
-            if self._idle or self._appender is None:
+            if self.durable_reads:
+                self._await_commit()
+            elif self._idle or self._appender is None:
                 self._wake_appender()
         else:
             self.append_access(conn, [access_row(now_us(), context, action, resources, query)])
 
     # -- buffered access events -------------------------------------------------
+
+    @property
+    def unflushed(self) -> int:
+        """Access events captured but not yet committed (what a crash could lose without durable reads)."""
+        return sum(1 for item in tuple(self._pending) if not isinstance(item, threading.Event))
+
+    def _await_commit(self) -> None:
+        """Block until the event just queued is committed: leader/follower group commit.
+
+        The first waiting request thread leads: it drains everything queued (its own
+        event and those of reads that arrived meanwhile), commits once and releases every
+        marker it took; the others wait for that commit or lead the next one.  No thread
+        hop on the way, so one client pays one commit, and concurrent clients share them.
+        """
+        marker = _Marker()
+        self._pending.append(marker)
+        deadline = time.monotonic() + DURABLE_WAIT_S
+        with self._commit_turn:
+            while not marker.is_set():
+                if not self._leading:
+                    self._leading = True
+                    break
+                self._commit_turn.wait(0.5)
+                if time.monotonic() > deadline:
+                    raise AuditUnavailable("the access could not be recorded in the audit trail; retry later")
+        if not marker.is_set():
+            try:
+                self._drain()
+            finally:
+                with self._commit_turn:
+                    self._leading = False
+                    self._commit_turn.notify_all()
+        if not marker.written:
+            raise AuditUnavailable("the access could not be recorded in the audit trail; retry later")
+
+    def _drain(self) -> None:
+        """Commit everything queued now, batch by batch, and release the markers taken."""
+        pending = self._pending
+        while pending:
+            batch: list[Captured] = []
+            markers: list[_Marker] = []
+            while pending and len(batch) < BATCH_MAX:
+                item = pending.popleft()
+                if isinstance(item, _Marker):
+                    markers.append(item)
+                else:
+                    batch.append(item)
+            written = self._write_batch(batch) if batch else True
+            for marker in markers:
+                marker.written = written
+                marker.set()
 
     def _wake_appender(self) -> None:
         if self._appender is None:
@@ -181,28 +260,29 @@ class AuditHook:
                 self._idle = False
                 self._wake.clear()
                 continue
-            if not isinstance(pending[0], threading.Event) and not self._stopping:
+            if not self.durable_reads and not isinstance(pending[0], threading.Event) and not self._stopping:
                 # Let a batch gather: one transaction for many reads.  Only flush() and close()
                 # set the event while we are busy, and then nobody should wait the interval out.
+                # (Durable reads gather by themselves: whoever arrives during a commit waits for the next.)
                 self._wake.wait(FLUSH_INTERVAL_S)
                 self._wake.clear()
             batch: list[Captured] = []
-            markers: list[threading.Event] = []
+            markers: list[_Marker] = []
             while pending and len(batch) < BATCH_MAX:
                 item = pending.popleft()
-                if isinstance(item, threading.Event):
-                    markers.append(item)
-                    if batch:
-                        break  # everything before the marker is written before it is released
+                if isinstance(item, _Marker):
+                    markers.append(item)  # everything queued before it is in this batch
                 else:
                     batch.append(item)
-            if batch:
-                self._write_batch(batch)
+            written = self._write_batch(batch) if batch else True
             for marker in markers:
+                marker.written = written
                 marker.set()
 
-    def _write_batch(self, captured: list[Captured]) -> None:
+    def _write_batch(self, captured: list[Captured]) -> bool:
+        """Render and commit ``captured``; False when any of them could not be written."""
         events: list[Prepared] = []
+        lost = 0
         for item in captured:
             try:
                 events.append(access_row(*item))
@@ -213,24 +293,26 @@ class AuditHook:
                 events.append(access_row(*item, with_patients=False))
             except Exception as exc:
                 self.dropped += 1
+                lost += 1
                 log.error("audit: an access event could not be rendered: %s", type(exc).__name__)
         if not events:
-            return
+            return lost == 0
         for attempt in range(5):
             try:
                 self.append_rows(events)
-                return
+                return lost == 0
             except Exception as exc:  # keep the appender alive; never log event content
                 log.warning("audit append failed (attempt %d): %s", attempt + 1, type(exc).__name__)
                 threading.Event().wait(0.05 * 2**attempt)
         self.dropped += len(events)
         log.error("audit: %d access events could not be written", len(events))
+        return False
 
     def flush(self) -> None:
         """Wait until every buffered access event is in the chain (tests, shutdown, CLI)."""
         if self._appender is None and not self._pending:
             return
-        marker = threading.Event()
+        marker = _Marker()
         self._pending.append(marker)  # set by the appender once everything before it is written
         self._wake_appender()
         while not marker.wait(0.5):

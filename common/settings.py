@@ -228,6 +228,9 @@ class AuditSettings(Group):
     anchor_file: str = ""
     anchor_url: str = ""
     anchor_timeout_s: float = Field(default=5.0, gt=0.0, le=60.0)
+    # a read is answered only once its AuditEvent is committed (group commit); false: buffered,
+    # a crash may lose what carebridge_audit_unflushed_access_events shows (audit.hooks)
+    durable_reads: Flag = True
 
     @property
     def anchor_path(self) -> Path:

@@ -59,6 +59,9 @@ from consent.rights.response import (
 from consent.rights.restore import (
     reapply as reapply_tombstones,
 )
+from consent.rights.restore import (
+    reapply_requests as reapply_tombstone_requests,
+)
 from consent.rights.tombstones import (
     read_file as read_tombstone_file,
 )
@@ -96,6 +99,7 @@ __all__ = [
     "build_rights",
     "consent_patient",
     "read_tombstone_file",
+    "reapply_tombstone_requests",
     "reapply_tombstones",
     "register_consent",
     "render_html",

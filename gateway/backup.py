@@ -12,9 +12,16 @@ Art. 8, replaced by Circular 13/2025/TT-BYT: medical records must be backed up):
 * **A restore is only done when it is verified.** The archive is decrypted
   and authenticated completely *before* the target database is touched; after
   loading, migrations run to head, erasure tombstones are re-applied
-  (:func:`reapply_tombstones`) and the audit hash chain is recomputed
+  (:func:`reapply_tombstones`; the restore lists each request id it re-applied) and
+  the audit hash chain is recomputed
   in-process (:func:`audit.verify.verify_engine`).  A broken chain fails the
   restore loudly instead of silently bringing back a trail nobody can trust.
+* **No restore forgets an erasure by accident** (Law 91/2025/QH15 Art. 14): the
+  tombstone file kept outside the database is the only record of erasures made
+  after the backup, so a restore without it is refused before anything is touched,
+  unless the operator says so explicitly (``tombstone_file=None``,
+  ``carebridge restore --without-tombstones``).  ``carebridge serve`` creates the
+  file empty, so a missing file means a lost one.
 
 This module is the entry point ``carebridge backup|restore`` (:mod:`gateway.cli_ops`)
 calls; it re-exports the key handling and errors that command needs.
@@ -59,11 +66,13 @@ __all__ = [
     "BackupInfo",
     "RestoreInfo",
     "TamperedArchive",
+    "TombstonesMissing",
     "WrongKey",
     "backup",
     "key_id",
     "load_key",
     "load_or_create_key",
+    "reapply_tombstone_requests",
     "reapply_tombstones",
     "restore",
 ]
@@ -89,6 +98,10 @@ class RestoreInfo:
     tombstones: int
     audit: VerifyResult
     warnings: tuple[str, ...] = ()
+    #: request ids of the erasures re-applied, in the tombstone file's order
+    reapplied: tuple[str, ...] = ()
+    #: the restore ran without the tombstone file, as the operator asked
+    tombstones_skipped: bool = False
 
 
 @contextlib.contextmanager
@@ -141,12 +154,21 @@ def reapply_tombstones(engine: Engine, cipher: StoreCipher, tombstone_file: Path
     :func:`consent.rights.restore.reapply` (links and outbox purged, consents
     withdrawn, held records labelled restricted, tombstone row restored).
     """
-    from consent import read_tombstone_file, reapply_tombstones
+    return len(reapply_tombstone_requests(engine, cipher, tombstone_file))
+
+
+def reapply_tombstone_requests(engine: Engine, cipher: StoreCipher, tombstone_file: Path) -> list[str]:
+    """:func:`reapply_tombstones`, returning the request ids re-applied (what restore lists)."""
+    from consent import read_tombstone_file, reapply_tombstone_requests
     from crm_bridge import forget_patient_links
 
-    return reapply_tombstones(
+    return reapply_tombstone_requests(
         engine, cipher, read_tombstone_file(tombstone_file), forget_links=forget_patient_links
     )
+
+
+class TombstonesMissing(BackupError):
+    """The tombstone file is not there: a restore would bring back what patients had erased."""
 
 
 def restore(
@@ -156,7 +178,7 @@ def restore(
     *,
     audit_key_file: str | os.PathLike[str] | None,
     store_keys: KeySource | str,
-    tombstone_file: Path,
+    tombstone_file: Path | None,
 ) -> RestoreInfo:
     """Restore ``archive`` into ``database_url``, migrate, re-apply tombstones, verify the audit chain.
 
@@ -166,6 +188,8 @@ def restore(
     chain does not verify.  The archive holds resource content and HL7 messages
     still sealed under the store keys (``store_keys``, backed up separately):
     a restored database whose keys that file does not hold is reported as an error.
+    ``tombstone_file=None`` skips re-applying erasures (the operator said so); a path that
+    does not exist raises :class:`TombstonesMissing` before the target is touched.
     """
     from audit import AuditKeys, verify_engine
     from fhir_store import current_revision, make_engine, open_cipher, upgrade
@@ -176,6 +200,12 @@ def restore(
     source_path = Path(archive)
     if not source_path.is_file():
         raise BackupError(f"archive {source_path} does not exist")
+    if tombstone_file is not None and not tombstone_file.is_file():
+        raise TombstonesMissing(
+            f"erasure tombstone file {tombstone_file} does not exist: restoring without it would bring back "
+            "patients erased after this backup. Restore the file (CAREBRIDGE_PRIVACY_TOMBSTONE_FILE) "
+            "or pass --without-tombstones to restore anyway"
+        )
     keys = None
     if audit_key_file is not None and Path(audit_key_file).exists():
         keys = AuditKeys.load(audit_key_file)
@@ -198,7 +228,9 @@ def restore(
             cipher = open_cipher(engine, store_keys)
         except KeyMaterialError as exc:
             raise BackupError(f"restored, but the store keys do not match: {exc}") from None
-        tombstones = reapply_tombstones(engine, cipher, tombstone_file)
+        reapplied = (
+            reapply_tombstone_requests(engine, cipher, tombstone_file) if tombstone_file is not None else []
+        )
         result = verify_engine(engine, keys)
         revision = current_revision(engine)
     finally:
@@ -210,4 +242,14 @@ def restore(
         )
     if not result.ok:
         raise AuditChainBroken(f"restored, but the audit chain is broken: {result.line()}")
-    return RestoreInfo(backend, revision, tombstones, result, tuple(warnings))
+    if tombstone_file is None:
+        warnings.append("erasure tombstones were not re-applied (--without-tombstones)")
+    return RestoreInfo(
+        backend,
+        revision,
+        len(reapplied),
+        result,
+        tuple(warnings),
+        reapplied=tuple(reapplied),
+        tombstones_skipped=tombstone_file is None,
+    )

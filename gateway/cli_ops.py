@@ -7,10 +7,12 @@
   ever be restored.  The backup is itself recorded in the audit trail (DICOM
   110106 Export) *before* the dump, so the archive contains the record of its
   own making (traceability, Circular 46/2018/TT-BYT Art. 8).
-* ``restore --input FILE [--key-file K]``: refuses a missing key file (a new key
-  cannot open an old archive), a wrong key and a tampered archive before
-  touching the database; then migrates, re-applies erasure tombstones and
-  verifies the audit chain, and exits 1 if that verification fails.
+* ``restore --input FILE [--key-file K] [--without-tombstones]``: refuses a missing key
+  file (a new key cannot open an old archive), a wrong key, a tampered archive and a
+  missing erasure tombstone file (unless ``--without-tombstones``) before touching the
+  database; then migrates, re-applies erasure tombstones, lists the request ids of the
+  erasures it re-applied (Law 91/2025/QH15 Art. 14), and verifies the audit chain,
+  and exits 1 if that verification fails.
 
 Exit codes: 0 done, 1 refused or failed (message on stderr), 2 usage error.
 """
@@ -85,7 +87,7 @@ def _restore(args: argparse.Namespace) -> int:
             key,
             audit_key_file=settings.audit.key_file,
             store_keys=settings.store.key_source,
-            tombstone_file=settings.privacy.tombstone_path,
+            tombstone_file=None if args.without_tombstones else settings.privacy.tombstone_path,
         )
     except engine_backup.BackupError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -96,6 +98,10 @@ def _restore(args: argparse.Namespace) -> int:
         f"restored {info.backend} from {args.input}; schema {info.schema_revision}; "
         f"tombstones re-applied: {info.tombstones}; audit: {info.audit.line()}"
     )
+    if info.tombstones_skipped:
+        print("erasures re-applied: skipped (--without-tombstones)")
+    else:  # always listed, so the operator can match them to the privacy requests
+        print(f"erasures re-applied: {', '.join(info.reapplied) if info.reapplied else 'none'}")
     return 0
 
 
@@ -118,3 +124,9 @@ def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser]
     backup.add_argument("--output", required=True, metavar="FILE")
     restore = command("restore", "restore an encrypted backup, migrate and verify the audit chain", _restore)
     restore.add_argument("--input", required=True, metavar="FILE")
+    restore.add_argument(
+        "--without-tombstones",
+        action="store_true",
+        help="restore even though the erasure tombstone file (CAREBRIDGE_PRIVACY_TOMBSTONE_FILE) is missing; "
+        "erasures made after the backup are then NOT re-applied",
+    )

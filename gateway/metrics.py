@@ -223,7 +223,9 @@ class OpsCollector(Collector):
         counters: Hl7Counters,
         crm: Any | None = None,
         webhook_latency: WebhookLatency | None = None,
+        audit: Any | None = None,
     ) -> None:
+        self.audit = audit  # audit.AuditHook: its buffered access events (not in the database yet)
         self.engine = engine
         self.counters = counters
         self.crm = crm  # crm_bridge.bridge.CrmBridge when configured (reads its dispatcher's totals)
@@ -231,7 +233,7 @@ class OpsCollector(Collector):
 
     @classmethod
     def for_runtime(cls, runtime: Runtime) -> OpsCollector:
-        return cls(runtime.engine, runtime.hl7_counters, runtime.crm, runtime.webhook_latency)
+        return cls(runtime.engine, runtime.hl7_counters, runtime.crm, runtime.webhook_latency, runtime.audit)
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are stable but the DB is not queried at registration
@@ -240,6 +242,17 @@ class OpsCollector(Collector):
         yield from self._hl7()
         yield from self._dispatcher()
         yield from self.webhook_latency.collect()
+        if self.audit is not None:
+            yield _gauge(
+                "carebridge_audit_unflushed_access_events",
+                "Access events captured but not yet committed (lost by a crash; 0 with durable reads)",
+                self.audit.unflushed,
+            )
+            yield _gauge(
+                "carebridge_audit_dropped_access_events",
+                "Access events that could not be written after retries (the reads failed when durable)",
+                self.audit.dropped,
+            )
         up = 1.0
         families: list[Metric] = []
         try:

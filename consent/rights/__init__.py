@@ -21,7 +21,7 @@ from consent.rights.calendar import ManualClock, SystemClock, WorkingCalendar
 from consent.rights.deps import RightsDeps
 from consent.rights.processors import Processors
 from consent.rights.service import RightsService
-from consent.rights.tombstones import TombstoneHook
+from consent.rights.tombstones import TombstoneHook, ensure_file
 from fhir_store import FhirStore
 
 __all__ = [
@@ -49,6 +49,7 @@ def build_rights(
 
     ``processors`` is whoever received patients (the CRM bridge), notified on erasure.
     """
+    ensure_file(settings.tombstone_path)  # from now on, a missing file is a lost one (restore refuses)
     deps = RightsDeps(
         store=store,
         audit=audit,

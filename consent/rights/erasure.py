@@ -19,6 +19,14 @@ Why:
   events are purged; sealed HIS booking messages of the patient's appointments
   that were already answered are shredded; the patient's consents are withdrawn.
 
+* Merged and linked records — an erasure covers every Patient reachable through
+  ``Patient.link`` (``replaced-by``/``replaces`` from a merge, ADT^A40, and ``seealso``/
+  ``refer``: FHIR R4 Patient.link), in both directions: a duplicate the HIS merged
+  is the same person, so its record is held and labelled, its consents withdrawn, its
+  CRM links destroyed and its identifiers tombstoned like the requested one's
+  (:func:`linked_patient_ids`).  A later HIS message or consent about the duplicate
+  is then restricted by the tombstone hook and never reaches a CRM.
+
 Everything happens in the request's single store transaction; the tombstone
 is then appended to the file kept outside the database.
 """
@@ -32,6 +40,7 @@ from typing import Any
 from sqlalchemy import Connection, insert
 
 from audit import Target
+from common import CarebridgeError
 from consent.pdp import load_consents
 from consent.retention import CIRCULAR_RECORDS, CIRCULAR_RETENTION, RECORD_TYPES, held_until
 from consent.rights import model as m
@@ -41,19 +50,74 @@ from consent.rights.outcome import Outcome
 from consent.rights.response import DECREE_DEADLINES, LAW_ERASURE
 from consent.rights.schema import SEALED, privacy_receipt, privacy_tombstone
 from consent.rights.tombstones import append_to_file, relabel, relabelled_version, subject_hashes
-from fhir_store import Operation, OperationResult, RequestContext, Update
+from fhir_store import FhirStore, Operation, OperationResult, RequestContext, StoredResource, Update
+
+#: Most Patient records one erasure follows through Patient.link (a merge chain is short; a cycle stops).
+MAX_LINKED = 32
+
+
+def _link_targets(resource: dict[str, Any]) -> list[str]:
+    out = []
+    for link in resource.get("link") or []:
+        ref = str((link.get("other") or {}).get("reference") or "")
+        if ref.startswith("Patient/"):
+            out.append(ref.split("/", 1)[1])
+    return out
+
+
+def linked_patient_ids(store: FhirStore, patient_id: str) -> list[str]:
+    """``patient_id`` first, then every Patient reachable through ``Patient.link`` (any type, both ways).
+
+    Links are followed from each record's own ``link`` list (the survivor's ``replaces``, the
+    merged record's ``replaced-by``), so the walk reaches every record of one merge chain.
+    """
+    found = [patient_id]
+    queue = [patient_id]
+    while queue and len(found) < MAX_LINKED:
+        current = queue.pop(0)
+        try:
+            resource = store.read("Patient", current).resource()
+        except CarebridgeError:  # deleted or unknown: nothing more to follow from it
+            continue
+        for other in _link_targets(resource):
+            if other not in found and len(found) < MAX_LINKED:
+                found.append(other)
+                queue.append(other)
+    return found
+
+
+def _everything(store: FhirStore, patient_ids: Sequence[str]) -> list[StoredResource]:
+    """The records of every linked Patient, each once (the requested patient's first)."""
+    out: dict[tuple[str, str], StoredResource] = {}
+    for pid in patient_ids:
+        try:
+            records = store.everything(pid)
+        except CarebridgeError:  # a linked record that was deleted holds nothing to erase
+            continue
+        for stored in records:
+            out.setdefault((stored.resource_type, stored.id), stored)
+    return list(out.values())
 
 
 def handle_erasure(
     deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
 ) -> Outcome:
     store = deps.store
-    held = store.everything(req.patient_id)
+    patient_ids = linked_patient_ids(store, req.patient_id)
+    held = _everything(store, patient_ids)
     now = deps.clock.now_us()
+    processors = deps.processors
     with store.engine.connect() as conn:
-        consents = [c for c in load_consents(conn, req.patient_id, store.cipher) if c.status == "active"]
-        processors = deps.processors
-        crms = processors.linked(conn, req.patient_id) if processors is not None else []
+        consents = [
+            c for pid in patient_ids for c in load_consents(conn, pid, store.cipher) if c.status == "active"
+        ]
+        links = {pid: processors.linked(conn, pid) for pid in patient_ids} if processors is not None else {}
+    # one receipt per CRM (its deletion receipt names the first linked record it knows)
+    receipt_of: dict[str, str] = {}
+    for pid, linked in links.items():
+        for crm_id in linked:
+            receipt_of.setdefault(crm_id, pid)
+    crms = sorted(receipt_of)
     ops: list[Operation] = []
     consent_ops: list[Operation] = []
     for record in consents:
@@ -67,7 +131,12 @@ def handle_erasure(
     retained_note = [
         {"what": "medical record (Patient, Encounter, Appointment)", "why": CIRCULAR_RETENTION},
     ]
-    hashes = subject_hashes(next(s.resource() for s in held if s.resource_type == "Patient"), store.cipher)
+    hashes = [
+        pair
+        for s in held
+        if s.resource_type == "Patient"
+        for pair in subject_hashes(s.resource(), store.cipher)
+    ]
     scope = req.scope or {"crm": "all", "clinical": "retained"}
     document: dict[str, Any] = {
         "request": req.id,
@@ -141,6 +210,8 @@ def handle_erasure(
             },
         ],
         "processors": [{"crm": c, "notified_at": iso(now), "confirmed_at": None} for c in crms],
+        # other records of the same person (merges, Patient.link) erased with it
+        "linked_records": len(patient_ids) - 1,
         "legal_basis": [LAW_ERASURE, DECREE_DEADLINES, CIRCULAR_RETENTION, CIRCULAR_RECORDS],
     }
     scope_text = orjson_text(scope)
@@ -162,8 +233,9 @@ def handle_erasure(
 
     def in_transaction(conn: Connection, results: Sequence[OperationResult]) -> None:
         if processors is not None:
-            subjects = {c: processors.subject(c, req.patient_id) for c in crms}
-            processors.erase(conn, req.patient_id, appointment_ids=appointment_ids, retained=retained_note)
+            subjects = {c: processors.subject(c, receipt_of[c]) for c in crms}
+            for pid in patient_ids:
+                processors.erase(conn, pid, appointment_ids=appointment_ids, retained=retained_note)
             for crm_id, subject in subjects.items():
                 conn.execute(
                     insert(privacy_receipt).values(
@@ -196,7 +268,10 @@ def handle_erasure(
             patient_id=req.patient_id,
             request_id=req.id,
             action="D",
-            detail=f"crm_notified={len(crms)}; consents_withdrawn={len(consents)}; held={len(held)}",
+            detail=(
+                f"crm_notified={len(crms)}; consents_withdrawn={len(consents)}; held={len(held)}; "
+                f"linked_records={len(patient_ids) - 1}"
+            ),
         )
 
     def after_commit() -> None:

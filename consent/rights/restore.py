@@ -27,15 +27,17 @@ def _known_requests(conn: Connection) -> set[str]:
     return {str(r[0]) for r in conn.execute(select(privacy_tombstone.c.request_id).distinct()).all()}
 
 
-def _find_patient(conn: Connection, hashes: set[str], cipher: StoreCipher) -> str | None:
+def _find_patients(conn: Connection, hashes: set[str], cipher: StoreCipher) -> list[str]:
+    """Every Patient a tombstone names: an erasure covers the merged records of the person too."""
     import orjson
 
+    found = []
     for res_id, version, content in iter_current_sealed(conn, "Patient"):
         plain = cipher.open_resource("Patient", res_id, version, content)  # sealed at rest
         resource = {**orjson.loads(plain), "id": res_id}
         if hashes.intersection(lookup_hashes(resource, cipher)):
-            return str(res_id)
-    return None
+            found.append(str(res_id))
+    return found
 
 
 def reapply(
@@ -45,9 +47,20 @@ def reapply(
     *,
     forget_links: Callable[[Connection, str], None] | None = None,
 ) -> int:
+    """How many erasure requests :func:`reapply_requests` applied."""
+    return len(reapply_requests(engine, cipher, records, forget_links=forget_links))
+
+
+def reapply_requests(
+    engine: Engine,
+    cipher: StoreCipher,
+    records: list[dict[str, Any]],
+    *,
+    forget_links: Callable[[Connection, str], None] | None = None,
+) -> list[str]:
     """Apply the tombstones (``tombstones.read_file`` of the file) the restored database lacks.
 
-    Returns how many requests were applied.
+    Returns the request ids applied, in file order (``carebridge restore`` lists them).
     ``cipher`` is the store's (``fhir_store.key_registry.open_cipher``): content is sealed at rest.
     ``forget_links`` removes what processors (the CRM bridge) hold about the patient; the
     gateway passes it, so this package does not depend on theirs.
@@ -61,14 +74,14 @@ def reapply(
     # ran (nothing to re-send), and ``gateway.backup`` recomputes the audit chain after a restore.
     store = FhirStore(engine, cipher=cipher)
     context = RequestContext("restore-tombstones", client_id="carebridge-restore", role="system")
-    applied = 0
-    for rows in missing.values():
+    applied: list[str] = []
+    for request_id, rows in missing.items():
         with engine.connect() as conn:
-            patient_id = _find_patient(conn, {str(r["subject_hash"]) for r in rows}, cipher)
+            patient_ids = _find_patients(conn, {str(r["subject_hash"]) for r in rows}, cipher)
         ops: list[Operation] = []
-        held: list[tuple[str, str]] = []
-        if patient_id is not None:
-            held = [(s.resource_type, s.id) for s in store.everything(patient_id)]
+        held: dict[tuple[str, str], None] = {}
+        for patient_id in patient_ids:
+            held.update(dict.fromkeys((s.resource_type, s.id) for s in store.everything(patient_id)))
             with engine.connect() as conn:
                 for consent in load_consents(conn, patient_id, cipher):
                     if consent.status == "active":
@@ -77,9 +90,10 @@ def reapply(
                         ops.append(Update("Consent", consent.id, resource))
         ops += [relabel(kind, res_id) for kind, res_id in held]
 
-        def extra(conn: Connection, _results: Any, pid: str | None = patient_id, rs: Any = rows) -> None:
-            if pid is not None and forget_links is not None:
-                forget_links(conn, pid)
+        def extra(conn: Connection, _results: Any, pids: list[str] = patient_ids, rs: Any = rows) -> None:
+            if forget_links is not None:
+                for pid in pids:
+                    forget_links(conn, pid)
             conn.execute(
                 insert(privacy_tombstone),
                 [
@@ -100,5 +114,5 @@ def reapply(
         else:
             with store.write_connection() as conn:
                 extra(conn, None)
-        applied += 1
+        applied.append(request_id)
     return applied

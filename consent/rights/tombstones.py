@@ -220,6 +220,16 @@ def append_to_file(path: Path, records: Sequence[dict[str, Any]]) -> None:
         os.fsync(handle.fileno())
 
 
+def ensure_file(path: Path) -> None:
+    """Create the (empty) tombstone file if it is missing, so that a missing file means a lost one.
+
+    ``carebridge restore`` refuses to run without it (``gateway.backup``): a restore that
+    cannot see the erasures made after its backup would bring erased patients back.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+
+
 def read_file(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []

@@ -126,6 +126,14 @@ def credentials_from(authorization: str | None, form: Mapping[str, str]) -> Cred
     return Credentials("client_secret_post", form_id, secret=form.get("client_secret", ""))
 
 
+def claimed_client_id(authorization: str | None, form: Mapping[str, str]) -> str:
+    """The client id a request names, even one refused before authentication (for its audit event)."""
+    if authorization:
+        with contextlib.suppress(Refused):
+            return _basic(authorization)[0]
+    return form.get("client_id", "")
+
+
 #: Niceness added to the hashing threads (Linux schedules threads as tasks of their own).
 HASH_NICENESS = 10
 
@@ -173,6 +181,9 @@ class TokenLogin:
             request_id, client_id=UNKNOWN, role=UNKNOWN, channel="rest", source_address=address
         )
         method = "none"
+        claimed = claimed_client_id(authorization, form)
+        if claimed:  # a request refused for its form still names the client it claimed to be
+            context = replace(context, client_id=claimed[:_MAX_AUDITED_ID])
         try:
             credentials = credentials_from(authorization, form)
             method = credentials.method

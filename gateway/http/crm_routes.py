@@ -12,12 +12,18 @@ The bridge itself is wired in :mod:`gateway.crm_wiring`.
 Registering and stopping a webhook are audited (BALP RESTful create/delete on
 ``Subscription/<id>``, refusals included): a webhook decides where patient
 events go, so who pointed them where must be on record (ISO/IEC 27001:2022
-A.8.15).  Where a webhook may point is the bridge's rule
+A.8.15); so is a redelivery (``update``: it rewinds where the webhook reads).  Every
+``POST /consents`` leaves exactly one event with its outcome: an accepted answer is
+the store's ``create`` of the Consent, a refused one a failed ``create`` written by
+:func:`_audited_consent_call` (Law 91/2025/QH15 Art. 9: consent must be provable,
+and so must an attempt to record one).  Where a webhook may point is the bridge's rule
 (``crm_bridge.webhook_policy``); a refused URL is a 400 naming ``url``.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -142,6 +148,7 @@ def redeliver(
     count = bridge.subscriptions.redeliver(
         caller.principal.client_id, sub_id, from_seq=_from_cursor((body or {}).get("from_cursor"))
     )
+    _audit(request, caller.context, "update", sub_id, 200 if count >= 0 else 404, None)
     if count < 0:
         raise NotFound("unknown subscription", location="id")
     bridge.dispatcher.wake.set()
@@ -160,9 +167,33 @@ def book(
     return _bridge(request).booking.request(caller.principal.client_id, body, caller.context, idempotency_key)
 
 
+def _audited_consent_call(route: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """A refused consent call is recorded as one failed ``create`` (see module docstring)."""
+
+    @functools.wraps(route)
+    def wrapper(request: Request, body: dict[str, Any], caller: Any) -> dict[str, Any]:
+        try:
+            return route(request, body, caller)
+        except CarebridgeError as exc:
+            audit: AuditHook | None = runtime_of(request).audit
+            if audit is not None:
+                event = rest_event(
+                    caller.context,
+                    "create",
+                    recorded_us=now_us(),
+                    outcome=outcome_for_status(exc.http_status),
+                    outcome_desc=f"crm consent refused (HTTP {exc.http_status}): {exc.message}"[:300],
+                )
+                audit.append([event])
+            raise
+
+    return wrapper
+
+
 @router.post(
     "/consents", status_code=201, summary="Record a patient's answer collected by the CRM (grant or withdraw)"
 )
+@_audited_consent_call
 def record_consent(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
     bridge = _bridge(request)
     purpose = str(body.get("purpose") or "")

@@ -17,6 +17,10 @@ says what a route needs:
 * ``PRIVACY``: role channel ``privacy``; a patient token must be bound to its patient;
 * ``PRIVACY_RECEIPT``: a configured CRM confirming an erasure (Law 91/2025/QH15 Art. 14).
 
+Every authorised caller states a purpose of use (``X-Purpose-Of-Use``, defaulted and
+bounded per role by :mod:`gateway.auth.purpose`); it rides on the context into every
+AuditEvent of the request (``purposeOfEvent``, IHE BALP).
+
 A missing or invalid token is a 401, a valid token that may not do this a 403.
 Either is written to the audit trail exactly once, here, before the
 OperationOutcome goes out: with the token's client id and role when the token
@@ -41,6 +45,8 @@ from starlette.concurrency import run_in_threadpool
 from common import CarebridgeError, Forbidden
 from fhir_store import SUPPORTED_TYPES, RequestContext
 from gateway.auth.guard import AccessGuard
+from gateway.auth.purpose import HEADER as PURPOSE_HEADER
+from gateway.auth.purpose import purpose_for
 from gateway.auth.scopes import ROLE_CHANNELS, Interaction, require, require_channel
 from gateway.auth.tokens import Principal
 from gateway.http.errors import AUDITED_STATE, CONTEXT_STATE
@@ -138,7 +144,11 @@ def _authorize(request: Request, access: Access, principal: Principal) -> None:
 
 
 def _context(
-    request: Request, access: Access, principal: Principal | None, request_id: str
+    request: Request,
+    access: Access,
+    principal: Principal | None,
+    request_id: str,
+    purpose: str | None = None,
 ) -> RequestContext:
     address = request.client.host if request.client else None
     if principal is None:
@@ -162,6 +172,7 @@ def _context(
         source_address=address,
         patient_ids=confined,
         grants=tuple(str(s) for s in principal.scopes) if scoped else (),
+        purpose_of_use=purpose,
     )
 
 
@@ -173,6 +184,7 @@ async def authenticate(request: Request, access: Access) -> Caller:
     try:
         principal = AccessGuard(runtime.tokens).authenticate(request.headers.get("authorization"))
         _authorize(request, access, principal)
+        purpose = purpose_for(principal.role, request.headers.get(PURPOSE_HEADER))
     except CarebridgeError as exc:
         subtype = access.audit_as or _AUDIT_INTERACTION.get(
             interaction_of(request.method, _route_path(request)), "transaction"
@@ -181,7 +193,7 @@ async def authenticate(request: Request, access: Access) -> Caller:
         await run_in_threadpool(runtime.audit.record_denial, denied, subtype, reason=exc.message)
         setattr(request.state, AUDITED_STATE, True)
         raise
-    caller = Caller(principal, _context(request, access, principal, request_id))
+    caller = Caller(principal, _context(request, access, principal, request_id, purpose))
     setattr(request.state, CONTEXT_STATE, caller.context)
     return caller
 

@@ -92,6 +92,16 @@ def populate(url: str, audit_key: Path) -> list[str]:
     return ids
 
 
+@pytest.fixture(autouse=True)
+def tombstone_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The erasure tombstone file a running carebridge keeps (empty: no erasure yet); restore needs it."""
+    path = tmp_path / "var" / "erasure-tombstones.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    monkeypatch.setenv("CAREBRIDGE_PRIVACY_TOMBSTONE_FILE", str(path))
+    return path
+
+
 @pytest.fixture
 def keys(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "keys" / "backup.key", tmp_path / "keys" / "audit.pem"
