@@ -315,7 +315,7 @@ class CrmOutboxHook:
                         patient_id,
                         pseudonym,
                         {"purposes": permitted, "patient": projection},
-                        tuple(permitted),
+                        PURPOSES,  # one projection serves every purpose: it leaves when none remains
                     )
                 )
         values = {

@@ -25,6 +25,7 @@ import pytest
 
 from consent.purposes import build_consent
 from crm_bridge.delivery import SIGNATURE_HEADER
+from fhir_store import format_instant, now_us
 from tests.http.live import LiveServer, serve
 from tests.support import TEST_SECRET_LOG2N
 
@@ -33,6 +34,7 @@ MRN_SYSTEM = "https://id.carebridge.vn/mrn/BVDK_HN"
 PROJECTION = {
     "clients": {
         CRM_ID: {
+            "purposes": ["appointment-reminder", "post-visit-care"],
             "fields": {
                 "patient": ["pseudonym", "display_name", "gender", "birth_year", "phone", "zalo"],
                 "appointment": ["appointment_id", "start", "end", "status", "service"],
@@ -247,20 +249,28 @@ def counter_consent(
     purpose: str,
     *,
     permit: bool = True,
-    date_time: str = "2026-11-20T08:00:00+07:00",
+    date_time: str | None = None,
     channel: str = "counter",
 ) -> dict[str, Any]:
-    """A Consent for ``CRM_ID`` as a front desk records it (shown text and its version included)."""
+    """A Consent for ``CRM_ID`` as a front desk records it (shown text and its version included).
+
+    Dated two hours ago by default: a grant more than 24 h old is refused (``consent.grants``).
+    """
     return build_consent(
         patient_id,
         purpose,
         permit=permit,
-        date_time=date_time,
+        date_time=date_time or recent(2),
         channel=channel,
         text_version="v3",
         text_shown="Tôi đồng ý.",
         recipient=CRM_ID,
     )
+
+
+def recent(hours_ago: float) -> str:
+    """An instant ``hours_ago`` before now (grants must be dated within the last 24 h)."""
+    return format_instant(now_us() - int(hours_ago * 3600 * 1_000_000))
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:

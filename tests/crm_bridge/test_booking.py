@@ -13,7 +13,7 @@ import pytest
 
 from consent.purposes import APPOINTMENT_REMINDER, build_consent
 from gateway.mllp.framing import Frame, FrameDecoder, frame
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient, his, serve_crm, wait_for
+from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient, his, recent, serve_crm, wait_for
 from tests.http.live import LiveServer
 
 
@@ -76,7 +76,7 @@ def _consented_pseudonym(live: LiveServer, crm: CrmClient) -> tuple[str, str]:
             pid,
             APPOINTMENT_REMINDER,
             permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
+            date_time=recent(2),
             channel="zalo",
             text_version="v3",
             text_shown="Đồng ý",
@@ -119,11 +119,14 @@ def test_booking_round_trip(booking_env: tuple[LiveServer, HisPeer]) -> None:
     else:
         assert status == "cancelled"
         assert [e["type"] for e in events] == ["appointment.rejected"]
+        # the HIS's text ("Bác sĩ không có lịch vào giờ này") stays with the clinic: the CRM
+        # gets a category and the HL7 error code only (issue #18 item 4)
         assert events[0]["data"] == {
             "appointment_id": appointment_id,
             "ack_code": "AR",
-            "reason": "Bác sĩ không có lịch vào giờ này",
+            "reason": {"category": "refused", "hl7_error_code": None},
         }
+        assert "Bác sĩ" not in str(events)
     crm.http.close()
 
 
