@@ -39,7 +39,7 @@ PROJECTION = {
                 "patient": ["pseudonym", "display_name", "gender", "birth_year", "phone", "zalo"],
                 "appointment": ["appointment_id", "start", "end", "status", "service"],
                 "encounter": ["completed_at", "service_type"],
-            }
+            },
         }
     }
 }
@@ -114,10 +114,15 @@ class Receiver:
 
 @contextmanager
 def serve_crm(
-    database_url: str, tmp: Path, *, store_key_file: str | None = None, **extra: str
+    database_url: str,
+    tmp: Path,
+    *,
+    store_key_file: str | None = None,
+    config: dict[str, Any] | None = None,
+    **extra: str,
 ) -> Iterator[LiveServer]:
     projection = tmp / "crm_projection.yaml"
-    projection.write_text(json.dumps(PROJECTION))  # JSON is YAML
+    projection.write_text(json.dumps(config or PROJECTION))  # JSON is YAML
     settings_extra = {
         "crm_projection_file": str(projection),
         "crm_key_file": str(tmp / "crm-keys.json"),
@@ -151,15 +156,19 @@ def receiver() -> Iterator[Receiver]:
 
 
 class CrmClient:
-    """The CRM side: a real token of role ``crm`` for client id ``crm-main``."""
+    """The CRM side: a real token of role ``crm`` for client id ``crm-main`` (or ``crm_id``).
 
-    def __init__(self, live: LiveServer) -> None:
+    Registering the client starts its feed (``crm_bridge.feed_start``): it reads what is
+    written from then on.
+    """
+
+    def __init__(self, live: LiveServer, crm_id: str = CRM_ID) -> None:
         from gateway.auth.clients import ClientRegistry
 
-        secret = ClientRegistry(live.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(CRM_ID, "crm") or ""
+        secret = ClientRegistry(live.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(crm_id, "crm") or ""
         token = httpx.post(
             f"{live.base_url}/auth/token",
-            data={"grant_type": "client_credentials", "client_id": CRM_ID, "client_secret": secret},
+            data={"grant_type": "client_credentials", "client_id": crm_id, "client_secret": secret},
         ).json()["access_token"]
         self.http = httpx.Client(
             base_url=f"{live.base_url}/crm/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30

@@ -20,8 +20,12 @@ from tests.http.live import LiveServer
 class HisPeer:
     """An MLLP server answering every message with ``code`` (MSA-2 echoes MSH-10 unless ``wrong_id``)."""
 
-    def __init__(self, code: str, text: str = "", wrong_id: bool = False) -> None:
+    def __init__(
+        self, code: str, text: str = "", wrong_id: bool = False, *, msa_text: str = "", err: str = ""
+    ) -> None:
+        """``msa_text``: MSA-3; ``err``: a whole ERR segment replacing the one built from ``text``."""
         self.code, self.text, self.wrong_id = code, text, wrong_id
+        self.msa_text, self.err = msa_text, err
         self.messages: list[bytes] = []
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -37,7 +41,9 @@ class HisPeer:
                     msh = item.payload.split(b"\r", 1)[0].decode().split("|")
                     control = "OTHER" if self.wrong_id else msh[9]
                     err = f"\rERR||||E||||{self.text}" if self.text else ""
-                    ack = f"MSH|^~\\&|HIS|HIS|CAREBRIDGE|CRM|20261120||ACK^S12|A{control}|P|2.5.1\rMSA|{self.code}|{control}{err}"
+                    err = f"\r{self.err}" if self.err else err
+                    msa = f"MSA|{self.code}|{control}" + (f"|{self.msa_text}" if self.msa_text else "")
+                    ack = f"MSH|^~\\&|HIS|HIS|CAREBRIDGE|CRM|20261120||ACK^S12|A{control}|P|2.5.1\r{msa}{err}"
                     writer.write(frame(ack.encode()))
                     await writer.drain()
             writer.close()
