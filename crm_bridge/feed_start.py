@@ -16,6 +16,7 @@ Reading the past is an explicit, audited operator decision
 from __future__ import annotations
 
 from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from crm_bridge.schema import crm_feed_start, crm_outbox
 from fhir_store import for_reading, for_writing, now_us
@@ -49,8 +50,12 @@ def ensure_registered(engine: Engine, crm_id: str) -> int:
         existing = feed_start(conn, crm_id)
     if existing is not None:
         return existing
-    with for_writing(engine).begin() as conn:
-        return register_feed(conn, crm_id)
+    try:
+        with for_writing(engine).begin() as conn:
+            return register_feed(conn, crm_id)
+    except IntegrityError:  # another request registered it meanwhile: its start stands
+        with for_reading(engine).connect() as conn:
+            return feed_start(conn, crm_id) or 0
 
 
 def grant_backlog(conn: Connection, crm_id: str, from_seq: int) -> tuple[int, int]:
