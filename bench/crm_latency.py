@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from bench.cpu_accounting import process_cpu_s  # noqa: E402
 from bench.mllp_ingest import start_serve  # noqa: E402
 from consent import POST_VISIT_CARE, build_consent  # noqa: E402
-from fhir_store import Create, RequestContext, upgrade  # noqa: E402
+from fhir_store import Create, RequestContext, format_instant, now_us, upgrade  # noqa: E402
 from gateway.mllp.client import MllpClient, parse_ack  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
@@ -131,7 +131,7 @@ def setup(database_url: str, workdir: Path, mrns: list[str], receiver_url: str) 
                 pid,
                 POST_VISIT_CARE,
                 permit=True,
-                date_time="2026-11-20T08:00:00+07:00",
+                date_time=format_instant(now_us()),  # grants older than 24 h are refused
                 channel="counter",
                 text_version="v1",
                 text_shown="Đồng ý",

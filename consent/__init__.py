@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from consent.grants import (
+    MAX_GRANT_AGE_US,
+    check_grant,
+)
 from consent.keys import (
     ENV_KEYS,
     RELOAD_EVERY_S,
@@ -26,6 +30,8 @@ from consent.pdp import (
 )
 from consent.purposes import (
     APPOINTMENT_REMINDER,
+    CHANNELS,
+    MARKETING,
     POST_VISIT_CARE,
     PURPOSE_SYSTEM,
     PURPOSES,
@@ -72,7 +78,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APPOINTMENT_REMINDER",
+    "CHANNELS",
     "ENV_KEYS",
+    "MARKETING",
+    "MAX_GRANT_AGE_US",
     "POST_VISIT_CARE",
     "PURPOSES",
     "PURPOSE_SYSTEM",
@@ -97,6 +106,7 @@ __all__ = [
     "WorkingCalendar",
     "build_consent",
     "build_rights",
+    "check_grant",
     "consent_patient",
     "read_tombstone_file",
     "reapply_tombstone_requests",

@@ -11,6 +11,13 @@ Why (Law 91/2025/QH15 Art. 9, 26, 28; Decree 356/2025/ND-CP Art. 7; ISO/IEC
 * **withdrawal at once** — consents are read on the connection of the
   transaction that would disclose, so a withdrawal committed before it is
   seen, and one in the same transaction too;
+* **a consent binds its recipient** — a grant (``permit``) counts for a CRM
+  only when it names that CRM as recipient actor, or names none and the CRM
+  declares it serves the purpose (``serves``: the ``purposes`` of its entry in
+  the projection file); a grant without recipient never reaches a CRM serving
+  other purposes (the marketing CRM does not get care consents).  A
+  withdrawal or opt-out (``deny``) without recipient applies to every CRM:
+  withdrawing must never be narrower than what was granted (Law 91/2025 Art. 9);
 * **latest answer wins** for care purposes (a newer ``deny`` withdraws an
   older ``permit`` and vice versa); for **marketing any active opt-out wins**
   (opt-out must always be possible and must not be overridden silently).
@@ -129,16 +136,22 @@ def decide(
     at_us: int,
     labels: Iterable[str] = (),
     resource: str | None = None,
+    serves: Iterable[str] = (),
 ) -> Decision:
-    """Pure decision over already loaded consents (see module docstring for the rules)."""
+    """Pure decision over already loaded consents (see module docstring for the rules).
+
+    ``serves``: the purposes the recipient declares it serves; a grant naming no
+    recipient counts only for those.
+    """
     if RESTRICTED_LABELS.intersection(labels):
         return Decision(False, patient_id, purpose, recipient, "restricted-label", resource=resource)
+    served = purpose in frozenset(serves)
     applicable = [
         c
         for c in consents
         if c.status == "active"
         and purpose in c.purposes
-        and (not c.recipients or recipient in c.recipients)
+        and (recipient in c.recipients or (not c.recipients and (served or not c.permit)))
         and (c.period is None or c.period[0] <= at_us <= c.period[1])
     ]
     if not applicable:
@@ -212,6 +225,7 @@ class DecisionSession:
         *,
         labels: Iterable[str] = (),
         resource: str | None = None,
+        serves: Iterable[str] = (),
     ) -> Decision:
         decision = decide(
             self.consents(patient_id),
@@ -221,6 +235,7 @@ class DecisionSession:
             at_us=self.at_us,
             labels=labels,
             resource=resource,
+            serves=serves,
         )
         self.decisions.append(decision)
         return decision

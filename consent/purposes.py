@@ -14,7 +14,8 @@ A carebridge Consent is a FHIR R4 Consent (https://hl7.org/fhir/R4/consent.html)
 * ``provision.purpose`` — codes of :data:`PURPOSE_SYSTEM`; ``marketing`` alone;
 * ``provision.actor`` (optional) — the recipient (role ``IRCP``) identified by
   ``{"identifier": {"system": RECIPIENT_SYSTEM, "value": <CRM client id>}}``;
-  without an actor the consent covers every configured CRM;
+  a grant without an actor covers the CRMs that declare they serve its purpose
+  (``consent.pdp.decide``), a withdrawal without an actor every CRM;
 * ``sourceAttachment`` — the text shown (``data``, base64) and its version
   (``title``), required for a ``permit``;
 * extension :data:`CHANNEL_URL` (``valueCode``: counter, web, app, zalo, sms,
@@ -34,8 +35,9 @@ from typing import Any
 from sqlalchemy import Connection
 
 from common import InvalidInput
+from consent.grants import LATE_REASON_URL, RECORDED_AT_URL, RECORDED_BY_URL, check_grant
 from consent.retention import RESTRICTED_CODE, is_held
-from fhir_store import RequestContext, ResourceChange, ResourceSearchSpec, SearchParam
+from fhir_store import RequestContext, ResourceChange, ResourceSearchSpec, SearchParam, now_us
 
 PURPOSE_SYSTEM = "https://fhir.carebridge.vn/CodeSystem/consent-purpose"
 APPOINTMENT_REMINDER = "appointment-reminder"
@@ -136,7 +138,8 @@ def check_consent(resource: dict[str, Any]) -> None:
 
 
 class ConsentIntakeHook:
-    """StoreHook: rejects (rolls back) Consents that break :func:`check_consent`.
+    """StoreHook: rejects (rolls back) Consents that break :func:`check_consent` or
+    :func:`consent.grants.check_grant` (who may grant, and when a grant may be dated).
 
     A hook rather than a route check so REST ``/fhir/Consent``, transaction
     Bundles and the CRM API all go through the same rules.
@@ -148,6 +151,7 @@ class ConsentIntakeHook:
         for change in changes:
             if change.resource_type == "Consent" and change.resource is not None:
                 check_consent(change.resource)
+                check_grant(change.resource, change.previous, context, now_us())
 
 
 def build_consent(
@@ -160,8 +164,16 @@ def build_consent(
     text_version: str | None = None,
     text_shown: str | None = None,
     recipient: str | None = None,
+    recorded_by: str | None = None,
+    recorded_at: str | None = None,
+    late_reason: str | None = None,
 ) -> dict[str, Any]:
-    """A Consent resource in the profile above (used by the CRM API and the tests)."""
+    """A Consent resource in the profile above (used by the CRM and clinic APIs and the tests).
+
+    ``recorded_by``/``recorded_at``: who entered the answer and when
+    (``consent.grants``); ``late_reason``: a privacy officer's reason for a
+    grant dated outside the accepted window.
+    """
     import base64
 
     resource: dict[str, Any] = {
@@ -185,6 +197,11 @@ def build_consent(
             "title": text_version or "unversioned",
             "data": base64.b64encode((text_shown or "").encode()).decode(),
         }
+    stamps = ((RECORDED_BY_URL, recorded_by), (RECORDED_AT_URL, recorded_at), (LATE_REASON_URL, late_reason))
+    for url, value in stamps:
+        if value:
+            kind = "valueDateTime" if url == RECORDED_AT_URL else "valueString"
+            resource["extension"].append({"url": url, kind: value})
     if recipient:
         resource["provision"]["actor"] = [
             {

@@ -22,6 +22,12 @@ from crm_bridge.delivery import (
     read_feed,
     verify_signature,
 )
+from crm_bridge.feed_start import (
+    ensure_registered,
+    feed_start,
+    grant_backlog,
+    register_feed,
+)
 from crm_bridge.field_keys import (
     field_keys_in_use,
     rewrap_fields,
@@ -39,6 +45,9 @@ from crm_bridge.processors import (
 )
 from crm_bridge.registration import (
     register as register_crm,
+)
+from crm_bridge.rejection import (
+    err3_code as his_error_code,
 )
 from crm_bridge.status import (
     HIS_OPEN_STATUSES,
@@ -65,14 +74,19 @@ __all__ = [
     "ProjectionConfig",
     "WebhookPolicy",
     "dead_letter_counts",
+    "ensure_registered",
+    "feed_start",
     "field_keys_in_use",
     "forget_patient_links",
+    "grant_backlog",
+    "his_error_code",
     "his_outbox_counts",
     "outbox_head",
     "outbox_heads",
     "outbox_size",
     "read_feed",
     "register_crm",
+    "register_feed",
     "resolve_pseudonym",
     "rewrap_fields",
     "rotate_pseudonyms",

@@ -9,7 +9,8 @@ backoff until the HIS answers.  The ACK must acknowledge *our* message
 (MSA-2 = our MSH-10) before it changes anything: an ACK for another message
 is treated as no answer.  AA/CA → ``booked`` (the outbox hook then emits
 ``appointment.booked``); AE/AR → ``cancelled`` and an ``appointment.rejected``
-event to the requesting CRM carrying the HIS's reason.
+event to the requesting CRM carrying a category and the HL7 error code, never
+the HIS's text (``crm_bridge.rejection``).
 
 The stored SIU^S12 is sealed (AES-GCM, CRM field key) because it carries the
 record number; the HIS's answer text (``last_error``: an ERR may name the
@@ -30,6 +31,7 @@ from sqlalchemy import Connection, insert, select, update
 from common import CrmSettings, InvalidInput, NotFound
 from consent import KeyStore
 from crm_bridge.outbox import PendingEvent, append_events, resolve_pseudonym
+from crm_bridge.rejection import error_code, rejection_reason, unreachable_reason
 from crm_bridge.schema import HIS_LAST_ERROR, crm_his_outbox
 from crm_bridge.worker_loop import WorkerLoop, backoff_s
 from fhir_store import (
@@ -51,7 +53,8 @@ MRN_PREFIX = "https://id.carebridge.vn/mrn/"
 class HisAnswer:
     code: str  # MSA-1
     control_id: str  # MSA-2
-    text: str  # the HIS's reason on AE/AR
+    text: str  # the HIS's reason on AE/AR (kept sealed for the clinic; never sent to the CRM)
+    error_code: str | None = None  # ERR-3.1, HL7 table 0357 (what the CRM is told)
 
 
 class HisTransport(Protocol):
@@ -235,7 +238,15 @@ class Booking:
         if ack is None:
             attempts += 1
             if attempts >= self.settings.webhook_max_attempts:
-                self._finish(row_id, crm_id, appointment_id, "failed", "", f"HIS unreachable: {error}")
+                self._finish(
+                    row_id,
+                    crm_id,
+                    appointment_id,
+                    "failed",
+                    "",
+                    f"HIS unreachable: {error}",
+                    unreachable_reason(),
+                )
             else:
                 delay = backoff_s(
                     attempts, self.settings.webhook_backoff_base_s, self.settings.webhook_backoff_max_s
@@ -252,15 +263,29 @@ class Booking:
                     )
             return
         if ack.code in ("AA", "CA"):
-            self._finish(row_id, crm_id, appointment_id, "booked", ack.code, "")
+            self._finish(row_id, crm_id, appointment_id, "booked", ack.code, "", None)
         else:
             self._finish(
-                row_id, crm_id, appointment_id, "rejected", ack.code, ack.text or f"HIS answered {ack.code}"
+                row_id,
+                crm_id,
+                appointment_id,
+                "rejected",
+                ack.code,
+                ack.text or f"HIS answered {ack.code}",
+                rejection_reason(ack.code, error_code(ack.error_code)),
             )
 
     def _finish(
-        self, row_id: int, crm_id: str, appointment_id: str, outcome: str, code: str, reason: str
+        self,
+        row_id: int,
+        crm_id: str,
+        appointment_id: str,
+        outcome: str,
+        code: str,
+        reason: str,
+        told: dict[str, str | None] | None,
     ) -> None:
+        """``reason`` (the HIS's text) stays with the clinic; the CRM is ``told`` codes only."""
         stored = self.store.read("Appointment", appointment_id)
         appointment = stored.resource()
         appointment.pop("meta", None)
@@ -285,7 +310,7 @@ class Booking:
                     "appointment.rejected",
                     None,
                     None,
-                    {"appointment_id": appointment_id, "ack_code": code or None, "reason": reason[:200]},
+                    {"appointment_id": appointment_id, "ack_code": code or None, "reason": told},
                 )
                 append_events(conn, self.keys, [event])
 

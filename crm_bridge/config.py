@@ -7,6 +7,12 @@ configuration error (a typo must not silently widen or narrow disclosure).
 The file format is documented in ``config/crm_projection.example.yaml`` and
 ``docs/crm-integration.md``.
 
+Each CRM also declares the ``purposes`` it serves (Law 91/2025/QH15 Art. 9:
+consent is per purpose and per recipient): a Consent that names no recipient
+reaches only the CRMs serving its purpose (``consent.pdp.decide``), so a
+care consent never reaches the marketing CRM.  A CRM without ``purposes``
+serves none and receives only what consents naming it allow.
+
 The bridge's other settings (``CAREBRIDGE_CRM_*``) are the ``crm`` group of
 the settings tree, :class:`common.settings.CrmSettings`.
 """
@@ -21,6 +27,7 @@ from typing import Any
 import yaml
 
 from common import InvalidInput
+from consent import PURPOSES
 from crm_bridge.projection import PROJECTION_FIELDS
 
 # The allowlist's vocabulary is what the projection code can build (one list, in projection.py).
@@ -43,13 +50,25 @@ EVENT_TYPES = (
 
 @dataclass(frozen=True)
 class CrmClient:
-    """One CRM: its OAuth client id (role ``crm``) and the fields it may receive."""
+    """One CRM: its OAuth client id (role ``crm``), the fields it may receive, the purposes it serves."""
 
     crm_id: str
     fields: Mapping[str, frozenset[str]]
+    purposes: frozenset[str] = frozenset()
 
     def allows(self, kind: str, name: str) -> bool:
         return name in self.fields.get(kind, frozenset())
+
+
+def _purposes(crm_id: object, spec: Any) -> frozenset[str]:
+    """The purposes a CRM declares (``purposes: [appointment-reminder, ...]``); unknown ones are errors."""
+    names = (spec or {}).get("purposes") or []
+    if not isinstance(names, list):
+        raise InvalidInput("purposes must be a list", location=f"clients.{crm_id}.purposes")
+    unknown = sorted(set(map(str, names)) - set(PURPOSES))
+    if unknown:
+        raise InvalidInput(f"unknown purpose(s) {unknown}", location=f"clients.{crm_id}.purposes")
+    return frozenset(map(str, names))
 
 
 @dataclass(frozen=True)
@@ -79,7 +98,7 @@ class ProjectionConfig:
                 allowed[kind] = frozenset(names or ())
             allowed.setdefault("patient", frozenset())
             allowed["patient"] = allowed["patient"] | {"pseudonym"}  # the subject is always the pseudonym
-            clients[str(crm_id)] = CrmClient(str(crm_id), allowed)
+            clients[str(crm_id)] = CrmClient(str(crm_id), allowed, _purposes(crm_id, spec))
         return cls(clients)
 
     @classmethod

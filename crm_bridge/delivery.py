@@ -74,15 +74,20 @@ class FeedEvent:
     seq: int
     event_type: str
     body: dict[str, Any]
+    patient_id: str | None = None  # internal id, for the disclosure's audit record (never sent)
 
     def wire(self) -> bytes:
         return orjson.dumps({**self.body, "seq": self.seq})
 
 
+# Only events after the CRM's feed start (``crm_bridge.feed_start``): an unregistered CRM reads nothing.
 _FEED = DriverQuery(
-    "SELECT seq, event_id, event_type, key_id, payload FROM crm_outbox"
-    " WHERE crm_id = :crm AND seq > :after ORDER BY seq LIMIT :limit"
+    "SELECT seq, event_id, event_type, key_id, payload, patient_id FROM crm_outbox"
+    " WHERE crm_id = :crm AND seq > :after"
+    " AND seq > COALESCE((SELECT f.start_seq FROM crm_feed_start f WHERE f.crm_id = :crm), :unregistered)"
+    " ORDER BY seq LIMIT :limit"
 )
+_UNREGISTERED = 2**63 - 1
 # Active subscriptions due now, and whether an operator re-queued dead letters for one.
 _DUE_SUBSCRIPTIONS = DriverQuery(
     "SELECT s.id, s.crm_id, s.url, s.events, s.secret_key_id, s.secret, s.cursor, s.attempts,"
@@ -92,12 +97,18 @@ _DUE_SUBSCRIPTIONS = DriverQuery(
 
 
 def read_feed(engine: Engine, keys: KeyStore, crm_id: str, after: int, limit: int = 100) -> list[FeedEvent]:
-    """Events after ``after`` in ``seq`` order (a driver-level statement: the dispatcher polls it)."""
+    """Events after ``after`` and after the CRM's feed start, in ``seq`` order.
+
+    A driver-level statement: the dispatcher polls it.
+    """
     with for_reading(engine).connect() as conn:
-        rows = _FEED.all(conn, {"crm": crm_id, "after": after, "limit": limit})
+        rows = _FEED.all(conn, {"crm": crm_id, "after": after, "limit": limit, "unregistered": _UNREGISTERED})
     return [
         FeedEvent(
-            int(r[0]), str(r[2]), orjson.loads(keys.cipher.open(str(r[3]), bytes(r[4]), str(r[1]).encode()))
+            int(r[0]),
+            str(r[2]),
+            orjson.loads(keys.cipher.open(str(r[3]), bytes(r[4]), str(r[1]).encode())),
+            None if r[5] is None else str(r[5]),
         )
         for r in rows
     ]

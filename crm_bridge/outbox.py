@@ -38,6 +38,7 @@ class PendingEvent:
     patient_id: str | None
     subject: str | None
     data: dict[str, Any]
+    purposes: tuple[str, ...] = ()  # purposes it is disclosed under ("" in the row: not purpose-bound)
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def pseudonym_link(keys: KeyStore, crm_id: str, patient_id: str) -> PseudonymLin
     return PseudonymLink(crm_id, keys.pseudonym(crm_id, patient_id), patient_id)
 
 
-_EVENT_COLUMNS = "event_id, crm_id, event_type, patient_id, created_us, key_id, payload"
+_EVENT_COLUMNS = "event_id, crm_id, event_type, patient_id, created_us, key_id, payload, purposes"
 _LINK_COLUMNS = "crm_id, pseudonym, key_id, patient_id, created_us"
 _LINK_CONFLICT = " ON CONFLICT (crm_id, pseudonym) DO NOTHING"
 
@@ -75,7 +76,7 @@ def _postgres_statement(events: int, links: int) -> str:
     if not events:
         return link
     insert = (
-        f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) SELECT * FROM (VALUES {_values(events, 7)})"
+        f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) SELECT * FROM (VALUES {_values(events, 8)})"
         f" AS v({_EVENT_COLUMNS}) WHERE (SELECT pg_advisory_xact_lock(%s)::text) IS NOT NULL"
     )
     return f"WITH link AS ({link}) {insert}" if links else insert
@@ -110,7 +111,10 @@ def append_events(
             "data": event.data,
         }
         kid, sealed = keys.cipher.seal(orjson.dumps(body), event_id.encode())
-        event_rows.append((event_id, event.crm_id, event.event_type, event.patient_id, now, kid, sealed))
+        purposes = " ".join(event.purposes)
+        event_rows.append(
+            (event_id, event.crm_id, event.event_type, event.patient_id, now, kid, sealed, purposes)
+        )
     cur = driver_cursor(conn)
     try:
         if conn.dialect.name == "postgresql":
@@ -127,12 +131,35 @@ def append_events(
             run_on_driver(
                 conn,
                 cur,
-                f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO crm_outbox ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 event_rows,
                 many=True,
             )
     finally:
         cur.close()
+
+
+def purge_withdrawn(conn: Connection, crm_id: str, patient_id: str, remaining: Iterable[str]) -> int:
+    """Remove the patient's events for this CRM that no permitted purpose covers any more.
+
+    Why (Law 91/2025/QH15 Art. 9: withdrawal is effective at once): a CRM
+    re-reading its feed (or a webhook still behind) must not be served names,
+    phones or visits disclosed under a purpose the patient has withdrawn.
+    Events bound to no purpose (``consent.changed``, ``patient.merged``, the
+    CRM's own booking answers) stay: they carry pseudonyms and codes only.
+    Call after :func:`append_events` of the same transaction, so that on SQLite
+    a freed ``seq`` is never handed to a newer event.  Returns the rows removed.
+    """
+    left = set(remaining)
+    rows = conn.execute(
+        select(crm_outbox.c.seq, crm_outbox.c.purposes).where(
+            crm_outbox.c.crm_id == crm_id, crm_outbox.c.patient_id == patient_id, crm_outbox.c.purposes != ""
+        )
+    ).all()
+    gone = [int(seq) for seq, purposes in rows if not left.intersection(str(purposes).split())]
+    for start in range(0, len(gone), 500):
+        conn.execute(delete(crm_outbox).where(crm_outbox.c.seq.in_(gone[start : start + 500])))
+    return len(gone)
 
 
 def link_pseudonym(conn: Connection, keys: KeyStore, crm_id: str, patient_id: str) -> str:

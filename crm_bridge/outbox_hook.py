@@ -16,6 +16,10 @@ pseudonym and appends the events to the outbox:
   (``suppress: true`` when none remain; nothing at all for a patient who never
   consented: the CRM must not even learn the patient exists) and
   ``patient.upserted`` when the projection changed and some purpose is permitted;
+* a withdrawal (purposes announced before and not permitted now) also removes
+  the patient's past events for that CRM that no remaining purpose covers
+  (``crm_bridge.outbox.purge_withdrawn``), so re-readers of the feed no longer
+  get them (Law 91/2025 Art. 9);
 * Appointment status transitions → ``appointment.booked|rescheduled|cancelled|noshow|fulfilled``;
 * Encounter → ``encounter.completed`` when it becomes ``finished`` (post-visit care);
 * a Patient that becomes ``replaced-by`` another (HL7 ADT^A40 merge) →
@@ -53,7 +57,7 @@ from consent import (
     security_labels,
 )
 from crm_bridge.config import CrmClient, ProjectionConfig
-from crm_bridge.outbox import PendingEvent, PseudonymLink, append_events, pseudonym_link
+from crm_bridge.outbox import PendingEvent, PseudonymLink, append_events, pseudonym_link, purge_withdrawn
 from crm_bridge.projection import project_appointment, project_encounter, project_merge, project_patient
 from fhir_store import (
     DriverQuery,
@@ -170,14 +174,17 @@ class CrmOutboxHook:
         sessions: list[DecisionSession] = []
         events: list[PendingEvent] = []
         links: list[PseudonymLink] = []  # recorded with the events, in one statement
+        purges: list[tuple[str, str, tuple[str, ...]]] = []  # (crm, patient, purposes left) withdrawals
         for changes, context in batches:
             relevant = [c for c in changes if c.resource_type in _RELEVANT]
             if relevant:
                 session = self.pdp.session(conn, context, now, consents=consents)
                 sessions.append(session)
-                events += self._unit(conn, session, relevant, loaded, links)
+                events += self._unit(conn, session, relevant, loaded, links, purges)
         self.pdp.flush(conn, sessions)
         append_events(conn, self.keys, events, links)
+        for crm_id, patient_id, remaining in purges:  # after the append: no seq is reused on SQLite
+            purge_withdrawn(conn, crm_id, patient_id, remaining)
         if events and self.notify is not None:
             self.notify()
 
@@ -188,6 +195,7 @@ class CrmOutboxHook:
         relevant: Sequence[ResourceChange],
         loaded: dict[str, dict[str, Any] | None],
         links: list[PseudonymLink],
+        purges: list[tuple[str, str, tuple[str, ...]]],
     ) -> list[PendingEvent]:
         patients: dict[str, dict[str, Any] | None] = {}
         for change in relevant:
@@ -213,7 +221,9 @@ class CrmOutboxHook:
                 if change.resource_type in ("Patient", "Consent"):
                     if (client.crm_id, patient_id) not in synced:
                         synced.add((client.crm_id, patient_id))
-                        events += self._sync(conn, session, client, patient_id, patient, links, held=held)
+                        events += self._sync(
+                            conn, session, client, patient_id, patient, links, purges, held=held
+                        )
                 elif not held:
                     events += self._clinical(session, client, change, patient_id, patient, links)
         for change in relevant:
@@ -245,6 +255,7 @@ class CrmOutboxHook:
         patient_id: str,
         patient: dict[str, Any],
         links: list[PseudonymLink],
+        purges: list[tuple[str, str, tuple[str, ...]]],
         *,
         held: bool = False,
     ) -> list[PendingEvent]:
@@ -254,7 +265,12 @@ class CrmOutboxHook:
             p
             for p in PURPOSES
             if session.decide(
-                patient_id, p, client.crm_id, labels=labels, resource=f"Patient/{patient_id}"
+                patient_id,
+                p,
+                client.crm_id,
+                labels=labels,
+                resource=f"Patient/{patient_id}",
+                serves=client.purposes,
             ).permit
         ]
         row = _DISCLOSURE.first(conn, {"crm": client.crm_id, "patient": patient_id})
@@ -267,6 +283,8 @@ class CrmOutboxHook:
         links.append(pseudonym_link(self.keys, client.crm_id, patient_id))
         pseudonym = links[-1].pseudonym
         events: list[PendingEvent] = []
+        if set(old) - set(permitted):  # withdrawn: past events under those purposes leave the feed
+            purges.append((client.crm_id, patient_id, tuple(permitted)))
         if set(permitted) != set(old):
             events.append(
                 PendingEvent(
@@ -297,6 +315,7 @@ class CrmOutboxHook:
                         patient_id,
                         pseudonym,
                         {"purposes": permitted, "patient": projection},
+                        PURPOSES,  # one projection serves every purpose: it leaves when none remains
                     )
                 )
         values = {
@@ -331,7 +350,12 @@ class CrmOutboxHook:
             return []
         labels = security_labels(resource) | security_labels(patient)
         decision = session.decide(
-            patient_id, purpose, client.crm_id, labels=labels, resource=f"{change.resource_type}/{change.id}"
+            patient_id,
+            purpose,
+            client.crm_id,
+            labels=labels,
+            resource=f"{change.resource_type}/{change.id}",
+            serves=client.purposes,
         )
         if not decision.permit:
             return []
@@ -344,7 +368,7 @@ class CrmOutboxHook:
             }
         else:
             data = {"purpose": purpose, "encounter": project_encounter(client, resource)}
-        return [PendingEvent(client.crm_id, kind, patient_id, pseudonym, data)]
+        return [PendingEvent(client.crm_id, kind, patient_id, pseudonym, data, (purpose,))]
 
 
 def _load_patient(conn: Connection, patient_id: str, cipher: StoreCipher) -> dict[str, Any] | None:

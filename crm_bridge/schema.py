@@ -17,6 +17,10 @@
   ``consent.changed`` goes out exactly when the answer changes.
 * ``crm_subscription`` / ``crm_dead_letter`` — webhooks (cursor and retry
   state per subscription; sealed signing secret) and events given up on.
+* ``crm_feed_start`` — where each CRM's feed begins: the outbox head when
+  its OAuth client was registered (migration ``0016``); a CRM never reads
+  events written before it existed unless an operator grants a backlog
+  (``carebridge crm grant-backlog``, audited).
 * ``crm_his_outbox`` — SIU^S12 booking requests waiting for the HIS ACK.
   ``last_error`` holds the HIS's free-text answer (ERR/MSA-3 may name the
   patient), so it is sealed under the store's content key
@@ -51,6 +55,9 @@ crm_outbox = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("key_id", String(16), nullable=False),
     Column("payload", LargeBinary, nullable=False),
+    # purposes the event was disclosed under (space-separated; "" = not purpose-bound): a
+    # withdrawal removes the patient's events left without a permitted purpose (migration 0016)
+    Column("purposes", String(200), nullable=False, server_default=""),
     Index(None, "crm_id", "seq"),
     Index(None, "patient_id"),
 )
@@ -127,7 +134,24 @@ crm_his_outbox = Table(
     Index("uq_crm_his_outbox_idem", "crm_id", "idempotency_key", unique=True),
 )
 
-CRM_TABLES = (crm_outbox, crm_pseudonym, crm_disclosure, crm_subscription, crm_dead_letter, crm_his_outbox)
+crm_feed_start = Table(
+    "crm_feed_start",
+    metadata,
+    Column("crm_id", String(100), primary_key=True),
+    Column("start_seq", BigInteger, nullable=False),  # the CRM reads only events after this seq
+    Column("registered_us", BigInteger, nullable=False),
+    Column("updated_us", BigInteger, nullable=False),  # last backlog grant (audited by the CLI)
+)
+
+CRM_TABLES = (
+    crm_outbox,
+    crm_pseudonym,
+    crm_disclosure,
+    crm_subscription,
+    crm_dead_letter,
+    crm_his_outbox,
+    crm_feed_start,
+)
 
 #: The HIS's answer text of a booking, sealed per row (seal and open with ``(id,)``).
 HIS_LAST_ERROR = SealedText(crm_his_outbox, "last_error", ("id",))

@@ -44,6 +44,7 @@ import httpx
 
 from consent import APPOINTMENT_REMINDER, POST_VISIT_CARE, build_consent
 from demo.crm_receiver import CrmReceiver, describe
+from fhir_store import format_instant, now_us
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "fixtures" / "hl7v2"
@@ -223,7 +224,7 @@ def record_consents(fhir: httpx.Client) -> None:
                 pid,
                 purpose,
                 permit=True,
-                date_time="2026-11-18T16:05:00+07:00",
+                date_time=format_instant(now_us()),  # a grant is dated when given (consent.grants)
                 channel="counter",
                 text_version="v3-2026",
                 text_shown="Tôi đồng ý nhận nhắc lịch hẹn và chăm sóc sau khám qua điện thoại/Zalo.",

@@ -1,4 +1,4 @@
-"""``carebridge crm rotate-pseudonym-key|rotate-field-key|rewrap-fields|status``: CRM bridge keys.
+"""``carebridge crm rotate-pseudonym-key|rotate-field-key|rewrap-fields|status|grant-backlog``.
 
 Why (ISO/IEC 27001:2022 A.8.24 key management and rotation): pseudonym keys
 rotate per CRM without breaking the CRM's links (the bridge delivers an old →
@@ -13,10 +13,13 @@ so the old key can be retired.
   webhook secrets and queued SIU messages under the current field key, in
   short batches while carebridge runs; idempotent, and resumes when run again.
   ``--retire`` then removes old field keys no row uses from the key file.
+* ``grant-backlog --crm ID [--from-cursor N] --reason TEXT``: a CRM's feed
+  starts at its registration (``crm_bridge.feed_start``, Law 91/2025 Art. 9);
+  reading older events is this explicit operator decision, audited with its reason.
 * ``status``: outbox size, subscription cursors, rows per field key id and how
   many are still under old keys.
 
-The rotations and ``rewrap-fields`` each append one AuditEvent (DICOM 110113
+The rotations, ``rewrap-fields`` and ``grant-backlog`` each append one AuditEvent (DICOM 110113
 Security Alert, subtype ``crm-<command>``), like ``carebridge store`` does.
 No patient data is printed.  Exit codes: 0 done, 1 refused (message on stderr).
 """
@@ -32,6 +35,7 @@ from sqlalchemy import Engine
 from consent import ENV_KEYS, KeyMaterialError, KeyStore
 from crm_bridge import (
     field_keys_in_use,
+    grant_backlog,
     outbox_size,
     rewrap_fields,
     rotate_pseudonyms,
@@ -119,6 +123,19 @@ def _status(_args: argparse.Namespace, engine: Engine, keys: KeyStore) -> str:
     return "\n".join(lines)
 
 
+def _grant_backlog(args: argparse.Namespace, engine: Engine, _keys: KeyStore) -> str:
+    """Let a CRM read events written before its registration (``crm_bridge.feed_start``)."""
+    with for_writing(engine).begin() as conn:
+        old, new = grant_backlog(conn, args.crm, args.from_cursor)
+    return f"backlog granted to {args.crm}: feed start {old} -> {new}; reason: {args.reason}"
+
+
+def _reason(text: str) -> str:
+    if len(text.strip()) < 10:
+        raise argparse.ArgumentTypeError("a reason of at least 10 characters is required")
+    return text.strip()[:200]
+
+
 def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser], None]) -> None:
     crm = commands.add_parser("crm", help="CRM bridge: key rotation, re-encryption and status")
     sub = crm.add_subparsers(dest="crm_command", required=True)
@@ -140,3 +157,11 @@ def register(commands: Any, add_database_url: Callable[[argparse.ArgumentParser]
     wrap.add_argument("--batch-size", type=int, default=500)
     wrap.add_argument("--retire", action="store_true", help="then remove old field keys no row uses")
     command("status", "outbox size, cursors and rows per field key", _status, audited=False)
+    backlog = command(
+        "grant-backlog",
+        "let a CRM read events written before its registration (audited, with a reason)",
+        _grant_backlog,
+    )
+    backlog.add_argument("--crm", required=True)
+    backlog.add_argument("--from-cursor", type=int, default=0, help="serve events after this seq (default 0)")
+    backlog.add_argument("--reason", type=_reason, required=True)

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine
 
 from audit import SUBTYPE_SYSTEM, AuditHook, Target, build_event
 from consent import PURPOSE_SYSTEM, Decision
-from crm_bridge import CrmBridge, HisAnswer
+from crm_bridge import CrmBridge, HisAnswer, his_error_code
 from fhir_store import FhirStore, RequestContext, now_us
 from gateway.mllp.client import MllpClient
 from gateway.settings import Settings
@@ -63,7 +63,9 @@ class AuditDecisionRecorder:
 def mllp_transport(endpoint: tuple[str, int], message: bytes, timeout: float) -> HisAnswer | None:
     with MllpClient(endpoint[0], endpoint[1], timeout=timeout) as client:
         ack = client.exchange(message)
-    return None if ack is None else HisAnswer(ack.code, ack.control_id, ack.text)
+    if ack is None:
+        return None
+    return HisAnswer(ack.code, ack.control_id, ack.text, his_error_code(ack.raw))
 
 
 def build_crm_bridge(

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, delete, insert, select, update
 
 from common import InvalidInput, NotFound, Unauthenticated, VersionConflict
+from crm_bridge import register_feed
 from fhir_store import for_writing, now_us
 from gateway.auth.schema import oauth_client
 from gateway.auth.scopes import ROLES, grantable
@@ -117,6 +118,8 @@ class ClientRegistry:
                     generation=0,
                 )
             )
+            if role == "crm":  # its change feed starts now: no backlog without an operator's grant
+                register_feed(conn, client_id)
             bump_revision(conn)
         return secret
 

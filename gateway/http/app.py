@@ -25,6 +25,7 @@ from gateway.http import (
     api_docs,
     audit_routes,
     bundle_routes,
+    consent_routes,
     crm_routes,
     errors,
     fhir_read_routes,
@@ -96,6 +97,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.include_router(bundle_routes.router)
     app.include_router(crm_routes.router)
     app.include_router(crm_routes.reid_router)
+    app.include_router(consent_routes.router)  # /privacy/v1/consents (issue #18 item 3)
     privacy_routes.install(app)  # /privacy/v1 (issue #6) + its deadline gauge
     # token endpoint, JWKS, SMART discovery; every route authenticates through gateway.http.principal
     app.state.token_login = token_login(runtime)

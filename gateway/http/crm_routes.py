@@ -31,10 +31,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from audit import AuditHook, Target, build_event, outcome_for_status, rest_event
-from common import CarebridgeError, InvalidInput, NotFound
-from consent import PURPOSES, build_consent
-from crm_bridge import EVENT_TYPES, CrmBridge, read_feed, resolve_pseudonym
+from common import CarebridgeError, Forbidden, InvalidInput, NotFound
+from consent import CHANNELS, PURPOSES, build_consent
+from crm_bridge import EVENT_TYPES, CrmBridge, ensure_registered, read_feed, resolve_pseudonym
 from fhir_store import Create, RequestContext, format_instant, now_us
+from gateway.http.errors import AUDITED_STATE
 from gateway.http.openapi_docs import auth_errors, not_found
 from gateway.http.principal import CrmCaller, OfficerCaller
 from gateway.http.responses import runtime_of
@@ -71,11 +72,36 @@ def changes(
     cursor: int = Query(0, ge=0, le=MAX_CURSOR),
     limit: int = Query(100, ge=1, le=1000),
 ) -> dict[str, Any]:
+    """One page, after the CRM's feed start (its registration, ``crm_bridge.feed_start``).
+
+    Every page is a disclosure: one AuditEvent (DICOM 110106 Export, subtype
+    ``crm-feed-read``) names the CRM, the cursor range, the event count and
+    the patients whose events left (IHE BALP; ISO/IEC 27001:2022 A.8.15).
+    """
     bridge = _bridge(request)
-    events = read_feed(bridge.subscriptions.engine, bridge.keys, caller.principal.client_id, cursor, limit)
+    crm_id = caller.principal.client_id
+    ensure_registered(bridge.subscriptions.engine, crm_id)
+    events = read_feed(bridge.subscriptions.engine, bridge.keys, crm_id, cursor, limit)
+    next_cursor = events[-1].seq if events else cursor
+    audit: AuditHook | None = runtime_of(request).audit
+    if audit is not None:
+        patients = sorted({e.patient_id for e in events if e.patient_id})
+        audit.append(
+            [
+                build_event(
+                    context=caller.context,
+                    event_type="110106",
+                    subtype="crm-feed-read",
+                    action="R",
+                    outcome_desc=f"crm={crm_id}; cursor {cursor}..{next_cursor}; events {len(events)}",
+                    patient_ids=patients,
+                    recorded_us=now_us(),
+                )
+            ]
+        )
     return {
         "events": [{**e.body, "seq": e.seq} for e in events],
-        "next_cursor": events[-1].seq if events else cursor,
+        "next_cursor": next_cursor,
         "has_more": len(events) == limit,
     }
 
@@ -88,6 +114,7 @@ def subscribe(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict
     events = body.get("events") or None
     if events is not None and any(e not in EVENT_TYPES for e in events):
         raise InvalidInput(f"events must be among {list(EVENT_TYPES)}", location="events")
+    ensure_registered(_bridge(request).subscriptions.engine, caller.principal.client_id)
     try:
         created = _bridge(request).subscriptions.create(
             caller.principal.client_id, url, events, from_seq=_from_cursor(body.get("from_cursor"))
@@ -191,11 +218,20 @@ def _audited_consent_call(route: Callable[..., dict[str, Any]]) -> Callable[...,
 
 
 @router.post(
-    "/consents", status_code=201, summary="Record a patient's answer collected by the CRM (grant or withdraw)"
+    "/consents",
+    status_code=201,
+    summary="Record a withdrawal or opt-out the patient told the CRM (no grants)",
 )
 @_audited_consent_call
 def record_consent(request: Request, body: dict[str, Any], caller: CrmCaller) -> dict[str, Any]:
+    """A CRM records withdrawals and opt-outs only, effective at once (Law 91/2025/QH15 Art. 9, 28).
+
+    Grants come from the clinic (``/fhir/Consent``, ``/privacy/v1/consents``;
+    ``consent.grants``): a recipient must not authorise itself.  The withdrawal
+    is dated now, so no earlier grant can outrank it.  A refused grant is audited.
+    """
     bridge = _bridge(request)
+    runtime = runtime_of(request)
     purpose = str(body.get("purpose") or "")
     if purpose not in PURPOSES:
         raise InvalidInput(f"purpose must be one of {list(PURPOSES)}", location="purpose")
@@ -203,21 +239,27 @@ def record_consent(request: Request, body: dict[str, Any], caller: CrmCaller) ->
         patient_id = resolve_pseudonym(conn, caller.principal.client_id, str(body.get("subject") or ""))
     if patient_id is None:
         raise NotFound("unknown pseudonym for this CRM", location="subject")
-    granted = bool(body.get("granted"))
+    if body.get("granted") is not False:
+        message = (
+            "a CRM may record withdrawals and opt-outs only (granted: false); grants come from the clinic"
+        )
+        runtime.audit.record_denial(caller.context, "crm-consent", patient_ids=[patient_id], reason=message)
+        setattr(request.state, AUDITED_STATE, True)
+        raise Forbidden(message, location="granted")
+    channel = str(body.get("channel") or "crm")
     resource = build_consent(
         patient_id,
         purpose,
-        permit=granted,
-        date_time=str(body.get("date_time") or format_instant(now_us())),
-        channel=str(body.get("channel") or "crm"),
-        text_version=body.get("text_version"),
-        text_shown=body.get("text"),
+        permit=False,
+        date_time=format_instant(now_us()),
+        channel=channel if channel in CHANNELS else "crm",
         recipient=caller.principal.client_id,
+        recorded_by=f"crm:{caller.principal.client_id}",
+        recorded_at=format_instant(now_us()),
     )
-    runtime = runtime_of(request)
     results = runtime.store.transact([Create(resource)], caller.context)
     stored = results[0].stored
-    return {"consent_id": stored.id if stored else None, "purpose": purpose, "granted": granted}
+    return {"consent_id": stored.id if stored else None, "purpose": purpose, "granted": False}
 
 
 reid_router = APIRouter(prefix="/crm/v1", tags=["privacy"], responses=auth_errors())

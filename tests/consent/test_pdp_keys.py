@@ -41,6 +41,7 @@ def test_default_deny_and_latest_answer_wins() -> None:
         "purpose": APPOINTMENT_REMINDER,
         "recipient": "crm",
         "at_us": 100,
+        "serves": (APPOINTMENT_REMINDER, POST_VISIT_CARE),  # the CRM serves care purposes
     }
     assert decide([], **kw).reason == "no-consent"
     granted = record("a", permit=True, purposes=(APPOINTMENT_REMINDER,), at=10)

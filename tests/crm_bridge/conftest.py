@@ -25,6 +25,7 @@ import pytest
 
 from consent.purposes import build_consent
 from crm_bridge.delivery import SIGNATURE_HEADER
+from fhir_store import format_instant, now_us
 from tests.http.live import LiveServer, serve
 from tests.support import TEST_SECRET_LOG2N
 
@@ -33,11 +34,12 @@ MRN_SYSTEM = "https://id.carebridge.vn/mrn/BVDK_HN"
 PROJECTION = {
     "clients": {
         CRM_ID: {
+            "purposes": ["appointment-reminder", "post-visit-care"],
             "fields": {
                 "patient": ["pseudonym", "display_name", "gender", "birth_year", "phone", "zalo"],
                 "appointment": ["appointment_id", "start", "end", "status", "service"],
                 "encounter": ["completed_at", "service_type"],
-            }
+            },
         }
     }
 }
@@ -112,10 +114,15 @@ class Receiver:
 
 @contextmanager
 def serve_crm(
-    database_url: str, tmp: Path, *, store_key_file: str | None = None, **extra: str
+    database_url: str,
+    tmp: Path,
+    *,
+    store_key_file: str | None = None,
+    config: dict[str, Any] | None = None,
+    **extra: str,
 ) -> Iterator[LiveServer]:
     projection = tmp / "crm_projection.yaml"
-    projection.write_text(json.dumps(PROJECTION))  # JSON is YAML
+    projection.write_text(json.dumps(config or PROJECTION))  # JSON is YAML
     settings_extra = {
         "crm_projection_file": str(projection),
         "crm_key_file": str(tmp / "crm-keys.json"),
@@ -149,15 +156,19 @@ def receiver() -> Iterator[Receiver]:
 
 
 class CrmClient:
-    """The CRM side: a real token of role ``crm`` for client id ``crm-main``."""
+    """The CRM side: a real token of role ``crm`` for client id ``crm-main`` (or ``crm_id``).
 
-    def __init__(self, live: LiveServer) -> None:
+    Registering the client starts its feed (``crm_bridge.feed_start``): it reads what is
+    written from then on.
+    """
+
+    def __init__(self, live: LiveServer, crm_id: str = CRM_ID) -> None:
         from gateway.auth.clients import ClientRegistry
 
-        secret = ClientRegistry(live.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(CRM_ID, "crm") or ""
+        secret = ClientRegistry(live.runtime.engine, secret_log2n=TEST_SECRET_LOG2N).add(crm_id, "crm") or ""
         token = httpx.post(
             f"{live.base_url}/auth/token",
-            data={"grant_type": "client_credentials", "client_id": CRM_ID, "client_secret": secret},
+            data={"grant_type": "client_credentials", "client_id": crm_id, "client_secret": secret},
         ).json()["access_token"]
         self.http = httpx.Client(
             base_url=f"{live.base_url}/crm/v1", headers={"Authorization": f"Bearer {token}"}, timeout=30
@@ -247,20 +258,28 @@ def counter_consent(
     purpose: str,
     *,
     permit: bool = True,
-    date_time: str = "2026-11-20T08:00:00+07:00",
+    date_time: str | None = None,
     channel: str = "counter",
 ) -> dict[str, Any]:
-    """A Consent for ``CRM_ID`` as a front desk records it (shown text and its version included)."""
+    """A Consent for ``CRM_ID`` as a front desk records it (shown text and its version included).
+
+    Dated two hours ago by default: a grant more than 24 h old is refused (``consent.grants``).
+    """
     return build_consent(
         patient_id,
         purpose,
         permit=permit,
-        date_time=date_time,
+        date_time=date_time or recent(2),
         channel=channel,
         text_version="v3",
         text_shown="Tôi đồng ý.",
         recipient=CRM_ID,
     )
+
+
+def recent(hours_ago: float) -> str:
+    """An instant ``hours_ago`` before now (grants must be dated within the last 24 h)."""
+    return format_instant(now_us() - int(hours_ago * 3600 * 1_000_000))
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:

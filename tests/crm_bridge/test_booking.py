@@ -13,15 +13,19 @@ import pytest
 
 from consent.purposes import APPOINTMENT_REMINDER, build_consent
 from gateway.mllp.framing import Frame, FrameDecoder, frame
-from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient, his, serve_crm, wait_for
+from tests.crm_bridge.conftest import CRM_ID, CrmClient, full_patient, his, recent, serve_crm, wait_for
 from tests.http.live import LiveServer
 
 
 class HisPeer:
     """An MLLP server answering every message with ``code`` (MSA-2 echoes MSH-10 unless ``wrong_id``)."""
 
-    def __init__(self, code: str, text: str = "", wrong_id: bool = False) -> None:
+    def __init__(
+        self, code: str, text: str = "", wrong_id: bool = False, *, msa_text: str = "", err: str = ""
+    ) -> None:
+        """``msa_text``: MSA-3; ``err``: a whole ERR segment replacing the one built from ``text``."""
         self.code, self.text, self.wrong_id = code, text, wrong_id
+        self.msa_text, self.err = msa_text, err
         self.messages: list[bytes] = []
         self.loop = asyncio.new_event_loop()
         self.port = 0
@@ -37,7 +41,9 @@ class HisPeer:
                     msh = item.payload.split(b"\r", 1)[0].decode().split("|")
                     control = "OTHER" if self.wrong_id else msh[9]
                     err = f"\rERR||||E||||{self.text}" if self.text else ""
-                    ack = f"MSH|^~\\&|HIS|HIS|CAREBRIDGE|CRM|20261120||ACK^S12|A{control}|P|2.5.1\rMSA|{self.code}|{control}{err}"
+                    err = f"\r{self.err}" if self.err else err
+                    msa = f"MSA|{self.code}|{control}" + (f"|{self.msa_text}" if self.msa_text else "")
+                    ack = f"MSH|^~\\&|HIS|HIS|CAREBRIDGE|CRM|20261120||ACK^S12|A{control}|P|2.5.1\r{msa}{err}"
                     writer.write(frame(ack.encode()))
                     await writer.drain()
             writer.close()
@@ -76,7 +82,7 @@ def _consented_pseudonym(live: LiveServer, crm: CrmClient) -> tuple[str, str]:
             pid,
             APPOINTMENT_REMINDER,
             permit=True,
-            date_time="2026-11-20T08:00:00+07:00",
+            date_time=recent(2),
             channel="zalo",
             text_version="v3",
             text_shown="Đồng ý",
@@ -119,11 +125,14 @@ def test_booking_round_trip(booking_env: tuple[LiveServer, HisPeer]) -> None:
     else:
         assert status == "cancelled"
         assert [e["type"] for e in events] == ["appointment.rejected"]
+        # the HIS's text ("Bác sĩ không có lịch vào giờ này") stays with the clinic: the CRM
+        # gets a category and the HL7 error code only (issue #18 item 4)
         assert events[0]["data"] == {
             "appointment_id": appointment_id,
             "ack_code": "AR",
-            "reason": "Bác sĩ không có lịch vào giờ này",
+            "reason": {"category": "refused", "hl7_error_code": None},
         }
+        assert "Bác sĩ" not in str(events)
     crm.http.close()
 
 

@@ -25,6 +25,7 @@ from audit.schema import audit_event
 from consent.keys import KeyStore
 from consent.purposes import APPOINTMENT_REMINDER
 from crm_bridge.delivery import read_feed, verify_signature
+from crm_bridge.feed_start import register_feed
 from crm_bridge.field_keys import FIELD_SEALED, field_keys_in_use, rewrap_fields
 from crm_bridge.outbox import PendingEvent, append_events
 from crm_bridge.schema import crm_his_outbox, crm_outbox
@@ -158,6 +159,8 @@ def test_rotate_rewrap_retire_keeps_every_delivery_unchanged(
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url, pool_size=4)
+    with eng.begin() as conn:  # the CRM is registered before any event: it reads them all
+        register_feed(conn, CRM_ID)
     yield eng
     eng.dispose()
 

@@ -21,11 +21,12 @@ from tests.crm_bridge.conftest import (
     encounter,
     full_patient,
     his,
+    recent,
     wait_for,
 )
 from tests.http.live import LiveServer
 
-NOW = "2026-11-20T08:00:00+07:00"
+NOW = recent(3)  # grants are refused when dated more than 24 h back (consent.grants)
 ALLOWED = {
     "patient.upserted": {"purposes", "patient"},
     "consent.changed": {"purposes", "granted", "withdrawn", "suppress"},
@@ -135,7 +136,7 @@ def test_withdrawal_suppresses_then_nothing_more(crm_live: LiveServer, crm: CrmC
         pid = _create(http, full_patient())
         _consent(http, pid, APPOINTMENT_REMINDER)
         before = crm.feed()
-        _consent(http, pid, APPOINTMENT_REMINDER, permit=False, when="2026-11-21T08:00:00+07:00")
+        _consent(http, pid, APPOINTMENT_REMINDER, permit=False, when=recent(2))
         after = crm.feed(before[-1]["seq"])
         assert [e["type"] for e in after] == ["consent.changed"]
         assert after[0]["data"]["suppress"] is True and after[0]["data"]["withdrawn"] == [
@@ -196,10 +197,14 @@ def test_deleting_a_consent_withdraws_it_for_every_later_disclosure(
         session = bridge.pdp.session(conn, context, now_us())
         assert not any(session.decide(pid, purpose, CRM_ID).permit for purpose in PURPOSES)
 
-    # the webhook receiver got exactly the feed: the suppression last, nothing after it
+    # the webhook receiver got exactly the feed as it stands after the withdrawals: the projection
+    # disclosed under the withdrawn purposes is no longer served to anyone (issue #18 item 2),
+    # the suppression last, nothing after it
     bridge.dispatcher.run_once()
     delivered = receiver.events()
-    assert [e["id"] for e in delivered] == [e["id"] for e in granted + one_left + none_left]
+    served = [e for e in granted + one_left + none_left if e["type"] != "patient.upserted"]
+    assert [e["id"] for e in delivered] == [e["id"] for e in served]
+    assert [e["id"] for e in crm.feed()] == [e["id"] for e in served]
     assert delivered[-1]["data"]["suppress"] is True
     for index, (_headers, body) in enumerate(receiver.received):
         assert verify_signature(secret.encode(), body, receiver.signature(index))
@@ -219,7 +224,7 @@ def test_marketing_needs_its_own_consent_and_opt_out_wins(crm_live: LiveServer, 
         no_text = build_consent(pid, APPOINTMENT_REMINDER, permit=True, date_time=NOW, channel="web")
         assert http.post("/Consent", json=no_text).status_code == 400
         _consent(http, pid, MARKETING, permit=False, when="2026-01-01T00:00:00+07:00")  # old opt-out
-        _consent(http, pid, MARKETING, permit=True, when="2026-11-22T00:00:00+07:00")  # newer permit
+        _consent(http, pid, MARKETING, permit=True, when=recent(1))  # newer permit
     assert crm.feed() == []  # an active opt-out always wins for marketing
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 
 from consent.keys import KeyStore
 from crm_bridge.delivery import read_feed
+from crm_bridge.feed_start import register_feed
 from crm_bridge.outbox import PendingEvent, append_events, pseudonym_link, resolve_pseudonym
 from crm_bridge.schema import crm_pseudonym
 from fhir_store.database import make_engine, writer
@@ -21,6 +22,8 @@ CRM = "crm-a"
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     eng = make_engine(database_url, pool_size=4)
+    with eng.begin() as conn:  # the CRM is registered before any event: it reads them all
+        register_feed(conn, CRM)
     yield eng
     eng.dispose()
 
