@@ -64,12 +64,16 @@ def build_router(console: Console) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/console")
-    async def dashboard(request: Request, session: Annotated[Session, Depends(console.person())]) -> Response:
+    async def dashboard(
+        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
+    ) -> Response:
         numbers = await run_in_threadpool(read_numbers, console)
         return console.page(request, "dashboard.html", session, numbers=numbers, refresh_s=REFRESH_S)
 
     @router.get("/console/dashboard/panel")
-    async def panel(request: Request, session: Annotated[Session, Depends(console.person())]) -> Response:
+    async def panel(
+        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
+    ) -> Response:
         numbers = await run_in_threadpool(read_numbers, console)
         return console.page(request, "dashboard_panel.html", session, numbers=numbers, refresh_s=REFRESH_S)
 

@@ -191,7 +191,7 @@ def build_router(console: Console) -> APIRouter:
 
     @router.post("/console/logout")
     async def console_logout(
-        request: Request, session: Annotated[Session, Depends(console.person())]
+        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
     ) -> Response:
         await run_in_threadpool(console.sessions.end, request.cookies.get(COOKIE) or "")
         await console.audit(
@@ -208,14 +208,15 @@ def build_router(console: Console) -> APIRouter:
 
     @router.get("/console/password")
     async def password_form(
-        request: Request, session: Annotated[Session, Depends(console.person(password_change=True))]
+        request: Request,
+        session: Annotated[Session, Depends(console.person("dashboard", password_change=True))],
     ) -> Response:
         return console.page(request, "password.html", session)
 
     @router.post("/console/password")
     async def password_change(
         request: Request,
-        session: Annotated[Session, Depends(console.person(password_change=True))],
+        session: Annotated[Session, Depends(console.person("dashboard", password_change=True))],
         current: Annotated[str, Form(max_length=256)],
         new: Annotated[str, Form(max_length=256)],
         code: Annotated[str, Form(max_length=10)] = "",

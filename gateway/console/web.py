@@ -25,6 +25,7 @@ from fhir_store import RequestContext, now_us
 from gateway.auth.sessions import COOKIE, Session, SessionStore
 from gateway.auth.users import UserDirectory
 from gateway.console.i18n import LANGUAGE_COOKIE, LANGUAGES, load_catalog, local_time, pick_language
+from gateway.console.roles import may, roles_for
 from gateway.runtime import Runtime
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -66,6 +67,7 @@ def _environment(language: str) -> Environment:
     env.install_gettext_callables(gettext, ngettext, newstyle=True)  # type: ignore[attr-defined]
     env.filters["local_time"] = local_time
     env.globals["lang"] = language
+    env.globals["may"] = may
     return env
 
 
@@ -86,13 +88,13 @@ class Console:
     def session_of(self, request: Request) -> Session | None:
         return self.sessions.find(request.cookies.get(COOKIE))
 
-    def person(self, *roles: str, password_change: bool = False) -> Callable[[Request], Any]:
-        """A dependency: the session of a person whose role is in ``roles`` (all roles when empty).
+    def person(self, action: str, *, password_change: bool = False) -> Callable[[Request], Any]:
+        """A dependency: the session of a person whose role may do ``action`` (``gateway.console.roles``).
 
         A ``POST`` must carry the session's CSRF token.  A person holding a one-time
         password reaches nothing but the password page until they choose their own.
         """
-        allowed: Collection[str] = frozenset(roles)
+        allowed: Collection[str] = frozenset(roles_for(action))
 
         async def dependency(request: Request) -> Session:
             session = await run_in_threadpool(self.session_of, request)
@@ -100,7 +102,7 @@ class Console:
                 raise SignInRequired
             if session.must_change_password and not password_change:
                 raise SignInRequired("password")
-            if allowed and session.role not in allowed:
+            if session.role not in allowed:
                 raise NotAllowed
             if request.method not in ("GET", "HEAD"):
                 presented = request.headers.get(CSRF_HEADER)

@@ -32,3 +32,12 @@ def test_every_template_string_and_role_is_translated_to_vietnamese() -> None:
 def test_local_time_is_vietnam_time() -> None:
     assert local_time(0) == ""
     assert local_time(1_764_547_200_000_000) == "01/12/2025 07:00"  # 2025-12-01T00:00Z
+
+
+def test_role_table_denies_by_default() -> None:
+    from gateway.console.roles import ACTIONS, may, roles_for
+
+    assert roles_for("no-such-action") == ()
+    assert not may("admin", "raw-hl7") and not may("admin", "patients")  # an admin sees no patient data
+    assert not may("clinician", "reprocess") and may("operator", "reprocess")
+    assert all(roles <= set(PEOPLE_ROLES) for roles in ACTIONS.values())
