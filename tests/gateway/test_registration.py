@@ -41,6 +41,7 @@ SEALED = {
     "privacy_request.verification",
     "privacy_tombstone.scope",
     "signing_key.private_key",
+    "app_user.totp_secret",
 }
 
 # Imports every module of every package, then reports what the registries hold.

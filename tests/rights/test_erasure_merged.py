@@ -17,7 +17,7 @@ from consent.purposes import APPOINTMENT_REMINDER
 from consent.rights.tombstones import read_file, subject_hashes
 from crm_bridge.schema import crm_pseudonym
 from gateway.ingest import Ingestor
-from tests.crm_bridge.conftest import CrmClient, Receiver, counter_consent, wait_for
+from tests.crm_bridge.conftest import CrmClient, Receiver, counter_consent, recent, wait_for
 from tests.crm_bridge.test_merges import a40, adt
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, erase
@@ -75,7 +75,7 @@ def test_erasure_reaches_the_merged_duplicate(
         f"/Patient/{duplicate}", json=current, headers={"Content-Type": "application/fhir+json"}
     )
     assert updated.status_code == 200, updated.text
-    create(live, counter_consent(duplicate, APPOINTMENT_REMINDER, date_time="2026-11-21T08:00:00+07:00"))
+    create(live, counter_consent(duplicate, APPOINTMENT_REMINDER, date_time=recent(1)))
     dispatcher.run_once()
     assert len(receiver.received) == received
     feed = rights_crm.feed()
