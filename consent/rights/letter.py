@@ -80,6 +80,15 @@ ACTION_LABELS: dict[str, str] = {
     "erasure-hold-relabel": "Gắn nhãn lưu giữ / Retention label",
 }
 PRIVACY_STEP = "Yêu cầu quyền dữ liệu cá nhân / Data-subject request"
+PRIVACY_STEPS = {
+    "filed": "nộp yêu cầu / filed",
+    "acknowledged": "xác nhận đã nhận / acknowledged",
+    "extended": "gia hạn / extended",
+    "closed": "đóng yêu cầu / closed",
+    "rejected": "từ chối / rejected",
+    "processor-receipt": "CRM xác nhận đã xoá / processor's deletion receipt",
+    "restricted-labelled": "gắn nhãn hạn chế / restriction label",
+}
 ACTION_FALLBACK = {
     "C": "Tạo mới / Created",
     "R": "Xem / Read",
@@ -140,7 +149,9 @@ def _action(event: dict[str, Any]) -> str:
     codes = [str(c.get("code")) for c in event.get("subtype") or [] if c.get("code")]
     code = codes[0] if codes else ""
     if code.startswith("privacy-"):
-        return f"{PRIVACY_STEP}: {code.removeprefix('privacy-')}"
+        step = code.removeprefix("privacy-")
+        label = "thực hiện / carried out" if step.startswith("processed") else PRIVACY_STEPS.get(step)
+        return f"{PRIVACY_STEP}: {label or 'bước khác / other step'}"
     return ACTION_LABELS.get(code) or ACTION_FALLBACK.get(str(event.get("action")), ACTION_FALLBACK["E"])
 
 

@@ -79,7 +79,8 @@ def render_letter(document: dict[str, Any]) -> str:
         _letter_table(letter.get("truy_cap") or [], letter["cot_truy_cap"]),
         "<h2>Lịch sử chia sẻ cho CRM / Disclosure history (CRM)</h2>",
         _letter_table(letter.get("chia_se_crm") or [], letter["cot_chia_se"]),
-        f"<p>Số lần không chia sẻ vì không có sự đồng ý / Disclosures refused for lack of consent: {refused}</p>",
+        "<p>Số lần không chia sẻ (không có sự đồng ý hoặc bị hạn chế) / "
+        f"Disclosures refused (no consent, or restricted): {refused}</p>",
         "<p>Bản sao dữ liệu của bạn có trong tài liệu JSON (định dạng FHIR). / "
         "A copy of your data is in the JSON document (FHIR).</p>",
         "<h2>Căn cứ pháp lý / Legal basis</h2><ul>",
