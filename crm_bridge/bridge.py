@@ -71,7 +71,7 @@ class CrmBridge:
 
     def processors(self) -> CrmProcessors:
         """This bridge as the processors the patient-rights workflow notifies on erasure."""
-        return CrmProcessors(self.keys, self.dispatcher.wake.set)
+        return CrmProcessors(self.keys, self.dispatcher.wake.set, lambda: self.config)
 
     def start(self) -> None:
         self.dispatcher.start()

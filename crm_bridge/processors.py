@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Connection, delete, select, update
 
 from consent import KeyStore
+from crm_bridge.config import ProjectionConfig
 from crm_bridge.outbox import emit_patient_erased
 from crm_bridge.schema import crm_disclosure, crm_his_outbox, crm_outbox, crm_pseudonym
 
@@ -24,9 +25,22 @@ def forget_patient_links(conn: Connection, patient_id: str) -> None:
 
 
 class CrmProcessors:
-    def __init__(self, keys: KeyStore, wake_dispatcher: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        keys: KeyStore,
+        wake_dispatcher: Callable[[], None],
+        config: Callable[[], ProjectionConfig] | None = None,
+    ) -> None:
         self.keys = keys
         self._wake_dispatcher = wake_dispatcher
+        self._config = config
+
+    def disclosed_fields(self, processor_id: str, kind: str) -> list[str]:
+        """The fields of ``kind`` (patient, appointment, encounter) this CRM receives (the access letter)."""
+        if self._config is None:
+            return []
+        client = self._config().clients.get(processor_id)
+        return sorted(client.fields.get(kind, frozenset())) if client is not None else []
 
     def linked(self, conn: Connection, patient_id: str) -> list[str]:
         rows = conn.execute(

@@ -2,7 +2,7 @@
 
 Why a step of its own: filing is where the clocks start (Decree 356/2025/ND-CP
 Art. 5: acknowledge within 2 working days, complete within the period of the
-request's type, 30 days for an erasure a processor must act on), so everything
+request's type, longer when a processor must act: ``consent.rights.deadlines``), so everything
 that decides them — the request type, whether a CRM holds the patient — is
 fixed here, once.  Only one open request per patient and type is allowed
 (``open_key`` is unique), so a patient who files twice is pointed to the
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from audit import Target
 from common import InvalidInput, NotFound, VersionConflict
+from consent.rights import deadlines as d
 from consent.rights import model as m
 from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.schema import privacy_request
@@ -51,7 +52,7 @@ def file_request(
         if patient is None or patient.deleted:
             raise NotFound("the patient is not known", location="patient")
         processor = (
-            request_type == m.ERASURE
+            d.counts_processor(request_type)
             and deps.processors is not None
             and bool(deps.processors.linked(conn, patient_id))
         )

@@ -1,18 +1,11 @@
 """Request types, statuses, deadlines, and the FHIR ``Task`` view of a request.
 
-Legal basis of the deadlines (Decree 356/2025/ND-CP Art. 5):
-
-=================  ==========================================  ============
-step               period                                      unit
-=================  ==========================================  ============
-acknowledge        2                                           working days
-erasure            20 (30 when a processor — the CRM — acts)   days
-extension          once, at most 20, with a reason             days
-access             10                                          days
-rectification      10                                          days
-restriction        10 (carebridge policy; no specific period)  days
-objection          10 (carebridge policy; no specific period)  days
-=================  ==========================================  ============
+Legal basis of the deadlines (Decree 356/2025/ND-CP Art. 5): the one table
+of clocks, each with its citation, is :data:`consent.rights.deadlines.CLOCKS`
+(acknowledge in 2 working days; withdrawal, restriction and objection in 15
+days, 20 when a processor must act, one extension of at most 15; access and
+rectification in 10 days; erasure in 20 days, 30 when a processor must act,
+one extension of at most 20).  The names below are read from that table.
 
 Each request is also a FHIR R4 ``Task`` (https://hl7.org/fhir/R4/task.html)
 so staff see it over ``/fhir/Task``: ``status``/``businessStatus`` follow the
@@ -28,27 +21,24 @@ from typing import Any, Final
 
 import orjson
 
+from consent.rights import deadlines as d
 from consent.rights.calendar import WorkingCalendar, iso
 from consent.rights.schema import SEALED
 from fhir_store import ResourceSearchSpec, SearchParam, StoreCipher
 
-ERASURE: Final = "erasure"
-ACCESS: Final = "access"
-RECTIFICATION: Final = "rectification"
-RESTRICTION: Final = "restriction"
-OBJECTION: Final = "objection"
-REQUEST_TYPES: tuple[str, ...] = (ERASURE, ACCESS, RECTIFICATION, RESTRICTION, OBJECTION)
+ERASURE: Final = d.ERASURE
+ACCESS: Final = d.ACCESS
+RECTIFICATION: Final = d.RECTIFICATION
+RESTRICTION: Final = d.RESTRICTION
+OBJECTION: Final = d.OBJECTION
+WITHDRAWAL: Final = d.WITHDRAWAL
+REQUEST_TYPES: tuple[str, ...] = d.REQUEST_TYPES
 
-ACK_WORKING_DAYS: Final = 2
-DUE_DAYS: dict[str, int] = {
-    ERASURE: 20,
-    ACCESS: 10,
-    RECTIFICATION: 10,
-    RESTRICTION: 10,
-    OBJECTION: 10,
-}
-ERASURE_WITH_PROCESSOR_DAYS: Final = 30
-MAX_EXTENSION_DAYS: Final = 20
+ACK_WORKING_DAYS: Final = d.ack_working_days()
+DUE_DAYS: dict[str, int] = {t: d.completion_days(t, processor=False) for t in REQUEST_TYPES}
+ERASURE_WITH_PROCESSOR_DAYS: Final = d.completion_days(ERASURE, processor=True)
+#: The longest extension of any type (the per-type limit is ``deadlines.max_extension``).
+MAX_EXTENSION_DAYS: Final = max(d.max_extension(t) for t in REQUEST_TYPES)
 #: Shortest reason accepted for filing, extending or closing (a reason is required, not a word).
 MIN_REASON_CHARS: Final = 5
 NEAR_DUE_WORKING_DAYS: Final = 2
@@ -76,8 +66,7 @@ LEGAL_BASIS: Final = "Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 14"
 
 
 def due_us(calendar: WorkingCalendar, request_type: str, created_us: int, processor: bool) -> int:
-    days = ERASURE_WITH_PROCESSOR_DAYS if request_type == ERASURE and processor else DUE_DAYS[request_type]
-    return calendar.calendar_days_due(created_us, days)
+    return calendar.calendar_days_due(created_us, d.completion_days(request_type, processor))
 
 
 @dataclass(frozen=True)

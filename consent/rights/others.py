@@ -2,7 +2,7 @@
 
 Why (Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 9 and 28):
 
-* **rectification** (10 days) — the medical record's source of truth is the
+* **rectification** — the medical record's source of truth is the
   HIS: staff correct it there (the corrected ADT flows back in and the CRM copy
   is refreshed by the next ``patient.upserted``) and record what was corrected
   (``resolution``, required);
@@ -11,7 +11,12 @@ Why (Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 9 and 28):
   never discloses (and the CRMs receive a ``consent.changed`` suppression);
 * **objection** — the patient objects to processing for purposes (scope
   ``purposes``, default all CRM purposes): a ``deny`` Consent is recorded per
-  purpose, effective for every later disclosure at once.
+  purpose, effective for every later disclosure at once;
+* **withdrawal** of consent (Law 91/2025/QH15 Art. 9; its own clock in
+  Decree 356/2025/ND-CP Art. 5) — recorded the same way, a ``deny`` Consent per
+  purpose named (default all), so the decision point refuses at once.
+
+Periods: :data:`consent.rights.deadlines.CLOCKS`.
 """
 
 from __future__ import annotations
@@ -98,9 +103,7 @@ def handle_restriction(
     )
 
 
-def handle_objection(
-    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
-) -> Outcome:
+def _deny_purposes(deps: RightsDeps, req: m.PrivacyRequest, how: str, summary: str) -> Outcome:
     purposes = list((req.scope or {}).get("purposes") or PURPOSES)
     unknown = [p for p in purposes if p not in PURPOSES]
     if unknown:
@@ -119,9 +122,19 @@ def handle_objection(
         )
         for purpose in purposes
     ]
-    actions = [
-        {"what": f"processing for {p}", "how": "objection recorded as a deny Consent", "count": 1}
-        for p in purposes
-    ]
-    summary = "Phản đối của bạn đã được ghi nhận. / Your objection is recorded."
+    actions = [{"what": f"processing for {p}", "how": how, "count": 1} for p in purposes]
     return Outcome(m.COMPLETED, _document(req, now, summary, actions), ops=ops)
+
+
+def handle_objection(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    summary = "Phản đối của bạn đã được ghi nhận. / Your objection is recorded."
+    return _deny_purposes(deps, req, "objection recorded as a deny Consent", summary)
+
+
+def handle_withdrawal(
+    deps: RightsDeps, req: m.PrivacyRequest, context: RequestContext, body: dict[str, Any]
+) -> Outcome:
+    summary = "Bạn đã rút lại sự đồng ý. / Your consent is withdrawn."
+    return _deny_purposes(deps, req, "consent withdrawn: a deny Consent, effective at once", summary)

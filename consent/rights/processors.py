@@ -10,6 +10,11 @@ processor configured) an erasure simply has nobody to notify.
 Law 91/2025/QH15 Art. 14: erasure reaches every processor that received the
 patient, each must confirm, and the links that let a pseudonym be resolved are
 destroyed (ISO/IEC 27001:2022 A.8.10).
+
+An implementation may also offer ``disclosed_fields(processor_id, kind) ->
+list[str]`` (the fields of a patient/appointment/encounter that processor
+receives): the access letter names them (``consent.rights.letter``), and says
+"not recorded" when it is absent.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Why (Decree 356/2025/ND-CP Art. 5; Law 91/2025/QH15 Art. 14): every request
 has clocks (acknowledge in 2 working days, complete within the period of its
-type, one extension of at most 20 days with a reason), every step is audited
+type, one extension with a reason: the table is ``consent.rights.deadlines``), every step is audited
 (ISO/IEC 27001:2022 A.8.15; Circular 13/2025/TT-BYT traceability) and the
 request is mirrored as a FHIR Task.  Each step is one store transaction: the
 Task version, the request row, the handler's effects and the audit events
@@ -25,10 +25,16 @@ from common import BusinessRuleViolation, InvalidInput, NotFound, VersionConflic
 from consent.rights import model as m
 from consent.rights.access import handle_access
 from consent.rights.calendar import WorkingCalendar, end_of_day_us, iso, local_date
+from consent.rights.deadlines import CLOCKS, max_extension
 from consent.rights.deps import RightsDeps, internal_context
 from consent.rights.erasure import handle_erasure
 from consent.rights.filing import file_request
-from consent.rights.others import handle_objection, handle_rectification, handle_restriction
+from consent.rights.others import (
+    handle_objection,
+    handle_rectification,
+    handle_restriction,
+    handle_withdrawal,
+)
 from consent.rights.outcome import InTransaction, Outcome
 from consent.rights.schema import SEALED, privacy_receipt, privacy_request
 from fhir_store import Operation, OperationResult, RequestContext, Update
@@ -40,6 +46,7 @@ HANDLERS: dict[str, Handler] = {
     m.RECTIFICATION: handle_rectification,
     m.RESTRICTION: handle_restriction,
     m.OBJECTION: handle_objection,
+    m.WITHDRAWAL: handle_withdrawal,
 }
 
 
@@ -201,15 +208,23 @@ class RightsService:
         late = "late" if now > req.ack_due_us else "on time"
         return self._step(context, req, new, "acknowledged", detail=late)
 
-    def extend(self, context: RequestContext, request_id: str, days: int, reason: str) -> m.PrivacyRequest:
+    def extend(
+        self, context: RequestContext, request_id: str, days: int | None, reason: str
+    ) -> m.PrivacyRequest:
+        """Extend once; ``days`` None takes the longest extension the type allows."""
         req = self._open(request_id)
+        days = max_extension(req.type) if days is None else days
         if req.extended_us is not None:
             raise BusinessRuleViolation(
                 "the deadline was already extended once (Decree 356/2025 Art. 5 allows one extension)",
                 location="days",
             )
-        if not 1 <= days <= m.MAX_EXTENSION_DAYS:
-            raise InvalidInput(f"days must be between 1 and {m.MAX_EXTENSION_DAYS}", location="days")
+        longest = max_extension(req.type)
+        if not 1 <= days <= longest:
+            raise InvalidInput(
+                f"days must be between 1 and {longest} for a {req.type} request ({CLOCKS[req.type].basis})",
+                location="days",
+            )
         if len(reason.strip()) < m.MIN_REASON_CHARS:
             raise InvalidInput("an extension needs a reason", location="reason")
         now = self.now()

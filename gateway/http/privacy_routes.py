@@ -10,7 +10,8 @@ Who may do what (deny by default, ISO/IEC 27001:2022 A.5.15):
 * role ``crm`` (a configured CRM client): confirm the deletion of an erased
   patient (``POST /privacy/v1/erasure-receipts``), Law 91/2025/QH15 Art. 14.
 
-Deadlines follow Decree 356/2025/ND-CP Art. 5 (see ``consent.rights.model``).
+Request types: erasure, access, rectification, restriction, objection, withdrawal.
+Deadlines follow Decree 356/2025/ND-CP Art. 5 (the table: ``consent.rights.deadlines``).
 Errors are FHIR OperationOutcomes; refusals are audited once and change nothing
 (who the caller is and which role it has: :mod:`gateway.http.principal`).
 """
@@ -180,8 +181,8 @@ def _staff_step(name: str) -> Any:
         if name == "acknowledge":
             req = await run_in_threadpool(service.acknowledge, caller.context, request_id)
         elif name == "extend":
-            days = data.get("days", 20)
-            if not isinstance(days, int) or isinstance(days, bool):
+            days = data.get("days")  # absent: the longest extension the request's type allows
+            if days is not None and (not isinstance(days, int) or isinstance(days, bool)):
                 raise InvalidInput("days must be an integer", location="days")
             req = await run_in_threadpool(
                 service.extend, caller.context, request_id, days, str(data.get("reason") or "")
@@ -202,7 +203,11 @@ def _staff_step(name: str) -> Any:
 for _name, _summary in (
     ("acknowledge", "Staff: acknowledge (due within 2 working days)"),
     ("process", "Staff: carry out the request (erasure, access export, ...)"),
-    ("extend", "Staff: extend the deadline once, by at most 20 days, with a reason"),
+    (
+        "extend",
+        "Staff: extend the deadline once, with a reason (at most 15 days for withdrawal, restriction and "
+        "objection, 20 for the others: Decree 356/2025 Art. 5)",
+    ),
     ("close", "Staff: close a completed request, or reject one (outcome=rejected) with a reason"),
 ):
     router.add_api_route(

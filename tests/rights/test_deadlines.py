@@ -1,14 +1,34 @@
-"""Deadlines of Decree 356/2025/ND-CP Art. 5 with a controllable clock (both backends, real HTTP)."""
+"""Deadlines of Decree 356/2025/ND-CP Art. 5 with a controllable clock (both backends, real HTTP).
+
+Every clock of the one table (``consent.rights.deadlines``) is checked here: working days for the
+acknowledgement across weekends and Vietnamese holidays, calendar days for the periods.
+"""
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
+import httpx
 import pytest
 
 from common.settings import Settings
+from consent.purposes import APPOINTMENT_REMINDER
+from consent.rights import model as m
 from consent.rights.calendar import VN_TZ, WorkingCalendar, iso, local_date, to_us
-from tests.crm_bridge.conftest import full_patient
+from consent.rights.deadlines import (
+    ACCESS,
+    ERASURE,
+    OBJECTION,
+    RECTIFICATION,
+    REQUEST_TYPES,
+    RESTRICTION,
+    WITHDRAWAL,
+    ack_working_days,
+    completion_days,
+    table,
+)
+from tests.crm_bridge.conftest import CrmClient, appointment, counter_consent, full_patient
 from tests.http.live import LiveServer
 from tests.rights.conftest import create, privacy, start_clock
 
@@ -115,3 +135,122 @@ def test_clocks_extension_and_overdue_over_http(rights_live: LiveServer) -> None
     with privacy(rights_live, rights_live.auth("patient", patient_id=pid)) as mine:
         followed = mine.get(f"/requests/{erasure['id']}").json()
         assert followed["clocks"]["extended"] is True and "identity_verification" not in followed
+
+
+# -- issue #18 item 9: every clock from the one table, with its citation ----------------------------
+
+FRIDAY_BEFORE_HOLIDAYS = datetime(2026, 4, 24, 16, 30, tzinfo=VN_TZ)  # Hùng Kings Mon 27/4, then 30/4-1/5
+
+
+def test_every_clock_is_in_one_table_citing_decree_356_art_5() -> None:
+    rows = {r["clock"]: r for r in table()}
+    assert set(rows) == {"acknowledge", *REQUEST_TYPES}
+    for row in rows.values():
+        assert str(row["basis"]).startswith("Decree 356/2025/ND-CP Art. 5"), row
+        assert row["unit"] == ("working" if row["clock"] == "acknowledge" else "calendar"), row
+    # the figures the decree gives (docs/patient-rights.md, "Deadlines: the reading taken")
+    assert rows["acknowledge"]["days"] == 2
+    for kind in (WITHDRAWAL, RESTRICTION, OBJECTION):
+        assert (rows[kind]["days"], rows[kind]["with_processor"], rows[kind]["max_extension"]) == (15, 20, 15)
+        assert rows[kind]["source"] == "decree"
+    assert (rows[ERASURE]["days"], rows[ERASURE]["with_processor"], rows[ERASURE]["max_extension"]) == (
+        20,
+        30,
+        20,
+    )
+    assert rows[ACCESS]["days"] == rows[RECTIFICATION]["days"] == 10
+    # the names the workflow uses are read from the table, not kept beside it
+    assert m.ACK_WORKING_DAYS == 2 and {t: completion_days(t, False) for t in REQUEST_TYPES} == m.DUE_DAYS
+
+
+@pytest.mark.parametrize(
+    ("kind", "processor", "due"),
+    [
+        (WITHDRAWAL, False, date(2026, 5, 9)),  # 15 calendar days: a Saturday, not moved (stricter)
+        (WITHDRAWAL, True, date(2026, 5, 14)),  # 20 when a processor must stop
+        (RESTRICTION, False, date(2026, 5, 9)),
+        (RESTRICTION, True, date(2026, 5, 14)),
+        (OBJECTION, False, date(2026, 5, 9)),
+        (OBJECTION, True, date(2026, 5, 14)),
+        (ACCESS, False, date(2026, 5, 4)),  # 10 days: the holidays inside count as days
+        (ACCESS, True, date(2026, 5, 4)),  # no processor figure: unchanged
+        (RECTIFICATION, False, date(2026, 5, 4)),
+        (ERASURE, False, date(2026, 5, 14)),
+        (ERASURE, True, date(2026, 5, 24)),
+    ],
+)
+def test_completion_clock_counts_calendar_days_across_holidays(kind: str, processor: bool, due: date) -> None:
+    filed = to_us(FRIDAY_BEFORE_HOLIDAYS)
+    deadline = m.due_us(CAL, kind, filed, processor)
+    assert local_date(deadline) == due
+    assert iso(deadline) == f"{due.isoformat()}T23:59:59+07:00"
+    # the acknowledgement of the same filing counts working days: Mon 27/4 is off -> Wed 29/4
+    assert local_date(CAL.working_days_due(filed, ack_working_days())) == date(2026, 4, 29)
+
+
+def _file(client: httpx.Client, kind: str, pid: str) -> dict[str, Any]:
+    filed = client.post(
+        "/requests",
+        json={
+            "type": kind,
+            "patient": f"Patient/{pid}",
+            "reason": "bệnh nhân yêu cầu tại quầy",
+            "identity_verification": "CCCD đối chiếu tại quầy",
+            "scope": {"purposes": [APPOINTMENT_REMINDER]},
+        },
+    )
+    assert filed.status_code == 201, filed.text
+    body: dict[str, Any] = filed.json()
+    return body
+
+
+def test_withdrawal_restriction_objection_clocks_over_http(
+    rights_live: LiveServer, rights_crm: CrmClient
+) -> None:
+    """15 days, 20 when the CRM holds the patient, one extension of at most 15 (both backends)."""
+    clock = start_clock(rights_live, FRIDAY_BEFORE_HOLIDAYS)
+    shared = create(rights_live, full_patient())  # the CRM receives this patient
+    create(rights_live, counter_consent(shared, APPOINTMENT_REMINDER))
+    create(rights_live, appointment(shared))
+    assert [e["type"] for e in rights_crm.feed()][-1] == "appointment.booked"
+    alone = create(rights_live, full_patient())  # no CRM ever received this one
+    with privacy(rights_live, rights_live.auth("privacy_officer")) as officer:
+        for kind in (WITHDRAWAL, RESTRICTION, OBJECTION):
+            with_crm, without = _file(officer, kind, shared), _file(officer, kind, alone)
+            assert with_crm["clocks"]["processor_involved"] is True, kind
+            assert with_crm["clocks"]["complete_by"] == "2026-05-14T23:59:59+07:00", kind
+            assert without["clocks"]["processor_involved"] is False, kind
+            assert without["clocks"]["complete_by"] == "2026-05-09T23:59:59+07:00", kind
+            assert with_crm["clocks"]["acknowledge_by"] == "2026-04-29T23:59:59+07:00", kind
+            too_long = officer.post(
+                f"/requests/{without['id']}/extend", json={"days": 16, "reason": "chờ CRM"}
+            )
+            assert too_long.status_code == 400 and "15" in too_long.text, kind
+            longest = officer.post(f"/requests/{without['id']}/extend", json={"reason": "chờ CRM xác nhận"})
+            assert longest.status_code == 200, longest.text
+            assert longest.json()["clocks"]["extension_days"] == 15
+            assert longest.json()["clocks"]["complete_by"] == "2026-05-24T23:59:59+07:00"
+        # an erasure keeps its own 20-day extension limit
+        erasure = _file(officer, ERASURE, alone)
+        assert (
+            officer.post(
+                f"/requests/{erasure['id']}/extend", json={"days": 20, "reason": "chờ HIS"}
+            ).status_code
+            == 200
+        )
+
+        # a withdrawal is carried out as a deny Consent: the CRM gets nothing more for that purpose
+        withdrawal = officer.get(
+            "/requests", params={"patient": f"Patient/{shared}", "status": "received"}
+        ).json()
+        wid = next(r["id"] for r in withdrawal["requests"] if r["type"] == WITHDRAWAL)
+        clock.set(datetime(2026, 11, 25, 9, 0, tzinfo=VN_TZ))  # after the consent it withdraws
+        done = officer.post(f"/requests/{wid}/process", json={})
+        assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+        document = officer.get(f"/requests/{wid}/response").json()
+        assert document["type"] == WITHDRAWAL and document["actions"][0]["what"].endswith(
+            APPOINTMENT_REMINDER
+        )
+    before = len(rights_crm.feed())
+    create(rights_live, appointment(shared, start="2026-12-02T09:00:00+07:00"))
+    assert [e["type"] for e in rights_crm.feed()[before:]] == []
