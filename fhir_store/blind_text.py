@@ -73,32 +73,42 @@ def string_condition(
     """Row condition on ``search_string`` for one filter (hash equality; a superset when rechecked)."""
     table = search_string
     alternatives: list[ColumnElement[bool]] = []
+    tokens: list[str] = []
+    exacts: list[str] = []
+    long_grams: list[list[str]] = []
     for value in flt.values:
         if flt.modifier == "exact":
-            alternatives.append(table.c.exact == blind(VALUE + value[:255]))
+            exacts.append(blind(VALUE + value[:255]))
             continue
         norm = normalize_text(value)[:255]
         if not norm:
             alternatives.append(table.c.param == param.name)  # an empty value matches every value
         elif flt.modifier != "contains":
-            alternatives.append(table.c.norm == blind(PREFIX + norm[:PREFIX_MAX]))
+            tokens.append(blind(PREFIX + norm[:PREFIX_MAX]))
         elif len(norm) == 1:
             raise InvalidInput(
                 f"'{param.name}' is encrypted at rest: ':contains' needs at least 2 characters",
                 location=f"{param.name}:contains",
             )
         elif len(norm) <= 3:
-            alternatives.append(table.c.norm == blind(GRAM + norm))
-        else:  # candidates: a value holding every 3-gram of the query (re-checked after decryption)
-            grams = [blind(GRAM + gram) for gram in _contains_grams(norm)]
-            holders = (
-                select(table.c.res_id)
-                .where(table.c.res_type == resource_type, table.c.param == param.name)
-                .where(table.c.norm.in_(grams))
-                .group_by(table.c.res_id, table.c.exact)
-                .having(func.count(table.c.norm.distinct()) == len(grams))
-            )
-            alternatives.append(table.c.res_id.in_(holders))
+            tokens.append(blind(GRAM + norm))
+        else:
+            long_grams.append([blind(GRAM + gram) for gram in _contains_grams(norm)])
+    if long_grams:
+        # Candidates (re-checked after decryption): one value of the resource holds at least as
+        # many of the queries' 3-grams as the shortest query has; one subquery however many values.
+        every = list(dict.fromkeys(g for grams in long_grams for g in grams))
+        holders = (
+            select(table.c.res_id)
+            .where(table.c.res_type == resource_type, table.c.param == param.name, table.c.norm.in_(every))
+            .group_by(table.c.res_id, table.c.exact)
+            .having(func.count(table.c.norm.distinct()) >= min(len(set(g)) for g in long_grams))
+        )
+        alternatives.append(table.c.res_id.in_(holders))
+    if tokens:  # one IN list: an ephemeral index on SQLite, a hashed lookup on PostgreSQL
+        alternatives.append(table.c.norm.in_(list(dict.fromkeys(tokens))))
+    if exacts:
+        alternatives.append(table.c.exact.in_(list(dict.fromkeys(exacts))))
     return and_(table.c.param == param.name, or_(*alternatives))
 
 
