@@ -35,7 +35,7 @@ import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
 from common import PHONE_SYSTEMS, is_secondary_identifier, phone_variants
-from fhir_store.schema import INDEX_TABLES, identifier_claim, resource_current, search_token
+from fhir_store.schema import INDEX_TABLES, identifier_claim, resource_current, search_string, search_token
 from fhir_store.search import Filter, SearchQuery
 from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows
 
@@ -210,6 +210,20 @@ def reindex(
                 conn.execute(insert(table), new[table.name])
         done += len(rows)
         last = (str(rows[-1][0]), str(rows[-1][1]))
+
+
+def string_index_missing(conn: Connection) -> bool:
+    """Resources with string parameters exist but no string row does: migration 0017 dropped the clear ones.
+
+    Two ``LIMIT 1`` lookups, so every start can afford it; a store whose
+    resources carry no name or address at all is simply reindexed again.
+    """
+    types = [t for t, spec in SEARCH_SPECS.items() if any(p.kind == "string" for p in spec.params.values())]
+    rc = resource_current
+    held = conn.execute(
+        select(rc.c.res_id).where(rc.c.res_type.in_(types), rc.c.deleted.is_(False)).limit(1)
+    ).first()
+    return held is not None and conn.execute(select(search_string.c.res_id).limit(1)).first() is None
 
 
 def has_index_rows(conn: Connection) -> bool:
