@@ -27,12 +27,23 @@ DAY_US = 86_400_000_000
 # -- write side -------------------------------------------------------------------------------
 
 
+def keyed(blind: Blind, text: str) -> str:
+    """``blind(text)`` with the HMAC cut to 128 bits (22 base64url characters), key id kept.
+
+    Why: a name or address is indexed as ~170 rows of two hashes each
+    (docs/benchmarks.md); equality lookups need no more than 128 bits (a
+    collision is a 2^-64 birthday event per pair of distinct inputs at worst).
+    """
+    kid, _, mac = blind(text).partition(".")
+    return f"{kid}.{mac[:22]}"
+
+
 def string_rows(value: str, norm: str, blind: Blind) -> list[tuple[str, str]]:
     """``(keyed prefix or gram, keyed exact value)`` rows of one string element."""
-    exact = blind(VALUE + value[:255])
+    exact = keyed(blind, VALUE + value[:255])
     tokens = [PREFIX + norm[:n] for n in range(1, min(len(norm), PREFIX_MAX) + 1)]
     tokens += dict.fromkeys(GRAM + norm[i : i + n] for n in _GRAMS for i in range(len(norm) - n + 1))
-    return [(blind(token), exact) for token in tokens]
+    return [(keyed(blind, token), exact) for token in tokens]
 
 
 def day_of(value_us: int) -> date:
@@ -46,7 +57,7 @@ def year_span(year: int) -> tuple[int, int]:
 
 
 def bucket(param: str, end: str, unit: str, text: str, blind: Blind) -> str:
-    return blind(f"date\x00{param}\x00{end}\x00{unit}\x00{text}")
+    return keyed(blind, f"date\x00{param}\x00{end}\x00{unit}\x00{text}")
 
 
 def date_rows(

@@ -51,6 +51,7 @@ from fhir_store.blind_rows import (
     Blind,
     bucket,
     day_of,
+    keyed,
     year_span,
 )
 from fhir_store.instants import parse_fhir_instant_range
@@ -78,22 +79,22 @@ def string_condition(
     long_grams: list[list[str]] = []
     for value in flt.values:
         if flt.modifier == "exact":
-            exacts.append(blind(VALUE + value[:255]))
+            exacts.append(keyed(blind, VALUE + value[:255]))
             continue
         norm = normalize_text(value)[:255]
         if not norm:
             alternatives.append(table.c.param == param.name)  # an empty value matches every value
         elif flt.modifier != "contains":
-            tokens.append(blind(PREFIX + norm[:PREFIX_MAX]))
+            tokens.append(keyed(blind, PREFIX + norm[:PREFIX_MAX]))
         elif len(norm) == 1:
             raise InvalidInput(
                 f"'{param.name}' is encrypted at rest: ':contains' needs at least 2 characters",
                 location=f"{param.name}:contains",
             )
         elif len(norm) <= 3:
-            tokens.append(blind(GRAM + norm))
+            tokens.append(keyed(blind, GRAM + norm))
         else:
-            long_grams.append([blind(GRAM + gram) for gram in _contains_grams(norm)])
+            long_grams.append([keyed(blind, GRAM + gram) for gram in _contains_grams(norm)])
     if long_grams:
         # Candidates (re-checked after decryption): one value of the resource holds at least as
         # many of the queries' 3-grams as the shortest query has; one subquery however many values.
