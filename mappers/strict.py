@@ -105,7 +105,9 @@ def _without_values(msg: Hl7Message, text: str) -> str:
                 continue
             raw = seg.raw(n)
             values.add(raw)
-            for part in raw.replace(msg.encoding.repetition, msg.encoding.component).split(msg.encoding.component):
+            for part in raw.replace(msg.encoding.repetition, msg.encoding.component).split(
+                msg.encoding.component
+            ):
                 values.update(part.split(msg.encoding.subcomponent))
     for value in sorted((v for v in values if len(v.strip()) >= 2), key=len, reverse=True):
         text = text.replace(value, "<value>")
