@@ -35,7 +35,7 @@ import orjson
 from sqlalchemy import Connection, delete, insert, select, tuple_
 
 from common import PHONE_SYSTEMS, is_secondary_identifier, phone_variants
-from fhir_store.schema import identifier_claim, resource_current, search_token
+from fhir_store.schema import INDEX_TABLES, identifier_claim, resource_current, search_string, search_token
 from fhir_store.search import Filter, SearchQuery
 from fhir_store.search_params import SEARCH_SPECS, SearchParam, extract_index_rows
 
@@ -43,6 +43,12 @@ Blind = Callable[[str], str]
 BATCH = 500
 #: Domain separation: a blinded page token can never equal the blind index of a stored value.
 PAGE_TOKEN_DOMAIN = "carebridge page token\x00"
+#: Domain of a blinded name, address or date value in a search's audited query text.
+QUERY_VALUE_DOMAIN = "carebridge query value\x00"
+_CLEAR_CONTROLS = frozenset(
+    {"_id", "_count", "_sort", "_include", "_revinclude", "_summary", "_total", "_elements", "_format"}
+    | {"_pretty", "_page", "_offset", "_lastUpdated"}
+)
 
 
 def _holds_phones(param: SearchParam) -> bool:
@@ -69,7 +75,7 @@ def _blind_values(param: SearchParam, value: str, blind: Blind) -> Iterator[str]
 
 def blind_query(query: SearchQuery, blind: Blind) -> SearchQuery:
     """``query`` with the values of blinded parameters replaced by their keyed hashes."""
-    if query.blinded:
+    if query.blinded and query.blind is not None:
         return query
     spec = SEARCH_SPECS.get(query.resource_type)
     filters: list[Filter] = []
@@ -80,7 +86,7 @@ def blind_query(query: SearchQuery, blind: Blind) -> SearchQuery:
             continue
         values = tuple(dict.fromkeys(v for value in flt.values for v in _blind_values(param, value, blind)))
         filters.append(Filter(flt.param, flt.modifier, values))
-    return replace(query, filters=filters, blinded=True)
+    return replace(query, filters=filters, blinded=True, blind=blind)
 
 
 def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
@@ -92,7 +98,11 @@ def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
     officer can still tell whether a given number was searched, by blinding it.
     A ``_page_token`` is blinded too: in clear it would let a reader of the trail
     replay a live paging link (the snapshot itself is bound to its caller,
-    ``fhir_store.search_snapshots``, so this is defence in depth).
+    ``fhir_store.search_snapshots``, so this is defence in depth).  Names,
+    addresses, dates and any parameter not known to be harmless are blinded as
+    ``blind("carebridge query value\\0" + value)`` (issue #18 item 5): the trail
+    keeps every parameter name, and codes, references, ids and paging controls
+    stay readable.
     """
     spec = SEARCH_SPECS.get(resource_type)
     if spec is None or not query_text:
@@ -100,16 +110,26 @@ def blind_query_text(resource_type: str, query_text: str, blind: Blind) -> str:
     prefix, mark, text = query_text.rpartition("?")  # "Patient?identifier=..." or a bare query string
     pairs, changed = [], False
     for key, value in parse_qsl(text, keep_blank_values=True):
-        param = spec.params.get(key.partition(":")[0])
+        name = key.partition(":")[0]
+        param = spec.params.get(name)
         if param is not None and param.blinded and value:
             value = ",".join(next(_blind_values(param, v, blind), "") for v in value.split(","))
             changed = True
         elif key == "_page_token" and value:
             value, changed = blind(PAGE_TOKEN_DOMAIN + value), True
+        elif value and not _clear_in_audit(name, param):
+            value, changed = ",".join(blind(QUERY_VALUE_DOMAIN + v) for v in value.split(",")), True
         pairs.append((key, value))
     if not changed:
         return query_text  # recorded exactly as received
     return prefix + mark + urlencode(pairs, safe="|:,/")
+
+
+def _clear_in_audit(name: str, param: SearchParam | None) -> bool:
+    """Values the audit trail keeps as sent: paging/result controls, ids, codes and references."""
+    if param is None:
+        return name in _CLEAR_CONTROLS
+    return param.kind == "reference" or (param.kind == "token" and not param.blinded)
 
 
 def claimed_identifiers(resource: dict[str, Any], blind: Blind) -> dict[tuple[str, str], str]:
@@ -134,11 +154,6 @@ def secondary_claims(resource: dict[str, Any] | None, blind: Blind) -> set[tuple
     return found
 
 
-def _blinded_params(resource_type: str) -> list[str]:
-    spec = SEARCH_SPECS.get(resource_type)
-    return [] if spec is None else [p.name for p in spec.params.values() if p.blinded]
-
-
 def reindex(
     conn: Connection,
     open_content: Callable[[str, str, int, bytes], bytes],
@@ -146,11 +161,14 @@ def reindex(
     *,
     batch: int = BATCH,
 ) -> int:
-    """Recompute every blinded token row and identifier claim from current content; returns resources.
+    """Recompute every search-index row and identifier claim from current content; returns resources.
 
     Runs on the caller's transaction: callers run it in one transaction so no
     lookup ever sees half an index (new writers wait on the write lock).
-    Only blinded rows are touched; other index rows are already right.
+    Every index table is rebuilt, not only the blinded tokens: names,
+    addresses and birth dates are keyed hashes too (``fhir_store.blind_text``),
+    and rows written before they were (clear ``search_string``/``search_date``)
+    are replaced here (issue #18 item 5).
     """
     rc = resource_current
     last: tuple[str, str] = ("", "")
@@ -164,38 +182,48 @@ def reindex(
         ).all()
         if not rows:
             return done
-        tokens: list[dict[str, Any]] = []
-        claims: list[dict[str, Any]] = []
+        new: dict[str, list[dict[str, Any]]] = {t.name: [] for t in (*INDEX_TABLES, identifier_claim)}
         by_type: dict[str, list[str]] = {}
         for res_type, res_id, version, content in rows:
             by_type.setdefault(res_type, []).append(res_id)
             if content is None:
                 continue
             resource = orjson.loads(open_content(res_type, res_id, version, bytes(content)))
-            params = set(_blinded_params(res_type))
             key = {"res_type": res_type, "res_id": res_id}
-            tokens += [
-                {**key, "param": p, "system": s, "code": c}
-                for p, s, c in extract_index_rows(resource, blind).tokens
-                if p in params
+            index = extract_index_rows(resource, blind)
+            new["search_token"] += [{**key, "param": p, "system": s, "code": c} for p, s, c in index.tokens]
+            new["search_string"] += [{**key, "param": p, "norm": n, "exact": e} for p, n, e in index.strings]
+            new["search_date"] += [
+                {**key, "param": p, "low_us": lo, "high_us": hi} for p, lo, hi in index.dates
             ]
-            claims += [{**key, "system": s, "value": v} for s, v in claimed_identifiers(resource, blind)]
+            new["search_reference"] += [
+                {**key, "param": p, "target_type": t, "target_id": i} for p, t, i in index.references
+            ]
+            new["identifier_claim"] += [
+                {**key, "system": s, "value": v} for s, v in claimed_identifiers(resource, blind)
+            ]
         for res_type, res_ids in by_type.items():
-            st, ic = search_token, identifier_claim
-            conn.execute(
-                delete(st).where(
-                    st.c.res_type == res_type,
-                    st.c.res_id.in_(res_ids),
-                    st.c.param.in_(_blinded_params(res_type)),
-                )
-            )
-            conn.execute(delete(ic).where(ic.c.res_type == res_type, ic.c.res_id.in_(res_ids)))
-        if tokens:
-            conn.execute(insert(search_token), tokens)
-        if claims:
-            conn.execute(insert(identifier_claim), claims)
+            for table in (*INDEX_TABLES, identifier_claim):
+                conn.execute(delete(table).where(table.c.res_type == res_type, table.c.res_id.in_(res_ids)))
+        for table in (*INDEX_TABLES, identifier_claim):
+            if new[table.name]:
+                conn.execute(insert(table), new[table.name])
         done += len(rows)
         last = (str(rows[-1][0]), str(rows[-1][1]))
+
+
+def string_index_missing(conn: Connection) -> bool:
+    """Resources with string parameters exist but no string row does: migration 0017 dropped the clear ones.
+
+    Two ``LIMIT 1`` lookups, so every start can afford it; a store whose
+    resources carry no name or address at all is simply reindexed again.
+    """
+    types = [t for t, spec in SEARCH_SPECS.items() if any(p.kind == "string" for p in spec.params.values())]
+    rc = resource_current
+    held = conn.execute(
+        select(rc.c.res_id).where(rc.c.res_type.in_(types), rc.c.deleted.is_(False)).limit(1)
+    ).first()
+    return held is not None and conn.execute(select(search_string.c.res_id).limit(1)).first() is None
 
 
 def has_index_rows(conn: Connection) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from common import KeyMaterialError, KeySource
-from fhir_store.blind_index import has_index_rows, reindex
+from fhir_store.blind_index import has_index_rows, reindex, string_index_missing
 from fhir_store.content_cipher import StoreCipher, StoreKeys
 from fhir_store.database import writer
 from fhir_store.instants import now_us
@@ -102,6 +102,10 @@ def _ensure(conn: Connection, keys: StoreKeys) -> str:
             # Written before blind indexes existed (or by a retired key): rebuild once, in this transaction.
             cipher = StoreCipher(keys, blind_kid)
             reindex(conn, cipher.open_resource, cipher.blind)
+    elif string_index_missing(conn):
+        # Names, addresses and birth dates indexed in clear before migration 0017: rebuild them blinded.
+        cipher = StoreCipher(keys, blind_kid)
+        reindex(conn, cipher.open_resource, cipher.blind)
     return blind_kid
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, select
 from common import Forbidden, Gone, NotFound, SearchSettings
 from fhir_store import write_path
 from fhir_store.blind_index import blind_query, blind_query_text
+from fhir_store.blind_text import matches_strings, needs_recheck
 from fhir_store.compartment import check_compartment, conceal, in_compartment, restrict_to_compartment
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.database import writer
@@ -312,8 +313,10 @@ class FhirStore:
 
     def _search(self, conn: Connection, query: SearchQuery, bound_to: Callable[[], str]) -> SearchPage:
         total: int | None = None
+        rechecked = needs_recheck(query)
         if query.summary == "count":
-            return SearchPage([], total=count_matches(conn, query), count=0)
+            total = len(self._rechecked(conn, query)) if rechecked else count_matches(conn, query)
+            return SearchPage([], total=total, count=0)
         if query.page_token:
             ids, total = load_snapshot(conn, query, bound_to())
             page_ids = ids[query.offset : query.offset + query.count]
@@ -322,6 +325,14 @@ class FhirStore:
         elif (owned := identifier_lookup(conn, query)) is not None:
             # identifier=system|value is answered by the unique claim table: at most one match.
             page_ids, has_next, token, total = owned[: query.count], False, None, len(owned)
+        elif rechecked:
+            every = self._rechecked(conn, query)
+            page_ids = every[query.offset : query.offset + query.count]
+            has_next = query.offset + query.count < len(every)
+            token = None
+            if has_next:
+                token = save_snapshot(self.engine, query.resource_type, every, self.clock(), bound_to())
+            total = len(every)
         else:
             page_ids = find_ids(conn, query, limit=query.count + 1, offset=query.offset)
             has_next = len(page_ids) > query.count
@@ -348,6 +359,16 @@ class FhirStore:
             included += self.load_many(conn, source_type, source_ids)
         unique_included = list({r.reference: r for r in included}.values())
         return SearchPage(matches, unique_included, total, query.offset, query.count, has_next, token)
+
+    def _rechecked(self, conn: Connection, query: SearchQuery) -> list[str]:
+        """Ids matching a search whose long name/address values the hashes only narrowed down.
+
+        The candidates' content is decrypted and the string filters applied to it
+        (``fhir_store.blind_text``): answers stay exact although the index holds
+        only keyed prefixes up to ``PREFIX_MAX`` characters and keyed 3-grams.
+        """
+        candidates = self.load_many(conn, query.resource_type, find_ids(conn, query, limit=SNAPSHOT_LIMIT))
+        return [c.id for c in candidates if matches_strings(c.resource(), query)]
 
     def everything(self, patient_id: str, context: RequestContext | None = None) -> list[StoredResource]:
         """Patient compartment subset we hold: the Patient, its Encounters and Appointments."""

@@ -22,6 +22,8 @@ from common import (
     SearchSettings,
 )
 from fhir_store.blind_index import blind_query
+from fhir_store.blind_rows import PREFIX_MAX
+from fhir_store.blind_text import needs_recheck
 from fhir_store.content_cipher import StoreCipher
 from fhir_store.model import StoredResource
 from fhir_store.patient_links import follow_replaced_by
@@ -85,6 +87,12 @@ def match_criteria(
         return owned
     if not query.filters:
         raise InvalidInput("a conditional operation needs search criteria", location="url")
+    if needs_recheck(query):
+        raise InvalidInput(
+            "conditional criteria on names and addresses are limited to "
+            f"{PREFIX_MAX} characters and 3-character ':contains' (encrypted at rest)",
+            location="url",
+        )
     if pending is not None and pending.rows:
         pending.flush(conn)
     return find_ids(conn, query, limit=2)

@@ -12,11 +12,13 @@ Identifier, phone, e-mail and telecom values are indexed as keyed hashes
 (``fhir_store.blind_index.blind_query``) before it is compiled here, and
 modifiers other than ``:missing`` on those parameters are refused with 400
 (a hash cannot be searched by substring, and a silent exact match would be wrong).
+Names, addresses and birth dates are keyed hashes too; their conditions are
+compiled by ``fhir_store.blind_text`` with the query's ``blind``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
@@ -25,10 +27,11 @@ from sqlalchemy import ColumnElement, Connection, and_, case, exists, func, not_
 from sqlalchemy.sql import Select
 
 from common import InvalidInput, SearchSettings
+from fhir_store.blind_text import date_condition, string_condition
 from fhir_store.instants import parse_fhir_instant_range
 from fhir_store.schema import resource_current, search_date, search_reference, search_string, search_token
 from fhir_store.search_limits import check_search_limits
-from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam, normalize_text
+from fhir_store.search_params import INCLUDES, SEARCH_SPECS, SearchParam
 
 MAX_COUNT = 1000
 DEFAULT_COUNT = 20
@@ -71,6 +74,8 @@ class SearchQuery:
     elements: list[str] | None = None
     # True once the values of blinded parameters were replaced by their keyed hashes
     blinded: bool = False
+    # The blind-index HMAC: strings and birth dates are compiled to keyed hashes with it
+    blind: Callable[[str], str] | None = field(default=None, repr=False, compare=False)
 
 
 DEFAULT_LIMITS = SearchSettings()
@@ -152,10 +157,6 @@ def parse_query(
     return query
 
 
-def _like_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _date_condition(
     low: ColumnElement[int], high: ColumnElement[int], value: str, location: str
 ) -> ColumnElement[bool]:
@@ -188,23 +189,15 @@ def _token_condition(value: str, param: SearchParam) -> ColumnElement[bool]:
 _TABLES = {"token": search_token, "string": search_string, "date": search_date, "reference": search_reference}
 
 
-def _value_condition(param: SearchParam, flt: Filter) -> ColumnElement[bool]:
+def _value_condition(query: SearchQuery, param: SearchParam, flt: Filter) -> ColumnElement[bool]:
     """The index-row condition of one filter: ``param`` matches any of its values (OR)."""
+    if param.kind == "string":
+        assert query.blind is not None  # checked by _conditions
+        return string_condition(query.resource_type, param, flt, query.blind)
     alternatives: list[ColumnElement[bool]] = []
     for value in flt.values:
         if param.kind == "token":
             alternatives.append(_token_condition(value, param))
-        elif param.kind == "string":
-            if flt.modifier == "exact":
-                alternatives.append(search_string.c.exact == value)
-            elif flt.modifier == "contains":
-                alternatives.append(
-                    search_string.c.norm.like(f"%{_like_escape(normalize_text(value))}%", escape="\\")
-                )
-            else:
-                alternatives.append(
-                    search_string.c.norm.like(f"{_like_escape(normalize_text(value))}%", escape="\\")
-                )
         elif param.kind == "date":
             alternatives.append(
                 _date_condition(search_date.c.low_us, search_date.c.high_us, value, flt.param)
@@ -242,7 +235,8 @@ def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
             conditions.append(or_(*(_date_condition(col, col, v, "_lastUpdated") for v in flt.values)))
             continue
         param = SEARCH_SPECS[resource_type].params[flt.param]
-        if param.blinded and flt.modifier != "missing" and not query.blinded:
+        keyed = param.blinded or param.kind == "string" or param.personal_date
+        if keyed and flt.modifier != "missing" and (not query.blinded or query.blind is None):
             # A clear value can never match a blinded index row: failing loudly beats "no results".
             raise RuntimeError(f"search on {flt.param} without blind_query (a store bug)")
         table = _TABLES[param.kind]
@@ -252,10 +246,15 @@ def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
             )
             conditions.append(not_(present) if flt.values[0] == "true" else present)
             continue
+        if param.personal_date:
+            assert query.blind is not None
+            res = (resource_type, res_id)
+            conditions.append(or_(*(date_condition(param.name, v, query.blind, res) for v in flt.values)))
+            continue
         per_table.setdefault(param.kind, []).append((param, flt))
     for kind, filters in per_table.items():
         table = _TABLES[kind]
-        matches = [_value_condition(param, flt) for param, flt in filters]
+        matches = [_value_condition(query, param, flt) for param, flt in filters]
         if len(matches) == 1:
             conditions.append(
                 exists().where(table.c.res_type == resource_type, table.c.res_id == res_id, matches[0])

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fhir_store.blind_rows import PERSONAL_DATES, date_rows, string_rows
 from fhir_store.instants import parse_fhir_instant_range
 
 ParamKind = Literal["token", "string", "date", "reference"]
@@ -46,6 +47,15 @@ class SearchParam:
         identifier, and ``identifier=`` lookups must blind the same way).
         """
         return self.contact_point or self.name == "identifier"
+
+    @property
+    def personal_date(self) -> bool:
+        """A date that is personal data (a birth date): indexed as keyed hashes, year in clear.
+
+        Decided by the element read, like :attr:`blinded`, so a new resource type
+        indexing ``birthDate`` is covered without declaring it (``fhir_store.blind_text``).
+        """
+        return self.kind == "date" and any(parts[-1] in PERSONAL_DATES for parts in self.split_paths)
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,13 @@ def normalize_text(value: str) -> str:
     return unicodedata.normalize("NFD", value).translate(_STRIP_MARKS).lower().strip()
 
 
+def collect_values(resource: dict[str, Any], parts: tuple[str, ...]) -> list[Any]:
+    """The values at a split element path (lists flattened), as indexed."""
+    out: list[Any] = []
+    _collect(resource, parts, 0, out)
+    return out
+
+
 def _collect(node: Any, parts: tuple[str, ...], index: int, out: list[Any]) -> None:
     """Depth-first values at ``parts[index:]`` below ``node``; lists are flattened at every step."""
     if index == len(parts):
@@ -180,8 +197,8 @@ def _collect(node: Any, parts: tuple[str, ...], index: int, out: list[Any]) -> N
 @dataclass(frozen=True)
 class IndexRows:
     tokens: list[tuple[str, str, str]]  # param, system, code
-    strings: list[tuple[str, str, str]]  # param, norm, exact
-    dates: list[tuple[str, int, int]]  # param, low_us, high_us
+    strings: list[tuple[str, str, str]]  # param, keyed prefix or gram, keyed exact value
+    dates: list[tuple[str, int, int]]  # param, low_us, high_us (year span for personal dates)
     references: list[tuple[str, str, str]]  # param, target_type, target_id
 
 
@@ -225,14 +242,15 @@ def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) ->
 
     ``blind`` (``StoreCipher.blind``) turns the codes of blinded parameters
     into keyed hashes: identifier and contact values never reach the index in
-    clear; systems stay in clear.
+    clear; systems stay in clear.  Strings (names, addresses) and personal
+    dates (birth dates) are indexed as keyed hashes too (``fhir_store.blind_text``).
     """
     rows = IndexRows([], [], [], [])
     spec = SEARCH_SPECS.get(resource.get("resourceType", ""))
     if spec is None:
         return rows
     reached: dict[tuple[str, ...], list[Any]] = {}  # "name.family" feeds name and family: walk it once
-    normalized: dict[str, str] = {}
+    normalized: dict[str, list[tuple[str, str]]] = {}  # value -> its keyed rows (name.family feeds 3 params)
     for param in spec.params.values():
         kind = param.kind
         for parts in param.split_paths:
@@ -247,13 +265,19 @@ def extract_index_rows(resource: dict[str, Any], blind: Callable[[str], str]) ->
                         rows.tokens.append((param.name, system[:255], code))
                 elif kind == "string":
                     if isinstance(value, str) and value.strip():
-                        norm = normalized.get(value)
-                        if norm is None:
-                            norm = normalized[value] = normalize_text(value)[:255]
-                        rows.strings.append((param.name, norm, value[:255]))
+                        hashed = normalized.get(value)
+                        if hashed is None:
+                            hashed = normalized[value] = string_rows(
+                                value, normalize_text(value)[:255], blind
+                            )
+                        rows.strings.extend((param.name, token, exact) for token, exact in hashed)
                 elif kind == "date":
                     span = _date_span(value)
-                    if span is not None:
+                    if span is not None and param.personal_date:
+                        dates, tokens = date_rows(param.name, span[0], span[1], blind)
+                        rows.dates.extend(dates)
+                        rows.tokens.extend(tokens)
+                    elif span is not None:
                         rows.dates.append((param.name, span[0], span[1]))
                 elif kind == "reference":
                     target = _reference_of(value)

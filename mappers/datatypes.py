@@ -36,27 +36,32 @@ _TS_RE = re.compile(r"(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(?:\.(\d{1,
 # ----------------------------------------------------------------------------- DTM / TS
 
 
+#: The rule an error names.  Error texts never quote the value: they reach the HL7 journal and the
+#: stored ACK, and a rejected birth date is personal data (issue #18 item 5, ISO/IEC 27001 A.8.11).
+_DTM_RULE = "YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]"
+
+
 def _parse_ts(value: str, location: str) -> tuple[list[str | None], str | None, str | None]:
     """Split and validate a DTM: ([Y, M, D, h, m, s], fraction, offset "+hh:mm")."""
     m = _TS_RE.fullmatch(value.strip())
     if m is None:
-        raise InvalidInput(f"not an HL7 date/time: {value!r}", location=location)
+        raise InvalidInput(f"not an HL7 date/time ({_DTM_RULE})", location=location)
     parts: list[str | None] = list(m.groups()[:6])
     frac, off = m.group(7), m.group(8)
     if frac and parts[5] is None:
-        raise InvalidInput(f"fractional seconds without seconds: {value!r}", location=location)
+        raise InvalidInput(f"fractional seconds without seconds ({_DTM_RULE})", location=location)
     try:
         date(int(parts[0] or 1), int(parts[1] or 1), int(parts[2] or 1))
     except ValueError:
-        raise InvalidInput(f"impossible date: {value!r}", location=location) from None
+        raise InvalidInput("impossible date (month 01-12, day within the month)", location=location) from None
     hh, mi, ss = (int(p) if p else 0 for p in parts[3:6])
     if hh > 23 or mi > 59 or ss > 59:
-        raise InvalidInput(f"impossible time: {value!r}", location=location)
+        raise InvalidInput("impossible time (hour 00-23, minute and second 00-59)", location=location)
     offset = None
     if off:
         oh, om = int(off[1:3]), int(off[3:5])
         if oh > 14 or om > 59:
-            raise InvalidInput(f"impossible UTC offset: {value!r}", location=location)
+            raise InvalidInput("impossible UTC offset (at most +/-1459)", location=location)
         offset = f"{off[0]}{off[1:3]}:{off[3:5]}"
     return parts, frac, offset
 
@@ -88,7 +93,7 @@ def ts_to_instant(value: str, *, location: str, default_offset: str = VN_OFFSET)
         return None
     parts, frac, offset = _parse_ts(value, location)
     if parts[2] is None:
-        raise InvalidInput(f"an instant needs at least a day: {value!r}", location=location)
+        raise InvalidInput("an instant needs at least a day (YYYYMMDD)", location=location)
     clock = f"{parts[3] or '00'}:{parts[4] or '00'}:{parts[5] or '00'}" + (f".{frac}" if frac else "")
     return f"{parts[0]}-{parts[1]}-{parts[2]}T{clock}{offset or default_offset}"
 

@@ -59,7 +59,9 @@ def validate_strict(msg: Hl7Message) -> None:
         parsed.validate()
     except Exception as exc:  # hl7apy raises its own tree plus ValueError/TypeError
         text = str(exc) or type(exc).__name__
-        raise InvalidInput(f"strict validation failed: {text}", location=_locate(msg, text)) from None
+        raise InvalidInput(
+            f"strict validation failed: {_without_values(msg, text)}", location=_locate(msg, text)
+        ) from None
 
 
 def _er7_for_hl7apy(msg: Hl7Message) -> str:
@@ -86,6 +88,30 @@ def _er7_for_hl7apy(msg: Hl7Message) -> str:
         else:
             lines.append(fs.join(fields))
     return "\r".join(lines)
+
+
+def _without_values(msg: Hl7Message, text: str) -> str:
+    """hl7apy's text with every field value of the message replaced by ``<value>``.
+
+    Why: the text goes to the HL7 journal and the stored ACK, which must name the
+    field and the rule, never the value (a rejected birth date or name is
+    personal data: issue #18 item 5).  Longest values first, so a component is
+    not left behind when its field is masked.
+    """
+    values: set[str] = set()
+    for seg in msg.all_segments:
+        for n in range(1, len(seg.fields)):
+            if seg.name == "MSH" and n <= 2:
+                continue
+            raw = seg.raw(n)
+            values.add(raw)
+            for part in raw.replace(msg.encoding.repetition, msg.encoding.component).split(
+                msg.encoding.component
+            ):
+                values.update(part.split(msg.encoding.subcomponent))
+    for value in sorted((v for v in values if len(v.strip()) >= 2), key=len, reverse=True):
+        text = text.replace(value, "<value>")
+    return text
 
 
 def _locate(msg: Hl7Message, text: str) -> str | None:

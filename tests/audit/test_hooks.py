@@ -17,6 +17,7 @@ from audit.hooks import AuditHook
 from audit.schema import audit_checkpoint, audit_event
 from audit.verify import verify_engine
 from common.identifiers import CCCD_SYSTEM
+from fhir_store.blind_index import QUERY_VALUE_DOMAIN
 from fhir_store.model import Create, OperationResult, StoredResource
 from fhir_store.pipeline import HookPipeline
 from fhir_store.repository import FhirStore
@@ -245,13 +246,16 @@ def test_search_query_in_the_audit_trail_carries_no_identifier_in_clear(
     body["identifier"] = [{"system": CCCD_SYSTEM, "value": cccd}]
     body["telecom"] = [{"system": "phone", "value": "+84912345678"}]
     create(store, body)
-    query_text = f"identifier={CCCD_SYSTEM}|{cccd}&phone={phone}&family=Nguy"
+    query_text = f"identifier={CCCD_SYSTEM}|{cccd}&phone={phone}&family=Nguy&birthdate=ge1985-03-12"
     query = parse_query("Patient", [("identifier", f"{CCCD_SYSTEM}|{cccd}"), ("phone", phone)])
     assert len(store.search(query, CTX, query_text).matches) == 1
     hook.flush()
     with engine.connect() as conn:
         contents = [bytes(r[0]) for r in conn.execute(select(audit_event.c.content))]
-    searches = [c for c in contents if b"family=Nguy" in c]
+    searches = [c for c in contents if b"family=" in c]
     assert len(searches) == 1
     assert cccd.encode() not in searches[0] and phone.encode() not in searches[0]
     assert store.cipher.blind(cccd).encode() in searches[0]
+    # issue #18 item 5: names and birth dates are blinded too; parameter names stay readable
+    assert b"Nguy" not in searches[0] and b"1985" not in searches[0] and b"birthdate=" in searches[0]
+    assert store.cipher.blind(QUERY_VALUE_DOMAIN + "Nguy").encode() in searches[0]

@@ -73,6 +73,10 @@ def test_bad_samples_get_ae_or_ar_with_err_text_and_are_journaled(mllp: RunningS
         rows = conn.execute(
             select(hl7_journal.c.id, hl7_journal.c.status, hl7_journal.c.ack_code, hl7_journal.c.error)
         ).all()
+        acks = conn.execute(select(hl7_journal.c.ack)).scalars().all()
+    # issue #18 item 5: the journal's error and stored ACK name the field and rule, not the birth date
+    assert all("19851345" not in (r[3] or "") for r in rows)
+    assert all(b"19851345" not in (bytes(a) if a else b"") for a in acks)
     entries = [journal.load(mllp.runtime.engine, r[0], mllp.runtime.store.cipher) for r in rows]
     assert [e.raw if e else None for e in entries] == [sample(n) for n in BAD]  # opened: sealed at rest
     assert [r[1] for r in rows] == ["failed", "failed", "rejected", "rejected"]

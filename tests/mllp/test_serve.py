@@ -69,7 +69,9 @@ def test_hl7_send_cli_end_to_end(
         assert parts[0].endswith(f"{name}.hl7") and parts[1] == "AA" and len(parts) == 3, parts
     bad = {Path(p[0]).stem: p for p in by_file[len(GOOD_ORDER) : len(GOOD_ORDER) + len(BAD)]}
     assert bad["bad_invalid_birthdate"][1:3] == ["AE", "HIS009002"]
-    assert "19851345" in bad["bad_invalid_birthdate"][3]
+    # the ERR text names the field and the rule, never the rejected value (issue #18 item 5)
+    assert "impossible date (month 01-12" in bad["bad_invalid_birthdate"][3]
+    assert "19851345" not in bad["bad_invalid_birthdate"][3]
     assert (
         bad["bad_missing_patient_id"][1:3] == ["AE", "HIS009001"]
         and "PID-3" in bad["bad_missing_patient_id"][3]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -91,9 +92,8 @@ def test_access_letter_lists_accesses_and_disclosures(rights_live: LiveServer, r
         assert row["crm"] == CRM_ID and LOCAL.match(row["thoi_gian"])
         assert row["muc_dich"] == "Nhắc lịch hẹn / Appointment reminders"
     booked = next(r for r in disclosures if r["du_lieu"] == "Lịch hẹn / Appointment")
-    assert booked["truong_du_lieu"] == ", ".join(
-        sorted(PROJECTION["clients"][CRM_ID]["fields"]["appointment"])
-    )
+    clients: dict[str, Any] = PROJECTION["clients"]
+    assert booked["truong_du_lieu"] == ", ".join(sorted(clients[CRM_ID]["fields"]["appointment"]))
 
     # readable: no UUIDs, no raw UTC instants, in the JSON letter and in the HTML page
     text = json.dumps(letter, ensure_ascii=False)

@@ -41,15 +41,25 @@ from tests.gateway.test_encryption_at_rest import (
     search,
 )
 from tests.http.live import LiveServer
-from tests.mllp.conftest import GOOD_ORDER, sample
+from tests.mllp.conftest import BAD, GOOD_ORDER, sample
 from tests.rights.conftest import privacy
+from tests.support.at_rest_scan import REST_PERSON, leaks, sample_secrets
 
 NAME = "Trần Thị Lan"
 PHONE = "0987111222"
 HIS_REFUSAL = f"Benh nhan Tran Thi Lan ({PHONE}) khong co lich"  # ASCII: the ACK is parsed as sent
 SIDE_TABLES = (*PRIVACY_TABLES, *CRM_TABLES, search_snapshot)
-# Names are searchable in search_string by design; the side tables must not hold them.
 SIDE_SECRETS = [NAME, "Tran Thi Lan", "quầy số 3"]
+SECRETS = sample_secrets() + REST_PERSON + SIDE_SECRETS
+SEARCHES = [
+    ({"name": "Nguyễn Văn"}, 1),
+    ({"family": "tran"}, 1),
+    ({"name:contains": "guyen van"}, 1),
+    ({"name:exact": "Trần Thị Lan"}, 1),
+    ({"birthdate": "1985-03-12"}, 1),
+    ({"birthdate": "ge1990-07-04", "gender": "female"}, 3),
+    ({"address": "88 tran hung"}, 1),
+]
 
 
 @pytest.fixture
@@ -86,9 +96,14 @@ def test_side_tables_hold_no_personal_data_in_clear(
     assert crm.http.post("/subscriptions", json={"url": receiver.url}).status_code == 201
     ingestor = Ingestor(live.runtime.store, live.runtime.settings)
     assert {ingestor.handle(sample(n)).ack_code for n in GOOD_ORDER} == {"AA"}
+    assert {ingestor.handle(sample(n)).ack_code for n in BAD} <= {"AE", "AR"}  # journaled with their errors
     fhir = {**live.headers, "Content-Type": "application/fhir+json"}
     created = httpx.post(f"{live.fhir_url}/Patient", json=rest_patient("R-1"), headers=fhir, timeout=30)
     pid = created.json()["id"]
+    # searches by name, address and birth date work on the blinded index, and are audited blinded
+    for params, expected in SEARCHES:
+        found = httpx.get(f"{live.fhir_url}/Patient", params=params, headers=live.headers).json()
+        assert found["total"] == expected, (params, found["total"])
     for purpose in (APPOINTMENT_REMINDER, POST_VISIT_CARE):
         consent = counter_consent(pid, purpose)
         assert httpx.post(f"{live.fhir_url}/Consent", json=consent, headers=fhir).status_code == 201
@@ -149,6 +164,7 @@ def test_side_tables_hold_no_personal_data_in_clear(
     assert receipt.status_code == 200, receipt.text
 
     assert in_clear(engine) == []
+    assert leaks(engine, SECRETS) == []  # every column of every table (issue #18 item 5)
     cipher = live.runtime.store.cipher
     with engine.connect() as conn:
         hashes = [str(r[0]) for r in conn.execute(select(privacy_tombstone.c.subject_hash))]
@@ -177,6 +193,7 @@ def test_side_tables_hold_no_personal_data_in_clear(
     assert officer.get(f"/requests/{rid}").json()["extension_reason"] == f"Chờ HIS sửa cho {NAME}"
     assert "001099012345" in str(mine.get(f"/requests/{access['id']}/response").json())
     assert in_clear(engine) == []
+    assert leaks(engine, SECRETS) == []
     assert search(live, identifier=f"{CCCD}|079085001234")  # the store itself is untouched
     officer.close()
     mine.close()

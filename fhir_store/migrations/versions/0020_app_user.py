@@ -1,7 +1,7 @@
 """app_user, auth_code, console_session: people who sign in to the console
 
 Revision ID: 0020
-Revises: 0016
+Revises: 0017
 
 Why (issue #19 item 1; Circular 13/2025/TT-BYT, ISO/IEC 27001:2022 A.5.16): the
 audit trail must name people, not only OAuth clients.  The table belongs to the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0020"
-down_revision = "0016"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
