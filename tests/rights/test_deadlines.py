@@ -6,7 +6,7 @@ acknowledgement across weekends and Vietnamese holidays, calendar days for the p
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -244,7 +244,9 @@ def test_withdrawal_restriction_objection_clocks_over_http(
             "/requests", params={"patient": f"Patient/{shared}", "status": "received"}
         ).json()
         wid = next(r["id"] for r in withdrawal["requests"] if r["type"] == WITHDRAWAL)
-        clock.set(datetime(2026, 11, 25, 9, 0, tzinfo=VN_TZ))  # after the consent it withdraws
+        clock.set(
+            datetime.now(VN_TZ) + timedelta(minutes=1)
+        )  # after the consent (dated 2 h ago) it withdraws
         done = officer.post(f"/requests/{wid}/process", json={})
         assert done.status_code == 200 and done.json()["status"] == "completed", done.text
         document = officer.get(f"/requests/{wid}/response").json()
