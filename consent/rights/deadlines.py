@@ -51,7 +51,9 @@ CLOCKS: Final[dict[str, Clock]] = {
     "acknowledge": Clock(
         2, "working", None, None, f"{DECREE} Art. 5: reply within 02 working days", "decree"
     ),
-    WITHDRAWAL: Clock(15, "calendar", 20, 15, f"{DECREE} Art. 5(2), Art. 10: withdrawal of consent {_STOP}", "decree"),
+    WITHDRAWAL: Clock(
+        15, "calendar", 20, 15, f"{DECREE} Art. 5(2), Art. 10: withdrawal of consent {_STOP}", "decree"
+    ),
     RESTRICTION: Clock(15, "calendar", 20, 15, f"{DECREE} Art. 5(2), Art. 10: restriction {_STOP}", "decree"),
     OBJECTION: Clock(15, "calendar", 20, 15, f"{DECREE} Art. 5: objection {_STOP}", "decree"),
     ACCESS: Clock(10, "calendar", None, 20, f"{DECREE} Art. 5: access/provision, 10 days", "coded"),

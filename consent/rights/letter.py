@@ -39,6 +39,8 @@ PURPOSE_LABELS: dict[str, str] = {
     "PUBHLTH": "Y tế công cộng / Public health",
     "HSYSADMIN": "Quản trị hệ thống / System administration",
     "HLEGAL": "Yêu cầu pháp lý / Legal requirement",
+    "HCOMPL": "Kiểm tra tuân thủ / Compliance review",
+    "HMARKT": "Tiếp thị dịch vụ y tế / Healthcare marketing",
     "HQUALIMP": "Nâng cao chất lượng / Quality improvement",
     "CAREMGT": "Điều phối chăm sóc / Care management",
     "appointment-reminder": "Nhắc lịch hẹn / Appointment reminders",

@@ -130,3 +130,10 @@ def test_letter_labels_purpose_person_and_missing_purpose() -> None:
     assert second["muc_dich"] == second["nguoi_truy_cap"] == NOT_RECORDED
     assert PURPOSE_LABELS["TREAT"].startswith("Điều trị")
     assert letter["lap_luc"] == "01/12/2026 08:00"
+
+
+def test_every_purpose_a_role_may_state_has_a_patient_readable_label() -> None:
+    from consent.rights.letter import PURPOSE_LABELS
+    from gateway.auth.purpose import CODES
+
+    assert sorted(set(CODES) - set(PURPOSE_LABELS)) == []
