@@ -47,6 +47,8 @@ ROLE_PURPOSES: Final[dict[str, tuple[str, frozenset[str]]]] = {
     "admin": ("HSYSADMIN", frozenset({"HSYSADMIN"})),
     "patient": ("PATRQT", frozenset({"PATRQT"})),
     "privacy_officer": ("HCOMPL", frozenset({"HCOMPL", "PATRQT", "HLEGAL", "HOPERAT"})),
+    # console people (issue #19): the integration engineer keeps the feeds running
+    "operator": ("HSYSADMIN", frozenset({"HSYSADMIN", "HOPERAT"})),
 }
 
 

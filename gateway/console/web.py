@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from audit import build_event, outcome_for_status
 from fhir_store import RequestContext, now_us
+from gateway.auth.purpose import ROLE_PURPOSES
 from gateway.auth.sessions import COOKIE, Session, SessionStore
 from gateway.auth.users import UserDirectory
 from gateway.console.i18n import LANGUAGE_COOKIE, LANGUAGES, load_catalog, local_time, pick_language
@@ -158,12 +159,15 @@ class Console:
     ) -> RequestContext:
         """The person as the audit trail names them: display name and username, and their role."""
         who = session.label if session is not None else (username or "anonymous")
+        role = session.role if session is not None else "anonymous"
         return RequestContext(
             request_id=getattr(request.state, "request_id", None) or str(uuid.uuid4()),
             client_id=who[:200],
-            role=session.role if session is not None else "anonymous",
+            role=role,
             channel="rest",
             source_address=request.client.host if request.client else None,
+            # the role's default purpose of use (gateway.auth.purpose); none before sign-in
+            purpose_of_use=ROLE_PURPOSES[role][0] if role in ROLE_PURPOSES else None,
         )
 
     async def audit(

@@ -15,6 +15,7 @@ import pytest
 from common import Forbidden
 from gateway.auth.purpose import HEADER, ROLE_PURPOSES, SYSTEM, purpose_for
 from gateway.auth.scopes import ROLES
+from gateway.auth.users import PEOPLE_ROLES
 from tests.audit_http.conftest import Auditor, request_ids
 from tests.crm_bridge.conftest import full_patient
 from tests.http.live import LiveServer
@@ -32,7 +33,7 @@ def _events_of(auditor: Auditor, request_id: str) -> list[dict[str, Any]]:
 
 
 def test_every_role_has_a_default_it_may_state() -> None:
-    assert set(ROLE_PURPOSES) == set(ROLES)
+    assert set(ROLE_PURPOSES) == set(ROLES) | set(PEOPLE_ROLES)  # OAuth clients' roles and people's
     for role, (default, allowed) in ROLE_PURPOSES.items():
         assert default in allowed
         assert purpose_for(role, None) == default

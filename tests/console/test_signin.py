@@ -70,6 +70,8 @@ def test_sign_in_through_pkce_names_the_person_in_the_audit_trail(
         ("console-logout", "0", "Trần Thị Bình (binh.cs)"),
     ]
     assert PASSWORD not in json.dumps(events)
+    login = next(e for e in events if e["subtype"][0]["code"] == "console-login")
+    assert login["purposeOfEvent"][0]["coding"][0]["code"] == "HCOMPL"  # the role's default purpose
 
 
 def test_csrf_is_refused(console_server: ConsoleServer, browser_client: httpx.Client) -> None:
