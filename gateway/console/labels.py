@@ -43,7 +43,12 @@ CHANNELS: dict[str, str] = {
     "paper": "Paper form",
 }
 #: person roles and OAuth client roles (those of people are in the catalog already).
-ROLES: dict[str, str] = {"his_integration": "HIS integration", "crm": "CRM", "patient": "Patient"}
+ROLES: dict[str, str] = {
+    "his_integration": "HIS integration",
+    "hl7-sender": "HIS sender (HL7 v2)",
+    "crm": "CRM",
+    "patient": "Patient",
+}
 
 TABLES: tuple[dict[str, str], ...] = (PURPOSE_OF_USE, ACTIONS, OUTCOMES, CONSENT_PURPOSES, CHANNELS, ROLES)
 
