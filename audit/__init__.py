@@ -45,6 +45,12 @@ from audit.hooks import (
 from audit.registration import (
     register as register_audit,
 )
+from audit.review import (
+    AccessEntry,
+    TrailCheck,
+    patient_accesses,
+    verify_with_anchors,
+)
 from audit.status import (
     chain_length,
     last_checkpoint,
@@ -60,6 +66,7 @@ __all__ = [
     "SERIOUS_FAILURE",
     "SUBTYPE_SYSTEM",
     "SUCCESS",
+    "AccessEntry",
     "Anchor",
     "AnchorError",
     "Anchorer",
@@ -67,6 +74,7 @@ __all__ = [
     "AuditHook",
     "AuditKeys",
     "Target",
+    "TrailCheck",
     "VerifyKey",
     "VerifyResult",
     "build_event",
@@ -76,6 +84,7 @@ __all__ = [
     "export_event",
     "last_checkpoint",
     "outcome_for_status",
+    "patient_accesses",
     "patient_refs",
     "read_anchors",
     "register_audit",
@@ -83,4 +92,5 @@ __all__ = [
     "search_audit",
     "stored_event",
     "verify_engine",
+    "verify_with_anchors",
 ]

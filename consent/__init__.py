@@ -71,6 +71,10 @@ from consent.rights.restore import (
 from consent.rights.tombstones import (
     read_file as read_tombstone_file,
 )
+from consent.timeline import (
+    ConsentStep,
+    consent_step,
+)
 
 if TYPE_CHECKING:
     from consent.rights.metrics import PrivacyClockCollector
@@ -88,6 +92,7 @@ __all__ = [
     "RELOAD_EVERY_S",
     "ConsentIntakeHook",
     "ConsentRecord",
+    "ConsentStep",
     "Decision",
     "DecisionAuditor",
     "DecisionSession",
@@ -108,6 +113,7 @@ __all__ = [
     "build_rights",
     "check_grant",
     "consent_patient",
+    "consent_step",
     "read_tombstone_file",
     "reapply_tombstone_requests",
     "reapply_tombstones",

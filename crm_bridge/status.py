@@ -87,3 +87,25 @@ def his_outbox_counts(conn: Connection) -> dict[str, int]:
     query = select(h.c.status, func.count()).where(h.c.status.in_(HIS_OPEN_STATUSES)).group_by(h.c.status)
     counts = {str(status): int(count) for status, count in conn.execute(query)}
     return {status: counts.get(status, 0) for status in HIS_OPEN_STATUSES}
+
+
+def patient_disclosures(
+    conn: Connection, patient_id: str, limit: int = 500
+) -> list[tuple[str, str, str, int]]:
+    """What each CRM was given about one patient, newest first: ``(crm, event type, purposes, created_us)``.
+
+    Why (Law 91/2025/QH15 Art. 14, Decree 356/2025/ND-CP Art. 7): a compliance
+    officer must be able to say which processor received a patient's data, when
+    and under which purposes.  An outbox row is a disclosure: it is placed on the
+    CRM's change feed and webhooks (``purposes`` space-separated, "" when the
+    event is not purpose-bound).  Rows removed by a withdrawal or an erasure are
+    gone from here; their disclosure AuditEvents remain in the trail.
+    """
+    o = crm_outbox.c
+    rows = conn.execute(
+        select(o.crm_id, o.event_type, o.purposes, o.created_us)
+        .where(o.patient_id == patient_id)
+        .order_by(o.seq.desc())
+        .limit(limit)
+    ).all()
+    return [(str(r[0]), str(r[1]), str(r[2] or ""), int(r[3])) for r in rows]
