@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.console import dashboard, signin
+from gateway.console import admin, dashboard, privacy, signin
 from gateway.console.web import Console, CsrfRefused, NotAllowed, SignInRequired
 from gateway.runtime import Runtime
 
@@ -80,6 +80,8 @@ def install(app: FastAPI, runtime: Runtime) -> Console:
     app.add_exception_handler(CsrfRefused, csrf_refused)
     app.include_router(signin.build_router(console))
     app.include_router(dashboard.build_router(console))
+    app.include_router(privacy.build_router(console))
+    app.include_router(admin.build_router(console))
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_middleware(ConsoleHeadersMiddleware)
     return console
