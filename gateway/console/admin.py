@@ -29,8 +29,8 @@ from gateway.sender_registry import SenderRegistry
 
 #: DICOM 110113 Security Alert: who may sign in or call carebridge is security configuration.
 SECURITY_ALERT = "110113"
-_USER = r"{username:[a-z0-9][a-z0-9._-]{1,63}}"
-_CLIENT = r"{client_id:[A-Za-z0-9._:-]{1,100}}"
+_USER = "{username}"
+_CLIENT = "{client_id}"
 _USER_STEPS = ("disable", "enable", "reset-password")
 _CLIENT_STEPS = ("disable", "enable")
 

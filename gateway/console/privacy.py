@@ -28,7 +28,7 @@ from gateway.privacy_clocks import announce_near_due
 
 REQUEST_TYPES = ("erasure", "access", "rectification", "restriction", "objection")
 _BODY = re.compile(r"<body>(.*)</body>", re.S)
-_ID = r"{request_id:[0-9a-f-]{36}}"
+_ID = "{request_id}"
 
 
 def _letter_body(document: dict[str, object]) -> str:
