@@ -92,14 +92,23 @@ def build_router(console: Console) -> APIRouter:
             )
         except CarebridgeError as exc:
             await audited(
-                request, session, "users-add", f"user {username}", f"refused ({exc.location or 'input'})", ok=False
+                request,
+                session,
+                "users-add",
+                f"user {username}",
+                f"refused ({exc.location or 'input'})",
+                ok=False,
             )
             return await render(request, session, status=exc.http_status, error=exc.message)
-        await audited(request, session, "users-add", f"user {username}", f"added with role {user.role}", ok=True)
+        await audited(
+            request, session, "users-add", f"user {username}", f"added with role {user.role}", ok=True
+        )
         return await render(request, session, shown_user=user.username, one_time=one_time)
 
     @router.post(f"/console/admin/users/{_USER}/{{step}}")
-    async def change_user(request: Request, username: str, step: str, session: Annotated[Session, people]) -> Response:
+    async def change_user(
+        request: Request, username: str, step: str, session: Annotated[Session, people]
+    ) -> Response:
         if step not in _USER_STEPS:
             return console.page(request, "error.html", session, status=404, message="unknown action")
         if username == session.username and step == "disable":
@@ -114,7 +123,12 @@ def build_router(console: Console) -> APIRouter:
                 done = f"{step}d"
         except CarebridgeError as exc:
             await audited(
-                request, session, f"users-{step}", f"user {username}", f"refused ({exc.location or 'input'})", ok=False
+                request,
+                session,
+                f"users-{step}",
+                f"user {username}",
+                f"refused ({exc.location or 'input'})",
+                ok=False,
             )
             return await render(request, session, status=exc.http_status, error=exc.message)
         await audited(request, session, f"users-{step}", f"user {username}", done, ok=True)
@@ -135,7 +149,9 @@ def build_router(console: Console) -> APIRouter:
         except CarebridgeError as exc:
             await audited(request, session, "clients-add", f"client {client_id}", "refused", ok=False)
             return await render(request, session, status=exc.http_status, error=exc.message)
-        await audited(request, session, "clients-add", f"client {client_id}", f"added with role {role}", ok=True)
+        await audited(
+            request, session, "clients-add", f"client {client_id}", f"added with role {role}", ok=True
+        )
         return await render(request, session, shown_client=client_id, secret=secret)
 
     @router.post(f"/console/admin/clients/{_CLIENT}/{{step}}")

@@ -44,7 +44,9 @@ def build_router(console: Console) -> APIRouter:
     viewer = Depends(console.person("privacy"))
     editor = Depends(console.person("privacy-edit"))
 
-    def _detail(request: Request, session: Session, req: PrivacyRequest, status: int = 200, **extra: object) -> Response:
+    def _detail(
+        request: Request, session: Session, req: PrivacyRequest, status: int = 200, **extra: object
+    ) -> Response:
         now = service.now()
         state, which, deadline = req.clock_state(service.calendar, now)
         receipts = service.receipts(req.id) if req.type == "erasure" else []
@@ -139,7 +141,9 @@ def build_router(console: Console) -> APIRouter:
         return RedirectResponse(f"/console/privacy/{req.id}?done=filed", status_code=303)
 
     @router.get(f"/console/privacy/{_ID}")
-    async def privacy_request(request: Request, request_id: str, session: Annotated[Session, viewer]) -> Response:
+    async def privacy_request(
+        request: Request, request_id: str, session: Annotated[Session, viewer]
+    ) -> Response:
         try:
             req = await run_in_threadpool(service.get, request_id)
         except CarebridgeError as exc:
@@ -164,10 +168,9 @@ def build_router(console: Console) -> APIRouter:
         try:
             await run_in_threadpool(run)
         except CarebridgeError as exc:
+            status, message = exc.http_status, exc.message
             req = await run_in_threadpool(service.get, request_id)
-            return await run_in_threadpool(
-                lambda: _detail(request, session, req, exc.http_status, error=exc.message)
-            )
+            return await run_in_threadpool(lambda: _detail(request, session, req, status, error=message))
         return RedirectResponse(f"/console/privacy/{request_id}?done={step}", status_code=303)
 
     @router.post(f"/console/privacy/{_ID}/acknowledge")

@@ -73,7 +73,9 @@ def find_by_record_number(store: FhirStore, number: str) -> list[PatientMatch]:
             if str(i.get("system") or "").startswith(MRN_PREFIX) and i.get("value") == number
         )
         if numbers and patient.get("active", True) is not False:
-            found.append(PatientMatch(stored.id, numbers, _name(patient), str(patient.get("birthDate") or "")))
+            found.append(
+                PatientMatch(stored.id, numbers, _name(patient), str(patient.get("birthDate") or ""))
+            )
     return found
 
 
@@ -102,7 +104,9 @@ def file_for_patient(
     )
 
 
-def queue(service: RightsService, *, state: str | None = None, request_type: str | None = None) -> list[QueueRow]:
+def queue(
+    service: RightsService, *, state: str | None = None, request_type: str | None = None
+) -> list[QueueRow]:
     """Every request with its clock state, the most urgent first (open before done, then deadline)."""
     now = service.now()
     rows = []

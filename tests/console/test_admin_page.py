@@ -16,7 +16,12 @@ ADMIN = "Hoàng Em (em.admin)"
 
 def security_events(console_server: ConsoleServer) -> list[tuple[str, str, str, str]]:
     return [
-        (e["subtype"][0]["code"], e["agent"][0]["who"]["identifier"]["value"], e["outcome"], e.get("outcomeDesc", ""))
+        (
+            e["subtype"][0]["code"],
+            e["agent"][0]["who"]["identifier"]["value"],
+            e["outcome"],
+            e.get("outcomeDesc", ""),
+        )
         for e in audit_events(console_server)
         if e["type"]["code"] == "110113"
     ]
@@ -69,7 +74,9 @@ def test_disabling_a_person_ends_their_session_and_is_audited(
         assert sign_in(chi, "chi.po").status_code == 200
         assert chi.get("/console/privacy").status_code == 200
         page = sign_in(browser_client, "em.admin")
-        disabled = browser_client.post("/console/admin/users/chi.po/disable", data={"csrf_token": csrf_of(page.text)})
+        disabled = browser_client.post(
+            "/console/admin/users/chi.po/disable", data={"csrf_token": csrf_of(page.text)}
+        )
         assert disabled.status_code == 303
         listing = browser_client.get("/console/admin")
         row = listing.text.split('data-user="chi.po"')[1].split("</tr>")[0]
@@ -77,14 +84,18 @@ def test_disabling_a_person_ends_their_session_and_is_audited(
         assert chi.get("/console/privacy").status_code == 303  # the session ended: back to sign-in
         assert "Lê Thị Chi" not in sign_in(chi, "chi.po").text  # and no new one
 
-        enabled = browser_client.post("/console/admin/users/chi.po/enable", data={"csrf_token": csrf_of(page.text)})
+        enabled = browser_client.post(
+            "/console/admin/users/chi.po/enable", data={"csrf_token": csrf_of(page.text)}
+        )
         assert enabled.status_code == 303
         reset = browser_client.post(
             "/console/admin/users/chi.po/reset-password", data={"csrf_token": csrf_of(page.text)}
         )
         assert reset.status_code == 200 and '<p class="secret">' in reset.text
         assert sign_in(chi, "chi.po", password=PASSWORD).status_code == 401  # the old password is gone
-        own = browser_client.post("/console/admin/users/em.admin/disable", data={"csrf_token": csrf_of(page.text)})
+        own = browser_client.post(
+            "/console/admin/users/em.admin/disable", data={"csrf_token": csrf_of(page.text)}
+        )
         assert own.status_code == 409  # an admin cannot lock themself out
     events = security_events(console_server)
     assert ("users-disable", ADMIN, "0", "user chi.po: disabled") in events
@@ -109,12 +120,18 @@ def test_admin_adds_and_disables_oauth_clients_and_lists_senders(
     stored = registry.get("crm-zalo")
     assert stored is not None and stored.active and stored.secret_hash is not None
     assert secret_matches(secret.group(1), stored.secret_hash)
-    disabled = browser_client.post("/console/admin/clients/crm-zalo/disable", data={"csrf_token": csrf_of(page.text)})
+    disabled = browser_client.post(
+        "/console/admin/clients/crm-zalo/disable", data={"csrf_token": csrf_of(page.text)}
+    )
     assert disabled.status_code == 303
     stored = registry.get("crm-zalo")
     assert stored is not None and not stored.active
     listing = browser_client.get("/console/admin")
-    assert "HIS_A" in listing.text and "10.1.0.0/16" in listing.text and 'href="/console/senders"' in listing.text
+    assert (
+        "HIS_A" in listing.text
+        and "10.1.0.0/16" in listing.text
+        and 'href="/console/senders"' in listing.text
+    )
     events = security_events(console_server)
     assert ("clients-add", ADMIN, "0", "client crm-zalo: added with role crm") in events
     assert ("clients-disable", ADMIN, "0", "client crm-zalo: disabled") in events
@@ -129,7 +146,10 @@ def test_an_admin_sees_no_patient_data_and_csrf_is_refused(
     for url in ("/console/privacy", "/console/privacy?mrn=BN1", request_page, f"{request_page}/letter"):
         assert browser_client.get(url).status_code == 403, url
     assert not may("admin", "patients") and not may("admin", "raw-hl7")  # the patient pages' actions
-    assert browser_client.post("/console/privacy/file", data={"csrf_token": csrf_of(page.text)}).status_code == 403
+    assert (
+        browser_client.post("/console/privacy/file", data={"csrf_token": csrf_of(page.text)}).status_code
+        == 403
+    )
     forms = {
         "/console/admin/users": {"username": "x.y", "display_name": "X", "role": "admin"},
         "/console/admin/users/chi.po/disable": {},

@@ -120,7 +120,9 @@ def test_privacy_officer_files_an_erasure_by_record_number_sees_deadlines_and_ex
 
     events = subtypes(console_server)
     who = "Lê Thị Chi (chi.po)"
-    assert any(code == "console-view" and agent == who and "record number" in desc for code, agent, desc in events)
+    assert any(
+        code == "console-view" and agent == who and "record number" in desc for code, agent, desc in events
+    )
     steps = [code for code, agent, _ in events if agent == who and code.startswith("privacy")]
     assert steps, events
     assert any("extended" in code for code, agent, _ in events if agent == who)
@@ -170,13 +172,20 @@ def test_near_due_is_logged_once_per_request(
     assert patient_id not in lines[0]
 
 
-def test_csrf_and_roles_on_the_privacy_pages(console_server: ConsoleServer, browser_client: httpx.Client) -> None:
+def test_csrf_and_roles_on_the_privacy_pages(
+    console_server: ConsoleServer, browser_client: httpx.Client
+) -> None:
     patient_id = make_patient(console_server)
     page = sign_in(browser_client, "chi.po")
     filed = file_erasure(browser_client, page.text, patient_id)
     detail_url = filed.headers["location"].split("?")[0]
     forms = {
-        "/console/privacy/file": {"patient": patient_id, "type": "access", "reason": "xem dữ liệu", "verification": "CCCD"},
+        "/console/privacy/file": {
+            "patient": patient_id,
+            "type": "access",
+            "reason": "xem dữ liệu",
+            "verification": "CCCD",
+        },
         f"{detail_url}/acknowledge": {},
         f"{detail_url}/extend": {"days": "5", "reason": "lý do đủ dài"},
         f"{detail_url}/process": {},
@@ -187,7 +196,9 @@ def test_csrf_and_roles_on_the_privacy_pages(console_server: ConsoleServer, brow
         assert browser_client.post(url, data={**form, "csrf_token": "forged"}).status_code == 403, url
     assert "Đã nhận" in browser_client.get(detail_url).text  # nothing changed
     assert browser_client.get("/console/admin").status_code == 403  # a privacy officer is no admin
-    assert browser_client.post("/console/admin/users", data={"csrf_token": csrf_of(page.text)}).status_code in (
+    assert browser_client.post(
+        "/console/admin/users", data={"csrf_token": csrf_of(page.text)}
+    ).status_code in (
         403,
         422,
     )
