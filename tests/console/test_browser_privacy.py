@@ -8,7 +8,6 @@ import pytest
 from playwright.sync_api import Page
 
 from fhir_store import RequestContext
-
 from tests.console.conftest import PASSWORD, ConsoleServer
 from tests.console.test_privacy_page import MRN, make_patient, set_clock
 from tests.support.browser import browser, screenshot
