@@ -59,6 +59,7 @@ TYPE_DISPLAY: Final = {
     "110106": (DCM_SYSTEM, "Export"),
     "110107": (DCM_SYSTEM, "Import"),
     "110112": (DCM_SYSTEM, "Query"),
+    "110113": (DCM_SYSTEM, "Security Alert"),
     "110114": (DCM_SYSTEM, "User Authentication"),
 }
 CLIENT_AGENT_TYPE: Final = {"system": DCM_SYSTEM, "code": "110153", "display": "Source Role ID"}

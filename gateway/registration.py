@@ -18,14 +18,16 @@ from crm_bridge import register_crm
 from fhir_store import Registry, register_store
 from gateway.auth.schema import APP_USER_TOTP_SEALED, SIGNING_KEY_SEALED
 from gateway.auth.schema import metadata as auth_metadata
+from gateway.privacy_clocks import metadata as privacy_clock_metadata
 from gateway.sender_registry import metadata as sender_metadata
 
 
 def register(registry: Registry) -> None:
     """The gateway's own tables: OAuth clients, token signing keys and console users' TOTP secrets
-    (sealed under the store key), HL7 senders."""
+    (sealed under the store key), HL7 senders, and which privacy clocks were announced."""
     registry.add_tables(auth_metadata)
     registry.add_tables(sender_metadata)
+    registry.add_tables(privacy_clock_metadata)
     registry.add_sealed(SIGNING_KEY_SEALED)
     registry.add_sealed(APP_USER_TOTP_SEALED)
 

@@ -132,6 +132,7 @@ async def serve_forever(
 
     from gateway.http.app import create_app
     from gateway.mllp.server import MllpServer
+    from gateway.privacy_clocks import watch_privacy_clocks
 
     runtime = Runtime.create(settings)
     app = create_app(runtime)
@@ -150,6 +151,7 @@ async def serve_forever(
     await mllp.start()
     runtime.crm.webhooks.listening_on(mllp.port)  # the bound port, should the setting be 0
     runtime.crm.start()  # webhook dispatcher + HIS booking sender (threads)
+    clocks_task = asyncio.create_task(watch_privacy_clocks(runtime))  # near-due privacy requests
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -168,6 +170,7 @@ async def serve_forever(
     with contextlib.suppress(Exception):
         await http_task
     stop_task.cancel()
+    clocks_task.cancel()
     runtime.close()
     log.info("carebridge stopped")
 

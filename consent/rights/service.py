@@ -12,6 +12,7 @@ commit together or not at all, so a refused step changes nothing.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -40,6 +41,8 @@ from consent.rights.schema import SEALED, privacy_receipt, privacy_request
 from fhir_store import Operation, OperationResult, RequestContext, Update
 
 Handler = Callable[[RightsDeps, m.PrivacyRequest, RequestContext, dict[str, Any]], Outcome]
+#: One INFO line per filed request (issue #19 item 3): id, type, state, due date; never patient data.
+log = logging.getLogger("carebridge.privacy")
 HANDLERS: dict[str, Handler] = {
     m.ERASURE: handle_erasure,
     m.ACCESS: handle_access,
@@ -126,7 +129,16 @@ class RightsService:
             reason=reason,
             verification=verification,
         )
-        return self.get(request_id)
+        filed = self.get(request_id)
+        log.info(
+            "privacy request filed: id=%s type=%s state=%s acknowledge_by=%s due=%s",
+            filed.id,
+            filed.type,
+            filed.status,
+            iso(filed.ack_due_us),
+            iso(filed.due_us),
+        )
+        return filed
 
     # -- steps ---------------------------------------------------------------------
 
