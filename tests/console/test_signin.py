@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -182,3 +183,61 @@ def test_production_refuses_admin_and_privacy_officer_without_a_second_factor(
                 client.cookies.set("cb_login_csrf", token)
                 answer = client.post("/auth/authorize", data=fields)
                 assert answer.status_code == status, username
+
+
+def _console_routes(console_server: ConsoleServer) -> list[tuple[str, str]]:
+    """Every console page and action the app serves (methods, path with sample ids)."""
+    from fastapi.routing import APIRoute
+
+    from gateway.http.app import create_app
+
+    app = create_app(console_server.server.runtime)
+
+    def walk(routes: list[Any]) -> list[Any]:  # FastAPI nests included routers
+        flat: list[Any] = []
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            flat.extend(walk(list(inner.routes)) if inner is not None else [route])
+        return flat
+
+    found = []
+    for route in walk(list(app.routes)):
+        if isinstance(route, APIRoute) and route.path.startswith("/console"):
+            path = route.path
+            for name in route.param_convertors:
+                path = path.replace("{" + name + "}", "1" if name.endswith("id") else "x")
+            for method in sorted(route.methods - {"HEAD"}):
+                found.append((method, path))
+    return found
+
+
+def test_every_console_route_needs_a_session(console_server: ConsoleServer) -> None:
+    routes = _console_routes(console_server)
+    assert len(routes) >= 10  # the pages of every slice are found
+    open_routes = {("GET", "/console/login"), ("GET", "/console/callback"), ("GET", "/console/language/x")}
+    with httpx.Client(base_url=console_server.base_url) as anonymous:
+        for method, path in routes:
+            if (method, path) in open_routes:
+                continue
+            response = anonymous.request(method, path)
+            assert response.status_code == 303, (method, path, response.status_code)
+            assert response.headers["location"] == "/console/login", (method, path)
+
+
+def test_an_admin_reaches_no_page_with_patient_data(
+    console_server: ConsoleServer, browser_client: httpx.Client
+) -> None:
+    from gateway.console.roles import ACTIONS
+
+    sign_in(browser_client, "em.admin")
+    patient_pages = [
+        path
+        for method, path in _console_routes(console_server)
+        if method == "GET"
+        and path.startswith(("/console/patients", "/console/privacy", "/console/messages", "/console/audit"))
+    ]
+    assert patient_pages
+    for path in patient_pages:
+        assert browser_client.get(path).status_code == 403, path
+    for action in ("raw-hl7", "patients", "privacy", "audit", "messages"):
+        assert "admin" not in ACTIONS[action]
