@@ -206,7 +206,7 @@ def _console_routes(console_server: ConsoleServer) -> list[tuple[str, str]]:
             path = route.path
             for name in route.param_convertors:
                 path = path.replace("{" + name + "}", "1" if name.endswith("id") else "x")
-            for method in sorted(route.methods - {"HEAD"}):
+            for method in sorted((route.methods or set()) - {"HEAD"}):
                 found.append((method, path))
     return found
 
