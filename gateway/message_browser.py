@@ -65,6 +65,7 @@ class Reprocessed:
     error: str | None
     versions_before: tuple[str, ...]
     versions_after: tuple[str, ...]  # written by this reprocess
+    patient_ids: tuple[str, ...] = ()  # the patients its effects name, before or after
 
 
 def _patients(changes: list[RecordedChange]) -> tuple[str, ...]:
@@ -156,6 +157,7 @@ class MessageBrowser:
                     outcome.error,
                     tuple(c.entity for c in earlier if c.entity),
                     tuple(c.entity for c in later if c.entity),
+                    _patients(earlier + later),
                 )
             )
         return done

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.console import audit_page, dashboard, patients, signin
+from gateway.console import audit_page, dashboard, messages, patients, senders, signin
 from gateway.console.web import Console, CsrfRefused, NotAllowed, SignInRequired
 from gateway.runtime import Runtime
 
@@ -82,6 +82,8 @@ def install(app: FastAPI, runtime: Runtime) -> Console:
     app.include_router(dashboard.build_router(console))
     app.include_router(patients.build_router(console))
     app.include_router(audit_page.build_router(console))
+    app.include_router(messages.build_router(console))
+    app.include_router(senders.build_router(console))
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_middleware(ConsoleHeadersMiddleware)
     return console
