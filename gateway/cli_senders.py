@@ -45,10 +45,8 @@ def _audit(settings: Settings, command: str, args: argparse.Namespace, outcome: 
 def _line(sender: RegisteredSender) -> str:
     state = "enabled" if sender.enabled else "disabled"
     networks = ",".join(str(n) for n in sender.networks) or "-"
-    return (
-        f"{sender.application}\t{sender.facility}\t{state}\tnetworks={networks}"
-        f"\tcn={sender.certificate_cn or '-'}\tcharset={sender.charset or '-'}"
-    )
+    line = f"{sender.application}\t{sender.facility}\t{state}\tnetworks={networks}\tcn={sender.certificate_cn or '-'}"
+    return f"{line}\tcharset={sender.charset}" if sender.charset else line
 
 
 def _add(args: argparse.Namespace) -> int:
