@@ -2,7 +2,7 @@
 
 Thin adapters: the registry (:class:`gateway.sender_registry.SenderRegistry`, the
 same operations as ``carebridge senders``) and the CRM bridge's subscriptions
-(``Subscriptions.redeliver``, as ``POST /crm/subscriptions/{id}/$redeliver``).
+(``Subscriptions.redeliver``, as ``POST /crm/subscriptions/{id}/redeliver``).
 Every change is an AuditEvent naming the person (DICOM 110113 Security Alert for
 sender configuration, as the CLI records it; who may write patient records is
 security configuration); the pages show no patient data.
