@@ -42,6 +42,11 @@ from audit.hooks import (
     AuditHook,
     patient_refs,
 )
+from audit.message_links import (
+    RecordedChange,
+    changes_of_request,
+    journal_ids_of_patients,
+)
 from audit.registration import (
     register as register_audit,
 )
@@ -73,15 +78,18 @@ __all__ = [
     "AuditFilter",
     "AuditHook",
     "AuditKeys",
+    "RecordedChange",
     "Target",
     "TrailCheck",
     "VerifyKey",
     "VerifyResult",
     "build_event",
     "chain_length",
+    "changes_of_request",
     "coding",
     "export_audit",
     "export_event",
+    "journal_ids_of_patients",
     "last_checkpoint",
     "outcome_for_status",
     "patient_accesses",

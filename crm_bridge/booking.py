@@ -237,6 +237,14 @@ class Booking:
             ack, error = None, "ACK for another message (MSA-2 mismatch)"
         if ack is None:
             attempts += 1
+            # operator log lines carry ids and codes, never the message (issue #19)
+            log.info(
+                "his unreachable crm=%s appointment=%s attempt=%d error=%s",
+                crm_id,
+                appointment_id,
+                attempts,
+                error,
+            )
             if attempts >= self.settings.webhook_max_attempts:
                 self._finish(
                     row_id,
@@ -265,6 +273,13 @@ class Booking:
         if ack.code in ("AA", "CA"):
             self._finish(row_id, crm_id, appointment_id, "booked", ack.code, "", None)
         else:
+            log.info(
+                "his booking rejected crm=%s appointment=%s ack=%s error_code=%s",
+                crm_id,
+                appointment_id,
+                ack.code,
+                error_code(ack.error_code) or "-",
+            )
             self._finish(
                 row_id,
                 crm_id,

@@ -254,6 +254,15 @@ class Dispatcher:
                 delivered += 1
                 continue
             attempts += 1
+            # an operator's line per failed delivery: ids and the failure category only (issue #19)
+            log.info(
+                "webhook delivery failed crm=%s subscription=%s seq=%d attempt=%d error=%s",
+                crm_id,
+                sub_id,
+                event.seq,
+                attempts,
+                error,
+            )
             if attempts >= self.settings.webhook_max_attempts:
                 self._dead_letter(sub_id, event.seq, attempts, error)
                 cursor, attempts = event.seq, 0

@@ -127,6 +127,15 @@ from fhir_store.journal import (
 from fhir_store.journal import (
     open_counts as journal_open_counts,
 )
+from fhir_store.journal_search import (
+    JournalQuery,
+    JournalSummary,
+    journal_error_groups,
+    journal_ids_matching,
+    journal_summary,
+    patients_by_identifier,
+    search_journal,
+)
 from fhir_store.key_registry import (
     open_cipher,
     register_key,
@@ -231,6 +240,8 @@ __all__ = [
     "HookPipeline",
     "JournalEntry",
     "JournalInserted",
+    "JournalQuery",
+    "JournalSummary",
     "MultiInsert",
     "Operation",
     "OperationResult",
@@ -264,7 +275,9 @@ __all__ = [
     "http_date",
     "is_sqlite",
     "iter_current_sealed",
+    "journal_error_groups",
     "journal_find_duplicate",
+    "journal_ids_matching",
     "journal_insert_entry",
     "journal_insert_message",
     "journal_insert_message_entry",
@@ -277,6 +290,7 @@ __all__ = [
     "journal_mark_stale",
     "journal_oldest_received_us",
     "journal_open_counts",
+    "journal_summary",
     "keys_in_use",
     "load_current",
     "make_engine",
@@ -286,6 +300,7 @@ __all__ = [
     "open_cipher",
     "parse_fhir_instant_range",
     "parse_query",
+    "patients_by_identifier",
     "private_sqlite_file",
     "register_key",
     "register_store",
@@ -296,6 +311,7 @@ __all__ = [
     "rewrite_rows",
     "rotate_blind_key",
     "run_on_driver",
+    "search_journal",
     "stale_notes",
     "to_us",
     "transient_kind",

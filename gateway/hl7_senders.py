@@ -93,6 +93,7 @@ class RegisteredSender:
     networks: tuple[IpNetwork, ...]
     certificate_cn: str | None
     enabled: bool
+    charset: str | None = None  # default for messages without MSH-18 (codec name), before the settings map
 
     def matches(self, address: IpAddress | None, identity: str | None) -> bool:
         """The peer is this sender's: its address is in a network, or its verified CN is the one registered."""

@@ -147,14 +147,28 @@ class Ingestor(IngestAnswers):
         self.policy = policy or SenderPolicy()
         self.open_senders = settings.mllp.open
         self.senders: SenderLookup | None = None
+        # the registry also gives a sender's default charset, read in open mode too
+        self._registry: SenderLookup = senders or SenderDirectory(store.engine).lookup
         if not self.open_senders:
-            self.senders = senders or SenderDirectory(store.engine).lookup
+            self.senders = self._registry
         self._charsets = settings.hl7.charset_map()
         self.duplicate_audit = DuplicateAudit(settings.hl7.duplicate_audit_interval_s)
 
     # -- step 1: pure --------------------------------------------------------------------
 
     def default_charset(self, application: str, facility: str) -> str:
+        """The charset of a message without MSH-18 (HL7 v2.5 ch. 2.15.9: the default is agreed per sender).
+
+        The registered sender's (``carebridge senders set-charset``, the console) first,
+        then ``CAREBRIDGE_HL7_SENDER_CHARSETS``, then ``CAREBRIDGE_HL7_DEFAULT_CHARSET``.
+        An unreadable registry falls back to the settings (the sender check refuses then).
+        """
+        try:
+            sender = self._registry(application, facility) if application or facility else None
+        except Exception:
+            sender = None
+        if sender is not None and sender.charset:
+            return sender.charset
         return (
             self._charsets.get(f"{application}^{facility}")
             or self._charsets.get(application)

@@ -15,6 +15,7 @@ adds it to the registry so one Alembic history covers the whole database
 
 from __future__ import annotations
 
+import codecs
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from common import InvalidInput
 from fhir_store import new_metadata, now_us
 from gateway.hl7_senders import RegisteredSender, parse_network
+from mappers import CHARSETS as HL7_CHARSETS
 
 metadata = new_metadata()
 
@@ -49,6 +51,8 @@ hl7_sender = Table(
     Column("networks", Text, nullable=False, default=""),  # space-separated CIDRs
     Column("certificate_cn", String(200), nullable=True),  # subject CN of its TLS client certificate
     Column("enabled", Boolean, nullable=False, default=True),
+    # default character set of its messages without MSH-18 (a Python codec name; revision 0021)
+    Column("charset", String(40), nullable=True),
     Column("created_us", BigInteger, nullable=False),
     Column("updated_us", BigInteger, nullable=False),
     PrimaryKeyConstraint("application", "facility"),
@@ -59,13 +63,14 @@ REFRESH_S = 2.0
 
 
 def _row_sender(row: Sequence[object]) -> RegisteredSender:
-    app, fac, networks, cn, enabled = row
+    app, fac, networks, cn, enabled, charset = row
     return RegisteredSender(
         str(app),
         str(fac),
         tuple(parse_network(n) for n in str(networks or "").split()),
         None if cn is None else str(cn),
         bool(enabled),
+        None if charset is None else str(charset),
     )
 
 
@@ -75,7 +80,24 @@ _COLUMNS = (
     hl7_sender.c.networks,
     hl7_sender.c.certificate_cn,
     hl7_sender.c.enabled,
+    hl7_sender.c.charset,
 )
+
+
+def check_charset(charset: str | None) -> str | None:
+    """A charset the ingest can decode with (normalised codec name), None to clear; InvalidInput otherwise.
+
+    Python codec names (``latin-1``, ``cp1258``) as ``CAREBRIDGE_HL7_SENDER_CHARSETS``
+    takes them, or the HL7 table 0211 labels MSH-18 would carry (``8859/1``).
+    """
+    text = (charset or "").strip()
+    if not text:
+        return None
+    name = HL7_CHARSETS.get(text.upper(), text)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        raise InvalidInput(f"unknown character set {text!r} (e.g. utf-8, latin-1, cp1258)") from None
 
 
 class SenderRegistry:
@@ -91,6 +113,7 @@ class SenderRegistry:
         *,
         networks: Sequence[str] = (),
         certificate_cn: str | None = None,
+        charset: str | None = None,
     ) -> RegisteredSender:
         """Register an enabled sender; it must be tied to a network or a certificate CN.
 
@@ -105,6 +128,7 @@ class SenderRegistry:
         except ValueError as exc:
             raise InvalidInput(f"not a network: {exc}") from None
         cn = (certificate_cn or "").strip() or None
+        codec = check_charset(charset)
         if not parsed and cn is None:
             raise InvalidInput(
                 "a sender needs --network or --certificate-cn: otherwise anyone could send as it"
@@ -119,6 +143,7 @@ class SenderRegistry:
                         networks=" ".join(str(n) for n in dict.fromkeys(parsed)),
                         certificate_cn=cn,
                         enabled=True,
+                        charset=codec,
                         created_us=now,
                         updated_us=now,
                     )
@@ -150,6 +175,17 @@ class SenderRegistry:
                 update(hl7_sender)
                 .where(hl7_sender.c.application == application, hl7_sender.c.facility == facility)
                 .values(enabled=enabled, updated_us=now_us())
+            )
+        return done.rowcount > 0
+
+    def set_charset(self, application: str, facility: str, charset: str | None) -> bool:
+        """Set (or clear, with None/"") a sender's default charset; False if it is not registered."""
+        codec = check_charset(charset)
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(hl7_sender)
+                .where(hl7_sender.c.application == application, hl7_sender.c.facility == facility)
+                .values(charset=codec, updated_us=now_us())
             )
         return done.rowcount > 0
 

@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.console import admin, audit_page, dashboard, patients, privacy, signin
+from gateway.console import admin, audit_page, dashboard, messages, patients, privacy, senders, signin
 from gateway.console.web import Console, CsrfRefused, NotAllowed, SignInRequired
 from gateway.runtime import Runtime
 
@@ -84,6 +84,8 @@ def install(app: FastAPI, runtime: Runtime) -> Console:
     app.include_router(audit_page.build_router(console))
     app.include_router(privacy.build_router(console))
     app.include_router(admin.build_router(console))
+    app.include_router(messages.build_router(console))
+    app.include_router(senders.build_router(console))
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_middleware(ConsoleHeadersMiddleware)
     return console

@@ -1,7 +1,7 @@
 """privacy_clock_notice: which privacy requests were announced as near due
 
-Revision ID: 0023
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 
 Why (issue #19 item 3): one INFO line when a data-subject request becomes near
 due (Decree 356/2025/ND-CP Art. 5 deadlines), once per request whichever process
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0023"
-down_revision = "0020"
+revision = "0022"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 
