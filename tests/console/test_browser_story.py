@@ -71,6 +71,9 @@ def test_refused_message_fixed_reprocessed_then_accesses_seen_and_erasure_filed(
         patient_id = re.search(r"Patient/([0-9a-f-]{36})", patient_link.inner_text())
         assert patient_id is not None
         screenshot(page, "story-2-reprocessed")
+        page.goto(f"{base}/console/dead-letters")
+        assert page.locator("h1").is_visible()
+        screenshot(page, "dead-letters")
         page.click("header button[type=submit]")  # sign out
 
         # a clinician's system reads the record over FHIR, for a purpose
