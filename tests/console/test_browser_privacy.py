@@ -5,20 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from playwright.sync_api import Page
 
 from fhir_store import RequestContext
 from tests.console.conftest import PASSWORD, ConsoleServer
 from tests.console.test_privacy_page import MRN, make_patient, set_clock
-from tests.support.browser import browser, screenshot
-
-
-def sign_in_as(page: Page, base_url: str, username: str) -> None:
-    page.goto(f"{base_url}/console")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/console")
+from tests.support.browser import browser, screenshot, sign_in_as
 
 
 @pytest.mark.slow
@@ -42,7 +33,7 @@ def test_file_an_erasure_by_record_number_see_its_deadlines_then_add_a_user(
     set_clock(console_server, datetime(2026, 3, 2, 9, 0))  # a Monday
     with browser() as chromium:
         page = chromium.new_page(viewport={"width": 1366, "height": 768}, locale="vi-VN")
-        sign_in_as(page, base, "chi.po")
+        sign_in_as(page, base, "chi.po", PASSWORD)
         page.click("nav a[href='/console/privacy']")
         assert page.locator("h1").inner_text() == "Yêu cầu về dữ liệu cá nhân"
         page.fill("input[name=mrn]", MRN)
@@ -65,7 +56,7 @@ def test_file_an_erasure_by_record_number_see_its_deadlines_then_add_a_user(
         screenshot(page, "privacy")
         page.click("header button[type=submit]")  # sign out
 
-        sign_in_as(page, base, "em.admin")
+        sign_in_as(page, base, "em.admin", PASSWORD)
         page.click("nav a[href='/console/admin']")
         form = page.locator("#add-user")
         form.locator("input[name=username]").fill("giang.po")

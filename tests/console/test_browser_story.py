@@ -14,24 +14,15 @@ import re
 
 import httpx
 import pytest
-from playwright.sync_api import Page
 
 from gateway.sender_registry import SenderRegistry
 from tests.console.conftest import PASSWORD, ConsoleServer
 from tests.console.test_messages import LATIN1, feed
-from tests.support.browser import browser, screenshot
+from tests.support.browser import browser, screenshot, sign_in_as
 
 CONTROL_ID = "LAT00001"
 RECORD_NUMBER = "000888"
 LOCAL_TIME = re.compile(r"^\d{2}/\d{2}/\d{4} \d{2}:\d{2}$")
-
-
-def sign_in_as(page: Page, base: str, username: str) -> None:
-    page.goto(f"{base}/console")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/console")
 
 
 @pytest.mark.slow
@@ -48,7 +39,7 @@ def test_refused_message_fixed_reprocessed_then_accesses_seen_and_erasure_filed(
         page = chromium.new_page(viewport={"width": 1366, "height": 900}, locale="vi-VN")
 
         # the integration engineer
-        sign_in_as(page, base, "an.op")
+        sign_in_as(page, base, "an.op", PASSWORD)
         page.click("header nav a[href='/console/messages']")
         page.fill("input[name=control_id]", CONTROL_ID)
         page.click("form.filters button[type=submit]")
@@ -82,7 +73,7 @@ def test_refused_message_fixed_reprocessed_then_accesses_seen_and_erasure_filed(
         assert read.status_code == 200
 
         # the compliance officer
-        sign_in_as(page, base, "binh.cs")
+        sign_in_as(page, base, "binh.cs", PASSWORD)
         page.click("header nav a[href='/console/patients']")
         page.fill("input[name=q]", RECORD_NUMBER)
         page.click("main button[type=submit]")
@@ -95,7 +86,7 @@ def test_refused_message_fixed_reprocessed_then_accesses_seen_and_erasure_filed(
         page.click("header button[type=submit]")
 
         # the privacy officer
-        sign_in_as(page, base, "chi.po")
+        sign_in_as(page, base, "chi.po", PASSWORD)
         page.click("nav a[href='/console/privacy']")
         page.fill("input[name=mrn]", RECORD_NUMBER)
         page.click("form.row button[type=submit]")

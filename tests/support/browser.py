@@ -62,3 +62,12 @@ def screenshot(page: Page, name: str) -> Path:
         DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
     return path
+
+
+def sign_in_as(page: Page, base_url: str, username: str, password: str) -> None:
+    """Through the sign-in form, as a person would; ends on the dashboard."""
+    page.goto(f"{base_url}/console")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/console")
