@@ -56,6 +56,9 @@ from consent.rights import (
     WorkingCalendar,
     build_rights,
 )
+from consent.rights.letter import (
+    PURPOSE_LABELS,
+)
 from consent.rights.model import (
     PrivacyRequest,
 )
@@ -88,6 +91,7 @@ __all__ = [
     "MAX_GRANT_AGE_US",
     "POST_VISIT_CARE",
     "PURPOSES",
+    "PURPOSE_LABELS",
     "PURPOSE_SYSTEM",
     "RELOAD_EVERY_S",
     "ConsentIntakeHook",

@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 
 from babel.messages.pofile import read_po
 
+from consent import PURPOSE_LABELS
+
 LANGUAGES = ("vi", "en")
 DEFAULT_LANGUAGE = "vi"
 LANGUAGE_COOKIE = "cb_lang"
@@ -31,7 +33,12 @@ def load_catalog(language: str) -> dict[str, str]:
         return {}
     with path.open("rb") as handle:
         catalog = read_po(handle, locale=language)
-    return {str(m.id): str(m.string) for m in catalog if m.id and isinstance(m.id, str) and m.string}
+    found = {str(m.id): str(m.string) for m in catalog if m.id and isinstance(m.id, str) and m.string}
+    # purposes are named once, bilingual, for the patient's letter (consent.PURPOSE_LABELS)
+    for bilingual in PURPOSE_LABELS.values():
+        vietnamese, _, english = bilingual.rpartition(" / ")
+        found[english] = vietnamese
+    return found
 
 
 def pick_language(cookie: str | None) -> str:

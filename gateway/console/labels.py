@@ -12,10 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from consent import PURPOSE_LABELS
 from gateway.auth.purpose import CODES
 
-#: v3 PurposeOfUse (``AuditEvent.purposeOfEvent``): the English of ``gateway.auth.purpose.CODES``.
-PURPOSE_OF_USE: dict[str, str] = {code: label.capitalize() for code, label in CODES.items()}
+
+def english(bilingual: str) -> str:
+    """The English half of a ``"Tiếng Việt / English"`` label of ``consent.PURPOSE_LABELS``."""
+    return bilingual.rpartition(" / ")[2]
+
+
+#: v3 PurposeOfUse (``AuditEvent.purposeOfEvent``) and consent purposes: the patient's access
+#: letter and the console name a purpose the same way, so both read ``consent.PURPOSE_LABELS``
+#: (its Vietnamese halves join the catalog in ``gateway.console.i18n``).
+PURPOSE_OF_USE: dict[str, str] = {code: english(PURPOSE_LABELS[code]) for code in CODES}
 #: FHIR AuditEvent.action (http://hl7.org/fhir/audit-event-action).
 ACTIONS: dict[str, str] = {"C": "Create", "R": "Read", "U": "Update", "D": "Delete", "E": "Search or execute"}
 #: FHIR AuditEvent.outcome (http://hl7.org/fhir/audit-event-outcome).
@@ -27,9 +36,7 @@ OUTCOMES: dict[str, str] = {
 }
 #: consent purposes (``consent.PURPOSES``).
 CONSENT_PURPOSES: dict[str, str] = {
-    "appointment-reminder": "Appointment reminders",
-    "post-visit-care": "Post-visit care",
-    "marketing": "Marketing",
+    code: english(PURPOSE_LABELS[code]) for code in ("appointment-reminder", "post-visit-care", "marketing")
 }
 #: consent channels (``consent.CHANNELS``).
 CHANNELS: dict[str, str] = {

@@ -41,3 +41,15 @@ def test_role_table_denies_by_default() -> None:
     assert not may("admin", "raw-hl7") and not may("admin", "patients")  # an admin sees no patient data
     assert not may("clinician", "reprocess") and may("operator", "reprocess")
     assert all(roles <= set(PEOPLE_ROLES) for roles in ACTIONS.values())
+
+
+def test_console_and_letter_name_each_purpose_alike() -> None:
+    """The compliance officer's page and the patient's letter read one table (consent.PURPOSE_LABELS)."""
+    from consent import PURPOSE_LABELS
+    from gateway.console.labels import CONSENT_PURPOSES, PURPOSE_OF_USE, label
+
+    vietnamese = load_catalog("vi")
+    for table in (PURPOSE_OF_USE, CONSENT_PURPOSES):
+        for code in table:
+            shown = label(table, code, lambda m: vietnamese.get(m, m))
+            assert f"{shown} / {label(table, code, str)}" == PURPOSE_LABELS[code], code
