@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import pyotp
@@ -69,6 +70,27 @@ class User:
         return f"{self.display_name} ({self.username})"
 
 
+def _hasher(time_cost: int, memory_kib: int) -> PasswordHasher:
+    return PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_kib,
+        parallelism=1,  # one core per sign-in: the reference host has two
+        type=Type.ID,
+    )
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(time_cost: int, memory_kib: int) -> str:
+    """A hash of a random password at these parameters, made on first need, once per process.
+
+    Verifying an unknown username against it costs what verifying a real account costs (no
+    user enumeration by timing, OWASP ASVS V2.2).  It is made lazily because one Argon2id hash at
+    the default cost takes a third of a second of CPU: every start of the server and of every CLI
+    command paid it before any sign-in needed it.
+    """
+    return _hasher(time_cost, memory_kib).hash(secrets.token_urlsafe(16))
+
+
 def _user(row: Any) -> User:
     return User(
         username=row.username,
@@ -90,13 +112,7 @@ class UserDirectory:
         self.engine = engine
         self.cipher = cipher
         self.settings = settings
-        self.hasher = PasswordHasher(
-            time_cost=settings.password_time_cost,
-            memory_cost=settings.password_memory_kib,
-            parallelism=1,  # one core per sign-in: the reference host has two
-            type=Type.ID,
-        )
-        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+        self.hasher = _hasher(settings.password_time_cost, settings.password_memory_kib)
 
     # -- administration ---------------------------------------------------------------
 
@@ -219,7 +235,9 @@ class UserDirectory:
         with self.engine.connect() as conn:
             row = conn.execute(select(app_user).where(app_user.c.username == username)).first()
         if row is None:
-            self._verify(self._dummy_hash, password)  # the same cost as a known account
+            self._verify(
+                _dummy_hash(self.settings.password_time_cost, self.settings.password_memory_kib), password
+            )  # the same cost as a known account
             raise Unauthenticated(_REFUSED)
         user = _user(row)
         if not user.active or user.locked(now):

@@ -159,3 +159,26 @@ def test_users_commands_print_once_and_are_audited(
         ("users-enrol-totp", "8", "user nobody: refused (username)"),
     ]
     assert not any(PASSWORD in json.dumps(e) or one_time in json.dumps(e) for e in events)
+
+
+def test_an_unknown_username_costs_one_verification_at_the_configured_parameters(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No timing oracle: the unknown name is checked against a hash of the accounts' own cost."""
+    users = directory(engine, password_memory_kib=16, password_time_cost=2)
+    verified: list[str] = []
+    real_verify = users._verify
+
+    def spy(stored: str, password: str) -> bool:
+        verified.append(stored)
+        return real_verify(stored, password)
+
+    monkeypatch.setattr(users, "_verify", spy)
+    with pytest.raises(Unauthenticated):
+        users.authenticate("nobody.at.all", PASSWORD)
+    users.add("lan.pham", "clinician", "Phạm Lan", password=PASSWORD)
+    with pytest.raises(Unauthenticated):
+        users.authenticate("lan.pham", "sai mật khẩu rồi")
+    assert len(verified) == 2
+    assert verified[0].startswith("$argon2id$v=19$m=16,t=2,p=1$")
+    assert verified[0].split("$")[3] == verified[1].split("$")[3]  # the same cost as the account's
