@@ -124,11 +124,30 @@ def read_anchors(path: str | os.PathLike[str]) -> list[Anchor]:
     return anchors
 
 
+_TAIL_BYTES = 64 * 1024  # an anchor line is about 300 bytes
+
+
 def _last_anchor(path: Path) -> Anchor | None:
-    """The anchor with the highest seq in the file (None when none or unreadable)."""
+    """The file's last anchor line (None when there is none or it cannot be read).
+
+    Only the tail is read: the file gains a line per checkpoint for years (one a minute is half a
+    million a year) and this runs at every start.  The *last* line, not the highest seq, is what
+    says where this process resumes: after a restore the file's highest seqs belong to the chain
+    that was rolled back, and the first export re-anchors the restored chain after them.
+    """
     try:
-        return max(read_anchors(path), key=lambda a: a.seq, default=None)
-    except (OSError, AnchorError):
+        with path.open("rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - _TAIL_BYTES))
+            tail = handle.read().decode()
+    except (OSError, UnicodeDecodeError):
+        return None
+    last = next((line for line in reversed(tail.splitlines()) if line.strip()), None)
+    if last is None:
+        return None
+    try:
+        return Anchor.parse(last)
+    except AnchorError:
         return None
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import DBAPIError
 
 from audit import Anchor, Anchorer, read_anchors
+from audit.anchors import append_anchor
 from audit.chain import chain_hash
 from audit.checkpoints import AuditKeys
 from audit.hooks import AuditHook
@@ -99,6 +100,20 @@ def test_shutdown_checkpoint_is_signed_and_anchored(
         0,
         f"ok {EVENTS} events\nunanchored 0 events after seq {EVENTS} (newest anchor)\n",
     )
+
+
+def test_a_restart_resumes_after_the_files_last_line(
+    anchored: dict[int, str], engine: Engine, anchor_file: Path
+) -> None:
+    """The file's last line says where to resume, even after a higher seq of a rolled-back chain."""
+    ours = anchor_file.read_text()
+    rolled_back = Anchor(seq=999, hash=b"\x01" * 32, signature=b"\x02" * 64, key_id="k-old", created_us=1)
+    anchor_file.write_text(rolled_back.line() + "\n" + ours)
+    assert Anchorer(anchor_file).export(engine) == 0  # ends at this database's checkpoint 9
+    assert anchor_file.read_text() == rolled_back.line() + "\n" + ours
+    append_anchor(anchor_file, [rolled_back])
+    assert Anchorer(anchor_file).export(engine) == 3  # ends elsewhere: 4, 8 and 9 anchored again
+    assert [a.seq for a in read_anchors(anchor_file)][-4:] == [999, 4, 8, EVENTS]
 
 
 def test_checkpoint_every_interval_while_events_are_written(
