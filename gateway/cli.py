@@ -9,8 +9,11 @@ Sub-commands: ``serve``, ``hl7 send|replay``, ``clients add|list``, ``senders ad
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from gateway import cli_audit, cli_clients, cli_crm, cli_hl7, cli_ops, cli_senders, cli_store, cli_users
 from gateway.registration import register_all
@@ -66,5 +69,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result
 
 
+def run() -> NoReturn:
+    """The ``carebridge`` console script: :func:`main`, then exit without the interpreter's teardown.
+
+    After a command is done, CPython's finalisation deallocates every object of every imported
+    module; with FastAPI, pydantic and the FHIR model classes loaded that takes about half a
+    second (docs/benchmarks.md), paid by every CLI call and by every stop of ``serve``.  The
+    ``atexit`` handlers (logging flush, thread pools, temporary directories) still run and both
+    streams are flushed before the process ends with the command's exit status.  An exception
+    that escapes ``main`` takes Python's usual path (traceback, status 1).
+    """
+    try:
+        code = main()
+    except SystemExit as exit_:  # argparse: --help, usage errors
+        if exit_.code is not None and not isinstance(exit_.code, int):
+            print(exit_.code, file=sys.stderr)
+            code = 1
+        else:
+            code = exit_.code or 0
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -157,6 +158,8 @@ async def serve_forever(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    if _STOP_REQUESTED.is_set():  # a SIGTERM while starting up (see run): stop once started
+        stop.set()
     # We own SIGINT/SIGTERM so the MLLP listener stops too; uvicorn must not re-raise them.
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     http_task = asyncio.create_task(server.serve(sockets=[http_socket] if http_socket else None))
@@ -203,8 +206,17 @@ async def _serve_http_only(settings: Settings, sock: socket.socket) -> None:
         runtime.close()
 
 
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
+_STOP_REQUESTED = threading.Event()
+
+
+def _note_stop(_signum: int, _frame: object) -> None:
+    """SIGTERM before the event loop handles it: remember it, finish starting, then stop cleanly.
+
+    Raising from a signal handler is not reliable: the exception surfaces in whatever Python code
+    runs at that moment, and inside a garbage-collector or weakref callback it is printed and
+    dropped, leaving a server that ignored its stop signal.
+    """
+    _STOP_REQUESTED.set()
 
 
 def _die_with_parent() -> None:
@@ -235,8 +247,9 @@ def run(settings: Settings) -> None:
     prepare_keys(settings)  # before forking: workers must not race to create the store key file
     sock = _bind_http_socket(settings)
     # A SIGTERM that arrives before the event loop installs its handlers must still stop the
-    # workers: unwind to the ``finally`` below instead of dying with them orphaned.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    # workers: noted, and serve_forever stops as soon as it has started, through the ``finally``
+    # below, instead of dying with them orphaned.
+    signal.signal(signal.SIGTERM, _note_stop)
     children: list[int] = []
     for _ in range(settings.http.workers - 1):
         pid = os.fork()

@@ -15,8 +15,6 @@ import csv
 import io
 from collections.abc import Callable
 
-from openpyxl import Workbook
-
 from gateway.console.i18n import local_time
 from gateway.console.labels import ACTIONS, CHANNELS, CONSENT_PURPOSES, OUTCOMES, PURPOSE_OF_USE, ROLES, label
 from gateway.console.patient_record import PatientRecord
@@ -103,6 +101,8 @@ def access_csv(record: PatientRecord, _: Gettext) -> bytes:
 
 
 def access_xlsx(record: PatientRecord, _: Gettext) -> bytes:
+    from openpyxl import Workbook  # a fifth of a second to import: only when a workbook is asked for
+
     book = Workbook()
     sheets = (
         (_("Accesses"), access_table),

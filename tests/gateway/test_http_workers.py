@@ -77,3 +77,26 @@ def test_two_http_workers_serve_and_stop(tmp_path: Path) -> None:
         assert (
             not Path(f"/proc/{pid}").exists() or "Z" in (Path(f"/proc/{pid}") / "stat").read_text().split()[2]
         )
+
+
+@pytest.mark.slow
+def test_sigterm_while_starting_stops_the_parent_and_its_workers(tmp_path: Path) -> None:
+    """SIGTERM as soon as the HTTP worker is forked, while the parent is still starting up.
+
+    The parent notes the signal and stops once started; it must neither hang nor leave the
+    worker behind.
+    """
+    env = {**os.environ, "CAREBRIDGE_HTTP_WORKERS": "2", "CAREBRIDGE_LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "gateway.cli", "serve", "--database-url", f"sqlite:///{tmp_path}/w.db"]
+    command += ["--http-port", str(_free_port()), "--mllp-port", str(_free_port())]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    workers: set[int] = set()
+    while not workers:
+        assert time.monotonic() < deadline and proc.poll() is None, "no worker was forked"
+        workers = _children(proc.pid)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    for pid in workers:
+        assert not Path(f"/proc/{pid}").exists()

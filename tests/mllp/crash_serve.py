@@ -14,12 +14,11 @@ Production code carries no hook for this: the patches below exist only in this p
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 import gateway.ingest
 from fhir_store import journal
-from gateway.cli import main
+from gateway.cli import run
 from gateway.ingest import Ingestor
 
 CRASH_EXIT_CODE = 86
@@ -45,4 +44,4 @@ def install() -> None:
 
 if __name__ == "__main__":
     install()
-    sys.exit(main())
+    run()
