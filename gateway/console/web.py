@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Collection
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,9 @@ class CsrfRefused(Exception):
     """A state-changing request without this session's CSRF token (403 page)."""
 
 
+@lru_cache(maxsize=len(LANGUAGES))
 def _environment(language: str) -> Environment:
+    """One Jinja environment per language and process: its templates are compiled once, on first use."""
     env = Environment(
         loader=FileSystemLoader(TEMPLATES),
         autoescape=select_autoescape(("html",)),
