@@ -52,6 +52,15 @@ def migrate(database_url: str) -> None:
     upgrade(database_url)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first (stable otherwise), so that pytest-xdist starts the long ones early.
+
+    pytest-xdist hands tests to the workers in collection order; a long test dealt last keeps one
+    worker busy while the other has finished, and that tail was part of every ``make test``.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def fast_pg_cluster() -> Iterator[PostgresCluster]:
     cluster = PostgresCluster.start(durable=False)
