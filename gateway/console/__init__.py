@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.responses import RedirectResponse
@@ -37,6 +37,18 @@ _HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
 ]
+
+#: the pages' routers, in matching order: built once per process (at import), included by every app
+ROUTERS: tuple[APIRouter, ...] = (
+    signin.router,
+    dashboard.router,
+    patients.router,
+    audit_page.router,
+    privacy.router,
+    admin.router,
+    messages.router,
+    senders.router,
+)
 
 __all__ = ["Console", "install"]
 
@@ -60,6 +72,8 @@ class ConsoleHeadersMiddleware:
 
 
 def install(app: FastAPI, runtime: Runtime) -> Console:
+    """The app's console: its :class:`Console` on ``app.state`` (where the handlers find it), the
+    shared page routers, the static files and the secure headers."""
     console = Console(runtime)
     app.state.console = console
 
@@ -78,14 +92,8 @@ def install(app: FastAPI, runtime: Runtime) -> Console:
     app.add_exception_handler(SignInRequired, sign_in_required)
     app.add_exception_handler(NotAllowed, not_allowed)
     app.add_exception_handler(CsrfRefused, csrf_refused)
-    app.include_router(signin.build_router(console))
-    app.include_router(dashboard.build_router(console))
-    app.include_router(patients.build_router(console))
-    app.include_router(audit_page.build_router(console))
-    app.include_router(privacy.build_router(console))
-    app.include_router(admin.build_router(console))
-    app.include_router(messages.build_router(console))
-    app.include_router(senders.build_router(console))
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.add_middleware(ConsoleHeadersMiddleware)
     return console

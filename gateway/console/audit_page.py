@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from audit import TrailCheck, chain_length, last_checkpoint, verify_with_anchors
 from fhir_store import for_reading, now_us
 from gateway.auth.sessions import Session
-from gateway.console.web import Console
+from gateway.console.web import Console, console_of, person
 
 #: DICOM 110112 Query: a search over the audit trail itself.
 QUERY = "110112"
@@ -47,40 +47,40 @@ def outcome_line(check: TrailCheck) -> str:
     )
 
 
-def build_router(console: Console) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    person = console.person("audit")
-    last: dict[str, tuple[TrailCheck, int]] = {}
+router = APIRouter(include_in_schema=False)
+PERSON = Depends(person("audit"))
 
-    @router.get("/console/audit")
-    async def page(request: Request, session: Annotated[Session, Depends(person)]) -> Response:
-        chain = await run_in_threadpool(read_chain, console)
-        check, checked_us = last.get(session.username, (None, None))
-        return console.page(
-            request,
-            "audit.html",
-            session,
-            events=chain.events,
-            checkpoint_seq=chain.checkpoint_seq,
-            checkpoint_us=chain.checkpoint_us,
-            anchor_file=str(console.settings.audit.anchor_path),
-            check=check,
-            checked_us=checked_us,
-        )
 
-    @router.post("/console/audit/verify")
-    async def verify(request: Request, session: Annotated[Session, Depends(person)]) -> Response:
-        anchor_path = console.settings.audit.anchor_path
-        check = await run_in_threadpool(verify_with_anchors, console.runtime.audit, anchor_path)
-        last[session.username] = (check, now_us())
-        await console.audit(
-            request,
-            session,
-            event_type=QUERY,
-            subtype="audit-verify",
-            status=200 if check.result is not None and check.result.ok else 500,
-            description=f"console: {outcome_line(check)}",
-        )
-        return RedirectResponse("/console/audit", status_code=303)
+@router.get("/console/audit")
+async def page(request: Request, session: Annotated[Session, PERSON]) -> Response:
+    console = console_of(request)
+    chain = await run_in_threadpool(read_chain, console)
+    check, checked_us = console.last_checks.get(session.username, (None, None))
+    return console.page(
+        request,
+        "audit.html",
+        session,
+        events=chain.events,
+        checkpoint_seq=chain.checkpoint_seq,
+        checkpoint_us=chain.checkpoint_us,
+        anchor_file=str(console.settings.audit.anchor_path),
+        check=check,
+        checked_us=checked_us,
+    )
 
-    return router
+
+@router.post("/console/audit/verify")
+async def verify(request: Request, session: Annotated[Session, PERSON]) -> Response:
+    console = console_of(request)
+    anchor_path = console.settings.audit.anchor_path
+    check = await run_in_threadpool(verify_with_anchors, console.runtime.audit, anchor_path)
+    console.last_checks[session.username] = (check, now_us())
+    await console.audit(
+        request,
+        session,
+        event_type=QUERY,
+        subtype="audit-verify",
+        status=200 if check.result is not None and check.result.ok else 500,
+        description=f"console: {outcome_line(check)}",
+    )
+    return RedirectResponse("/console/audit", status_code=303)

@@ -19,7 +19,7 @@ from audit import chain_length, last_checkpoint
 from crm_bridge import dead_letter_counts, his_outbox_counts, webhook_backlogs
 from fhir_store import JOURNAL_OPEN_STATUSES, for_reading, journal_open_counts
 from gateway.auth.sessions import Session
-from gateway.console.web import Console
+from gateway.console.web import Console, console_of, person
 
 REFRESH_S = 10
 CLOCK_STATES = ("on-time", "near-due", "overdue")
@@ -60,21 +60,18 @@ def read_numbers(console: Console) -> Numbers:
     return numbers
 
 
-def build_router(console: Console) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
-    @router.get("/console")
-    async def dashboard(
-        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
-    ) -> Response:
-        numbers = await run_in_threadpool(read_numbers, console)
-        return console.page(request, "dashboard.html", session, numbers=numbers, refresh_s=REFRESH_S)
 
-    @router.get("/console/dashboard/panel")
-    async def panel(
-        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
-    ) -> Response:
-        numbers = await run_in_threadpool(read_numbers, console)
-        return console.page(request, "dashboard_panel.html", session, numbers=numbers, refresh_s=REFRESH_S)
+@router.get("/console")
+async def dashboard(request: Request, session: Annotated[Session, Depends(person("dashboard"))]) -> Response:
+    console = console_of(request)
+    numbers = await run_in_threadpool(read_numbers, console)
+    return console.page(request, "dashboard.html", session, numbers=numbers, refresh_s=REFRESH_S)
 
-    return router
+
+@router.get("/console/dashboard/panel")
+async def panel(request: Request, session: Annotated[Session, Depends(person("dashboard"))]) -> Response:
+    console = console_of(request)
+    numbers = await run_in_threadpool(read_numbers, console)
+    return console.page(request, "dashboard_panel.html", session, numbers=numbers, refresh_s=REFRESH_S)

@@ -28,7 +28,7 @@ from gateway.console.access_export import (
 )
 from gateway.console.i18n import load_catalog
 from gateway.console.patient_record import PatientRecord, find_patients, read_record
-from gateway.console.web import Console
+from gateway.console.web import console_of, person
 
 #: DICOM 110106 Export: the file leaves carebridge.
 EXPORT = "110106"
@@ -40,94 +40,99 @@ def _catalog(language: str) -> dict[str, str]:
     return load_catalog(language)
 
 
-def build_router(console: Console) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    person = console.person("patients")
+router = APIRouter(include_in_schema=False)
+PERSON = Depends(person("patients"))
 
-    def gettext(request: Request) -> Callable[[str], str]:
-        catalog = _catalog(console.language(request))
-        return lambda message: catalog.get(message, message)
 
-    async def record_or_404(request: Request, session: Session, patient_id: str) -> PatientRecord | Response:
-        record = await run_in_threadpool(read_record, console.runtime, patient_id)
-        if record is None:
-            message = gettext(request)("No such patient")
-            return console.page(request, "error.html", session, status=404, message=message)
+def _gettext(request: Request) -> Callable[[str], str]:
+    console = console_of(request)
+    catalog = _catalog(console.language(request))
+    return lambda message: catalog.get(message, message)
+
+
+async def _record_or_404(request: Request, session: Session, patient_id: str) -> PatientRecord | Response:
+    console = console_of(request)
+    record = await run_in_threadpool(read_record, console.runtime, patient_id)
+    if record is None:
+        message = _gettext(request)("No such patient")
+        return console.page(request, "error.html", session, status=404, message=message)
+    return record
+
+
+@router.get("/console/patients")
+async def lookup(request: Request, session: Annotated[Session, PERSON], q: str = "") -> Response:
+    console = console_of(request)
+    matches = await run_in_threadpool(find_patients, console.runtime.store, q) if q.strip() else []
+    if q.strip():
+        await console.audit_view(request, session, "patient lookup", tuple(m.id for m in matches))
+    return console.page(request, "patients.html", session, q=q, matches=matches, searched=bool(q.strip()))
+
+
+@router.get("/console/patients/{patient_id}")
+async def patient(request: Request, session: Annotated[Session, PERSON], patient_id: str) -> Response:
+    console = console_of(request)
+    record = await _record_or_404(request, session, patient_id)
+    if isinstance(record, Response):
         return record
+    await console.audit_view(
+        request, session, "patient record (consents, disclosures, accesses)", (patient_id,)
+    )
+    _ = _gettext(request)
+    return console.page(
+        request,
+        "patient.html",
+        session,
+        record=record,
+        accesses=access_table(record, _),
+        disclosures=disclosure_table(record, _),
+        consents=consent_table(record, _),
+    )
 
-    @router.get("/console/patients")
-    async def lookup(request: Request, session: Annotated[Session, Depends(person)], q: str = "") -> Response:
-        matches = await run_in_threadpool(find_patients, console.runtime.store, q) if q.strip() else []
-        if q.strip():
-            await console.audit_view(request, session, "patient lookup", tuple(m.id for m in matches))
-        return console.page(request, "patients.html", session, q=q, matches=matches, searched=bool(q.strip()))
 
-    @router.get("/console/patients/{patient_id}")
-    async def patient(
-        request: Request, session: Annotated[Session, Depends(person)], patient_id: str
-    ) -> Response:
-        record = await record_or_404(request, session, patient_id)
-        if isinstance(record, Response):
-            return record
-        await console.audit_view(
-            request, session, "patient record (consents, disclosures, accesses)", (patient_id,)
-        )
-        _ = gettext(request)
-        return console.page(
-            request,
-            "patient.html",
-            session,
-            record=record,
-            accesses=access_table(record, _),
-            disclosures=disclosure_table(record, _),
-            consents=consent_table(record, _),
-        )
+@router.get("/console/patients/{patient_id}/print")
+async def printable(request: Request, session: Annotated[Session, PERSON], patient_id: str) -> Response:
+    console = console_of(request)
+    record = await _record_or_404(request, session, patient_id)
+    if isinstance(record, Response):
+        return record
+    await console.audit_view(request, session, "printable access log", (patient_id,))
+    _ = _gettext(request)
+    return console.page(
+        request,
+        "patient_print.html",
+        session,
+        record=record,
+        accesses=access_table(record, _),
+        disclosures=disclosure_table(record, _),
+        consents=consent_table(record, _),
+    )
 
-    @router.get("/console/patients/{patient_id}/print")
-    async def printable(
-        request: Request, session: Annotated[Session, Depends(person)], patient_id: str
-    ) -> Response:
-        record = await record_or_404(request, session, patient_id)
-        if isinstance(record, Response):
-            return record
-        await console.audit_view(request, session, "printable access log", (patient_id,))
-        _ = gettext(request)
-        return console.page(
-            request,
-            "patient_print.html",
-            session,
-            record=record,
-            accesses=access_table(record, _),
-            disclosures=disclosure_table(record, _),
-            consents=consent_table(record, _),
-        )
 
-    @router.get("/console/patients/{patient_id}/accesses.{fmt}")
-    async def export(
-        request: Request, session: Annotated[Session, Depends(person)], patient_id: str, fmt: str
-    ) -> Response:
-        if fmt not in ("csv", "xlsx"):
-            return console.page(request, "error.html", session, status=404, message="404")
-        record = await record_or_404(request, session, patient_id)
-        if isinstance(record, Response):
-            return record
-        await console.audit(
-            request,
-            session,
-            event_type=EXPORT,
-            subtype="console-export",
-            status=200,
-            description=f"console: access log export ({fmt})",
-            patient_ids=(patient_id,),
-        )
-        _ = gettext(request)
-        if fmt == "csv":
-            body, media = await run_in_threadpool(access_csv, record, _), "text/csv; charset=utf-8"
-        else:
-            body, media = await run_in_threadpool(access_xlsx, record, _), XLSX
-        filename = f"truy-cap-{patient_id}.{fmt}"
-        return Response(
-            body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
-        )
-
-    return router
+@router.get("/console/patients/{patient_id}/accesses.{fmt}")
+async def export(
+    request: Request, session: Annotated[Session, PERSON], patient_id: str, fmt: str
+) -> Response:
+    console = console_of(request)
+    if fmt not in ("csv", "xlsx"):
+        return console.page(request, "error.html", session, status=404, message="404")
+    record = await _record_or_404(request, session, patient_id)
+    if isinstance(record, Response):
+        return record
+    await console.audit(
+        request,
+        session,
+        event_type=EXPORT,
+        subtype="console-export",
+        status=200,
+        description=f"console: access log export ({fmt})",
+        patient_ids=(patient_id,),
+    )
+    _ = _gettext(request)
+    if fmt == "csv":
+        body, media = await run_in_threadpool(access_csv, record, _), "text/csv; charset=utf-8"
+    else:
+        body, media = await run_in_threadpool(access_xlsx, record, _), XLSX
+    filename = f"truy-cap-{patient_id}.{fmt}"
+    return Response(
+        body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )

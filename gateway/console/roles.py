@@ -5,7 +5,7 @@ senders and may read raw HL7 to fix a feed; compliance and privacy officers work
 patients, the audit trail and privacy requests; a clinician only looks (no
 reprocessing, no raw HL7); an administrator manages people, clients and senders
 and sees no patient data at all.  Routes name an action from this table
-(``console.person("reprocess")``); the navigation shows what the role may open.
+(``gateway.console.web.person("reprocess")``); the navigation shows what the role may open.
 """
 
 from __future__ import annotations

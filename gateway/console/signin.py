@@ -40,7 +40,7 @@ from gateway.auth.authorize import (
 from gateway.auth.sessions import COOKIE, Session
 from gateway.auth.users import SECOND_FACTOR_ROLES
 from gateway.console.i18n import LANGUAGE_COOKIE, LANGUAGES
-from gateway.console.web import USER_AUTHENTICATION, Console
+from gateway.console.web import USER_AUTHENTICATION, console_of, person
 
 PKCE_COOKIE = "cb_pkce"
 LOGIN_CSRF_COOKIE = "cb_login_csrf"
@@ -58,193 +58,207 @@ def _redirect_uri(request: Request) -> str:
     return str(request.url_for("console_callback"))
 
 
-def build_router(console: Console) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False)
 
-    @router.get("/console/login")
-    async def console_login(request: Request) -> Response:
-        verifier, state = new_verifier(), secrets.token_urlsafe(24)
-        query = {
-            "response_type": "code",
-            "client_id": CONSOLE_CLIENT_ID,
-            "redirect_uri": _redirect_uri(request),
-            "state": state,
-            "code_challenge": s256(verifier),
-            "code_challenge_method": "S256",
-        }
-        response = RedirectResponse(f"/auth/authorize?{urlencode(query)}", status_code=303)
-        console.set_cookie(response, PKCE_COOKIE, f"{state}.{verifier}", max_age=600)
-        return response
 
-    def _checked(request: Request, values: dict[str, str | None]) -> AuthorizationRequest:
-        return check_request(
-            response_type=values.get("response_type"),
-            client_id=values.get("client_id"),
-            redirect_uri=values.get("redirect_uri"),
-            state=values.get("state"),
-            code_challenge=values.get("code_challenge"),
-            code_challenge_method=values.get("code_challenge_method"),
-            allowed_redirect=_redirect_uri(request),
-        )
+@router.get("/console/login")
+async def console_login(request: Request) -> Response:
+    console = console_of(request)
+    verifier, state = new_verifier(), secrets.token_urlsafe(24)
+    query = {
+        "response_type": "code",
+        "client_id": CONSOLE_CLIENT_ID,
+        "redirect_uri": _redirect_uri(request),
+        "state": state,
+        "code_challenge": s256(verifier),
+        "code_challenge_method": "S256",
+    }
+    response = RedirectResponse(f"/auth/authorize?{urlencode(query)}", status_code=303)
+    console.set_cookie(response, PKCE_COOKIE, f"{state}.{verifier}", max_age=600)
+    return response
 
-    def _form(request: Request, oauth: AuthorizationRequest, status: int = 200, error: str = "") -> Response:
-        token = secrets.token_urlsafe(24)
-        hidden = {
-            "response_type": "code",
-            "client_id": oauth.client_id,
-            "redirect_uri": oauth.redirect_uri,
-            "state": oauth.state,
-            "code_challenge": oauth.code_challenge,
-            "code_challenge_method": "S256",
-            "login_csrf": token,
-        }
-        response = console.page(request, "login.html", None, status=status, hidden=hidden, error=error)
-        console.set_cookie(response, LOGIN_CSRF_COOKIE, token, max_age=600)
-        return response
 
-    @router.get("/auth/authorize")
-    async def authorize_form(request: Request) -> Response:
-        try:
-            oauth = _checked(request, {k: request.query_params.get(k) for k in _OAUTH_FIELDS})
-        except CarebridgeError as exc:
-            return console.page(request, "error.html", None, status=400, message=exc.message)
-        return _form(request, oauth)
+def _checked(request: Request, values: dict[str, str | None]) -> AuthorizationRequest:
+    return check_request(
+        response_type=values.get("response_type"),
+        client_id=values.get("client_id"),
+        redirect_uri=values.get("redirect_uri"),
+        state=values.get("state"),
+        code_challenge=values.get("code_challenge"),
+        code_challenge_method=values.get("code_challenge_method"),
+        allowed_redirect=_redirect_uri(request),
+    )
 
-    @router.post("/auth/authorize")
-    async def authorize_submit(
-        request: Request,
-        username: Annotated[str, Form(max_length=64)],
-        password: Annotated[str, Form(max_length=256)],
-        login_csrf: Annotated[str, Form(max_length=100)],
-        code: Annotated[str, Form(max_length=10)] = "",
-    ) -> Response:
-        form = await request.form()
-        try:
-            oauth = _checked(request, {k: str(form.get(k) or "") or None for k in _OAUTH_FIELDS})
-        except CarebridgeError as exc:
-            return console.page(request, "error.html", None, status=400, message=exc.message)
-        expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
-        if not expected or not hmac.compare_digest(expected, login_csrf):
-            return _form(request, oauth, 403, "csrf")
-        try:
-            user = await run_in_threadpool(console.users.authenticate, username, password, code or None)
-        except Unauthenticated:
-            await console.audit(
-                request,
-                None,
-                event_type=USER_AUTHENTICATION,
-                subtype="console-login",
-                status=401,
-                description="console sign-in refused",
-                username=f"{username[:64]} (typed)",
-            )
-            return _form(request, oauth, 401, "refused")
-        production = console.settings.env == "production"
-        if production and user.role in SECOND_FACTOR_ROLES and not user.totp_enabled:
-            await console.audit(
-                request,
-                None,
-                event_type=USER_AUTHENTICATION,
-                subtype="console-login",
-                status=403,
-                description="console sign-in refused: second factor required for the role",
-                username=user.label,
-            )
-            return _form(request, oauth, 403, "totp-required")
-        issued = await run_in_threadpool(issue_code, console.runtime.engine, user.username, oauth)
-        query = urlencode({"code": issued, "state": oauth.state})
-        response = RedirectResponse(f"{oauth.redirect_uri}?{query}", status_code=303)
-        response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
-        return response
 
-    @router.get("/console/callback", name="console_callback")
-    async def console_callback(request: Request) -> Response:
-        state, _, verifier = (request.cookies.get(PKCE_COOKIE) or "").partition(".")
-        code = request.query_params.get("code") or ""
-        if not state or not hmac.compare_digest(state, request.query_params.get("state") or ""):
-            return console.page(request, "error.html", None, status=400, message="state")
-        try:
-            username = await run_in_threadpool(
-                redeem_code,
-                console.runtime.engine,
-                code,
-                client_id=CONSOLE_CLIENT_ID,
-                redirect_uri=_redirect_uri(request),
-                verifier=verifier,
-            )
-        except Unauthenticated as exc:
-            return console.page(request, "error.html", None, status=400, message=exc.message)
-        token = await run_in_threadpool(console.sessions.start, username)
-        session = await run_in_threadpool(console.sessions.find, token)
+def _form(request: Request, oauth: AuthorizationRequest, status: int = 200, error: str = "") -> Response:
+    console = console_of(request)
+    token = secrets.token_urlsafe(24)
+    hidden = {
+        "response_type": "code",
+        "client_id": oauth.client_id,
+        "redirect_uri": oauth.redirect_uri,
+        "state": oauth.state,
+        "code_challenge": oauth.code_challenge,
+        "code_challenge_method": "S256",
+        "login_csrf": token,
+    }
+    response = console.page(request, "login.html", None, status=status, hidden=hidden, error=error)
+    console.set_cookie(response, LOGIN_CSRF_COOKIE, token, max_age=600)
+    return response
+
+
+@router.get("/auth/authorize")
+async def authorize_form(request: Request) -> Response:
+    console = console_of(request)
+    try:
+        oauth = _checked(request, {k: request.query_params.get(k) for k in _OAUTH_FIELDS})
+    except CarebridgeError as exc:
+        return console.page(request, "error.html", None, status=400, message=exc.message)
+    return _form(request, oauth)
+
+
+@router.post("/auth/authorize")
+async def authorize_submit(
+    request: Request,
+    username: Annotated[str, Form(max_length=64)],
+    password: Annotated[str, Form(max_length=256)],
+    login_csrf: Annotated[str, Form(max_length=100)],
+    code: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    console = console_of(request)
+    form = await request.form()
+    try:
+        oauth = _checked(request, {k: str(form.get(k) or "") or None for k in _OAUTH_FIELDS})
+    except CarebridgeError as exc:
+        return console.page(request, "error.html", None, status=400, message=exc.message)
+    expected = request.cookies.get(LOGIN_CSRF_COOKIE) or ""
+    if not expected or not hmac.compare_digest(expected, login_csrf):
+        return _form(request, oauth, 403, "csrf")
+    try:
+        user = await run_in_threadpool(console.users.authenticate, username, password, code or None)
+    except Unauthenticated:
         await console.audit(
             request,
-            session,
+            None,
             event_type=USER_AUTHENTICATION,
             subtype="console-login",
-            status=200,
-            description="console sign-in",
+            status=401,
+            description="console sign-in refused",
+            username=f"{username[:64]} (typed)",
         )
-        response = RedirectResponse("/console", status_code=303)
-        response.delete_cookie(PKCE_COOKIE, path="/")
-        console.set_cookie(response, COOKIE, token, max_age=console.settings.console.session_max_s)
-        return response
-
-    @router.post("/console/logout")
-    async def console_logout(
-        request: Request, session: Annotated[Session, Depends(console.person("dashboard"))]
-    ) -> Response:
-        await run_in_threadpool(console.sessions.end, request.cookies.get(COOKIE) or "")
+        return _form(request, oauth, 401, "refused")
+    production = console.settings.env == "production"
+    if production and user.role in SECOND_FACTOR_ROLES and not user.totp_enabled:
         await console.audit(
             request,
-            session,
+            None,
             event_type=USER_AUTHENTICATION,
-            subtype="console-logout",
-            status=200,
-            description="console sign-out",
+            subtype="console-login",
+            status=403,
+            description="console sign-in refused: second factor required for the role",
+            username=user.label,
         )
-        response = console.page(request, "signed_out.html", None)
-        response.delete_cookie(COOKIE, path="/")
-        return response
+        return _form(request, oauth, 403, "totp-required")
+    issued = await run_in_threadpool(issue_code, console.runtime.engine, user.username, oauth)
+    query = urlencode({"code": issued, "state": oauth.state})
+    response = RedirectResponse(f"{oauth.redirect_uri}?{query}", status_code=303)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return response
 
-    @router.get("/console/password")
-    async def password_form(
-        request: Request,
-        session: Annotated[Session, Depends(console.person("dashboard", password_change=True))],
-    ) -> Response:
-        return console.page(request, "password.html", session)
 
-    @router.post("/console/password")
-    async def password_change(
-        request: Request,
-        session: Annotated[Session, Depends(console.person("dashboard", password_change=True))],
-        current: Annotated[str, Form(max_length=256)],
-        new: Annotated[str, Form(max_length=256)],
-        code: Annotated[str, Form(max_length=10)] = "",
-    ) -> Response:
-        try:
-            await run_in_threadpool(
-                console.users.change_password, session.username, current, new, code or None
-            )
-        except CarebridgeError as exc:
-            return console.page(request, "password.html", session, status=400, error=exc.message)
-        await run_in_threadpool(console.sessions.end_all, session.username)
-        await console.audit(
-            request,
-            session,
-            event_type=USER_AUTHENTICATION,
-            subtype="console-password",
-            status=200,
-            description="password changed; every session of the person ended",
+@router.get("/console/callback", name="console_callback")
+async def console_callback(request: Request) -> Response:
+    console = console_of(request)
+    state, _, verifier = (request.cookies.get(PKCE_COOKIE) or "").partition(".")
+    code = request.query_params.get("code") or ""
+    if not state or not hmac.compare_digest(state, request.query_params.get("state") or ""):
+        return console.page(request, "error.html", None, status=400, message="state")
+    try:
+        username = await run_in_threadpool(
+            redeem_code,
+            console.runtime.engine,
+            code,
+            client_id=CONSOLE_CLIENT_ID,
+            redirect_uri=_redirect_uri(request),
+            verifier=verifier,
         )
-        response = RedirectResponse("/console/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/")
-        return response
+    except Unauthenticated as exc:
+        return console.page(request, "error.html", None, status=400, message=exc.message)
+    token = await run_in_threadpool(console.sessions.start, username)
+    session = await run_in_threadpool(console.sessions.find, token)
+    await console.audit(
+        request,
+        session,
+        event_type=USER_AUTHENTICATION,
+        subtype="console-login",
+        status=200,
+        description="console sign-in",
+    )
+    response = RedirectResponse("/console", status_code=303)
+    response.delete_cookie(PKCE_COOKIE, path="/")
+    console.set_cookie(response, COOKIE, token, max_age=console.settings.console.session_max_s)
+    return response
 
-    @router.get("/console/language/{language}")
-    async def language(request: Request, language: str) -> Response:
-        response = RedirectResponse("/console", status_code=303)
-        if language in LANGUAGES:
-            console.set_cookie(response, LANGUAGE_COOKIE, language, max_age=365 * 86400)
-        return response
 
-    return router
+@router.post("/console/logout")
+async def console_logout(
+    request: Request, session: Annotated[Session, Depends(person("dashboard"))]
+) -> Response:
+    console = console_of(request)
+    await run_in_threadpool(console.sessions.end, request.cookies.get(COOKIE) or "")
+    await console.audit(
+        request,
+        session,
+        event_type=USER_AUTHENTICATION,
+        subtype="console-logout",
+        status=200,
+        description="console sign-out",
+    )
+    response = console.page(request, "signed_out.html", None)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/console/password")
+async def password_form(
+    request: Request,
+    session: Annotated[Session, Depends(person("dashboard", password_change=True))],
+) -> Response:
+    console = console_of(request)
+    return console.page(request, "password.html", session)
+
+
+@router.post("/console/password")
+async def password_change(
+    request: Request,
+    session: Annotated[Session, Depends(person("dashboard", password_change=True))],
+    current: Annotated[str, Form(max_length=256)],
+    new: Annotated[str, Form(max_length=256)],
+    code: Annotated[str, Form(max_length=10)] = "",
+) -> Response:
+    console = console_of(request)
+    try:
+        await run_in_threadpool(console.users.change_password, session.username, current, new, code or None)
+    except CarebridgeError as exc:
+        return console.page(request, "password.html", session, status=400, error=exc.message)
+    await run_in_threadpool(console.sessions.end_all, session.username)
+    await console.audit(
+        request,
+        session,
+        event_type=USER_AUTHENTICATION,
+        subtype="console-password",
+        status=200,
+        description="password changed; every session of the person ended",
+    )
+    response = RedirectResponse("/console/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/")
+    return response
+
+
+@router.get("/console/language/{language}")
+async def language(request: Request, language: str) -> Response:
+    console = console_of(request)
+    response = RedirectResponse("/console", status_code=303)
+    if language in LANGUAGES:
+        console.set_cookie(response, LANGUAGE_COOKIE, language, max_age=365 * 86400)
+    return response

@@ -3,9 +3,14 @@
 Why in one place: every console route needs the same four things, and a route
 that forgot one (a page without a session check, a form without CSRF, a view of
 patient data without an AuditEvent) is exactly the gap issue #19 asks to close.
-So pages get them through :meth:`Console.person` (a FastAPI dependency that
+So pages get them through :func:`person` (a FastAPI dependency that
 redirects to sign-in, checks the role and, for ``POST``, the CSRF token) and
 :meth:`Console.page`, and patient views through :meth:`Console.audit_view`.
+
+The console's routers are module-level (built once per process, like the FHIR
+routers) and every app includes the same ones; a handler finds its app's
+:class:`Console` on the request (:func:`console_of`), which ``install`` puts on
+``app.state``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from audit import build_event, outcome_for_status
+from audit import TrailCheck, build_event, outcome_for_status
 from fhir_store import RequestContext, now_us
 from gateway.auth.purpose import ROLE_PURPOSES
 from gateway.auth.sessions import COOKIE, Session, SessionStore
@@ -86,39 +91,13 @@ class Console:
         self.environments = {language: _environment(language) for language in LANGUAGES}
         base = runtime.settings.base_url
         self.secure_cookies = runtime.settings.env == "production" or base.startswith("https://")
+        #: the audit page's last chain verification per person (counts and a reason, no patient data)
+        self.last_checks: dict[str, tuple[TrailCheck, int]] = {}
 
     # -- who is asking ------------------------------------------------------------------
 
     def session_of(self, request: Request) -> Session | None:
         return self.sessions.find(request.cookies.get(COOKIE))
-
-    def person(self, action: str, *, password_change: bool = False) -> Callable[[Request], Any]:
-        """A dependency: the session of a person whose role may do ``action`` (``gateway.console.roles``).
-
-        A ``POST`` must carry the session's CSRF token.  A person holding a one-time
-        password reaches nothing but the password page until they choose their own.
-        """
-        allowed: Collection[str] = frozenset(roles_for(action))
-
-        async def dependency(request: Request) -> Session:
-            session = await run_in_threadpool(self.session_of, request)
-            if session is None:
-                raise SignInRequired
-            if session.must_change_password and not password_change:
-                raise SignInRequired("password")
-            if session.role not in allowed:
-                raise NotAllowed
-            if request.method not in ("GET", "HEAD"):
-                presented = request.headers.get(CSRF_HEADER)
-                if presented is None:
-                    form = await request.form()
-                    value = form.get(CSRF_FIELD)
-                    presented = value if isinstance(value, str) else None
-                if not session.csrf_ok(presented):
-                    raise CsrfRefused
-            return session
-
-        return dependency
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -212,3 +191,38 @@ class Console:
             description=f"console: {what}",
             patient_ids=patient_ids,
         )
+
+
+def console_of(request: Request) -> Console:
+    """The console of the app serving ``request`` (set by ``gateway.console.install``)."""
+    console: Console = request.app.state.console
+    return console
+
+
+def person(action: str, *, password_change: bool = False) -> Callable[[Request], Any]:
+    """A dependency: the session of a person whose role may do ``action`` (``gateway.console.roles``).
+
+    A ``POST`` must carry the session's CSRF token.  A person holding a one-time
+    password reaches nothing but the password page until they choose their own.
+    """
+    allowed: Collection[str] = frozenset(roles_for(action))
+
+    async def dependency(request: Request) -> Session:
+        session = await run_in_threadpool(console_of(request).session_of, request)
+        if session is None:
+            raise SignInRequired
+        if session.must_change_password and not password_change:
+            raise SignInRequired("password")
+        if session.role not in allowed:
+            raise NotAllowed
+        if request.method not in ("GET", "HEAD"):
+            presented = request.headers.get(CSRF_HEADER)
+            if presented is None:
+                form = await request.form()
+                value = form.get(CSRF_FIELD)
+                presented = value if isinstance(value, str) else None
+            if not session.csrf_ok(presented):
+                raise CsrfRefused
+        return session
+
+    return dependency
