@@ -73,8 +73,8 @@ def run() -> NoReturn:
     """The ``carebridge`` console script: :func:`main`, then exit without the interpreter's teardown.
 
     After a command is done, CPython's finalisation deallocates every object of every imported
-    module; with FastAPI, pydantic and the FHIR model classes loaded that takes about half a
-    second (docs/benchmarks.md), paid by every CLI call and by every stop of ``serve``.  The
+    module; with FastAPI, pydantic and the FHIR model classes loaded that is a noticeable pause
+    (docs/benchmarks.md, "Design figures"), paid by every CLI call and by every stop of ``serve``.  The
     ``atexit`` handlers (logging flush, thread pools, temporary directories) still run and both
     streams are flushed before the process ends with the command's exit status.  An exception
     that escapes ``main`` takes Python's usual path (traceback, status 1).

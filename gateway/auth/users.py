@@ -84,9 +84,9 @@ def _dummy_hash(time_cost: int, memory_kib: int) -> str:
     """A hash of a random password at these parameters, made on first need, once per process.
 
     Verifying an unknown username against it costs what verifying a real account costs (no
-    user enumeration by timing, OWASP ASVS V2.2).  It is made lazily because one Argon2id hash at
-    the default cost takes a third of a second of CPU: every start of the server and of every CLI
-    command paid it before any sign-in needed it.
+    user enumeration by timing, OWASP ASVS V2.2).  It is made lazily because an Argon2id hash at
+    the default cost is deliberately expensive (docs/benchmarks.md, "Design figures"): every start
+    of the server and of every CLI command paid for it before any sign-in needed it.
     """
     return _hasher(time_cost, memory_kib).hash(secrets.token_urlsafe(16))
 

@@ -101,7 +101,7 @@ def access_csv(record: PatientRecord, _: Gettext) -> bytes:
 
 
 def access_xlsx(record: PatientRecord, _: Gettext) -> bytes:
-    from openpyxl import Workbook  # a fifth of a second to import: only when a workbook is asked for
+    from openpyxl import Workbook  # slow to import (docs/benchmarks.md): only when a workbook is asked for
 
     book = Workbook()
     sheets = (
