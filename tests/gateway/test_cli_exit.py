@@ -52,15 +52,3 @@ def test_a_commands_output_and_status_survive_the_fast_exit(tmp_path: Path) -> N
     assert added.returncode == 0, added.stderr
     listed = _run("senders", "list", "--database-url", database, cwd=tmp_path)
     assert listed.returncode == 0 and "HIS_A" in listed.stdout and "BV_A" in listed.stdout
-    missing = _run(
-        "senders",
-        "remove",
-        "--application",
-        "NOPE",
-        "--facility",
-        "NOPE",
-        "--database-url",
-        database,
-        cwd=tmp_path,
-    )
-    assert missing.returncode != 0
