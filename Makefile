@@ -15,6 +15,12 @@ DATABASE_URL := $(or $(CAREBRIDGE_DATABASE_URL),sqlite:///var/carebridge.db)
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Some hosts (this project's CI image among them) export PYTHONDONTWRITEBYTECODE=1.  With it no
+# process keeps the bytecode it compiles: every pytest worker, every `carebridge` subprocess and
+# every CLI call compiled FastAPI, pydantic, SQLAlchemy and carebridge from source again, which
+# doubled the start of every process and half the suite's time (docs/benchmarks.md).  The
+# __pycache__ directories it writes are ignored by git.  (The Docker image compiles at install.)
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help venv postgres-binaries chromium run lint test clean
 
