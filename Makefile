@@ -112,11 +112,14 @@ lint-fast: venv
 # PYTEST_WORKERS=0 runs in one process.
 MYPY_LOG := $(VENV)/mypy.log
 # The files that hold `latency` tests: the first phase collects only these (collecting the whole
-# suite to select two tests took ten seconds).  Found by grep, so a new latency test is never left
-# out of both phases.
+# suite to select two tests took ten seconds), and is skipped when PYTEST_ARGS is an argument file
+# (@ids.txt) that names none of them.  Found by grep, so a new latency test is never left out of
+# both phases.
 LATENCY_FILES = $(shell grep -rl --include='test_*.py' 'mark.latency' tests)
 test: venv lint-fast postgres-binaries chromium
-	@latency_rc=0; $(BIN)/pytest -n 0 -m latency $(or $(PYTEST_ARGS),$(LATENCY_FILES)) || latency_rc=$$?; \
+	@latency_rc=0; run_latency=1; \
+	case "$(PYTEST_ARGS)" in @*) grep -q -F $(foreach f,$(LATENCY_FILES),-e $(f)) $(patsubst @%,%,$(PYTEST_ARGS)) || run_latency=0;; esac; \
+	if [ $$run_latency -eq 1 ]; then $(BIN)/pytest -n 0 -m latency $(or $(PYTEST_ARGS),$(LATENCY_FILES)) || latency_rc=$$?; fi; \
 	if [ $$latency_rc -eq 5 ]; then latency_rc=0; fi; \
 	$(BIN)/mypy > $(MYPY_LOG) 2>&1 & mypy_pid=$$!; \
 	pytest_rc=0; $(BIN)/pytest -n $(PYTEST_WORKERS) -m "not latency" --durations=10 $(PYTEST_ARGS) || pytest_rc=$$?; \
