@@ -43,7 +43,7 @@ venv: $(STAMP) $(HTMX)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@if $(BIN)/python -m pip install -q --no-compile uv && \
-	  SSL_CERT_FILE=$${PIP_CERT:-$${SSL_CERT_FILE:-}} $(BIN)/uv pip install --python $(BIN)/python \
+	  env $${PIP_CERT:+SSL_CERT_FILE=$$PIP_CERT} $(BIN)/uv pip install --python $(BIN)/python \
 	    --no-progress $${PIP_FIND_LINKS:+--find-links $$PIP_FIND_LINKS} -e '.[test]'; then :; else \
 	  echo "uv could not install: installing with pip"; \
 	  $(BIN)/python -m pip install --no-compile -e '.[test]'; fi
