@@ -12,8 +12,10 @@ the repository or built by the setup.  Dates and times are shown in Vietnam time
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from babel.messages.pofile import read_po
@@ -27,14 +29,16 @@ VIETNAM = ZoneInfo("Asia/Ho_Chi_Minh")
 _LOCALE_DIR = Path(__file__).resolve().parent / "locale"
 
 
-def load_catalog(language: str) -> dict[str, str]:
-    """msgid → translation for ``language`` (English: empty, the ids are English); a copy to keep."""
-    return dict(_read_catalog(language))
+def load_catalog(language: str) -> Mapping[str, str]:
+    """msgid → translation for ``language`` (English: empty, the ids are English), read-only.
+
+    The ``.po`` file is parsed once per process and shared by every app and page.
+    """
+    return MappingProxyType(_read_catalog(language))
 
 
 @lru_cache(maxsize=len(LANGUAGES))
 def _read_catalog(language: str) -> dict[str, str]:
-    """The ``.po`` file parsed once per process (Babel's reader takes a few milliseconds per entry set)."""
     path = _LOCALE_DIR / language / "LC_MESSAGES" / "messages.po"
     if language == "en" or not path.exists():
         return {}

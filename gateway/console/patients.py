@@ -11,7 +11,6 @@ not recorded (a CCCD or a name is patient data).  The reading itself lives in
 """
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -35,18 +34,13 @@ EXPORT = "110106"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-@lru_cache(maxsize=4)
-def _catalog(language: str) -> dict[str, str]:
-    return load_catalog(language)
-
-
 router = APIRouter(include_in_schema=False)
 PERSON = Depends(person("patients"))
 
 
 def _gettext(request: Request) -> Callable[[str], str]:
     console = console_of(request)
-    catalog = _catalog(console.language(request))
+    catalog = load_catalog(console.language(request))
     return lambda message: catalog.get(message, message)
 
 
